@@ -1,0 +1,10 @@
+//! The gRPC contracts of Beckon, package `beckon.v1`: one service per component.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod v1 {
+    tonic::include_proto!("beckon.v1");
+}
+
+/// Encoded file descriptors of every service, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("beckon_descriptor");

@@ -1,0 +1,181 @@
+//! Instants and spans in milliseconds.
+//!
+//! Beckon keeps time as whole milliseconds since the Unix epoch: event timestamps carry no more
+//! precision than that, integer arithmetic keeps replay deterministic, and an `i64` is cheap to
+//! store per event occurrence.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::CoreError;
+
+/// An instant: milliseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ts(pub i64);
+
+impl Ts {
+    pub const MIN: Ts = Ts(i64::MIN);
+    pub const MAX: Ts = Ts(i64::MAX);
+
+    pub fn from_millis(ms: i64) -> Ts {
+        Ts(ms)
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Parses an ISO 8601 / RFC 3339 timestamp with an offset (`Z` or `+08:00`).
+    pub fn parse_rfc3339(text: &str) -> Result<Ts, CoreError> {
+        let ts = jiff::Timestamp::from_str(text).map_err(|e| CoreError::BadTimestamp {
+            text: text.chars().take(64).collect(),
+            reason: e.to_string(),
+        })?;
+        Ok(Ts(ts.as_millisecond()))
+    }
+
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    pub fn saturating_add(self, d: Duration) -> Ts {
+        Ts(self.0.saturating_add(d.0))
+    }
+
+    pub fn saturating_sub(self, d: Duration) -> Ts {
+        Ts(self.0.saturating_sub(d.0))
+    }
+}
+
+impl fmt::Display for Ts {
+    /// RFC 3339 in UTC with millisecond precision, so output sorts and diffs cleanly.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}", self.to_jiff())
+    }
+}
+
+/// A span of time in milliseconds, written in specs as `90s`, `30m`, `1h`, `2d` or `1d12h`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub i64);
+
+impl Duration {
+    pub const ZERO: Duration = Duration(0);
+
+    pub fn from_millis(ms: i64) -> Duration {
+        Duration(ms)
+    }
+
+    pub fn hours(h: i64) -> Duration {
+        Duration(h * 3_600_000)
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = CoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| CoreError::BadDuration {
+            text: text.to_string(),
+            reason: why.to_string(),
+        };
+        let mut total: i64 = 0;
+        let mut digits = String::new();
+        let mut saw_unit = false;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad("empty"));
+        }
+
+        while let Some(c) = rest.chars().next() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                rest = &rest[1..];
+                continue;
+            }
+
+            // "ms" must be tried before "m".
+            let (unit_ms, len) = if rest.starts_with("ms") {
+                (1, 2)
+            } else {
+                match c {
+                    's' => (1_000, 1),
+                    'm' => (60_000, 1),
+                    'h' => (3_600_000, 1),
+                    'd' => (86_400_000, 1),
+                    'w' => (604_800_000, 1),
+                    _ => return Err(bad("expected a number followed by ms, s, m, h, d or w")),
+                }
+            };
+            if digits.is_empty() {
+                return Err(bad("a unit must follow a number"));
+            }
+            let n: i64 = digits.parse().map_err(|_| bad("number too large"))?;
+            let part = n.checked_mul(unit_ms).ok_or_else(|| bad("too long"))?;
+            total = total.checked_add(part).ok_or_else(|| bad("too long"))?;
+            digits.clear();
+            saw_unit = true;
+            rest = &rest[len..];
+        }
+
+        if !digits.is_empty() || !saw_unit {
+            return Err(bad("a number needs a unit (ms, s, m, h, d or w)"));
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms != 0 && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_compound_units() {
+        assert_eq!("1h".parse::<Duration>().ok(), Some(Duration(3_600_000)));
+        assert_eq!("1d12h".parse::<Duration>().ok(), Some(Duration(129_600_000)));
+        assert_eq!("250ms".parse::<Duration>().ok(), Some(Duration(250)));
+        assert!("12".parse::<Duration>().is_err());
+        assert!("h".parse::<Duration>().is_err());
+        assert!("3 days".parse::<Duration>().is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip_with_offsets() {
+        let a = Ts::parse_rfc3339("2017-11-25T08:00:00.000+08:00").ok();
+        let b = Ts::parse_rfc3339("2017-11-25T00:00:00Z").ok();
+        assert_eq!(a, b);
+        assert_eq!(b.map(|t| t.to_string()).as_deref(), Some("2017-11-25T00:00:00.000Z"));
+        assert!(Ts::parse_rfc3339("25/11/2017").is_err());
+    }
+}
