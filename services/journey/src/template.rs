@@ -1,0 +1,312 @@
+//! Message templates in Liquid.
+//!
+//! Rule for missing values: a value is missing when its path is absent or `null`, and, for an
+//! output tag without filters, when it is a boolean, an object or a list (those would print as
+//! `true` or JSON, never what a reader should see). An output tag with a `default` filter
+//! renders its default in that case; inside `{% if %}` and friends a missing value is simply
+//! false. Any other missing value makes the whole message unsendable: it is skipped and the
+//! reason recorded, rather than sent with a hole or raw syntax in it.
+//!
+//! Escaping: for email every string value is HTML-escaped before rendering, so a product name
+//! cannot inject markup; push, in-app and SMS are plain text and are not escaped. `url_encode`
+//! is available for links.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// A compiled template and the variable paths it reads.
+#[derive(Clone)]
+pub struct Template {
+    source: String,
+    compiled: Arc<liquid::Template>,
+    paths: Vec<PathUse>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template").field("source", &self.source).finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct PathUse {
+    path: Vec<String>,
+    /// A missing value is acceptable here (a default filter, or a condition).
+    guarded: bool,
+    /// The tag prints the value as it is, with no filter to turn it into text.
+    bare: bool,
+}
+
+/// Escaping applied to values before rendering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    None,
+    Html,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// A value the template needs is missing and has no default.
+    Missing(String),
+    /// Liquid itself failed (an unknown filter argument, a bad comparison).
+    Liquid(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::Missing(p) => write!(f, "missing value {p} with no default"),
+            RenderError::Liquid(e) => write!(f, "template failed: {e}"),
+        }
+    }
+}
+
+fn parser() -> &'static liquid::Parser {
+    static PARSER: std::sync::OnceLock<liquid::Parser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        // The standard library cannot fail to build; fall back to an empty parser regardless.
+        liquid::ParserBuilder::with_stdlib()
+            .build()
+            .unwrap_or_else(|_| liquid::Parser::default())
+    })
+}
+
+impl Template {
+    /// Compiles `source`; the error text is Liquid's own description of the problem.
+    pub fn compile(source: &str) -> Result<Template, String> {
+        let compiled = parser().parse(source).map_err(|e| e.to_string())?;
+        Ok(Template {
+            source: source.to_string(),
+            compiled: Arc::new(compiled),
+            paths: scan_paths(source),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders with `data`, a JSON object whose top-level keys are the template's roots
+    /// (`user`, `event`, `entry`, `journey`).
+    pub fn render(&self, mut data: Value, escape: Escape) -> Result<String, RenderError> {
+        for usage in &self.paths {
+            let usable = match lookup(&data, &usage.path) {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(_) | Value::Object(_) | Value::Array(_)) => !usage.bare,
+                Some(_) => true,
+            };
+            if usable {
+                continue;
+            }
+            if !usage.guarded {
+                return Err(RenderError::Missing(usage.path.join(".")));
+            }
+
+            // Liquid-rust rejects unknown variables even under `default`; an explicit nil
+            // lets the default (or a false condition) apply.
+            insert_null(&mut data, &usage.path);
+        }
+
+        if escape == Escape::Html {
+            escape_strings(&mut data);
+        }
+
+        let globals = liquid::to_object(&data).map_err(|e| RenderError::Liquid(e.to_string()))?;
+        self.compiled
+            .render(&globals)
+            .map_err(|e| RenderError::Liquid(e.to_string()))
+    }
+}
+
+fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = data;
+    for key in path {
+        cur = cur.as_object()?.get(key)?;
+    }
+    Some(cur)
+}
+
+fn insert_null(data: &mut Value, path: &[String]) {
+    let mut cur = data;
+    for (i, key) in path.iter().enumerate() {
+        let Some(obj) = cur.as_object_mut() else {
+            return;
+        };
+        let last = i + 1 == path.len();
+        let slot = obj.entry(key.clone()).or_insert_with(|| {
+            if last {
+                Value::Null
+            } else {
+                Value::Object(Default::default())
+            }
+        });
+        if last {
+            *slot = Value::Null;
+            return;
+        }
+        if slot.is_null() {
+            *slot = Value::Object(Default::default());
+        }
+        cur = slot;
+    }
+}
+
+fn escape_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if s.contains(['<', '>', '&', '"', '\'']) {
+                *s = html_escape(s);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(escape_strings),
+        Value::Object(map) => map.values_mut().for_each(escape_strings),
+        _ => {}
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Finds the variable paths a template reads, and how each is used.
+fn scan_paths(source: &str) -> Vec<PathUse> {
+    let mut uses = Vec::new();
+    let mut rest = source;
+
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open..];
+        let (close, is_output) = if after.starts_with("{{") {
+            ("}}", true)
+        } else if after.starts_with("{%") {
+            ("%}", false)
+        } else {
+            rest = &rest[open + 1..];
+            continue;
+        };
+        let Some(end) = after[2..].find(close) else {
+            break;
+        };
+        let body = after[2..2 + end].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        rest = &after[2 + end + 2..];
+
+        if is_output {
+            scan_output(body, &mut uses);
+        } else {
+            scan_tag(body, &mut uses);
+        }
+    }
+    uses
+}
+
+fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
+    let mut parts = body.split('|');
+    let head = parts.next().unwrap_or("").trim();
+    let filters: Vec<&str> = parts.map(str::trim).collect();
+    if let Some(path) = as_path(head) {
+        uses.push(PathUse {
+            path,
+            guarded: filters.iter().any(|f| f.starts_with("default")),
+            bare: filters.is_empty(),
+        });
+    }
+}
+
+fn scan_tag(body: &str, uses: &mut Vec<PathUse>) {
+    let mut words = body.split_whitespace();
+    let keyword = words.next().unwrap_or("");
+    if !matches!(keyword, "if" | "elsif" | "unless" | "case" | "when" | "for" | "assign") {
+        return;
+    }
+    for word in words {
+        if let Some(path) = as_path(word.trim_matches(|c| c == '(' || c == ')' || c == ',')) {
+            if path.len() > 1 {
+                uses.push(PathUse {
+                    path,
+                    guarded: true,
+                    bare: false,
+                });
+            }
+        }
+    }
+}
+
+/// `user.first_name` becomes `["user", "first_name"]`; literals and keywords give `None`.
+fn as_path(token: &str) -> Option<Vec<String>> {
+    let first = token.chars().next()?;
+    if !(first.is_ascii_alphabetic() || first == '_') {
+        return None;
+    }
+    if matches!(token, "true" | "false" | "nil" | "null" | "empty" | "blank" | "and" | "or" | "in")
+    {
+        return None;
+    }
+    if !token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+    {
+        return None;
+    }
+    Some(token.split('.').map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(src: &str, data: Value) -> Result<String, RenderError> {
+        Template::compile(src).map_err(RenderError::Liquid)?.render(data, Escape::None)
+    }
+
+    #[test]
+    fn renders_values_and_defaults() {
+        let data = json!({"entry": {"name": "Red shoes"}, "user": {}});
+        assert_eq!(render("You left {{ entry.name }}", data.clone()).ok().as_deref(),
+            Some("You left Red shoes"));
+        assert_eq!(
+            render("Hi {{ user.first_name | default: \"there\" }}", data).ok().as_deref(),
+            Some("Hi there")
+        );
+    }
+
+    #[test]
+    fn missing_value_without_default_is_an_error_not_a_hole() {
+        let data = json!({"user": {"first_name": null}});
+        assert_eq!(
+            render("Hi {{ user.first_name }}", data),
+            Err(RenderError::Missing("user.first_name".into()))
+        );
+        assert_eq!(
+            render("{{ user.vip }}", json!({"user": {"vip": true}})),
+            Err(RenderError::Missing("user.vip".into()))
+        );
+    }
+
+    #[test]
+    fn conditions_treat_missing_as_false() {
+        let src = "{% if user.plan == \"pro\" %}Pro{% else %}Free{% endif %}";
+        assert_eq!(render(src, json!({"user": {}})).ok().as_deref(), Some("Free"));
+    }
+
+    #[test]
+    fn html_escaping_for_email_only() {
+        let t = Template::compile("<p>{{ entry.name }}</p>").ok();
+        let data = json!({"entry": {"name": "<b>x</b> & y"}});
+        let html = t.as_ref().and_then(|t| t.render(data.clone(), Escape::Html).ok());
+        assert_eq!(html.as_deref(), Some("<p>&lt;b&gt;x&lt;/b&gt; &amp; y</p>"));
+        let plain = t.and_then(|t| t.render(data, Escape::None).ok());
+        assert_eq!(plain.as_deref(), Some("<p><b>x</b> & y</p>"));
+    }
+}
