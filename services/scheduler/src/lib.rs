@@ -1,1 +1,32 @@
+//! The scheduler: timers that wake a user's actor when they come due.
+//!
+//! Timers are kept per partition and ordered by due time, so finding due work never needs a
+//! scan. Setting a timer whose id exists replaces it (one timer per id); cancelling is by id.
 
+pub mod memory;
+
+pub use memory::MemoryTimers;
+
+use beckon_core::{Timer, Ts};
+
+/// A partition's timers.
+pub trait TimerStore: Send {
+    /// Sets or replaces the timer with this (workspace, user, id).
+    fn schedule(&mut self, timer: Timer);
+
+    /// Removes a timer; returns whether it existed.
+    fn cancel(&mut self, workspace: &str, user: &str, id: &str) -> bool;
+
+    /// Removes and returns up to `limit` timers due at or before `now`, earliest first (ties in
+    /// workspace, user and id order, so firing is deterministic).
+    fn pop_due(&mut self, now: Ts, limit: usize) -> Vec<Timer>;
+
+    /// When the earliest timer is due.
+    fn next_due(&self) -> Option<Ts>;
+
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

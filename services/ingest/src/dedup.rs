@@ -1,0 +1,63 @@
+//! Dropping events whose message id was accepted before.
+//!
+//! Ingest answers a repeated id as a success without appending it again, so clients may retry
+//! freely. The in-memory deduper keeps a bounded number of recent ids; the durable one (Redis)
+//! keeps them for a configured time.
+
+use std::collections::{HashSet, VecDeque};
+
+/// Remembers message ids per workspace.
+pub trait Deduper: Send {
+    /// Records the id; returns false when it was seen before.
+    fn first_time(&mut self, workspace: &str, message_id: &str) -> bool;
+}
+
+/// Remembers the most recent `capacity` ids.
+#[derive(Debug)]
+pub struct MemoryDeduper {
+    capacity: usize,
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl MemoryDeduper {
+    pub fn new(capacity: usize) -> MemoryDeduper {
+        MemoryDeduper {
+            capacity: capacity.max(1),
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl Deduper for MemoryDeduper {
+    fn first_time(&mut self, workspace: &str, message_id: &str) -> bool {
+        let key = format!("{workspace}\u{0}{message_id}");
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_sighting_is_dropped_and_old_ids_age_out() {
+        let mut d = MemoryDeduper::new(2);
+        assert!(d.first_time("w", "a"));
+        assert!(!d.first_time("w", "a"));
+        assert!(d.first_time("other", "a"));
+        assert!(d.first_time("w", "b"));
+        assert!(d.first_time("w", "a"), "evicted after capacity");
+    }
+}

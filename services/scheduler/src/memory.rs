@@ -1,0 +1,107 @@
+//! Timers in memory: the embedded store for replay, tests and single-pod deployments.
+
+use std::collections::{BTreeMap, HashMap};
+
+use beckon_core::{Timer, Ts};
+
+use crate::TimerStore;
+
+type Key = (String, String, String);
+
+#[derive(Debug, Default)]
+pub struct MemoryTimers {
+    by_due: BTreeMap<(Ts, Key), Timer>,
+    due_of: HashMap<Key, Ts>,
+}
+
+impl MemoryTimers {
+    pub fn new() -> MemoryTimers {
+        MemoryTimers::default()
+    }
+}
+
+fn key_of(workspace: &str, user: &str, id: &str) -> Key {
+    (workspace.to_string(), user.to_string(), id.to_string())
+}
+
+impl TimerStore for MemoryTimers {
+    fn schedule(&mut self, timer: Timer) {
+        let key = key_of(&timer.workspace, &timer.user, &timer.id);
+        if let Some(old) = self.due_of.insert(key.clone(), timer.due) {
+            self.by_due.remove(&(old, key.clone()));
+        }
+        self.by_due.insert((timer.due, key), timer);
+    }
+
+    fn cancel(&mut self, workspace: &str, user: &str, id: &str) -> bool {
+        let key = key_of(workspace, user, id);
+        match self.due_of.remove(&key) {
+            Some(due) => self.by_due.remove(&(due, key)).is_some(),
+            None => false,
+        }
+    }
+
+    fn pop_due(&mut self, now: Ts, limit: usize) -> Vec<Timer> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(entry) = self.by_due.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, key), timer) = entry.remove_entry();
+            self.due_of.remove(&key);
+            out.push(timer);
+        }
+        out
+    }
+
+    fn next_due(&self) -> Option<Ts> {
+        self.by_due.first_key_value().map(|((due, _), _)| *due)
+    }
+
+    fn len(&self) -> usize {
+        self.due_of.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(user: &str, id: &str, due: i64) -> Timer {
+        Timer {
+            id: id.to_string(),
+            workspace: "w".into(),
+            user: user.to_string(),
+            due: Ts(due),
+            journey: "j".into(),
+            instance: 0,
+        }
+    }
+
+    #[test]
+    fn fires_in_due_order_and_only_when_due() {
+        let mut t = MemoryTimers::new();
+        t.schedule(timer("b", "1", 20));
+        t.schedule(timer("a", "1", 10));
+        t.schedule(timer("c", "1", 30));
+        assert_eq!(t.next_due(), Some(Ts(10)));
+        let fired: Vec<_> = t.pop_due(Ts(20), 10).into_iter().map(|t| t.user).collect();
+        assert_eq!(fired, ["a", "b"]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn same_id_replaces_and_cancel_removes() {
+        let mut t = MemoryTimers::new();
+        t.schedule(timer("a", "1", 10));
+        t.schedule(timer("a", "1", 50));
+        assert_eq!(t.len(), 1);
+        assert!(t.pop_due(Ts(10), 10).is_empty());
+        assert!(t.cancel("w", "a", "1"));
+        assert!(!t.cancel("w", "a", "1"));
+        assert!(t.is_empty());
+    }
+}
