@@ -1,1 +1,8 @@
+//! The `beckon` command's library: the replay job, spec linting and the all-in-one wiring.
+//!
+//! The binary in `main.rs` only parses arguments and calls into here, so tests drive the same
+//! code the command runs.
 
+pub mod lint;
+pub mod replay;
+pub mod report;

@@ -1,1 +1,137 @@
-fn main() {}
+//! `beckon`: replay event files through journeys, lint specs, and (later) serve.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use beckon::replay::{self, ReplayConfig};
+use beckon_core::{Duration, Ts};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "beckon", version, about = "Real-time, behavior-driven journeys")]
+struct Cli {
+    /// Log filter, e.g. `info` or `beckon_user_state=debug`.
+    #[arg(long, env = "BECKON_LOG", default_value = "warn", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a Segment-spec JSON-lines file through journeys on a virtual clock.
+    Replay(ReplayArgs),
+    /// Check journey and segment specs; exits non-zero on any error.
+    Lint {
+        /// A spec file or a folder of them.
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Segment-spec JSON lines (track, identify, alias, page, screen).
+    #[arg(long)]
+    events: PathBuf,
+    /// Folder of journey specs.
+    #[arg(long)]
+    journeys: PathBuf,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where to write one JSON object per rendered message.
+    #[arg(long)]
+    messages: Option<PathBuf>,
+    /// Workspace the events belong to; journeys of other workspaces are ignored.
+    #[arg(long, default_value = "default")]
+    workspace: String,
+    /// How long virtual time runs on after the last event, so pending timers fire.
+    #[arg(long, default_value = "7d")]
+    drain: Duration,
+    /// Stop virtual time at this instant (RFC 3339) instead.
+    #[arg(long)]
+    until: Option<String>,
+    /// Worker threads; the default is one per core.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+
+    let result = match cli.command {
+        Command::Replay(args) => run_replay(args),
+        Command::Lint { path } => run_lint(&path),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ReplayConfig::new(args.events, args.journeys);
+    config.workspace = args.workspace;
+    config.drain = args.drain;
+    config.progress = !args.no_progress;
+    if let Some(w) = args.workers {
+        config.workers = w.max(1);
+    }
+    if let Some(until) = &args.until {
+        config.until = Some(Ts::parse_rfc3339(until).context("--until")?);
+    }
+
+    let outcome = replay::run(&config)?;
+
+    if let Some(path) = &args.messages {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for m in &outcome.messages {
+            serde_json::to_writer(&mut out, &replay::message_json(m))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&outcome.report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    std::io::stdout().write_all(outcome.report.summary().as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_lint(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (journeys, errors) = beckon::lint::lint(path)?;
+    let mut err = std::io::stderr().lock();
+    for e in &errors {
+        writeln!(err, "{e}")?;
+    }
+    if errors.is_empty() {
+        writeln!(std::io::stdout(), "ok: {journeys} journey(s)")?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(err, "{} error(s)", errors.len())?;
+        Ok(ExitCode::from(1))
+    }
+}

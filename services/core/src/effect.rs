@@ -115,7 +115,11 @@ impl fmt::Display for DecisionKind {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     SetTimer(Timer),
-    CancelTimer { id: String },
+    CancelTimer {
+        workspace: String,
+        user: String,
+        id: String,
+    },
     Send(OutboundMessage),
     Record(Decision),
 }

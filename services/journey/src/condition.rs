@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// A condition, written in YAML as a single-key map: `did`, `did_not`, `all`, `any`, `not` or
 /// `trait`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ConditionRepr")]
 pub enum Condition {
     Did(DidSpec),
     DidNot(DidSpec),
@@ -16,6 +16,55 @@ pub enum Condition {
     Any(Vec<Condition>),
     Not(Box<Condition>),
     Trait(TraitSpec),
+}
+
+/// The YAML shape of a condition. YAML enums would otherwise need `!tags`, which nobody
+/// writes by hand.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionRepr {
+    #[serde(default)]
+    did: Option<DidSpec>,
+    #[serde(default)]
+    did_not: Option<DidSpec>,
+    #[serde(default)]
+    all: Option<Vec<Condition>>,
+    #[serde(default)]
+    any: Option<Vec<Condition>>,
+    #[serde(default)]
+    not: Option<Box<Condition>>,
+    #[serde(default, rename = "trait")]
+    trait_: Option<TraitSpec>,
+}
+
+impl TryFrom<ConditionRepr> for Condition {
+    type Error = String;
+
+    fn try_from(r: ConditionRepr) -> Result<Self, Self::Error> {
+        let mut found = Vec::new();
+        if let Some(d) = r.did {
+            found.push(Condition::Did(d));
+        }
+        if let Some(d) = r.did_not {
+            found.push(Condition::DidNot(d));
+        }
+        if let Some(cs) = r.all {
+            found.push(Condition::All(cs));
+        }
+        if let Some(cs) = r.any {
+            found.push(Condition::Any(cs));
+        }
+        if let Some(c) = r.not {
+            found.push(Condition::Not(c));
+        }
+        if let Some(t) = r.trait_ {
+            found.push(Condition::Trait(t));
+        }
+        match (found.pop(), found.is_empty()) {
+            (Some(c), true) => Ok(c),
+            _ => Err("expected exactly one of did, did_not, all, any, not, trait".into()),
+        }
+    }
 }
 
 /// "Did `event` (matching filters) at least / at most / exactly N times within a window."

@@ -139,7 +139,7 @@ impl Run<'_> {
             else {
                 continue;
             };
-            self.cancel_timer(&mut state.journeys[i]);
+            self.cancel_timer(&state.workspace, &state.user, &mut state.journeys[i]);
             self.go(state, i, &j, on_event, now, &event.properties);
         }
 
@@ -357,7 +357,7 @@ impl Run<'_> {
 
     fn finish(&mut self, state: &mut UserState, i: usize, end: End, now: Ts, reason: String) {
         let mut inst = state.journeys.remove(i);
-        self.cancel_timer(&mut inst);
+        self.cancel_timer(&state.workspace, &state.user, &mut inst);
         if let Some(h) = state.history.get_mut(&inst.journey) {
             h.last_exit = Some(now);
         }
@@ -369,10 +369,14 @@ impl Run<'_> {
         self.decide(state, now, &inst.journey, &inst.step, kind, reason);
     }
 
-    fn cancel_timer(&mut self, inst: &mut JourneyInstance) {
+    fn cancel_timer(&mut self, workspace: &str, user: &str, inst: &mut JourneyInstance) {
         inst.due = None;
         if let Some(id) = inst.timer.take() {
-            self.effects.push(Effect::CancelTimer { id });
+            self.effects.push(Effect::CancelTimer {
+                workspace: workspace.to_string(),
+                user: user.to_string(),
+                id,
+            });
         }
     }
 

@@ -52,9 +52,10 @@ pub struct EntrySpec {
     pub reentry: Reentry,
 }
 
-/// When a user who was in the journey before may enter again.
+/// When a user who was in the journey before may enter again. Written as `never`,
+/// `after_exit` or `{cooldown: 24h}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ReentryRepr")]
 pub enum Reentry {
     /// Once per user, ever.
     Never,
@@ -63,6 +64,34 @@ pub enum Reentry {
     AfterExit,
     /// Not within this long after the last entry.
     Cooldown(Duration),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReentryRepr {
+    Word(String),
+    Cooldown(CooldownRepr),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CooldownRepr {
+    cooldown: Duration,
+}
+
+impl TryFrom<ReentryRepr> for Reentry {
+    type Error = String;
+
+    fn try_from(r: ReentryRepr) -> Result<Self, Self::Error> {
+        match r {
+            ReentryRepr::Word(w) if w == "never" => Ok(Reentry::Never),
+            ReentryRepr::Word(w) if w == "after_exit" => Ok(Reentry::AfterExit),
+            ReentryRepr::Word(w) => {
+                Err(format!("expected never, after_exit or {{cooldown: <duration>}}, found {w:?}"))
+            }
+            ReentryRepr::Cooldown(c) => Ok(Reentry::Cooldown(c.cooldown)),
+        }
+    }
 }
 
 /// An event name with optional property filters. Written as a plain name, or as

@@ -181,9 +181,13 @@ fn html_escape(s: &str) -> String {
 }
 
 /// Finds the variable paths a template reads, and how each is used.
+///
+/// Inside `{% if x %}` ... `{% endif %}`, printing `x` is guarded: when `x` is missing the block
+/// does not render at all.
 fn scan_paths(source: &str) -> Vec<PathUse> {
     let mut uses = Vec::new();
     let mut rest = source;
+    let mut guards: Vec<Vec<Vec<String>>> = Vec::new();
 
     while let Some(open) = rest.find('{') {
         let after = &rest[open..];
@@ -202,9 +206,33 @@ fn scan_paths(source: &str) -> Vec<PathUse> {
         rest = &after[2 + end + 2..];
 
         if is_output {
+            let start = uses.len();
             scan_output(body, &mut uses);
+            for usage in &mut uses[start..] {
+                usage.guarded |= guards.iter().flatten().any(|g| *g == usage.path);
+            }
         } else {
+            let start = uses.len();
             scan_tag(body, &mut uses);
+            let tested = || uses[start..].iter().map(|u| u.path.clone()).collect::<Vec<_>>();
+            match body.split_whitespace().next().unwrap_or("") {
+                "if" => guards.push(tested()),
+                "unless" | "case" | "for" => guards.push(Vec::new()),
+                "elsif" => {
+                    if let Some(top) = guards.last_mut() {
+                        *top = tested();
+                    }
+                }
+                "else" => {
+                    if let Some(top) = guards.last_mut() {
+                        top.clear();
+                    }
+                }
+                "endif" | "endunless" | "endcase" | "endfor" => {
+                    guards.pop();
+                }
+                _ => {}
+            }
         }
     }
     uses
@@ -298,6 +326,16 @@ mod tests {
     fn conditions_treat_missing_as_false() {
         let src = "{% if user.plan == \"pro\" %}Pro{% else %}Free{% endif %}";
         assert_eq!(render(src, json!({"user": {}})).ok().as_deref(), Some("Free"));
+    }
+
+    #[test]
+    fn printing_inside_its_own_if_is_guarded() {
+        let src = "We miss you{% if user.first_name %}, {{ user.first_name }}{% endif %}";
+        assert_eq!(render(src, json!({"user": {}})).ok().as_deref(), Some("We miss you"));
+        let named = json!({"user": {"first_name": "Ada"}});
+        assert_eq!(render(src, named).ok().as_deref(), Some("We miss you, Ada"));
+        let other = "{% if user.plan %}{{ user.first_name }}{% endif %}";
+        assert!(render(other, json!({"user": {"plan": "pro"}})).is_err());
     }
 
     #[test]

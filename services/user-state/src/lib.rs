@@ -1,1 +1,18 @@
+//! User-state: one actix actor per active user, holding that user's live behavioral state.
+//!
+//! A [`PartitionWorker`] owns the users of one partition. It hands each trigger (an event, or
+//! a timer that came due) to the user's [`UserActor`], started on demand from the
+//! [`StateStore`], and performs the effects the actor returns: timers go to the partition's
+//! timer store, messages to the gateway, decisions to the stats.
 
+pub mod actor;
+pub mod error;
+pub mod stats;
+pub mod store;
+pub mod worker;
+
+pub use actor::{Apply, Snapshot, UserActor};
+pub use error::StateError;
+pub use stats::{JourneyStats, Stats};
+pub use store::{MemoryStore, StateStore};
+pub use worker::PartitionWorker;

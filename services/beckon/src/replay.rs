@@ -1,0 +1,372 @@
+//! Replaying a Segment-spec event file through the whole engine, in one process.
+//!
+//! Events run through the same validation (ingest), user actors and partition workers
+//! (user-state), evaluator (journey), timer store (scheduler) and gateway code the services
+//! use, on the embedded in-memory store. Time is virtual: each partition's clock follows the
+//! timestamps of its events, and timers fire as that clock passes them; nothing sleeps.
+//!
+//! Output does not depend on thread timing: users never share state, each partition applies
+//! its events in file order, and messages are sorted before they are written.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Arbiter;
+use anyhow::Context as _;
+use beckon_core::partition::partition_of;
+use beckon_core::{Duration, Event, OutboundMessage, Ts};
+use beckon_gateway::{Gateway, RecordingChannel};
+use beckon_ingest::{Deduper, MemoryDeduper};
+use beckon_journey::Engine;
+use beckon_scheduler::MemoryTimers;
+use beckon_user_state::{MemoryStore, PartitionWorker, StateStore, Stats};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::report::{EventCounts, JourneyReport, RejectedLine, Report, StepReport, TimerCounts};
+
+/// Rejected lines listed one by one in the report; the rest are only counted.
+const MAX_LISTED_REJECTIONS: usize = 1000;
+/// Message ids remembered for deduplication across the whole file.
+const DEDUP_CAPACITY: usize = 4_000_000;
+/// Events handed to a worker thread at once.
+const BATCH: usize = 512;
+
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    pub events: PathBuf,
+    pub journeys: PathBuf,
+    pub workspace: String,
+    /// Partitions users are spread over; results do not depend on it.
+    pub partitions: u32,
+    /// Worker threads (actix arbiters).
+    pub workers: usize,
+    /// How long virtual time runs on after the last event, so pending timers can fire.
+    pub drain: Duration,
+    /// Stop virtual time here instead (overrides `drain`).
+    pub until: Option<Ts>,
+    /// Draw a progress bar on standard error when it is a terminal.
+    pub progress: bool,
+}
+
+impl ReplayConfig {
+    pub fn new(events: PathBuf, journeys: PathBuf) -> ReplayConfig {
+        ReplayConfig {
+            events,
+            journeys,
+            workspace: "default".into(),
+            partitions: beckon_core::partition::DEFAULT_PARTITIONS,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            drain: Duration::hours(7 * 24),
+            until: None,
+            progress: true,
+        }
+    }
+}
+
+/// What a replay produced.
+pub struct ReplayOutcome {
+    pub report: Report,
+    /// Every rendered message, sorted by send time, user, journey and step.
+    pub messages: Vec<OutboundMessage>,
+}
+
+enum Work {
+    Events(Vec<(u32, Event)>),
+    Finish {
+        until: Ts,
+        done: oneshot::Sender<WorkerResult>,
+    },
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    stats: Stats,
+    users: u64,
+    pending: u64,
+    errors: Vec<String>,
+}
+
+/// Runs a replay to the end. Blocks the calling thread; starts its own actor system.
+pub fn run(config: &ReplayConfig) -> anyhow::Result<ReplayOutcome> {
+    let journeys = beckon_journey::load_dir(&config.journeys)
+        .with_context(|| format!("loading journeys from {}", config.journeys.display()))?;
+    let journeys: Vec<_> =
+        journeys.into_iter().filter(|j| j.workspace == config.workspace).collect();
+    if journeys.is_empty() {
+        tracing::warn!(workspace = %config.workspace, "no journeys for this workspace");
+    }
+    let engine = Arc::new(Engine::new(journeys));
+
+    #[allow(clippy::disallowed_methods)] // elapsed time is reported, never used in logic
+    let started = std::time::Instant::now();
+
+    let system = actix::System::new();
+    let mut outcome = system.block_on(replay(config, engine))?;
+    outcome.report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(outcome)
+}
+
+async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<ReplayOutcome> {
+    let file = std::fs::File::open(&config.events)
+        .with_context(|| format!("opening {}", config.events.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = BufReader::with_capacity(1 << 20, file);
+
+    let recorder = RecordingChannel::new();
+    let mut gateway = Gateway::new();
+    for channel in ["push", "in_app", "email", "sms", "webhook"] {
+        gateway = gateway.with(channel, Arc::new(recorder.clone()));
+    }
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+
+    let workers = config.workers.max(1);
+    let partitions = config.partitions.max(1);
+    let mut arbiters = Vec::with_capacity(workers);
+    let mut senders = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (tx, rx) = mpsc::channel::<Work>(16);
+        let arbiter = Arbiter::new();
+        let owned: Vec<u32> = (0..partitions).filter(|p| *p as usize % workers == w).collect();
+        let (engine, store, gateway) = (engine.clone(), store.clone(), gateway.clone());
+        let workspace = config.workspace.clone();
+        arbiter.spawn_fn(move || {
+            actix::spawn(drive(rx, owned, engine, store, gateway, workspace));
+        });
+        arbiters.push(arbiter);
+        senders.push(tx);
+    }
+
+    let progress = progress_bar(config.progress, size);
+    let mut counts = EventCounts::default();
+    let mut dedup = MemoryDeduper::new(DEDUP_CAPACITY);
+    let mut batches: Vec<Vec<(u32, Event)>> = vec![Vec::with_capacity(BATCH); workers];
+    let (mut first, mut last) = (Ts::MAX, Ts::MIN);
+    let mut bytes = 0u64;
+
+    for (n, line) in reader.lines().enumerate() {
+        let line_no = n as u64 + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                // Invalid UTF-8 is one bad line, not the end of the file.
+                reject(&mut counts, line_no, "malformed_json", "", &e.to_string());
+                continue;
+            }
+        };
+        bytes += line.len() as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        counts.read += 1;
+        if line_no % 8192 == 0 {
+            progress.set_position(bytes);
+        }
+
+        let event = match beckon_ingest::parse_line(&line) {
+            Ok(e) => e,
+            Err(r) => {
+                reject(&mut counts, line_no, r.reason.as_str(), &r.field, &r.detail);
+                continue;
+            }
+        };
+        if !dedup.first_time(&config.workspace, &event.message_id) {
+            reject(&mut counts, line_no, "duplicate_message_id", "messageId", &event.message_id);
+            continue;
+        }
+
+        counts.applied += 1;
+        first = first.min(event.timestamp);
+        last = last.max(event.timestamp);
+        let p = partition_of(&config.workspace, &event.user, partitions);
+        let w = p as usize % workers;
+        batches[w].push((p, event));
+        if batches[w].len() >= BATCH {
+            let batch = std::mem::replace(&mut batches[w], Vec::with_capacity(BATCH));
+            senders[w].send(Work::Events(batch)).await.context("a replay worker stopped")?;
+        }
+    }
+    progress.finish_and_clear();
+
+    let until = config.until.unwrap_or_else(|| {
+        if last == Ts::MIN { Ts(0) } else { last.saturating_add(config.drain) }
+    });
+    let mut results = Vec::new();
+    for (w, tx) in senders.iter().enumerate() {
+        let batch = std::mem::take(&mut batches[w]);
+        if !batch.is_empty() {
+            tx.send(Work::Events(batch)).await.context("a replay worker stopped")?;
+        }
+        let (done, rx) = oneshot::channel();
+        tx.send(Work::Finish { until, done }).await.context("a replay worker stopped")?;
+        results.push(rx);
+    }
+
+    let mut stats = Stats::default();
+    let (mut users, mut pending) = (0, 0);
+    for rx in results {
+        let r = rx.await.context("a replay worker stopped before finishing")?;
+        if let Some(e) = r.errors.first() {
+            anyhow::bail!("replay worker failed: {e}");
+        }
+        stats.merge(r.stats);
+        users += r.users;
+        pending += r.pending;
+    }
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+
+    let mut messages = recorder.take();
+    messages.sort_by(|a, b| {
+        (a.at, &a.user_id, &a.journey, &a.step, &a.idempotency_key)
+            .cmp(&(b.at, &b.user_id, &b.journey, &b.step, &b.idempotency_key))
+    });
+
+    let report = Report {
+        events: counts,
+        users,
+        journeys: journey_reports(&engine, &stats),
+        timers: TimerCounts {
+            set: stats.timers_set,
+            fired: stats.timers_fired,
+            pending,
+        },
+        virtual_from: (first != Ts::MAX).then(|| first.to_string()),
+        virtual_until: (last != Ts::MIN).then(|| until.to_string()),
+        elapsed_ms: 0,
+    };
+    Ok(ReplayOutcome { report, messages })
+}
+
+/// One worker thread: owns some partitions, applies their events in arrival order.
+async fn drive(
+    mut rx: mpsc::Receiver<Work>,
+    owned: Vec<u32>,
+    engine: Arc<Engine>,
+    store: Arc<dyn StateStore>,
+    gateway: Gateway,
+    workspace: String,
+) {
+    let mut workers: BTreeMap<u32, PartitionWorker> = owned
+        .into_iter()
+        .map(|p| {
+            let timers = Box::new(MemoryTimers::new());
+            let w = PartitionWorker::new(p, engine.clone(), store.clone(), timers, gateway.clone());
+            (p, w)
+        })
+        .collect();
+    let mut errors = Vec::new();
+
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Events(batch) => {
+                for (p, event) in batch {
+                    let Some(worker) = workers.get_mut(&p) else {
+                        continue;
+                    };
+                    if let Err(e) = worker.on_event(&workspace, event).await {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            Work::Finish { until, done } => {
+                let mut result = WorkerResult::default();
+                for worker in workers.values_mut() {
+                    if let Err(e) = worker.advance(until).await {
+                        errors.push(e.to_string());
+                    }
+                    if let Err(e) = worker.flush().await {
+                        errors.push(e.to_string());
+                    }
+                    result.stats.merge(worker.stats().clone());
+                    result.users += worker.users() as u64;
+                    result.pending += worker.pending_timers() as u64;
+                }
+                result.errors = std::mem::take(&mut errors);
+                let _ = done.send(result);
+                return;
+            }
+        }
+    }
+}
+
+fn reject(counts: &mut EventCounts, line: u64, reason: &str, field: &str, detail: &str) {
+    counts.rejected += 1;
+    *counts.rejected_by_reason.entry(reason.to_string()).or_default() += 1;
+    if counts.rejected_lines.len() < MAX_LISTED_REJECTIONS {
+        counts.rejected_lines.push(RejectedLine {
+            line,
+            reason: reason.to_string(),
+            field: field.to_string(),
+            detail: detail.chars().take(200).collect(),
+        });
+    }
+}
+
+fn journey_reports(engine: &Engine, stats: &Stats) -> Vec<JourneyReport> {
+    engine
+        .journeys()
+        .iter()
+        .map(|j| {
+            let s = stats.journeys.get(&j.id).cloned().unwrap_or_default();
+            JourneyReport {
+                id: j.id.clone(),
+                version: j.version,
+                entered: s.entered,
+                not_entered: s.not_entered,
+                exited_on_goal: s.exited_on_goal,
+                exited: s.exited,
+                completed: s.completed,
+                skipped_messages: s.skipped,
+                messages: s.messages.clone(),
+                steps: j
+                    .steps
+                    .iter()
+                    .map(|step| StepReport {
+                        id: step.id.clone(),
+                        entered: s.steps.get(&step.id).copied().unwrap_or(0),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn progress_bar(wanted: bool, size: u64) -> indicatif::ProgressBar {
+    // CI has no terminal: draw nothing there rather than filling logs with escape codes.
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} replay [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The JSON form of a recorded message in the `--messages` file.
+pub fn message_json(m: &OutboundMessage) -> serde_json::Value {
+    let mut obj = serde_json::json!({
+        "user_id": m.user_id,
+        "journey": m.journey,
+        "version": m.version,
+        "step": m.step,
+        "channel": m.channel,
+        "at": m.at.to_string(),
+        "body": m.body,
+        "idempotency_key": m.idempotency_key,
+    });
+    if let Some(map) = obj.as_object_mut() {
+        if let Some(t) = &m.title {
+            map.insert("title".into(), t.clone().into());
+        }
+        if let Some(s) = &m.subject {
+            map.insert("subject".into(), s.clone().into());
+        }
+    }
+    obj
+}

@@ -1,0 +1,57 @@
+//! The per-user actor.
+
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use beckon_core::{Effect, Trigger, UserState};
+use beckon_journey::Engine;
+
+/// Mailbox size per user. A sender that fills it waits, which slows a flood down instead of
+/// growing memory.
+pub const MAILBOX_CAPACITY: usize = 64;
+
+/// Holds one user's state; evaluates triggers against it.
+pub struct UserActor {
+    state: UserState,
+    engine: Arc<Engine>,
+}
+
+impl UserActor {
+    pub fn new(state: UserState, engine: Arc<Engine>) -> UserActor {
+        UserActor { state, engine }
+    }
+}
+
+impl Actor for UserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+/// Apply a trigger; answers with the effects to perform.
+#[derive(Message)]
+#[rtype(result = "Vec<Effect>")]
+pub struct Apply(pub Trigger);
+
+impl Handler<Apply> for UserActor {
+    type Result = MessageResult<Apply>;
+
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.engine.apply(&mut self.state, &msg.0))
+    }
+}
+
+/// A copy of the current state, for persisting or reading.
+#[derive(Message)]
+#[rtype(result = "UserState")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for UserActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.clone())
+    }
+}

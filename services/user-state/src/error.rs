@@ -1,0 +1,42 @@
+//! Errors of the user-state crate and their gRPC mapping.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// Another writer stored a newer version first (a partition moved mid-write).
+    #[error("user {user} was written by someone else: expected version {expected}")]
+    Conflict { user: String, expected: u64 },
+
+    #[error("stored state of user {user} cannot be read: {reason}")]
+    Corrupt { user: String, reason: String },
+
+    #[error("the state store is unavailable: {0}")]
+    Unavailable(String),
+
+    /// The actor system is shutting down.
+    #[error("user-state is stopping")]
+    Stopping,
+
+    #[error("user {0} not found")]
+    NotFound(String),
+}
+
+impl From<StateError> for tonic::Status {
+    fn from(e: StateError) -> Self {
+        match &e {
+            StateError::Conflict { .. } => tonic::Status::aborted(e.to_string()),
+            StateError::Corrupt { .. } => tonic::Status::data_loss(e.to_string()),
+            StateError::Unavailable(_) | StateError::Stopping => {
+                tonic::Status::unavailable(e.to_string())
+            }
+            StateError::NotFound(_) => tonic::Status::not_found(e.to_string()),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for StateError {
+    fn from(_: actix::MailboxError) -> Self {
+        StateError::Stopping
+    }
+}
