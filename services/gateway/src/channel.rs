@@ -1,12 +1,13 @@
 //! The adapter contract and the router in front of the adapters.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use beckon_core::OutboundMessage;
 use futures::future::BoxFuture;
 
 use crate::error::GatewayError;
+use crate::keys::{Claim, KeyStore, MemoryKeyStore};
 
 /// What a provider said about an accepted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,22 +23,50 @@ pub trait Channel: Send + Sync + 'static {
     /// Short name used in metrics and logs (`apns`, `smtp`, `recording`).
     fn provider(&self) -> &str;
 
-    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Delivery, GatewayError>>;
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>>;
+
+    /// True when the provider itself drops a repeated idempotency key (a webhook receiver
+    /// honouring `Idempotency-Key`), so a send whose earlier attempt is in doubt may be
+    /// repeated. Providers without that guarantee are not sent to again: at most once.
+    fn resends_safely(&self) -> bool {
+        false
+    }
 }
 
 /// Routes messages to the adapter of their channel, delivering each idempotency key once.
 ///
-/// Keys are remembered in memory here; a gateway that must survive restarts keeps them in a
-/// shared store instead.
-#[derive(Clone, Default)]
+/// Keys live in a [`KeyStore`]: in memory by default, shared between gateway processes when
+/// the store is. A send claims its key before the provider is called and records the
+/// provider's id after, so a repeat of a delivered key is answered from the store. A key left
+/// claimed by a gateway that died mid-send is "in doubt": it is sent again only through an
+/// adapter whose provider deduplicates by key ([`Channel::resends_safely`]).
+#[derive(Clone)]
 pub struct Gateway {
     adapters: HashMap<String, Arc<dyn Channel>>,
-    delivered: Arc<Mutex<HashMap<String, String>>>,
+    keys: Arc<dyn KeyStore>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            adapters: HashMap::new(),
+            keys: Arc::new(MemoryKeyStore::new()),
+        }
+    }
 }
 
 impl Gateway {
     pub fn new() -> Gateway {
         Gateway::default()
+    }
+
+    /// Keeps idempotency keys in `keys` instead of this process's memory.
+    pub fn with_key_store(mut self, keys: Arc<dyn KeyStore>) -> Gateway {
+        self.keys = keys;
+        self
     }
 
     /// Sends messages on `channel` (`push`, `email`, ...) through `adapter`.
@@ -51,22 +80,41 @@ impl Gateway {
             .adapters
             .get(&message.channel)
             .ok_or_else(|| GatewayError::NoAdapter(message.channel.clone()))?;
+        let key = message.idempotency_key.as_str();
 
-        if let Some(id) = self.delivered_id(&message.idempotency_key) {
-            return Ok(Delivery {
-                provider_id: id,
-                duplicate: true,
-            });
+        match self.keys.claim(key).await? {
+            Claim::Done(provider_id) => {
+                tracing::debug!(beckon.idempotency_key = key, "repeated key; not sent again");
+                return Ok(Delivery {
+                    provider_id,
+                    duplicate: true,
+                });
+            }
+            Claim::InFlight if !adapter.resends_safely() => {
+                tracing::warn!(
+                    beckon.idempotency_key = key,
+                    beckon.provider = adapter.provider(),
+                    "earlier send in doubt; not repeated"
+                );
+                return Err(GatewayError::InDoubt {
+                    provider: adapter.provider().to_string(),
+                    key: key.to_string(),
+                });
+            }
+            Claim::InFlight | Claim::New => {}
         }
 
-        let delivery = adapter.send(message).await?;
-        if let Ok(mut seen) = self.delivered.lock() {
-            seen.insert(message.idempotency_key.clone(), delivery.provider_id.clone());
-        }
-        Ok(delivery)
-    }
+        let result = adapter.send(message).await;
 
-    fn delivered_id(&self, key: &str) -> Option<String> {
-        self.delivered.lock().ok()?.get(key).cloned()
+        // The provider has answered; a store failure now must not turn a delivered message
+        // into an error the caller would retry, so it is logged and the delivery returned.
+        let recorded = match &result {
+            Ok(delivery) => self.keys.complete(key, &delivery.provider_id).await,
+            Err(_) => self.keys.release(key).await,
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(beckon.idempotency_key = key, error = %e, "key not recorded");
+        }
+        result
     }
 }

@@ -1,13 +1,41 @@
 //! Channel gateways: how a rendered message leaves Beckon.
 //!
 //! Every adapter implements [`Channel`]. The [`Gateway`] routes a message to the adapter of its
-//! channel and remembers idempotency keys, so a send retried after a crash is not delivered
-//! twice by the same gateway.
+//! channel and keeps idempotency keys in a [`KeyStore`], so a send retried after a crash is
+//! not delivered twice.
+//!
+//! The provider adapters ([`webhook`], [`email`], [`apns`], [`fcm`], [`sms`]) share one shape
+//! ([`adapter::Adapter`] around an [`adapter::Provider`]): a config struct whose secrets never
+//! print, request building, a retry policy that sorts provider answers into retried and final,
+//! a rate limit and a circuit breaker per provider, and delivery outcomes reported as events
+//! through an [`EventSink`].
 
+pub mod adapter;
+//pub mod apns;
 pub mod channel;
+mod crypto;
+//pub mod email;
 pub mod error;
+pub mod events;
+//pub mod fcm;
+mod http;
+//pub mod jwt;
+pub mod keys;
+pub mod policy;
+pub mod recipients;
 pub mod recording;
+pub mod secret;
+pub mod sleep;
+//pub mod sms;
+pub mod webhook;
 
+pub use adapter::{Adapter, Attempt, Deps, Provider, Target};
 pub use channel::{Channel, Delivery, Gateway};
 pub use error::GatewayError;
+pub use events::{EventSink, MemorySink};
+pub use keys::{Claim, KeyStore, MemoryKeyStore};
+pub use policy::DeliveryPolicy;
+pub use recipients::{DeviceRegistry, MemoryDevices, MemoryRecipients, Recipients};
 pub use recording::RecordingChannel;
+pub use secret::Secret;
+pub use sleep::{Sleeper, TokioSleeper, VirtualSleeper};

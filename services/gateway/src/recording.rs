@@ -41,10 +41,13 @@ impl Channel for RecordingChannel {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
         Box::pin(async move {
-            let mut all = self.messages.lock().map_err(|_| GatewayError::Unavailable {
-                provider: "recording".into(),
-                reason: "recorder poisoned".into(),
-            })?;
+            let mut all = self
+                .messages
+                .lock()
+                .map_err(|_| GatewayError::Unavailable {
+                    provider: "recording".into(),
+                    reason: "recorder poisoned".into(),
+                })?;
             all.push(message.clone());
             Ok(Delivery {
                 provider_id: format!("rec-{}", all.len()),

@@ -1,0 +1,93 @@
+//! Delivery outcomes reported back as behavioral events, so journeys can branch on them
+//! ("if Message Failed", "when Device Token Invalid").
+
+use std::sync::{Arc, Mutex};
+
+use beckon_core::{Event, EventKind, OutboundMessage, Props, Ts};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+/// Event names the gateway emits.
+pub const MESSAGE_SENT: &str = "Message Sent";
+pub const MESSAGE_FAILED: &str = "Message Failed";
+pub const DEVICE_TOKEN_INVALID: &str = "Device Token Invalid";
+
+/// Where delivery events go: ingest in a deployment, a vector in tests.
+///
+/// Emitting never fails from the adapter's point of view; a sink that cannot forward an event
+/// keeps or drops it by its own policy, because a message already delivered must not be
+/// reported as failed.
+pub trait EventSink: Send + Sync + 'static {
+    fn emit(&self, event: Event) -> BoxFuture<'_, ()>;
+}
+
+/// Keeps events in memory, in order.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySink {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl MemorySink {
+    pub fn new() -> MemorySink {
+        MemorySink::default()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The events with the given name.
+    pub fn named(&self, name: &str) -> Vec<Event> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.name == name)
+            .collect()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: Event) -> BoxFuture<'_, ()> {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+        Box::pin(async {})
+    }
+}
+
+/// Builds a delivery event about `message`.
+///
+/// The event id is derived from the idempotency key, the event name and `discriminator`
+/// (a device, say), so an outcome reported twice after a crash is deduplicated by ingest.
+pub fn delivery_event(
+    name: &str,
+    message: &OutboundMessage,
+    provider: &str,
+    discriminator: &str,
+    at: Ts,
+    extra: Props,
+) -> Event {
+    let mut properties = Props::new();
+    properties.insert("channel".into(), Value::from(message.channel.clone()));
+    properties.insert("provider".into(), Value::from(provider));
+    properties.insert("journey".into(), Value::from(message.journey.clone()));
+    properties.insert("version".into(), Value::from(message.version));
+    properties.insert("step".into(), Value::from(message.step.clone()));
+    properties.insert(
+        "idempotency_key".into(),
+        Value::from(message.idempotency_key.clone()),
+    );
+    properties.extend(extra);
+
+    let id_source = format!("{}\n{name}\n{discriminator}", message.idempotency_key);
+    Event {
+        kind: EventKind::Track,
+        message_id: format!("gw-{}", crate::crypto::sha256_hex(id_source.as_bytes(), 16)),
+        user: message.user_id.clone(),
+        anonymous_id: None,
+        name: name.to_string(),
+        properties,
+        traits: Props::new(),
+        timestamp: at,
+        previous_id: None,
+    }
+}

@@ -1,0 +1,22 @@
+//! What every adapter shares around a provider call: retries with backoff, a rate limit and a
+//! circuit breaker, configured per provider.
+
+mod breaker;
+mod limit;
+mod retry;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use limit::{RateLimit, RateLimiter};
+pub use retry::RetryPolicy;
+pub(crate) use retry::jitter_unit as retry_jitter;
+
+use serde::Deserialize;
+
+/// The delivery policy of one provider.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DeliveryPolicy {
+    pub retry: RetryPolicy,
+    pub rate_limit: RateLimit,
+    pub breaker: BreakerConfig,
+}
