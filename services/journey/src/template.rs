@@ -249,6 +249,22 @@ fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
             bare: filters.is_empty(),
         });
     }
+
+    // Filter arguments (`default: entry.sku`) may be missing too: they then act as nil.
+    for filter in &filters {
+        let Some((_, args)) = filter.split_once(':') else {
+            continue;
+        };
+        for arg in args.split(',') {
+            if let Some(path) = as_path(arg.trim()).filter(|p| p.len() > 1) {
+                uses.push(PathUse {
+                    path,
+                    guarded: true,
+                    bare: false,
+                });
+            }
+        }
+    }
 }
 
 fn scan_tag(body: &str, uses: &mut Vec<PathUse>) {
@@ -307,6 +323,14 @@ mod tests {
             render("Hi {{ user.first_name | default: \"there\" }}", data).ok().as_deref(),
             Some("Hi there")
         );
+    }
+
+    #[test]
+    fn defaults_may_chain_through_missing_values() {
+        let src = "{{ entry.name | default: entry.sku | default: \"an item\" }}";
+        assert_eq!(render(src, json!({"entry": {}})).ok().as_deref(), Some("an item"));
+        let sku = json!({"entry": {"sku": "A-1"}});
+        assert_eq!(render(src, sku).ok().as_deref(), Some("A-1"));
     }
 
     #[test]
