@@ -1,0 +1,455 @@
+//! Email over SMTP, with lettre.
+//!
+//! A message goes out as `multipart/alternative` with a plain-text and an HTML part, built
+//! from the rendered body (plain text; the HTML part escapes it). Every email carries
+//! one-click unsubscribe headers (RFC 8058), which large mailbox providers require of bulk
+//! senders:
+//!
+//! ```text
+//! List-Unsubscribe: <https://unsubscribe.example/u?token=...>
+//! List-Unsubscribe-Post: List-Unsubscribe=One-Click
+//! ```
+//!
+//! The token names the workspace and user and is signed with HMAC-SHA256, so the unsubscribe
+//! endpoint can trust it without a lookup ([`verify_unsubscribe_token`]).
+//!
+//! SMTP answers: 4xx is transient and retried, 5xx is permanent and final; a connection that
+//! fails is retried. The `Message-ID` is derived from the idempotency key, so a receiving
+//! system that deduplicates by it sees one message.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use beckon_core::{Clock, OutboundMessage, Ts};
+use futures::future::BoxFuture;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, header::Header};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Deserialize;
+use url::Url;
+
+use crate::adapter::{Adapter, Attempt, Deps, Provider, Target};
+use crate::crypto;
+use crate::error::GatewayError;
+use crate::policy::DeliveryPolicy;
+use crate::recipients::Recipients;
+use crate::secret::Secret;
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain TCP: only for a relay on the same host or a test server.
+    None,
+    /// Plain TCP upgraded with STARTTLS, which is required (submission port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// The relay. Required: there is no default.
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    /// Where the unsubscribe link points; the signed token is added as `token=`.
+    pub unsubscribe_url: Url,
+    pub unsubscribe_secret: Secret,
+    pub timeout: Duration,
+    pub pool_size: u32,
+    pub policy: DeliveryPolicy,
+}
+
+impl SmtpConfig {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        from: impl Into<String>,
+        unsubscribe_url: Url,
+        unsubscribe_secret: Secret,
+    ) -> SmtpConfig {
+        SmtpConfig {
+            host: host.into(),
+            port,
+            security: SmtpSecurity::StartTls,
+            username: None,
+            password: None,
+            from: from.into(),
+            unsubscribe_url,
+            unsubscribe_secret,
+            timeout: Duration::from_secs(30),
+            pool_size: 4,
+            policy: DeliveryPolicy::default(),
+        }
+    }
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("from", &self.from)
+            .field("unsubscribe_url", &self.unsubscribe_url.as_str())
+            .field("unsubscribe_secret", &"***")
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+const TOKEN_CONTEXT: &[u8] = b"beckon.unsubscribe.v1.";
+
+/// A token saying "this user of this workspace asked to unsubscribe from email".
+pub fn unsubscribe_token(secret: &Secret, workspace: &str, user: &str) -> String {
+    let payload = format!(
+        "{}.{}",
+        crypto::b64url(workspace.as_bytes()),
+        crypto::b64url(user.as_bytes())
+    );
+    let tag = crypto::hmac_sha256(secret.expose().as_bytes(), &token_input(&payload));
+    format!("{payload}.{}", crypto::b64url(&tag))
+}
+
+fn token_input(payload: &str) -> Vec<u8> {
+    [TOKEN_CONTEXT, payload.as_bytes()].concat()
+}
+
+/// The (workspace, user) of a token, when its signature holds.
+pub fn verify_unsubscribe_token(secret: &Secret, token: &str) -> Option<(String, String)> {
+    let (payload, tag) = token.rsplit_once('.')?;
+    let tag = crypto::b64url_decode(tag)?;
+    if !crypto::hmac_sha256_verify(secret.expose().as_bytes(), &token_input(payload), &tag) {
+        return None;
+    }
+
+    let (workspace, user) = payload.split_once('.')?;
+    let workspace = String::from_utf8(crypto::b64url_decode(workspace)?).ok()?;
+    let user = String::from_utf8(crypto::b64url_decode(user)?).ok()?;
+    Some((workspace, user))
+}
+
+/// The unsubscribe link for a user.
+pub fn unsubscribe_link(config: &SmtpConfig, workspace: &str, user: &str) -> Url {
+    let token = unsubscribe_token(&config.unsubscribe_secret, workspace, user);
+    let mut url = config.unsubscribe_url.clone();
+    url.query_pairs_mut().append_pair("token", &token);
+    url
+}
+
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_string())
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("<br>\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// lettre wants a `SystemTime`; it is built from the injected clock's reading.
+fn date(now: Ts) -> SystemTime {
+    let ms = u64::try_from(now.0).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn invalid(field: &str, reason: impl fmt::Display) -> GatewayError {
+    GatewayError::InvalidArgument {
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The email for `message` to `to`, dated `now`.
+pub fn build_email(
+    config: &SmtpConfig,
+    message: &OutboundMessage,
+    to: &str,
+    now: Ts,
+) -> Result<lettre::Message, GatewayError> {
+    let from: Mailbox = config.from.parse().map_err(|e| invalid("smtp.from", e))?;
+    let to: Mailbox = to.parse().map_err(|e| invalid("recipient email", e))?;
+    let subject = message
+        .subject
+        .as_deref()
+        .or(message.title.as_deref())
+        .unwrap_or_default();
+    let link = unsubscribe_link(config, &message.workspace, &message.user_id);
+
+    let domain = from.email.domain().to_string();
+    let message_id = format!(
+        "<{}@{domain}>",
+        crypto::sha256_hex(message.idempotency_key.as_bytes(), 16)
+    );
+
+    let text = format!("{}\n\n--\nUnsubscribe: {link}\n", message.body);
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n<p>{}</p>\n\
+         <p style=\"font-size:12px\"><a href=\"{}\">Unsubscribe</a></p>\n</body></html>\n",
+        html_escape(&message.body),
+        html_escape(link.as_str()),
+    );
+
+    lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .date(date(now))
+        .message_id(Some(message_id))
+        .header(ListUnsubscribe(format!("<{link}>")))
+        .header(ListUnsubscribePost)
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| invalid("email", e))
+}
+
+/// The SMTP protocol.
+pub struct SmtpProvider {
+    config: SmtpConfig,
+    recipients: std::sync::Arc<dyn Recipients>,
+    clock: std::sync::Arc<dyn Clock>,
+    // Built on first use: lettre's pool starts a task, which needs a running tokio runtime.
+    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl SmtpProvider {
+    fn transport(&self) -> Result<&AsyncSmtpTransport<Tokio1Executor>, GatewayError> {
+        if let Some(transport) = self.transport.get() {
+            return Ok(transport);
+        }
+
+        let built = build_transport(&self.config)?;
+        Ok(self.transport.get_or_init(|| built))
+    }
+
+    async fn send_to(&self, message: &OutboundMessage, to: &str) -> Attempt {
+        let now = self.clock.now();
+        let email = match build_email(&self.config, message, to, now) {
+            Ok(email) => email,
+            Err(e) => {
+                return Attempt::Reject {
+                    reason: e.to_string(),
+                    invalid_address: false,
+                };
+            }
+        };
+        let transport = match self.transport() {
+            Ok(transport) => transport,
+            Err(e) => {
+                return Attempt::Reject {
+                    reason: e.to_string(),
+                    invalid_address: false,
+                };
+            }
+        };
+        let message_id = email
+            .headers()
+            .get_raw("Message-ID")
+            .unwrap_or_default()
+            .to_string();
+
+        match transport.send(email).await {
+            Ok(_) => Attempt::Accepted {
+                provider_id: message_id,
+            },
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> Attempt {
+    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+    if e.is_permanent() {
+        return Attempt::Reject {
+            reason: format!("smtp {code}"),
+            invalid_address: false,
+        };
+    }
+    if e.is_transient() {
+        return Attempt::Retry {
+            reason: format!("smtp {code}"),
+            after: None,
+        };
+    }
+    if e.is_client() {
+        return Attempt::Reject {
+            reason: "smtp client error".into(),
+            invalid_address: false,
+        };
+    }
+    let reason = if e.is_timeout() {
+        "smtp timeout"
+    } else if e.is_tls() {
+        "smtp tls failure"
+    } else {
+        "smtp connection failure"
+    };
+    Attempt::Retry {
+        reason: reason.into(),
+        after: None,
+    }
+}
+
+fn build_transport(
+    config: &SmtpConfig,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, GatewayError> {
+    let bad = |e: lettre::transport::smtp::Error| GatewayError::Config {
+        field: "smtp.host".into(),
+        reason: e.to_string(),
+    };
+    let builder = match config.security {
+        SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+        SmtpSecurity::StartTls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(bad)?
+        }
+        SmtpSecurity::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(bad)?
+        }
+    };
+    let mut builder = builder
+        .port(config.port)
+        .timeout(Some(config.timeout))
+        .pool_config(PoolConfig::new().max_size(config.pool_size.max(1)));
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose().to_string(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+impl Provider for SmtpProvider {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn targets<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Vec<Target>, GatewayError>> {
+        Box::pin(async move {
+            let email = self
+                .recipients
+                .email(&message.workspace, &message.user_id)
+                .await;
+            Ok(email.map(Target::address).into_iter().collect())
+        })
+    }
+
+    fn attempt<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(self.send_to(message, &target.address))
+    }
+}
+
+pub type EmailChannel = Adapter<SmtpProvider>;
+
+/// Builds the email channel. The SMTP connection pool is opened on the first send.
+pub fn channel(
+    config: SmtpConfig,
+    recipients: std::sync::Arc<dyn Recipients>,
+    deps: Deps,
+) -> Result<EmailChannel, GatewayError> {
+    if config.unsubscribe_secret.is_empty() {
+        return Err(GatewayError::Config {
+            field: "smtp.unsubscribe_secret".into(),
+            reason: "must not be empty".into(),
+        });
+    }
+    config
+        .from
+        .parse::<Mailbox>()
+        .map_err(|e| GatewayError::Config {
+            field: "smtp.from".into(),
+            reason: e.to_string(),
+        })?;
+    crate::http::ensure_crypto_provider();
+
+    let policy = config.policy.clone();
+    let provider = SmtpProvider {
+        config,
+        recipients,
+        clock: deps.clock.clone(),
+        transport: OnceLock::new(),
+    };
+    Ok(Adapter::new(provider, policy, deps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsubscribe_tokens_verify_and_resist_tampering() {
+        let secret = Secret::new("unsub-key");
+        let token = unsubscribe_token(&secret, "acme", "user-Ω");
+        assert_eq!(
+            verify_unsubscribe_token(&secret, &token),
+            Some(("acme".to_string(), "user-Ω".to_string()))
+        );
+        assert_eq!(verify_unsubscribe_token(&Secret::new("x"), &token), None);
+
+        let forged = format!("{}.{}", crypto::b64url(b"acme"), crypto::b64url(b"victim"));
+        let tag = token.rsplit_once('.').map(|(_, t)| t).unwrap_or_default();
+        assert_eq!(
+            verify_unsubscribe_token(&secret, &format!("{forged}.{tag}")),
+            None
+        );
+        assert_eq!(verify_unsubscribe_token(&secret, "garbage"), None);
+    }
+}
