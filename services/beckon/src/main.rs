@@ -102,6 +102,12 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
     let outcome = replay::run(&config)?;
 
+    for path in [&args.messages, &args.report].into_iter().flatten() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+
     if let Some(path) = &args.messages {
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

@@ -1,0 +1,44 @@
+# Everyday recipes. Install just with `cargo install just --locked`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+events := "examples/events/shop.jsonl"
+journeys := "examples/journeys"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every crate, debug.
+build:
+    cargo build --workspace --locked
+
+# The whole test suite (installs redis-server when missing; tests start their own).
+test *args:
+    scripts/test {{args}}
+
+# Replay an event file through the example journeys (release build).
+replay file=events:
+    cargo run --release --locked -p beckon -- replay --events {{file}} --journeys {{journeys}} \
+        --report out/report.json --messages out/messages.jsonl
+
+# Replay the public Taobao sample and print throughput.
+bench:
+    cargo build --release --locked -p beckon
+    /usr/bin/time -v "${CARGO_TARGET_DIR:-target}/release/beckon" replay \
+        --events ../shared/data/taobao-userbehavior/events.segment.jsonl \
+        --journeys {{journeys}} --report out/bench-report.json --no-progress 2>&1 \
+        | grep -E "events:|Maximum resident|Elapsed"
+
+# Check specs.
+lint-specs path=journeys:
+    cargo run --locked -p beckon -- lint {{path}}
+
+# Formatting and lints exactly as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# What CI runs.
+ci:
+    .ci/run
