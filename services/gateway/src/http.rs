@@ -60,9 +60,3 @@ pub(crate) fn transport_failure(e: &reqwest::Error) -> Attempt {
         after: None,
     }
 }
-
-/// The body of an error answer, shortened for events and logs.
-pub(crate) async fn error_text(response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
-    text.chars().take(300).collect()
-}

@@ -11,7 +11,7 @@
 //! through an [`EventSink`].
 
 pub mod adapter;
-//pub mod apns;
+pub mod apns;
 pub mod channel;
 mod crypto;
 pub mod email;

@@ -21,13 +21,19 @@ use support::{message, serve, test_deps};
 
 const SECRET: &str = "whsec-test-7d1f";
 
+/// A request as received: (signature header, idempotency key, body).
+type Request = (String, String, Bytes);
+
+/// An answer: status and optional `Retry-After` seconds.
+type Answer = (u16, Option<u64>);
+
 #[derive(Clone, Default)]
 struct Receiver {
     clock: VirtualClock,
     /// Statuses to answer with, in order; 200 once they run out.
-    script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
     /// Every request that arrived: (signature header, idempotency key, body).
-    requests: Arc<Mutex<Vec<(String, String, Bytes)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     verified: Arc<Mutex<usize>>,
 }
 
@@ -61,7 +67,7 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     (StatusCode::from_u16(status).unwrap(), out)
 }
 
-async fn receiver(clock: VirtualClock, script: &[(u16, Option<u64>)]) -> (Receiver, url::Url) {
+async fn receiver(clock: VirtualClock, script: &[Answer]) -> (Receiver, url::Url) {
     let rx = Receiver {
         clock,
         script: Arc::new(Mutex::new(script.iter().copied().collect())),

@@ -1,7 +1,8 @@
 //! Helpers the integration tests share: a message, injected time, and an HTTP fake server.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
+pub mod apns;
 pub mod smtp;
 
 use std::net::SocketAddr;
@@ -64,4 +65,20 @@ pub async fn serve(router: axum::Router) -> SocketAddr {
         let _ = axum::serve(listener, router).await;
     });
     addr
+}
+
+/// A PEM block around `der`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
