@@ -17,7 +17,7 @@ mod crypto;
 pub mod email;
 pub mod error;
 pub mod events;
-//pub mod fcm;
+pub mod fcm;
 mod http;
 pub mod jwt;
 pub mod keys;

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod apns;
+pub mod fcm;
 pub mod smtp;
 
 use std::net::SocketAddr;
