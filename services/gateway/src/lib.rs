@@ -26,7 +26,7 @@ pub mod recipients;
 pub mod recording;
 pub mod secret;
 pub mod sleep;
-//pub mod sms;
+pub mod sms;
 pub mod webhook;
 
 pub use adapter::{Adapter, Attempt, Deps, Provider, Target};

@@ -5,6 +5,7 @@
 pub mod apns;
 pub mod fcm;
 pub mod smtp;
+pub mod twilio;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
