@@ -1,0 +1,15 @@
+# The beckon binary: replay, lint and (with `serve`) every service.
+# Build from the repository root: docker build -f docker/beckon.Dockerfile .
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p beckon && cp target/release/beckon /beckon
+
+# No shell, no package manager, runs as an unprivileged user. Time zones come bundled in the
+# binary (jiff), so the image needs no tzdata.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /beckon /usr/local/bin/beckon
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/beckon"]
