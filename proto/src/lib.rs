@@ -8,3 +8,5 @@ pub mod v1 {
 
 /// Encoded file descriptors of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("beckon_descriptor");
+
+pub mod convert;
