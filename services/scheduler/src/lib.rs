@@ -3,9 +3,16 @@
 //! Timers are kept per partition and ordered by due time, so finding due work never needs a
 //! scan. Setting a timer whose id exists replaces it (one timer per id); cancelling is by id.
 
+pub mod async_store;
+pub mod error;
+pub mod keys;
 pub mod memory;
+pub mod redis;
 
+pub use async_store::{AsyncTimerStore, MemoryAsyncTimers};
+pub use error::SchedulerError;
 pub use memory::MemoryTimers;
+pub use redis::RedisTimers;
 
 use beckon_core::{Timer, Ts};
 

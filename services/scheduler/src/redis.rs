@@ -1,0 +1,325 @@
+//! Durable timers in Redis, one sorted set per partition.
+//!
+//! Per partition (see [`crate::keys::Keys`]): `timers` (score = due ms, member = user and id),
+//! `timers:body` (member -> timer JSON), `timers:claimed` (score = claim deadline ms), and per
+//! user a set of the user's members so that erasing a user needs no scan. Every change is
+//! one Lua script over keys of one slot, so it works on Redis Cluster and is atomic.
+//!
+//! Due times are compared with the `now` the caller passes (from its clock), never with the
+//! Redis server's clock, so replay and tests drive firing.
+
+use std::sync::LazyLock;
+
+use beckon_core::partition::partition_of;
+use beckon_core::{Duration, Timer, Ts};
+use futures::future::BoxFuture;
+use redis::Script;
+use redis::aio::ConnectionLike;
+use tracing::debug;
+
+use crate::async_store::AsyncTimerStore;
+use crate::error::SchedulerError;
+use crate::keys::{Keys, timer_member};
+
+/// How long a claim stays with its scheduler before the timer is handed out again.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration(30_000);
+
+// KEYS: timers, bodies, claimed, user index. ARGV: member, due, body.
+// A new schedule also clears a claim of the same timer, so a late ack of the old firing
+// cannot delete the replacement.
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        redis.call('SADD', KEYS[4], ARGV[1])
+        return 1
+        ",
+    )
+});
+
+// KEYS: timers, bodies, claimed, user index. ARGV: member.
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('ZREM', KEYS[1], ARGV[1])
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        redis.call('SREM', KEYS[4], ARGV[1])
+        return redis.call('HDEL', KEYS[2], ARGV[1])
+        ",
+    )
+});
+
+// KEYS: timers, bodies, claimed. ARGV: now, claim deadline, limit.
+// Expired claims (their scheduler died or stalled) go first: they are the oldest work.
+// Returns the bodies of the claimed timers.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local limit = tonumber(ARGV[3])
+        local members = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, limit)
+        if #members < limit then
+            local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],
+                'LIMIT', 0, limit - #members)
+            for _, m in ipairs(due) do table.insert(members, m) end
+        end
+        local out = {}
+        for _, m in ipairs(members) do
+            redis.call('ZREM', KEYS[1], m)
+            local body = redis.call('HGET', KEYS[2], m)
+            if body then
+                redis.call('ZADD', KEYS[3], ARGV[2], m)
+                table.insert(out, body)
+            else
+                redis.call('ZREM', KEYS[3], m)
+            end
+        end
+        return out
+        ",
+    )
+});
+
+// KEYS: timers, bodies, claimed, user index. ARGV: member, body as claimed.
+// Only the firing that was claimed is removed: a rescheduled timer has left the claimed set
+// or has another body.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+        if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
+        redis.call('HDEL', KEYS[2], ARGV[1])
+        redis.call('SREM', KEYS[4], ARGV[1])
+        return 1
+        ",
+    )
+});
+
+/// Timers in Redis (single node or Cluster: `C` is a connection manager or a cluster
+/// connection; both are cheap to clone and multiplex requests).
+#[derive(Clone)]
+pub struct RedisTimers<C> {
+    con: C,
+    namespace: String,
+    partitions: u32,
+    claim_lease: Duration,
+}
+
+impl<C> RedisTimers<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    pub fn new(con: C, namespace: &str, partitions: u32) -> RedisTimers<C> {
+        RedisTimers {
+            con,
+            namespace: namespace.to_string(),
+            partitions: partitions.max(1),
+            claim_lease: DEFAULT_CLAIM_LEASE,
+        }
+    }
+
+    /// Sets how long a claim lasts before an unacknowledged timer is handed out again.
+    pub fn with_claim_lease(mut self, lease: Duration) -> RedisTimers<C> {
+        self.claim_lease = lease;
+        self
+    }
+
+    fn keys_of(&self, workspace: &str, user: &str) -> Keys {
+        Keys::new(
+            &self.namespace,
+            workspace,
+            partition_of(workspace, user, self.partitions),
+        )
+    }
+
+    async fn schedule_timer(&self, timer: &Timer) -> Result<(), SchedulerError> {
+        let keys = self.keys_of(&timer.workspace, &timer.user);
+        let member = timer_member(&timer.user, &timer.id);
+        let body = encode(timer, &member)?;
+        let mut con = self.con.clone();
+        let _: i64 = SCHEDULE
+            .key(keys.timers())
+            .key(keys.timer_bodies())
+            .key(keys.timers_claimed())
+            .key(keys.user_timers(&timer.user))
+            .arg(&member)
+            .arg(timer.due.0)
+            .arg(body)
+            .invoke_async(&mut con)
+            .await?;
+        debug!(
+            beckon.workspace = %timer.workspace,
+            beckon.timer = %member,
+            beckon.due = timer.due.0,
+            "timer scheduled"
+        );
+        Ok(())
+    }
+
+    async fn cancel_timer(
+        &self,
+        workspace: &str,
+        user: &str,
+        id: &str,
+    ) -> Result<bool, SchedulerError> {
+        let keys = self.keys_of(workspace, user);
+        let member = timer_member(user, id);
+        let mut con = self.con.clone();
+        let removed: i64 = CANCEL
+            .key(keys.timers())
+            .key(keys.timer_bodies())
+            .key(keys.timers_claimed())
+            .key(keys.user_timers(user))
+            .arg(&member)
+            .invoke_async(&mut con)
+            .await?;
+        debug!(beckon.workspace = %workspace, beckon.timer = %member, removed, "timer cancelled");
+        Ok(removed > 0)
+    }
+
+    async fn claim(
+        &self,
+        workspace: &str,
+        partition: u32,
+        now: Ts,
+        limit: usize,
+    ) -> Result<Vec<Timer>, SchedulerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(&self.namespace, workspace, partition);
+        let deadline = now.saturating_add(self.claim_lease);
+        let mut con = self.con.clone();
+        let bodies: Vec<Vec<u8>> = CLAIM
+            .key(keys.timers())
+            .key(keys.timer_bodies())
+            .key(keys.timers_claimed())
+            .arg(now.0)
+            .arg(deadline.0)
+            .arg(limit)
+            .invoke_async(&mut con)
+            .await?;
+        let timers = bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_slice(b).map_err(|e| SchedulerError::Corrupt {
+                    member: String::from_utf8_lossy(b).chars().take(80).collect(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<Timer>, _>>()?;
+        if !timers.is_empty() {
+            debug!(
+                beckon.workspace = %workspace,
+                beckon.partition = partition,
+                claimed = timers.len(),
+                "timers claimed"
+            );
+        }
+        Ok(timers)
+    }
+
+    async fn ack_timer(&self, timer: &Timer) -> Result<bool, SchedulerError> {
+        let keys = self.keys_of(&timer.workspace, &timer.user);
+        let member = timer_member(&timer.user, &timer.id);
+        let body = encode(timer, &member)?;
+        let mut con = self.con.clone();
+        let removed: i64 = ACK
+            .key(keys.timers())
+            .key(keys.timer_bodies())
+            .key(keys.timers_claimed())
+            .key(keys.user_timers(&timer.user))
+            .arg(&member)
+            .arg(body)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn earliest(
+        &self,
+        workspace: &str,
+        partition: u32,
+    ) -> Result<Option<Ts>, SchedulerError> {
+        let keys = Keys::new(&self.namespace, workspace, partition);
+        let mut con = self.con.clone();
+        let first: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.timers())
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await?;
+        // The reply is [member, score]; scores of millisecond times print as integers.
+        let due = first.get(1).and_then(|s| s.parse::<f64>().ok());
+        Ok(due.map(|score| Ts(score as i64)))
+    }
+
+    async fn count(&self, workspace: &str, partition: u32) -> Result<u64, SchedulerError> {
+        let keys = Keys::new(&self.namespace, workspace, partition);
+        let mut con = self.con.clone();
+        let (pending, claimed): (u64, u64) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(keys.timers())
+            .cmd("ZCARD")
+            .arg(keys.timers_claimed())
+            .query_async(&mut con)
+            .await?;
+        Ok(pending + claimed)
+    }
+}
+
+fn encode(timer: &Timer, member: &str) -> Result<String, SchedulerError> {
+    serde_json::to_string(timer).map_err(|e| SchedulerError::Corrupt {
+        member: member.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl<C> AsyncTimerStore for RedisTimers<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(self.schedule_timer(timer))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, SchedulerError>> {
+        Box::pin(self.cancel_timer(workspace, user, id))
+    }
+
+    fn claim_due<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+        now: Ts,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Timer>, SchedulerError>> {
+        Box::pin(self.claim(workspace, partition, now, limit))
+    }
+
+    fn ack<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<bool, SchedulerError>> {
+        Box::pin(self.ack_timer(timer))
+    }
+
+    fn next_due<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<Ts>, SchedulerError>> {
+        Box::pin(self.earliest(workspace, partition))
+    }
+
+    fn len<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<u64, SchedulerError>> {
+        Box::pin(self.count(workspace, partition))
+    }
+}

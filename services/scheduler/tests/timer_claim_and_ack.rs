@@ -1,0 +1,111 @@
+//! Timers in Redis fire in due order, once per id, and a claim not acknowledged before its
+//! deadline is handed out again (a crashed scheduler's timers still fire).
+
+mod support;
+
+use beckon_core::{Duration, Ts};
+use beckon_scheduler::AsyncTimerStore;
+use beckon_testkit::RedisServer;
+use support::{timer, timers};
+
+#[tokio::test]
+async fn due_order_replace_and_cancel() {
+    let server = RedisServer::start().expect("redis");
+    // One partition, so every user's timers are in one sorted set.
+    let store = timers(&server, 1).await;
+
+    store
+        .schedule(&timer("b", "t1", 20))
+        .await
+        .expect("schedule");
+    store
+        .schedule(&timer("a", "t1", 10))
+        .await
+        .expect("schedule");
+    store
+        .schedule(&timer("c", "t1", 30))
+        .await
+        .expect("schedule");
+    store
+        .schedule(&timer("c", "t1", 30))
+        .await
+        .expect("idempotent repeat");
+    store
+        .schedule(&timer("d", "t1", 5))
+        .await
+        .expect("schedule");
+    store
+        .schedule(&timer("d", "t1", 500))
+        .await
+        .expect("replace moves it");
+    assert_eq!(store.len("w", 0).await.expect("len"), 4);
+    assert_eq!(store.next_due("w", 0).await.expect("next"), Some(Ts(10)));
+
+    assert!(store.cancel("w", "b", "t1").await.expect("cancel"));
+    assert!(!store.cancel("w", "b", "t1").await.expect("cancel twice"));
+
+    let fired = store.claim_due("w", 0, Ts(30), 10).await.expect("claim");
+    let users: Vec<_> = fired.iter().map(|t| t.user.as_str()).collect();
+    assert_eq!(users, ["a", "c"]);
+    for t in &fired {
+        assert!(store.ack(t).await.expect("ack"));
+    }
+    assert_eq!(store.len("w", 0).await.expect("len"), 1, "only d remains");
+    assert!(
+        store
+            .claim_due("w", 0, Ts(30), 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_claims_fire_again_after_the_lease() {
+    let server = RedisServer::start().expect("redis");
+    let crashed = timers(&server, 4).await.with_claim_lease(Duration(1_000));
+    let t = timer("u1", "wait", 100);
+    let p = beckon_core::partition::partition_of("w", "u1", 4);
+    crashed.schedule(&t).await.expect("schedule");
+
+    // The first scheduler claims the timer and dies before acknowledging it.
+    let claimed = crashed.claim_due("w", p, Ts(100), 10).await.expect("claim");
+    assert_eq!(claimed, vec![t.clone()]);
+    drop(crashed);
+
+    let survivor = timers(&server, 4).await.with_claim_lease(Duration(1_000));
+    assert!(
+        survivor
+            .claim_due("w", p, Ts(1_099), 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "still leased to the first scheduler"
+    );
+    let again = survivor
+        .claim_due("w", p, Ts(1_100), 10)
+        .await
+        .expect("claim");
+    assert_eq!(again, vec![t.clone()], "fired again at the claim deadline");
+    assert!(survivor.ack(&t).await.expect("ack"));
+    assert_eq!(survivor.len("w", p).await.expect("len"), 0);
+}
+
+#[tokio::test]
+async fn a_late_ack_does_not_remove_a_rescheduled_timer() {
+    let server = RedisServer::start().expect("redis");
+    let store = timers(&server, 1).await;
+    let first = timer("u1", "wait", 100);
+    store.schedule(&first).await.expect("schedule");
+    let claimed = store.claim_due("w", 0, Ts(100), 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+
+    // The journey moved on and set the same timer id for later while the firing was applied.
+    let later = timer("u1", "wait", 900);
+    store.schedule(&later).await.expect("reschedule");
+    assert!(
+        !store.ack(&first).await.expect("ack"),
+        "the old firing is gone"
+    );
+    assert_eq!(store.next_due("w", 0).await.expect("next"), Some(Ts(900)));
+}
