@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod fcm;
 mod http;
+pub mod inbox;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
