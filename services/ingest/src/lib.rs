@@ -3,6 +3,7 @@
 
 pub mod dedup;
 pub mod error;
+pub mod grpc;
 pub mod segment;
 
 pub use dedup::{Deduper, MemoryDeduper};

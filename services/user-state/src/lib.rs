@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod error;
+pub mod lease;
 pub mod stats;
 pub mod store;
 pub mod worker;

@@ -1,0 +1,207 @@
+//! The `beckon.v1.Ingest` gRPC service: validate, deduplicate, append, then answer.
+
+use std::sync::Arc;
+
+use beckon_core::Event;
+use beckon_proto::convert::{struct_to_json, timestamp_to_millis};
+use beckon_proto::v1::ingest_server::Ingest;
+use beckon_proto::v1::{
+    Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
+    TrackRequest, batch_result,
+};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::error::{IngestError, RejectReason, Rejection};
+
+/// Where accepted events go. The answer comes only after the event is durably appended.
+pub trait Appender: Send + Sync + 'static {
+    fn append<'a>(
+        &'a self,
+        workspace: &'a str,
+        event: &'a Event,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>>;
+}
+
+/// Where an event landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: u32,
+    pub offset: String,
+    /// The message id had been appended before; nothing was appended now.
+    pub duplicate: bool,
+}
+
+/// Most events one `Batch` call may carry.
+pub const MAX_BATCH: usize = 1000;
+
+pub struct IngestService {
+    appender: Arc<dyn Appender>,
+    /// Appends in flight; a full house answers RESOURCE_EXHAUSTED instead of queueing.
+    inflight: Arc<Semaphore>,
+}
+
+impl IngestService {
+    pub fn new(appender: Arc<dyn Appender>, max_inflight: usize) -> IngestService {
+        IngestService {
+            appender,
+            inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+        }
+    }
+
+    async fn accept(
+        &self,
+        workspace: &str,
+        event: Option<beckon_proto::v1::Event>,
+        kind: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Result<Ack, IngestError> {
+        check_workspace(workspace)?;
+        let event = event.ok_or_else(|| {
+            IngestError::Invalid(Rejection::new(RejectReason::BadField, "event", "missing"))
+        })?;
+        let event = from_proto(event, kind)?;
+
+        let _permit = self.inflight.try_acquire().map_err(|_| IngestError::Overloaded)?;
+        let appended = self.appender.append(workspace, &event, traceparent).await?;
+        tracing::debug!(
+            workspace,
+            partition = appended.partition,
+            duplicate = appended.duplicate,
+            "event appended"
+        );
+        Ok(Ack {
+            message_id: event.message_id,
+            appended: !appended.duplicate,
+            partition: appended.partition,
+            offset: appended.offset,
+        })
+    }
+}
+
+fn check_workspace(workspace: &str) -> Result<(), IngestError> {
+    let ok = !workspace.is_empty()
+        && workspace.len() <= 64
+        && workspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(IngestError::Invalid(Rejection::new(
+            RejectReason::BadField,
+            "workspace",
+            "expected 1 to 64 letters, digits, '-' or '_'",
+        )))
+    }
+}
+
+/// Converts a protobuf event to the Segment JSON shape and validates it with the same code
+/// the HTTP and replay paths use, so every entry point rejects the same things.
+pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Event, IngestError> {
+    let mut obj = Map::new();
+    let kind = match (kind, e.r#type.as_str()) {
+        (Some(k), "") => k.to_string(),
+        (Some(k), t) if t != k => {
+            return Err(IngestError::Invalid(Rejection::new(
+                RejectReason::UnknownType,
+                "event.type",
+                format!("this call takes {k:?} events, not {t:?}"),
+            )));
+        }
+        (_, t) => t.to_string(),
+    };
+    obj.insert("type".into(), Value::String(kind));
+    for (key, value) in [
+        ("messageId", e.message_id),
+        ("userId", e.user_id),
+        ("anonymousId", e.anonymous_id),
+        ("event", e.event),
+        ("previousId", e.previous_id),
+    ] {
+        if !value.is_empty() {
+            obj.insert(key.into(), Value::String(value));
+        }
+    }
+    if let Some(p) = &e.properties {
+        obj.insert("properties".into(), Value::Object(struct_to_json(p)));
+    }
+    if let Some(t) = &e.traits {
+        obj.insert("traits".into(), Value::Object(struct_to_json(t)));
+    }
+    if let Some(ts) = &e.timestamp {
+        let at = beckon_core::Ts(timestamp_to_millis(ts));
+        obj.insert("timestamp".into(), Value::String(at.to_string()));
+    }
+
+    // Ids generated for events without a message id hash the event's content.
+    let raw = Value::Object(obj.clone()).to_string();
+    crate::segment::parse_value(Value::Object(obj), &raw)
+        .map_err(|r| IngestError::Invalid(prefix_field(r)))
+}
+
+fn prefix_field(mut r: Rejection) -> Rejection {
+    r.field = if r.field.is_empty() { "event".into() } else { format!("event.{}", r.field) };
+    r
+}
+
+fn traceparent<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn track(&self, req: Request<TrackRequest>) -> Result<Response<Ack>, Status> {
+        let tp = traceparent(&req);
+        let r = req.into_inner();
+        let ack = self.accept(&r.workspace, r.event, Some("track"), tp.as_deref()).await?;
+        Ok(Response::new(ack))
+    }
+
+    async fn identify(&self, req: Request<IdentifyRequest>) -> Result<Response<Ack>, Status> {
+        let tp = traceparent(&req);
+        let r = req.into_inner();
+        let ack = self.accept(&r.workspace, r.event, Some("identify"), tp.as_deref()).await?;
+        Ok(Response::new(ack))
+    }
+
+    async fn alias(&self, req: Request<AliasRequest>) -> Result<Response<Ack>, Status> {
+        let tp = traceparent(&req);
+        let r = req.into_inner();
+        let ack = self.accept(&r.workspace, r.event, Some("alias"), tp.as_deref()).await?;
+        Ok(Response::new(ack))
+    }
+
+    async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+        let tp = traceparent(&req);
+        let r = req.into_inner();
+        check_workspace(&r.workspace)?;
+        if r.events.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "events: {} events in one batch; at most {MAX_BATCH}",
+                r.events.len()
+            )));
+        }
+
+        // Each event is answered on its own: one bad event loses nothing else.
+        let mut results = Vec::with_capacity(r.events.len());
+        for (i, event) in r.events.into_iter().enumerate() {
+            let outcome = match self.accept(&r.workspace, Some(event), None, tp.as_deref()).await {
+                Ok(ack) => batch_result::Outcome::Ack(ack),
+                Err(IngestError::Invalid(rej)) => batch_result::Outcome::Rejected(FieldViolation {
+                    field: rej.field.replacen("event", &format!("events[{i}]"), 1),
+                    reason: format!("{}: {}", rej.reason, rej.detail),
+                }),
+                Err(e) => return Err(e.into()),
+            };
+            results.push(BatchResult {
+                outcome: Some(outcome),
+            });
+        }
+        Ok(Response::new(BatchResponse { results }))
+    }
+}

@@ -1,0 +1,223 @@
+//! Partition leases in Redis, so user-state instances share the partitions of a workspace.
+//!
+//! Each instance heartbeats into a member set, works out its fair share (partitions divided by
+//! live members, rounded up), renews the leases it holds, gives back any beyond its share and
+//! takes free ones up to it. A lease is a key holding the owner's id with a time to live: a
+//! dead instance's leases expire within `ttl` and the survivors take them over. Every
+//! acquisition also draws a fencing token (a per-partition counter), so a write made under an
+//! older lease can be told apart from one made under the current lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use beckon_core::{Clock, Ts};
+use redis::aio::ConnectionLike;
+
+use crate::error::StateError;
+
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub workspace: String,
+    pub partitions: u32,
+    /// This instance's id; must be unique among live instances.
+    pub instance: String,
+    /// How long a lease lives without renewal; takeover after a crash happens within this.
+    pub ttl_ms: u64,
+}
+
+/// A lease this instance holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub token: u64,
+    /// The lease is safe to act on until this instant (renewal time plus ttl, minus a margin
+    /// for clock drift between this process and Redis).
+    pub until: Ts,
+}
+
+/// What a [`Leases::tick`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub acquired: Vec<u32>,
+    pub lost: Vec<u32>,
+    pub released: Vec<u32>,
+}
+
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+pub struct Leases<C> {
+    conn: C,
+    config: LeaseConfig,
+    clock: Arc<dyn Clock>,
+    held: BTreeMap<u32, Held>,
+}
+
+fn unavailable(e: redis::RedisError) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
+    pub fn new(conn: C, config: LeaseConfig, clock: Arc<dyn Clock>) -> Leases<C> {
+        Leases {
+            conn,
+            config,
+            clock,
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn held(&self) -> &BTreeMap<u32, Held> {
+        &self.held
+    }
+
+    /// True while this instance may act on the partition.
+    pub fn holds(&self, partition: u32) -> bool {
+        self.held
+            .get(&partition)
+            .is_some_and(|h| h.until > self.clock.now())
+    }
+
+    fn lease_key(&self, partition: u32) -> String {
+        format!("bk:{{{}:{partition}}}:lease", self.config.workspace)
+    }
+
+    fn members_key(&self) -> String {
+        format!("bk:{}:members", self.config.workspace)
+    }
+
+    /// Heartbeat, renew, rebalance. Call it several times per ttl (every third of it).
+    pub async fn tick(&mut self) -> Result<Changes, StateError> {
+        let now = self.clock.now();
+        let ttl = self.config.ttl_ms as i64;
+        let mut changes = Changes::default();
+
+        // Members whose heartbeat is older than a ttl are gone.
+        let members_key = self.members_key();
+        let (_, _, members): (i64, i64, u64) = redis::pipe()
+            .zadd(&members_key, &self.config.instance, now.as_millis())
+            .zrembyscore(&members_key, "-inf", now.as_millis() - ttl)
+            .zcard(&members_key)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        let members = members.max(1) as u32;
+        let share = self.config.partitions.div_ceil(members) as usize;
+
+        let until = Ts(now.as_millis() + ttl - ttl / 5);
+        let renew = redis::Script::new(RENEW);
+        for p in self.held.keys().copied().collect::<Vec<_>>() {
+            let ok: i64 = renew
+                .key(self.lease_key(p))
+                .arg(&self.config.instance)
+                .arg(ttl)
+                .invoke_async(&mut self.conn)
+                .await
+                .map_err(unavailable)?;
+            match (ok == 1, self.held.get_mut(&p)) {
+                (true, Some(h)) => h.until = until,
+                _ => {
+                    self.held.remove(&p);
+                    changes.lost.push(p);
+                }
+            }
+        }
+
+        while self.held.len() > share {
+            let Some((&p, _)) = self.held.iter().next_back() else {
+                break;
+            };
+            self.release(p).await?;
+            changes.released.push(p);
+        }
+
+        if self.held.len() < share {
+            // Start from a point derived from the instance id, so instances starting together
+            // do not all race for partition 0.
+            let start = beckon_core::partition::partition_of(
+                &self.config.workspace,
+                &self.config.instance,
+                self.config.partitions,
+            );
+            for i in 0..self.config.partitions {
+                if self.held.len() >= share {
+                    break;
+                }
+                let p = (start + i) % self.config.partitions;
+                if self.held.contains_key(&p) {
+                    continue;
+                }
+                let key = self.lease_key(p);
+                let got: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&self.config.instance)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut self.conn)
+                    .await
+                    .map_err(unavailable)?;
+                if got.is_none() {
+                    continue;
+                }
+                let token: u64 = redis::cmd("INCR")
+                    .arg(format!("{key}:token"))
+                    .query_async(&mut self.conn)
+                    .await
+                    .map_err(unavailable)?;
+                self.held.insert(p, Held { token, until });
+                changes.acquired.push(p);
+            }
+        }
+
+        if !changes.acquired.is_empty() || !changes.lost.is_empty() {
+            tracing::info!(
+                instance = %self.config.instance,
+                members,
+                share,
+                held = self.held.len(),
+                acquired = ?changes.acquired,
+                lost = ?changes.lost,
+                "partition leases changed"
+            );
+        }
+        Ok(changes)
+    }
+
+    /// Gives a partition back at once, so another instance can take it without waiting for
+    /// the lease to expire.
+    pub async fn release(&mut self, partition: u32) -> Result<(), StateError> {
+        self.held.remove(&partition);
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(self.lease_key(partition))
+            .arg(&self.config.instance)
+            .invoke_async(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Releases every lease and leaves the member set: the last step of a drain.
+    pub async fn release_all(&mut self) -> Result<Vec<u32>, StateError> {
+        let held: Vec<u32> = self.held.keys().copied().collect();
+        for p in &held {
+            self.release(*p).await?;
+        }
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.members_key())
+            .arg(&self.config.instance)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(held)
+    }
+}
