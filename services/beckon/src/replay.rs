@@ -21,7 +21,7 @@ use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_ingest::{Deduper, MemoryDeduper};
 use beckon_journey::Engine;
 use beckon_scheduler::MemoryTimers;
-use beckon_user_state::{MemoryStore, PartitionWorker, StateStore, Stats};
+use beckon_user_state::{MemoryStore, Outlet, PartitionWorker, StateStore, Stats, Timers};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::{EventCounts, JourneyReport, RejectedLine, Report, StepReport, TimerCounts};
@@ -252,8 +252,9 @@ async fn drive(
     let mut workers: BTreeMap<u32, PartitionWorker> = owned
         .into_iter()
         .map(|p| {
-            let timers = Box::new(MemoryTimers::new());
-            let w = PartitionWorker::new(p, engine.clone(), store.clone(), timers, gateway.clone());
+            let timers = Timers::Local(Box::new(MemoryTimers::new()));
+            let outlet: Arc<dyn Outlet> = Arc::new(gateway.clone());
+            let w = PartitionWorker::new(p, engine.clone(), store.clone(), timers, outlet);
             (p, w)
         })
         .collect();

@@ -5,6 +5,8 @@
 
 pub mod async_store;
 pub mod error;
+pub mod firing;
+pub mod grpc;
 pub mod keys;
 pub mod memory;
 pub mod redis;

@@ -8,12 +8,16 @@
 pub mod actor;
 pub mod error;
 pub mod lease;
+pub mod live;
+pub mod outlet;
+pub mod remote;
 pub mod stats;
 pub mod store;
 pub mod worker;
 
 pub use actor::{Apply, Snapshot, UserActor};
 pub use error::StateError;
+pub use outlet::{Outlet, TimerSink, Timers};
 pub use stats::{JourneyStats, Stats};
 pub use store::{MemoryStore, StateStore};
 pub use worker::PartitionWorker;

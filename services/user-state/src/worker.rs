@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use beckon_core::{Effect, Event, Trigger, Ts, UserState};
-use beckon_gateway::Gateway;
 use beckon_journey::Engine;
-use beckon_scheduler::TimerStore;
 
 use crate::actor::{Apply, Snapshot, UserActor};
 use crate::error::StateError;
+use crate::outlet::{Outlet, Timers};
 use crate::stats::Stats;
 use crate::store::StateStore;
 
@@ -33,8 +32,8 @@ pub struct PartitionWorker {
     partition: u32,
     engine: Arc<Engine>,
     store: Arc<dyn StateStore>,
-    timers: Box<dyn TimerStore>,
-    gateway: Gateway,
+    timers: Timers,
+    outlet: Arc<dyn Outlet>,
     actors: HashMap<(String, String), Active>,
     now: Ts,
     stats: Stats,
@@ -45,15 +44,15 @@ impl PartitionWorker {
         partition: u32,
         engine: Arc<Engine>,
         store: Arc<dyn StateStore>,
-        timers: Box<dyn TimerStore>,
-        gateway: Gateway,
+        timers: Timers,
+        outlet: Arc<dyn Outlet>,
     ) -> PartitionWorker {
         PartitionWorker {
             partition,
             engine,
             store,
             timers,
-            gateway,
+            outlet,
             actors: HashMap::new(),
             now: Ts::MIN,
             stats: Stats::default(),
@@ -78,22 +77,43 @@ impl PartitionWorker {
         self.actors.len()
     }
 
+    /// Timers waiting in the worker; remote timers are counted by the scheduler.
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
+        match &self.timers {
+            Timers::Local(t) => t.len(),
+            Timers::Remote(_) => 0,
+        }
     }
 
-    /// Fires due timers, then applies the event.
+    /// Fires due local timers, then applies the event.
     pub async fn on_event(&mut self, workspace: &str, event: Event) -> Result<(), StateError> {
         self.advance(event.timestamp).await?;
         let user = event.user.clone();
         self.apply(workspace, &user, Trigger::Event(event)).await
     }
 
-    /// Moves partition time to `to`, firing every timer due by then (including timers that
-    /// firing sets for no later than `to`).
+    /// Applies a trigger read from the partition's log: an event, or a timer the scheduler
+    /// fired. Returns false when the user had already applied it (a redelivery).
+    pub async fn on_trigger(&mut self, workspace: &str, trigger: Trigger) -> Result<(), StateError> {
+        self.now = self.now.max(trigger.at());
+        let user = match &trigger {
+            Trigger::Event(e) => e.user.clone(),
+            Trigger::Timer(t) => {
+                self.stats.timers_fired += 1;
+                t.user.clone()
+            }
+        };
+        self.apply(workspace, &user, trigger).await
+    }
+
+    /// Moves partition time to `to`, firing every local timer due by then (including timers
+    /// that firing sets for no later than `to`).
     pub async fn advance(&mut self, to: Ts) -> Result<(), StateError> {
         loop {
-            let due = self.timers.pop_due(to, TIMER_BATCH);
+            let Timers::Local(timers) = &mut self.timers else {
+                break;
+            };
+            let due = timers.pop_due(to, TIMER_BATCH);
             if due.is_empty() {
                 break;
             }
@@ -108,9 +128,12 @@ impl PartitionWorker {
         Ok(())
     }
 
-    /// When the next timer is due, if any.
+    /// When the next local timer is due, if any.
     pub fn next_due(&self) -> Option<Ts> {
-        self.timers.next_due()
+        match &self.timers {
+            Timers::Local(t) => t.next_due(),
+            Timers::Remote(_) => None,
+        }
     }
 
     /// Writes every changed user's state to the store.
@@ -126,6 +149,15 @@ impl PartitionWorker {
         Ok(written)
     }
 
+    /// Stops every actor whose state changed since it was last written, so the next trigger
+    /// reloads it from the store. After a failed batch this puts users back where the log's
+    /// unacknowledged entries expect them, and applying those entries again is exact.
+    pub fn discard_unsaved(&mut self) -> usize {
+        let before = self.actors.len();
+        self.actors.retain(|_, a| !a.dirty);
+        before - self.actors.len()
+    }
+
     /// The live state of a user, loading it when no actor holds it.
     pub async fn user(&mut self, workspace: &str, user: &str) -> Result<UserState, StateError> {
         let addr = self.actor(workspace, user).await?;
@@ -138,8 +170,7 @@ impl PartitionWorker {
         if let Some(active) = self.actors.get_mut(&(workspace.to_string(), user.to_string())) {
             active.dirty = true;
         }
-        self.perform(effects).await;
-        Ok(())
+        self.perform(effects).await
     }
 
     async fn actor(&mut self, workspace: &str, user: &str) -> Result<Addr<UserActor>, StateError> {
@@ -164,33 +195,36 @@ impl PartitionWorker {
         Ok(addr)
     }
 
-    async fn perform(&mut self, effects: Vec<Effect>) {
+    /// Performs effects in order. Every target is idempotent, so a failure part-way is
+    /// repaired by applying the trigger again: the user's state was not yet written, so the
+    /// same effects come out with the same ids.
+    async fn perform(&mut self, effects: Vec<Effect>) -> Result<(), StateError> {
         for effect in effects {
             match effect {
                 Effect::SetTimer(timer) => {
                     self.stats.timers_set += 1;
-                    self.timers.schedule(timer);
+                    match &mut self.timers {
+                        Timers::Local(t) => t.schedule(timer),
+                        Timers::Remote(sink) => sink.schedule(&timer).await?,
+                    }
                 }
                 Effect::CancelTimer {
                     workspace,
                     user,
                     id,
-                } => {
-                    self.timers.cancel(&workspace, &user, &id);
-                }
+                } => match &mut self.timers {
+                    Timers::Local(t) => {
+                        t.cancel(&workspace, &user, &id);
+                    }
+                    Timers::Remote(sink) => sink.cancel(&workspace, &user, &id).await?,
+                },
                 Effect::Send(message) => {
                     self.stats.message(&message);
-                    if let Err(e) = self.gateway.send(&message).await {
-                        tracing::warn!(
-                            journey = %message.journey,
-                            channel = %message.channel,
-                            error = %e,
-                            "message not delivered"
-                        );
-                    }
+                    self.outlet.send(&message).await?;
                 }
                 Effect::Record(decision) => self.stats.decision(&decision),
             }
         }
+        Ok(())
     }
 }

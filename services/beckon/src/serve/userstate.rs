@@ -1,0 +1,183 @@
+//! The user-state instance: an actix system holding user actors, partition loops started and
+//! stopped as leases come and go, and a drain on shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use actix::Arbiter;
+use beckon_core::Clock;
+use beckon_journey::Engine;
+use beckon_user_state::lease::Leases;
+use beckon_user_state::live::{self, LoopConfig, PartitionLog};
+use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers};
+use tokio::sync::{oneshot, watch};
+
+/// Everything a partition loop needs, shared by all partitions of the instance.
+#[derive(Clone)]
+pub struct Parts {
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn StateStore>,
+    pub log: Arc<dyn PartitionLog>,
+    pub timers: Arc<dyn TimerSink>,
+    pub outlet: Arc<dyn Outlet>,
+    pub workspace: String,
+    pub consumer: String,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<live::LoopReport>,
+}
+
+/// Actor threads and the partition loops on them.
+pub struct Instance {
+    parts: Parts,
+    arbiters: Vec<Arbiter>,
+    running: HashMap<u32, Running>,
+    _system: std::thread::JoinHandle<()>,
+}
+
+impl Instance {
+    /// Starts an actix system with `threads` arbiters on threads of its own: actors must not
+    /// share a thread with the tonic runtime, and blocking one arbiter must not stall others.
+    pub fn start(parts: Parts, threads: usize) -> anyhow::Result<Instance> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let system = std::thread::Builder::new()
+            .name("beckon-actors".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                sys.block_on(async move {
+                    let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
+                    let _ = tx.send(arbiters);
+                });
+                let _ = sys.run();
+            })?;
+        let arbiters = rx.recv()?;
+        Ok(Instance {
+            parts,
+            arbiters,
+            running: HashMap::new(),
+            _system: system,
+        })
+    }
+
+    pub fn partitions(&self) -> Vec<u32> {
+        let mut held: Vec<u32> = self.running.keys().copied().collect();
+        held.sort_unstable();
+        held
+    }
+
+    /// Starts the loop of a partition this instance now owns.
+    pub fn start_partition(&mut self, partition: u32) {
+        if self.running.contains_key(&partition) {
+            return;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = oneshot::channel();
+        let parts = self.parts.clone();
+        let config = LoopConfig {
+            workspace: parts.workspace.clone(),
+            consumer: parts.consumer.clone(),
+            batch: 256,
+            block_ms: 200,
+            retry_ms: 200,
+        };
+        let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
+        arbiter.spawn_fn(move || {
+            actix::spawn(async move {
+                let worker = PartitionWorker::new(
+                    partition,
+                    parts.engine,
+                    parts.store,
+                    Timers::Remote(parts.timers),
+                    parts.outlet,
+                );
+                let report = live::run_partition(worker, parts.log, config, stop_rx).await;
+                let _ = done_tx.send(report);
+            });
+        });
+        self.running.insert(partition, Running { stop, done });
+    }
+
+    /// Stops a partition's loop and waits until it has written what it holds.
+    pub async fn stop_partition(&mut self, partition: u32) {
+        if let Some(r) = self.running.remove(&partition) {
+            let _ = r.stop.send(true);
+            let _ = r.done.await;
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        let held: Vec<u32> = self.running.keys().copied().collect();
+        for p in held {
+            self.stop_partition(p).await;
+        }
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+/// Owns every partition, without leases: the embedded, single-process mode.
+pub async fn run_all_partitions(
+    mut instance: Instance,
+    partitions: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    for p in 0..partitions {
+        instance.start_partition(p);
+    }
+    shutdown.await;
+    tracing::info!("draining user-state");
+    instance.stop_all().await;
+}
+
+/// Follows partition leases in Redis until shutdown, then drains: stops every loop (each
+/// writes what it holds), gives the leases back, and returns.
+pub async fn run_with_leases<C>(
+    mut instance: Instance,
+    mut leases: Leases<C>,
+    ttl_ms: u64,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    tokio::pin!(shutdown);
+    let period = StdDuration::from_millis((ttl_ms / 3).max(50));
+    loop {
+        match leases.tick().await {
+            Ok(changes) => {
+                for p in changes.lost.iter().chain(&changes.released) {
+                    instance.stop_partition(*p).await;
+                }
+                for p in &changes.acquired {
+                    instance.start_partition(*p);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+        // A lease we could not renew in time may already be someone else's: stop acting on it.
+        for p in instance.partitions() {
+            if !leases.holds(p) {
+                instance.stop_partition(p).await;
+            }
+        }
+
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(period) => {},
+        }
+    }
+
+    tracing::info!(partitions = instance.partitions().len(), "draining user-state");
+    instance.stop_all().await;
+    if let Err(e) = leases.release_all().await {
+        tracing::warn!(error = %e, "leases not released; they expire on their own");
+    }
+}
+
+/// The clock a live instance runs on.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(beckon_core::SystemClock)
+}

@@ -1,0 +1,114 @@
+//! Firing due timers: claim, deliver, acknowledge.
+//!
+//! Delivery puts the fired timer into the user's partition log, so it reaches the actor by
+//! the same path as an event. A timer is acknowledged only after delivery succeeded; a
+//! scheduler that dies in between leaves a claim that comes due again, so every timer fires
+//! at least once, and the actor's check of its pending timer id makes the effect apply once.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use beckon_core::{Clock, Timer};
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::AsyncTimerStore;
+use crate::error::SchedulerError;
+
+/// Where fired timers go (the partition log, in a deployment).
+pub trait FiredSink: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>>;
+}
+
+#[derive(Clone, Debug)]
+pub struct FiringConfig {
+    pub workspaces: Vec<String>,
+    pub partitions: u32,
+    /// Timers claimed per partition per round.
+    pub batch: usize,
+    /// Longest sleep between rounds; bounds lateness for timers set through another
+    /// scheduler instance, which cannot wake this one.
+    pub max_idle_ms: u64,
+}
+
+impl Default for FiringConfig {
+    fn default() -> Self {
+        FiringConfig {
+            workspaces: vec!["default".into()],
+            partitions: beckon_core::partition::DEFAULT_PARTITIONS,
+            batch: 512,
+            max_idle_ms: 50,
+        }
+    }
+}
+
+/// How one round went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Round {
+    pub fired: u64,
+    /// Milliseconds each fired timer was late by.
+    pub lateness_ms: Vec<i64>,
+}
+
+/// Fires every due timer of every partition once. Stops at the first delivery failure,
+/// leaving the rest claimed (they come due again at their claim deadline).
+pub async fn fire_round(
+    store: &dyn AsyncTimerStore,
+    sink: &dyn FiredSink,
+    clock: &dyn Clock,
+    config: &FiringConfig,
+) -> Result<Round, SchedulerError> {
+    let mut round = Round::default();
+    for workspace in &config.workspaces {
+        for p in 0..config.partitions {
+            loop {
+                let now = clock.now();
+                let due = store.claim_due(workspace, p, now, config.batch).await?;
+                let full = due.len() >= config.batch;
+                for timer in &due {
+                    sink.deliver(timer).await?;
+                    store.ack(timer).await?;
+                    round.fired += 1;
+                    round.lateness_ms.push(now.as_millis() - timer.due.as_millis());
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// Fires timers until `shutdown` is notified. `wake` is notified when a timer is set, so a
+/// short delay does not wait out a whole idle period.
+pub async fn run(
+    store: Arc<dyn AsyncTimerStore>,
+    sink: Arc<dyn FiredSink>,
+    clock: Arc<dyn Clock>,
+    config: FiringConfig,
+    wake: Arc<Notify>,
+    shutdown: Arc<Notify>,
+    on_round: impl Fn(&Round) + Send,
+) {
+    tracing::info!(partitions = config.partitions, "timer firing started");
+    let idle = StdDuration::from_millis(config.max_idle_ms.max(1));
+    loop {
+        match fire_round(store.as_ref(), sink.as_ref(), clock.as_ref(), &config).await {
+            Ok(round) => {
+                if round.fired > 0 {
+                    tracing::debug!(fired = round.fired, "timers fired");
+                }
+                on_round(&round);
+            }
+            Err(e) => tracing::warn!(error = %e, "timer round failed; retrying"),
+        }
+
+        tokio::select! {
+            _ = shutdown.notified() => break,
+            _ = wake.notified() => {},
+            _ = tokio::time::sleep(idle) => {},
+        }
+    }
+    tracing::info!("timer firing stopped");
+}

@@ -1,0 +1,120 @@
+//! The `beckon.v1.Scheduler` gRPC service.
+
+use std::sync::Arc;
+
+use beckon_core::{Timer, Ts};
+use beckon_proto::convert::{millis_to_timestamp, timestamp_to_millis};
+use beckon_proto::v1::scheduler_server::Scheduler;
+use beckon_proto::v1::{
+    CancelTimersRequest, CancelTimersResponse, PendingRequest, PendingResponse,
+    SetTimersRequest, SetTimersResponse,
+};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::AsyncTimerStore;
+
+pub struct SchedulerService {
+    store: Arc<dyn AsyncTimerStore>,
+    partitions: u32,
+    /// Woken when a timer is set, so the firing loop re-plans at once.
+    wake: Arc<Notify>,
+}
+
+impl SchedulerService {
+    pub fn new(store: Arc<dyn AsyncTimerStore>, partitions: u32, wake: Arc<Notify>) -> Self {
+        SchedulerService {
+            store,
+            partitions: partitions.max(1),
+            wake,
+        }
+    }
+}
+
+/// A timer from its protobuf form, with the field that is wrong when it is invalid.
+pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<Timer, Status> {
+    if t.id.is_empty() {
+        return Err(Status::invalid_argument("timers.id: missing"));
+    }
+    if t.user_id.is_empty() {
+        return Err(Status::invalid_argument("timers.user_id: missing"));
+    }
+    let due = t
+        .due
+        .as_ref()
+        .map(timestamp_to_millis)
+        .ok_or_else(|| Status::invalid_argument("timers.due: missing"))?;
+    Ok(Timer {
+        id: t.id,
+        workspace: workspace.to_string(),
+        user: t.user_id,
+        due: Ts(due),
+        journey: t.journey,
+        instance: t.instance,
+    })
+}
+
+pub fn timer_to_proto(t: &Timer) -> beckon_proto::v1::Timer {
+    beckon_proto::v1::Timer {
+        id: t.id.clone(),
+        user_id: t.user.clone(),
+        due: Some(millis_to_timestamp(t.due.as_millis())),
+        journey: t.journey.clone(),
+        step: String::new(),
+        traceparent: String::new(),
+        instance: t.instance,
+    }
+}
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerService {
+    async fn set_timers(
+        &self,
+        req: Request<SetTimersRequest>,
+    ) -> Result<Response<SetTimersResponse>, Status> {
+        let r = req.into_inner();
+        let timers = r
+            .timers
+            .into_iter()
+            .map(|t| timer_from_proto(&r.workspace, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        for timer in &timers {
+            self.store.schedule(timer).await?;
+        }
+        self.wake.notify_one();
+        Ok(Response::new(SetTimersResponse {
+            created: timers.len() as u32,
+        }))
+    }
+
+    async fn cancel_timers(
+        &self,
+        req: Request<CancelTimersRequest>,
+    ) -> Result<Response<CancelTimersResponse>, Status> {
+        let r = req.into_inner();
+        let mut cancelled = 0;
+        for t in &r.timers {
+            if self.store.cancel(&r.workspace, &t.user_id, &t.id).await? {
+                cancelled += 1;
+            }
+        }
+        Ok(Response::new(CancelTimersResponse { cancelled }))
+    }
+
+    async fn pending(
+        &self,
+        req: Request<PendingRequest>,
+    ) -> Result<Response<PendingResponse>, Status> {
+        let r = req.into_inner();
+        let partitions: Vec<u32> = if r.partitions.is_empty() {
+            (0..self.partitions).collect()
+        } else {
+            r.partitions
+        };
+        let mut pending = 0;
+        for p in partitions {
+            pending += self.store.len(&r.workspace, p).await?;
+        }
+        Ok(Response::new(PendingResponse { pending }))
+    }
+}

@@ -1,0 +1,87 @@
+//! Where a partition worker sends what its users' evaluations ask for.
+//!
+//! In one process (replay, tests, `serve all` on the embedded store) timers stay in the
+//! worker and fire as its clock passes them, and messages go straight to a [`Gateway`]. As
+//! separate services, timers go to the scheduler and messages to the gateway over gRPC. Every
+//! target accepts a repeated request without acting twice (timers by id, messages by
+//! idempotency key), which is what lets a worker redo effects after a crash.
+
+use std::sync::Arc;
+
+use beckon_core::{OutboundMessage, Timer};
+use beckon_gateway::Gateway;
+use beckon_scheduler::{AsyncTimerStore, TimerStore};
+use futures::future::BoxFuture;
+
+use crate::error::StateError;
+
+/// Durable timers held outside the worker; due ones come back through the event log.
+pub trait TimerSink: Send + Sync + 'static {
+    fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), StateError>>;
+
+    fn cancel<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+}
+
+/// How a worker keeps its timers.
+pub enum Timers {
+    /// In the worker: fired by [`crate::PartitionWorker::advance`] as its clock moves.
+    Local(Box<dyn TimerStore>),
+    /// Elsewhere (the scheduler): fired by appending to the partition's log.
+    Remote(Arc<dyn TimerSink>),
+}
+
+/// The way out for rendered messages.
+pub trait Outlet: Send + Sync + 'static {
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<(), StateError>>;
+}
+
+impl Outlet for Gateway {
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            match Gateway::send(self, message).await {
+                Ok(_) => Ok(()),
+                // A provider's final refusal is an outcome, not a reason to redo the trigger.
+                Err(e) if !e.is_retryable() => {
+                    tracing::warn!(
+                        journey = %message.journey,
+                        channel = %message.channel,
+                        error = %e,
+                        "message refused"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(StateError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// An in-process timer store shared with a scheduler loop.
+impl TimerSink for Arc<dyn AsyncTimerStore> {
+    fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            AsyncTimerStore::schedule(self.as_ref(), timer)
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            AsyncTimerStore::cancel(self.as_ref(), workspace, user, id)
+                .await
+                .map(|_| ())
+                .map_err(|e| StateError::Unavailable(e.to_string()))
+        })
+    }
+}

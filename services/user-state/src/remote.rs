@@ -1,0 +1,184 @@
+//! Effect targets reached over gRPC: the scheduler service for timers, the gateway service for
+//! messages. Calls carry a deadline and are retried with backoff on answers that may succeed
+//! later; every call is idempotent (timers by id, messages by idempotency key), so a retry
+//! after a lost answer does no harm.
+
+use std::time::Duration as StdDuration;
+
+use beckon_core::{OutboundMessage, Timer};
+use beckon_proto::convert::millis_to_timestamp;
+use beckon_proto::v1::gateway_client::GatewayClient;
+use beckon_proto::v1::scheduler_client::SchedulerClient;
+use beckon_proto::v1::{CancelTimersRequest, SendRequest, SetTimersRequest, TimerRef};
+use futures::future::BoxFuture;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::error::StateError;
+use crate::outlet::{Outlet, TimerSink};
+
+/// Attempts per call before the failure goes back to the partition loop, which retries the
+/// whole batch later.
+const ATTEMPTS: u32 = 4;
+const DEADLINE: StdDuration = StdDuration::from_secs(2);
+
+fn retryable(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+    )
+}
+
+async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let mut backoff = StdDuration::from_millis(20);
+    for attempt in 1..=ATTEMPTS {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(s) if retryable(&s) && attempt < ATTEMPTS => {
+                tracing::debug!(call = what, attempt, code = ?s.code(), "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 3;
+            }
+            Err(s) => return Err(s),
+        }
+    }
+    Err(Status::unavailable(format!("{what}: out of attempts")))
+}
+
+fn unavailable(what: &str, s: &Status) -> StateError {
+    StateError::Unavailable(format!("{what}: {:?}: {}", s.code(), s.message()))
+}
+
+fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(DEADLINE);
+    r
+}
+
+/// Timers kept by the scheduler service.
+#[derive(Clone)]
+pub struct RemoteScheduler {
+    client: SchedulerClient<Channel>,
+}
+
+impl RemoteScheduler {
+    pub fn new(channel: Channel) -> RemoteScheduler {
+        RemoteScheduler {
+            client: SchedulerClient::new(channel),
+        }
+    }
+}
+
+impl TimerSink for RemoteScheduler {
+    fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let proto = beckon_proto::v1::Timer {
+                id: timer.id.clone(),
+                user_id: timer.user.clone(),
+                due: Some(millis_to_timestamp(timer.due.as_millis())),
+                journey: timer.journey.clone(),
+                step: String::new(),
+                traceparent: String::new(),
+                instance: timer.instance,
+            };
+            with_retries("SetTimers", || {
+                let mut client = self.client.clone();
+                let req = request(SetTimersRequest {
+                    workspace: timer.workspace.clone(),
+                    timers: vec![proto.clone()],
+                });
+                async move { client.set_timers(req).await }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| unavailable("SetTimers", &s))
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            with_retries("CancelTimers", || {
+                let mut client = self.client.clone();
+                let req = request(CancelTimersRequest {
+                    workspace: workspace.to_string(),
+                    timers: vec![TimerRef {
+                        user_id: user.to_string(),
+                        id: id.to_string(),
+                    }],
+                });
+                async move { client.cancel_timers(req).await }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| unavailable("CancelTimers", &s))
+        })
+    }
+}
+
+/// Messages sent through the gateway service.
+#[derive(Clone)]
+pub struct RemoteGateway {
+    client: GatewayClient<Channel>,
+}
+
+impl RemoteGateway {
+    pub fn new(channel: Channel) -> RemoteGateway {
+        RemoteGateway {
+            client: GatewayClient::new(channel),
+        }
+    }
+}
+
+pub fn message_to_proto(m: &OutboundMessage) -> beckon_proto::v1::OutboundMessage {
+    beckon_proto::v1::OutboundMessage {
+        idempotency_key: m.idempotency_key.clone(),
+        user_id: m.user_id.clone(),
+        channel: m.channel.clone(),
+        journey: m.journey.clone(),
+        step: m.step.clone(),
+        subject: m.subject.clone().or_else(|| m.title.clone()).unwrap_or_default(),
+        body: m.body.clone(),
+        at: Some(millis_to_timestamp(m.at.as_millis())),
+    }
+}
+
+impl Outlet for RemoteGateway {
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let proto = message_to_proto(message);
+            let result = with_retries("Send", || {
+                let mut client = self.client.clone();
+                let req = request(SendRequest {
+                    workspace: message.workspace.clone(),
+                    message: Some(proto.clone()),
+                });
+                async move { client.send(req).await }
+            })
+            .await;
+            match result {
+                Ok(_) => Ok(()),
+                // A final refusal (bad token, invalid address) is an outcome the gateway has
+                // already reported; redoing the trigger would not change it.
+                Err(s) if !retryable(&s) => {
+                    tracing::warn!(
+                        journey = %message.journey,
+                        channel = %message.channel,
+                        code = ?s.code(),
+                        "message refused by the gateway"
+                    );
+                    Ok(())
+                }
+                Err(s) => Err(unavailable("Send", &s)),
+            }
+        })
+    }
+}
