@@ -277,7 +277,11 @@ impl<P: Provider> Adapter<P> {
                 }
                 Attempt::Retry { reason, after } => {
                     if self.breaker.record_failure(self.deps.clock.now()) {
-                        tracing::warn!(beckon.provider = name, beckon.reason = %reason, "circuit opened");
+                        tracing::warn!(
+                            beckon.provider = name,
+                            beckon.reason = %reason,
+                            "circuit opened"
+                        );
                     }
                     if attempt >= max_attempts {
                         return Outcome::Retryable(reason);
