@@ -7,3 +7,4 @@ pub mod grpc;
 pub mod lint;
 pub mod replay;
 pub mod report;
+pub mod serve;

@@ -24,6 +24,16 @@ struct Cli {
 enum Command {
     /// Replay a Segment-spec JSON-lines file through journeys on a virtual clock.
     Replay(ReplayArgs),
+    /// Run a service (or all of them) until SIGTERM.
+    Serve {
+        #[arg(value_enum)]
+        service: beckon::serve::Service,
+        #[command(flatten)]
+        args: beckon::serve::ServeArgs,
+        /// Print the effective configuration (secrets hidden) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Check journey and segment specs; exits non-zero on any error.
     Lint {
         /// A spec file or a folder of them.
@@ -69,6 +79,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Lint { path } => run_lint(&path),
+        Command::Serve {
+            service,
+            args,
+            print_config,
+        } => run_serve(service, &args, print_config),
     };
     match result {
         Ok(code) => code,
@@ -124,6 +139,21 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
 
     std::io::stdout().write_all(outcome.report.summary().as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_serve(
+    service: beckon::serve::Service,
+    args: &beckon::serve::ServeArgs,
+    print_config: bool,
+) -> anyhow::Result<ExitCode> {
+    let settings = beckon::serve::Settings::resolve(args)?;
+    if print_config {
+        std::io::stdout().write_all(settings.printable().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(beckon::serve::run(service, settings, beckon::grpc::termination()))?;
     Ok(ExitCode::SUCCESS)
 }
 

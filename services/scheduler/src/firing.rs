@@ -10,7 +10,7 @@ use std::time::Duration as StdDuration;
 
 use beckon_core::{Clock, Timer};
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::AsyncTimerStore;
 use crate::error::SchedulerError;
@@ -80,7 +80,7 @@ pub async fn fire_round(
     Ok(round)
 }
 
-/// Fires timers until `shutdown` is notified. `wake` is notified when a timer is set, so a
+/// Fires timers until `shutdown` turns true. `wake` is notified when a timer is set, so a
 /// short delay does not wait out a whole idle period.
 pub async fn run(
     store: Arc<dyn AsyncTimerStore>,
@@ -88,12 +88,12 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     config: FiringConfig,
     wake: Arc<Notify>,
-    shutdown: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
     on_round: impl Fn(&Round) + Send,
 ) {
     tracing::info!(partitions = config.partitions, "timer firing started");
     let idle = StdDuration::from_millis(config.max_idle_ms.max(1));
-    loop {
+    while !*shutdown.borrow() {
         match fire_round(store.as_ref(), sink.as_ref(), clock.as_ref(), &config).await {
             Ok(round) => {
                 if round.fired > 0 {
@@ -105,7 +105,7 @@ pub async fn run(
         }
 
         tokio::select! {
-            _ = shutdown.notified() => break,
+            _ = shutdown.changed() => {},
             _ = wake.notified() => {},
             _ = tokio::time::sleep(idle) => {},
         }

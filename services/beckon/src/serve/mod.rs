@@ -1,0 +1,299 @@
+//! `beckon serve`: each service alone, or all of them in one process.
+
+pub mod config;
+pub mod gateway;
+pub mod memlog;
+pub mod redislog;
+pub mod userstate;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use beckon_core::Clock;
+use beckon_ingest::grpc::{Appender, IngestService};
+use beckon_journey::Engine;
+use beckon_proto::v1::ingest_server::IngestServer;
+use beckon_proto::v1::scheduler_server::SchedulerServer;
+use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
+use beckon_scheduler::grpc::SchedulerService;
+use beckon_scheduler::{AsyncTimerStore, MemoryAsyncTimers};
+use beckon_user_state::live::PartitionLog;
+use beckon_user_state::{MemoryStore, Outlet, StateStore, TimerSink};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tonic::service::Routes;
+
+pub use config::{ServeArgs, Settings};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// Every service in one process, on one port.
+    All,
+    Ingest,
+    UserState,
+    Scheduler,
+}
+
+/// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
+const MAX_INFLIGHT: usize = 4096;
+
+/// Runs a service until SIGTERM (or `shutdown`), then drains.
+pub async fn run(
+    service: Service,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+
+    // Announce the bound address (port 0 picks one) for scripts and tests that start us.
+    let addr = listener.local_addr()?;
+    writeln!(std::io::stdout(), "listening {addr}")?;
+    std::io::stdout().flush()?;
+
+    match service {
+        Service::All => run_all(settings, listener, shutdown).await,
+        Service::Ingest => run_ingest(settings, listener, shutdown).await,
+        Service::Scheduler => run_scheduler(settings, listener, shutdown).await,
+        Service::UserState => run_user_state(settings, listener, shutdown).await,
+    }
+}
+
+fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    let journeys = match &settings.journeys {
+        Some(dir) => beckon_journey::load_dir(dir)
+            .with_context(|| format!("loading journeys from {}", dir.display()))?,
+        None => Vec::new(),
+    };
+    let journeys: Vec<_> =
+        journeys.into_iter().filter(|j| j.workspace == settings.workspace).collect();
+    tracing::info!(journeys = journeys.len(), workspace = %settings.workspace, "journeys loaded");
+    Ok(Arc::new(Engine::new(journeys)))
+}
+
+fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<String> {
+    settings
+        .redis_url
+        .clone()
+        .with_context(|| format!("{service} needs --redis-url (BECKON_REDIS_URL)"))
+}
+
+/// Shares one shutdown signal between the gRPC server and the background work. A watch
+/// channel keeps the value, so work that starts waiting late still sees it.
+fn fan_out(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (watch::Receiver<bool>, impl std::future::Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut server = rx.clone();
+    let fut = async move {
+        let _ = server.wait_for(|stop| *stop).await;
+    };
+    (rx, fut)
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn run_all(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&settings)?;
+    let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
+    let gateway = gateway::recording_gateway(settings.messages_out.clone());
+
+    let (appender, log, fired, timers, store): (
+        Arc<dyn Appender>,
+        Arc<dyn PartitionLog>,
+        Arc<dyn FiredSink>,
+        Arc<dyn AsyncTimerStore>,
+        Arc<dyn StateStore>,
+    ) = match &settings.redis_url {
+        None => {
+            let log = Arc::new(memlog::MemoryLog::new(settings.partitions));
+            (
+                log.clone(),
+                log.clone(),
+                log,
+                Arc::new(MemoryAsyncTimers::new(settings.partitions)),
+                Arc::new(MemoryStore::new()),
+            )
+        }
+        Some(url) => {
+            let log = redislog::RedisLog::connect(url, settings.partitions).await?;
+            let (timers, store) = redis_stores(url, settings.partitions).await?;
+            (log.clone(), log.clone(), log, timers, store)
+        }
+    };
+
+    let (stop, server_stop) = fan_out(shutdown);
+    let wake = Arc::new(Notify::new());
+    let firing = tokio::spawn(firing::run(
+        timers.clone(),
+        fired,
+        clock.clone(),
+        FiringConfig {
+            workspaces: vec![settings.workspace.clone()],
+            partitions: settings.partitions,
+            ..FiringConfig::default()
+        },
+        wake.clone(),
+        stop.clone(),
+        |_| {},
+    ));
+
+    let parts = userstate::Parts {
+        engine,
+        store,
+        log,
+        timers: Arc::new(timers.clone()) as Arc<dyn TimerSink>,
+        outlet: Arc::new(gateway) as Arc<dyn Outlet>,
+        workspace: settings.workspace.clone(),
+        consumer: settings.instance.clone(),
+    };
+    let instance = userstate::Instance::start(parts, settings.threads)?;
+    let user_state = {
+        let stop = stop.clone();
+        let partitions = settings.partitions;
+        tokio::spawn(async move {
+            userstate::run_all_partitions(instance, partitions, stopped(stop)).await
+        })
+    };
+
+    let routes = Routes::new(IngestServer::new(IngestService::new(appender, MAX_INFLIGHT)))
+        .add_service(SchedulerServer::new(SchedulerService::new(
+            timers,
+            settings.partitions,
+            wake,
+        )));
+    crate::grpc::serve(listener, routes, &["beckon.v1.Ingest", "beckon.v1.Scheduler"], server_stop)
+        .await?;
+
+    // The server stopped taking calls; let the partitions write what they hold.
+    let _ = user_state.await;
+    let _ = firing.await;
+    Ok(())
+}
+
+async fn redis_stores(
+    url: &str,
+    partitions: u32,
+) -> anyhow::Result<(Arc<dyn AsyncTimerStore>, Arc<dyn StateStore>)> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let timers = beckon_scheduler::RedisTimers::new(conn.clone(), "bk", partitions);
+    let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", partitions);
+    Ok((Arc::new(timers), Arc::new(store)))
+}
+
+async fn run_ingest(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url = require_redis(&settings, "ingest")?;
+    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)));
+    crate::grpc::serve(listener, routes, &["beckon.v1.Ingest"], shutdown).await
+}
+
+async fn run_scheduler(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url = require_redis(&settings, "scheduler")?;
+    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let (timers, _) = redis_stores(&url, settings.partitions).await?;
+    let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
+
+    let (stop, server_stop) = fan_out(shutdown);
+    let wake = Arc::new(Notify::new());
+    let firing = tokio::spawn(firing::run(
+        timers.clone(),
+        log,
+        clock,
+        FiringConfig {
+            workspaces: vec![settings.workspace.clone()],
+            partitions: settings.partitions,
+            ..FiringConfig::default()
+        },
+        wake.clone(),
+        stop,
+        |_| {},
+    ));
+    let routes = Routes::new(SchedulerServer::new(SchedulerService::new(
+        timers,
+        settings.partitions,
+        wake,
+    )));
+    crate::grpc::serve(listener, routes, &["beckon.v1.Scheduler"], server_stop).await?;
+    let _ = firing.await;
+    Ok(())
+}
+
+async fn run_user_state(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url = require_redis(&settings, "user-state")?;
+    let engine = engine(&settings)?;
+    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let (_, store) = redis_stores(&url, settings.partitions).await?;
+
+    let scheduler_url = settings
+        .scheduler_url
+        .clone()
+        .context("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)")?;
+    let scheduler = tonic::transport::Endpoint::from_shared(scheduler_url)?.connect_lazy();
+    let timers: Arc<dyn TimerSink> =
+        Arc::new(beckon_user_state::remote::RemoteScheduler::new(scheduler));
+    let outlet: Arc<dyn Outlet> = match &settings.gateway_url {
+        Some(u) => {
+            let channel = tonic::transport::Endpoint::from_shared(u.clone())?.connect_lazy();
+            Arc::new(beckon_user_state::remote::RemoteGateway::new(channel))
+        }
+        None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())),
+    };
+
+    let parts = userstate::Parts {
+        engine,
+        store,
+        log,
+        timers,
+        outlet,
+        workspace: settings.workspace.clone(),
+        consumer: settings.instance.clone(),
+    };
+    let instance = userstate::Instance::start(parts, settings.threads)?;
+    let client = redis::Client::open(url.as_str())?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let leases = beckon_user_state::lease::Leases::new(
+        conn,
+        beckon_user_state::lease::LeaseConfig {
+            workspace: settings.workspace.clone(),
+            partitions: settings.partitions,
+            instance: settings.instance.clone(),
+            ttl_ms: settings.lease_ttl_ms,
+        },
+        userstate::system_clock(),
+    );
+
+    let (stop, server_stop) = fan_out(shutdown);
+    let ttl = settings.lease_ttl_ms;
+    let owner = tokio::spawn(async move {
+        userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
+    });
+    crate::grpc::serve(listener, Routes::default(), &["beckon.v1.UserState"], server_stop).await?;
+    let _ = owner.await;
+    Ok(())
+}
