@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod error;
+pub mod redis;
 pub mod lease;
 pub mod stats;
 pub mod store;
