@@ -11,10 +11,7 @@ type Conn = redis::aio::MultiplexedConnection;
 
 async fn leases(url: &str, instance: &str, clock: &VirtualClock) -> Leases<Conn> {
     let client = redis::Client::open(url).expect("redis url");
-    let conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let conn = client.get_multiplexed_async_connection().await.expect("connect");
     let config = LeaseConfig {
         workspace: "w".into(),
         partitions: 8,
