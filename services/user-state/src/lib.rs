@@ -7,8 +7,8 @@
 
 pub mod actor;
 pub mod error;
-pub mod redis;
 pub mod lease;
+pub mod redis;
 pub mod stats;
 pub mod store;
 pub mod worker;
