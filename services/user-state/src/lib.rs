@@ -11,6 +11,7 @@ pub mod lease;
 pub mod live;
 pub mod outlet;
 pub mod remote;
+pub mod redis;
 pub mod stats;
 pub mod store;
 pub mod worker;

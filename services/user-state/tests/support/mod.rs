@@ -1,0 +1,63 @@
+//! Shared helpers of the Redis state tests.
+
+#![allow(dead_code)]
+
+use beckon_core::state::Tracking;
+use beckon_core::{Event, EventKind, Props, Ts, UserState};
+use beckon_testkit::RedisServer;
+use beckon_user_state::redis::RedisStateStore;
+use redis::aio::ConnectionManager;
+
+pub const PARTITIONS: u32 = 8;
+
+pub async fn store(server: &RedisServer) -> RedisStateStore<ConnectionManager> {
+    let client = redis::Client::open(server.url()).expect("client");
+    let con = client.get_connection_manager().await.expect("connect");
+    RedisStateStore::new(con, server.namespace(), PARTITIONS)
+}
+
+/// A user who did a few things, so the record has traits, counters and message ids.
+pub fn busy_user(user: &str, events: usize) -> UserState {
+    let mut state = UserState::new("w", user);
+    let tracking = Tracking::default();
+    for i in 0..events {
+        let mut props = Props::new();
+        props.insert("sku".into(), serde_json::json!(format!("sku-{i}")));
+        let mut traits = Props::new();
+        traits.insert("plan".into(), serde_json::json!("pro"));
+        let event = Event {
+            kind: if i % 5 == 0 {
+                EventKind::Identify
+            } else {
+                EventKind::Track
+            },
+            message_id: format!("{user}-m{i}"),
+            user: user.to_string(),
+            anonymous_id: None,
+            name: format!("Event {}", i % 7),
+            properties: props,
+            traits,
+            timestamp: Ts(1_700_000_000_000 + i as i64 * 1_000),
+            previous_id: None,
+        };
+        state.observe(&event, &tracking);
+    }
+    state
+}
+
+/// Every key of the server, for checks that nothing of a user is left.
+pub fn all_keys(server: &RedisServer) -> Vec<String> {
+    let mut con = server.connection().expect("connection");
+    let keys: Vec<String> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(format!("{}:*", server.namespace()))
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter(&mut con)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan");
+    keys
+}
