@@ -7,7 +7,6 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -38,9 +37,12 @@ pub async fn serve(
     tracing::info!(addr = %local, services = ?names, "serving gRPC");
 
     let draining = drain_first(reporter, names.iter().map(|s| s.to_string()).collect(), shutdown);
+    // Without TCP_NODELAY small answers and stream items wait for delayed acknowledgements
+    // (tens of milliseconds); set it on every accepted connection.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .serve_with_incoming_shutdown(incoming, draining)
         .await?;
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())

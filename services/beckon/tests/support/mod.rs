@@ -1,0 +1,113 @@
+//! Starting `beckon serve` processes for tests, and talking to them.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::v1::Event;
+
+/// A `beckon serve` child process, killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts `beckon serve <service> <args>` and waits for its `listening` line.
+    pub fn start(service: &str, args: &[&str]) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .arg("serve")
+            .arg(service)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("BECKON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start beckon serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Served { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the drain to finish.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn track(user: &str, event: &str, id: &str, at_ms: i64, props: serde_json::Value) -> Event {
+    Event {
+        r#type: "track".into(),
+        message_id: id.into(),
+        user_id: user.into(),
+        event: event.into(),
+        properties: props.as_object().map(json_to_struct),
+        timestamp: Some(millis_to_timestamp(at_ms)),
+        ..Event::default()
+    }
+}
+
+/// The messages a gateway recorded to its file so far.
+pub fn recorded(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it holds or `tries` run out. Waiting on a real process is
+/// unavoidable here; nothing is asserted about how long it took.
+pub async fn eventually(tries: u32, mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+/// Now, from the system clock: the services under test run on it.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/journeys")
+}
