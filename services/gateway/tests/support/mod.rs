@@ -4,6 +4,7 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod grpc;
 pub mod smtp;
 pub mod twilio;
 
