@@ -1,0 +1,100 @@
+//! Shared by the integration tests: a gRPC service running on a thread of its own, with its
+//! own telemetry pipeline installed as that thread's default, so that two "services" in one
+//! test process keep their own `service.name`.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use beckon_core::SystemClock;
+use beckon_telemetry::{GrpcServerLayer, TelemetryConfig, TelemetryGuard};
+use tokio::sync::oneshot;
+use tonic::server::NamedService;
+
+pub fn config(service: &str, collector: &str) -> TelemetryConfig {
+    let mut config = TelemetryConfig::new(service);
+    config.log_filter = "info".to_owned();
+    config.traces_endpoint = Some(collector.to_owned());
+    config.metrics_endpoint = Some(collector.to_owned());
+    config
+}
+
+pub fn telemetry(service: &str, collector: &str) -> TelemetryGuard {
+    beckon_telemetry::build(config(service, collector), Arc::new(SystemClock)).expect("telemetry")
+}
+
+/// A tonic server on 127.0.0.1 and a free port; it stops when dropped.
+pub struct RunningService {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningService {
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serves `service` behind [`GrpcServerLayer`] under `guard`'s dispatcher.
+pub fn serve<S>(guard: &TelemetryGuard, service: S) -> RunningService
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let dispatch = guard.dispatch().clone();
+    let layer = GrpcServerLayer::new().with_metrics(guard.metrics());
+    let (stop, stopped) = oneshot::channel::<()>();
+
+    let thread = std::thread::spawn(move || {
+        // A current-thread runtime runs every task on this thread, so all of them see this
+        // thread's default dispatcher.
+        let _default = tracing::dispatcher::set_default(&dispatch);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let serve = tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+            // Stopping drops the runtime and with it every open connection, so a client that
+            // is still alive cannot hold the test up.
+            tokio::select! {
+                served = serve => served.expect("serve"),
+                _ = stopped => {}
+            }
+        });
+    });
+    RunningService {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
