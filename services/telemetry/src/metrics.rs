@@ -175,7 +175,8 @@ impl Metrics {
             ),
             circuit_state: gauge(
                 "beckon.circuit.state",
-                "1",
+                // An annotation, not "1": Prometheus would append `_ratio` to a unit of 1.
+                "{state}",
                 "Provider circuit breaker: 0 closed, 1 half-open, 2 open",
             ),
         }

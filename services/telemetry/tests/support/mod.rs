@@ -98,3 +98,35 @@ where
         thread: Some(thread),
     }
 }
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().expect("log buffer").clone();
+        String::from_utf8(bytes).expect("utf-8 logs")
+    }
+}
+
+pub struct CapturedWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = CapturedWriter;
+
+    fn make_writer(&'a self) -> CapturedWriter {
+        CapturedWriter(self.0.clone())
+    }
+}
