@@ -1,11 +1,13 @@
 //! The admin endpoint serves every Beckon metric in the Prometheus text format, with its
 //! labels, and a real text-format parser accepts the output.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use beckon_core::{Ts, VirtualClock};
-use beckon_telemetry::{CircuitState, TelemetryConfig, serve_admin};
+use beckon_telemetry::{TelemetryConfig, serve_admin};
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -18,31 +20,6 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).await.expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("http response");
     (head.to_owned(), body.to_owned())
-}
-
-fn record_everything(metrics: &beckon_telemetry::Metrics) {
-    metrics.record_rpc("beckon.v1.Ingest", "Track", tonic::Code::Ok, 3.0);
-    metrics.record_rpc("beckon.v1.Ingest", "Track", tonic::Code::Unavailable, 12.0);
-    metrics.set_log_lag(3, 42);
-    metrics.set_log_lag(7, 0);
-    metrics.set_partitions_unowned(1);
-    metrics.event_applied();
-    metrics.event_rejected("invalid");
-    metrics.actor_started();
-    metrics.actor_started();
-    metrics.actor_stopped();
-    metrics.actor_activated();
-    metrics.segment_entered("cart_abandoners");
-    metrics.segment_exited("cart_abandoners");
-    metrics.journey_entered("cart_reminder");
-    metrics.journey_exited("cart_reminder", "goal");
-    metrics.journey_converted("cart_reminder");
-    metrics.set_timers_pending(3, 17);
-    metrics.record_timer_lateness(Ts(1_000), Ts(1_250));
-    metrics.delivery("push", "apns", "delivered");
-    metrics.delivery("email", "smtp", "failed");
-    metrics.record_provider_call("push", "apns", 80.0);
-    metrics.set_circuit_state("push", "apns", CircuitState::Open);
 }
 
 fn sample<'a>(
@@ -69,7 +46,7 @@ async fn metrics_endpoint_serves_parseable_text() {
     let clock = Arc::new(VirtualClock::new(Ts(0)));
     let guard =
         beckon_telemetry::build(TelemetryConfig::new("beckon-prom"), clock).expect("telemetry");
-    record_everything(&guard.metrics());
+    support::record_everything(&guard.metrics());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -130,3 +130,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         CapturedWriter(self.0.clone())
     }
 }
+
+/// Records at least one value on every Beckon instrument.
+pub fn record_everything(metrics: &beckon_telemetry::Metrics) {
+    metrics.record_rpc("beckon.v1.Ingest", "Track", tonic::Code::Ok, 3.0);
+    metrics.record_rpc("beckon.v1.Ingest", "Track", tonic::Code::Unavailable, 12.0);
+    metrics.set_log_lag(3, 42);
+    metrics.set_log_lag(7, 0);
+    metrics.set_partitions_unowned(1);
+    metrics.event_applied();
+    metrics.event_rejected("invalid");
+    metrics.actor_started();
+    metrics.actor_started();
+    metrics.actor_stopped();
+    metrics.actor_activated();
+    metrics.segment_entered("cart_abandoners");
+    metrics.segment_exited("cart_abandoners");
+    metrics.journey_entered("cart_reminder");
+    metrics.journey_exited("cart_reminder", "goal");
+    metrics.journey_converted("cart_reminder");
+    metrics.set_timers_pending(3, 17);
+    metrics.record_timer_lateness(beckon_core::Ts(1_000), beckon_core::Ts(1_250));
+    metrics.delivery("push", "apns", "delivered");
+    metrics.delivery("email", "smtp", "failed");
+    metrics.record_provider_call("push", "apns", 80.0);
+    metrics.set_circuit_state("push", "apns", beckon_telemetry::CircuitState::Open);
+}
