@@ -26,6 +26,7 @@ pub mod keys;
 pub mod policy;
 pub mod recipients;
 pub mod recording;
+pub mod redis_keys;
 pub mod secret;
 pub mod sleep;
 pub mod sms;
@@ -39,5 +40,19 @@ pub use keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
 pub use policy::DeliveryPolicy;
 pub use recipients::{DeviceRegistry, MemoryDevices, MemoryRecipients, Recipients};
 pub use recording::RecordingChannel;
+pub use redis_keys::{RedisKeyStore, RedisKeysConfig};
 pub use secret::Secret;
 pub use sleep::{Sleeper, TokioSleeper, VirtualSleeper};
+
+/// Erases what the gateway keeps about one user (right to be forgotten): the user's inbox
+/// messages and the idempotency keys of the user's sends. Delivery events already forwarded
+/// to ingest are erased with the rest of the user's data there.
+pub async fn forget_user(
+    gateway: &Gateway,
+    inbox: &inbox::Inbox,
+    workspace: &str,
+    user: &str,
+) -> Result<(), GatewayError> {
+    inbox.forget_user(workspace, user);
+    gateway.key_store().forget_user(workspace, user).await
+}
