@@ -23,6 +23,9 @@ use crate::template::Template;
 /// The default attribution window of conversions.
 const CONVERSION_WINDOW: beckon_core::Duration = beckon_core::Duration(7 * 86_400_000);
 
+/// Documents read from one file at most.
+const MAX_DOCUMENTS: usize = 10_000;
+
 #[derive(Deserialize)]
 struct Peek {
     #[serde(default)]
@@ -41,11 +44,19 @@ pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<S
     let mut defs = Definitions::default();
     let mut errors = Vec::new();
 
-    // A first pass reads only each document's kind; a document that is not even YAML is
-    // parsed as a journey below, which reports its error.
-    let kinds: Vec<Option<String>> = serde_norway::Deserializer::from_str(text)
-        .map(|doc| Peek::deserialize(doc).ok().and_then(|p| p.kind))
-        .collect();
+    // A first pass reads only each document's kind. A document that is not even YAML is
+    // parsed as a journey below, which reports its error; nothing after it is read, since
+    // the document iterator does not move past a syntax error.
+    let mut kinds: Vec<Option<String>> = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text).take(MAX_DOCUMENTS) {
+        match Peek::deserialize(doc) {
+            Ok(p) => kinds.push(p.kind),
+            Err(_) => {
+                kinds.push(None);
+                break;
+            }
+        }
+    }
 
     for (doc, kind) in serde_norway::Deserializer::from_str(text).zip(kinds) {
         match kind.as_deref() {
@@ -765,5 +776,17 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
         let errs = load_str("bad.yaml", &bad).err().unwrap_or_default();
         assert_eq!(errs[0].field, "steps[1].message.body");
         assert_eq!(errs[0].line, 15);
+    }
+}
+
+#[cfg(test)]
+mod syntax_tests {
+    #[test]
+    fn broken_yaml_is_one_error_not_a_hang() {
+        let bad = "id: x\nversion: 1\nworkspace: w\nsteps:\n  - id: a\n    message:\n      title: New: PDF\n";
+        let errs = super::load_definitions_str("bad.yaml", bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
     }
 }
