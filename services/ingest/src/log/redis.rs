@@ -158,6 +158,23 @@ where
         }
     }
 
+    /// Like [`EventLog::read`], but waits up to `block` for new entries when there are none,
+    /// instead of returning at once, so an idle partition costs no polling.
+    ///
+    /// Redis answers a blocked read only when entries arrive or the time is up, and holds
+    /// back every later command on the same connection meanwhile. Use a connection of its
+    /// own for this, with a response timeout longer than `block` (a connection manager's
+    /// default of 500 ms would cut the wait short and report an error).
+    pub async fn read_blocking(
+        &self,
+        consumer: &Consumer,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, IngestError> {
+        self.read_group_blocking(consumer, ">", count, Some(block))
+            .await
+    }
+
     /// XREADGROUP from `start`: `>` for new entries, `0` for this consumer's pending ones.
     async fn read_group(
         &self,
@@ -165,13 +182,28 @@ where
         start: &str,
         count: usize,
     ) -> Result<Vec<LogEntry>, IngestError> {
-        let mut con = self.con.clone();
-        let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        self.read_group_blocking(c, start, count, None).await
+    }
+
+    async fn read_group_blocking(
+        &self,
+        c: &Consumer,
+        start: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<LogEntry>, IngestError> {
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
             .arg(&c.group)
             .arg(&c.name)
             .arg("COUNT")
-            .arg(count.max(1))
+            .arg(count.max(1));
+        if let Some(block) = block {
+            // BLOCK 0 would wait forever; a wait always ends.
+            cmd.arg("BLOCK").arg(block.as_millis().max(1));
+        }
+        let mut con = self.con.clone();
+        let reply: Option<StreamReadReply> = cmd
             .arg("STREAMS")
             .arg(self.stream(&c.workspace, c.partition))
             .arg(start)
