@@ -15,6 +15,7 @@ pub mod apns;
 pub mod channel;
 mod crypto;
 pub mod email;
+pub mod email_text;
 pub mod error;
 pub mod events;
 pub mod fcm;
