@@ -15,7 +15,9 @@ pub fn example_journeys() -> PathBuf {
 
 /// The shared public event logs, when they are present beside the checkout.
 pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(name);
     p.exists().then_some(p)
 }
 
@@ -104,7 +106,9 @@ pub fn messages_jsonl(out: &ReplayOutcome) -> String {
 
 /// The folder of one shipped behaviour example, e.g. `05-pricing-intent`.
 pub fn behaviour_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/behaviours").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/behaviours")
+        .join(name)
 }
 
 /// An engine with the definitions of one shipped behaviour example.
