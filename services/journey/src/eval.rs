@@ -747,12 +747,21 @@ impl Run<'_> {
         let Some(value) = state.trait_value(name).and_then(Value::as_str) else {
             return Err(format!("not waiting: the user has no {name} date"));
         };
-        let base = match jiff::civil::Date::strptime("%Y-%m-%d", value) {
-            Ok(date) => localtime::on_date(date, &tz, w.time),
+        // Whole days of the offset are calendar days, so "3 days before, at 09:00" stays at
+        // 09:00 local across a daylight-saving change; the rest is a plain span.
+        const DAY: i64 = 86_400_000;
+        let (days, rest) = (w.offset / DAY, w.offset % DAY);
+        let due = match jiff::civil::Date::strptime("%Y-%m-%d", value) {
+            Ok(date) => {
+                let date = date
+                    .checked_add(jiff::Span::new().days(days))
+                    .unwrap_or(date);
+                Ts(localtime::on_date(date, &tz, w.time).0.saturating_add(rest))
+            }
             Err(_) => Ts::parse_rfc3339(value)
+                .map(|t| Ts(t.0.saturating_add(w.offset)))
                 .map_err(|_| format!("not waiting: {name} is not a date ({value:?})"))?,
         };
-        let due = Ts(base.0.saturating_add(w.offset));
         if due <= now {
             return Err(format!("not waiting: {due} (from {name}) has passed"));
         }

@@ -783,10 +783,65 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
 mod syntax_tests {
     #[test]
     fn broken_yaml_is_one_error_not_a_hang() {
-        let bad = "id: x\nversion: 1\nworkspace: w\nsteps:\n  - id: a\n    message:\n      title: New: PDF\n";
+        let bad = "id: x\nversion: 1\nworkspace: w\nsteps:\n  - id: a\n    message:\n      \
+                   title: New: PDF\n";
         let errs = super::load_definitions_str("bad.yaml", bad)
             .err()
             .unwrap_or_default();
         assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    const SEGMENT: &str = "kind: segment\nid: buyers\nversion: 1\nworkspace: w\ncondition:\n  \
+all:\n    - trait:\n        name: plan\n        equals: pro\n    - did:\n        \
+event: Order Completed\n        within: 7d\n        at_least: 2\n";
+
+    #[test]
+    fn segments_load_beside_journeys() {
+        let defs = super::load_definitions_str("s.yaml", SEGMENT).unwrap_or_default();
+        assert_eq!(defs.segments.len(), 1);
+        assert!(defs.journeys.is_empty());
+    }
+
+    #[test]
+    fn a_window_past_90_days_names_line_and_field() {
+        let bad = SEGMENT.replace("within: 7d", "within: 120d");
+        let errs = super::load_definitions_str("s.yaml", &bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "condition[1].within");
+        assert_eq!(errs[0].line, 12, "{}", errs[0]);
+        assert!(errs[0].message.contains("from 1ms to 90d"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_unknown_condition_key_is_located() {
+        let bad = SEGMENT.replace("at_least: 2", "at_leest: 2");
+        let errs = super::load_definitions_str("s.yaml", &bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("at_leest"), "{}", errs[0]);
+        assert!(errs[0].line >= 10, "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_journey_on_an_unknown_segment_is_an_error() {
+        let journey = "id: j\nversion: 1\nworkspace: w\nentry:\n  segment: nobody\nsteps:\n  \
+- id: s\n    exit: true\n";
+        let dir = std::env::temp_dir().join(format!("beckon-seg-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("j.yaml"), journey);
+        let _ = std::fs::write(dir.join("s.yaml"), SEGMENT);
+        let err = super::load_definitions(&dir).err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let Some(crate::JourneyError::Invalid(errs)) = err else {
+            panic!("expected a spec error");
+        };
+        assert_eq!((errs[0].line, errs[0].field.as_str()), (5, "segment"));
+        assert!(errs[0].message.contains("`nobody`"));
     }
 }
