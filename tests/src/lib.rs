@@ -15,7 +15,9 @@ pub fn example_journeys() -> PathBuf {
 
 /// The shared public event logs, when they are present beside the checkout.
 pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(name);
     p.exists().then_some(p)
 }
 
@@ -100,4 +102,34 @@ pub fn messages_jsonl(out: &ReplayOutcome) -> String {
         .iter()
         .map(|m| replay::message_json(m).to_string() + "\n")
         .collect()
+}
+
+/// The folder of one shipped behaviour example, e.g. `05-pricing-intent`.
+pub fn behaviour_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/behaviours")
+        .join(name)
+}
+
+/// An engine with the definitions of one shipped behaviour example.
+pub fn behaviour_engine(name: &str) -> beckon_journey::Engine {
+    let defs = beckon_journey::load_definitions(&behaviour_dir(name)).expect("example loads");
+    beckon_journey::Engine::from_definitions(defs.for_workspace("default"))
+}
+
+/// An engine from specs written inline in a test.
+pub fn engine_from_yaml(yaml: &str) -> beckon_journey::Engine {
+    let defs = beckon_journey::load_definitions_str("inline.yaml", yaml)
+        .unwrap_or_else(|e| panic!("specs load: {}", e[0]));
+    beckon_journey::Engine::from_definitions(defs)
+}
+
+/// A virtual instant `ms` milliseconds after [`at`]`(0)`.
+pub fn at_ms(ms: i64) -> Ts {
+    Ts(at(0).0 + ms)
+}
+
+/// Parses an RFC 3339 instant in a test.
+pub fn utc(text: &str) -> Ts {
+    Ts::parse_rfc3339(text).expect("valid timestamp")
 }

@@ -4,6 +4,7 @@
 //! code the command runs.
 
 pub mod grpc;
+pub mod explain;
 pub mod lint;
 pub mod replay;
 pub mod report;

@@ -2,25 +2,18 @@
 
 use std::path::Path;
 
-use beckon_journey::{JourneyError, SpecError};
+use beckon_journey::{Definitions, JourneyError, SpecError};
 
-/// Checks a spec file or a folder of them. Returns the errors found (empty when all is well)
-/// and the number of journeys that loaded.
-pub fn lint(path: &Path) -> Result<(usize, Vec<SpecError>), JourneyError> {
-    if path.is_dir() {
-        return match beckon_journey::load_dir(path) {
-            Ok(js) => Ok((js.len(), Vec::new())),
-            Err(JourneyError::Invalid(errors)) => Ok((0, errors)),
-            Err(e) => Err(e),
-        };
-    }
+/// How many journeys, segments and policies loaded.
+pub type Counts = (usize, usize, usize);
 
-    let text = std::fs::read_to_string(path).map_err(|source| JourneyError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    match beckon_journey::load_str(&path.display().to_string(), &text) {
-        Ok(js) => Ok((js.len(), Vec::new())),
-        Err(errors) => Ok((0, errors)),
+/// Checks a spec file or a folder of them (journeys, segments and policies). Returns what
+/// loaded and the errors found (empty when all is well).
+pub fn lint(path: &Path) -> Result<(Counts, Vec<SpecError>), JourneyError> {
+    let counts = |d: &Definitions| (d.journeys.len(), d.segments.len(), d.policies.len());
+    match beckon_journey::load_definitions(path) {
+        Ok(d) => Ok((counts(&d), Vec::new())),
+        Err(JourneyError::Invalid(errors)) => Ok(((0, 0, 0), errors)),
+        Err(e) => Err(e),
     }
 }

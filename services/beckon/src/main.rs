@@ -39,6 +39,22 @@ enum Command {
         /// A spec file or a folder of them.
         path: PathBuf,
     },
+    /// Print one user's decisions in order, with reasons, by replaying their events.
+    Explain {
+        /// The user id.
+        user: String,
+        /// Segment-spec JSON lines.
+        #[arg(long)]
+        events: PathBuf,
+        /// Folder (or file) of journey, segment and policy specs.
+        #[arg(long)]
+        journeys: PathBuf,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// How long virtual time runs on after the user's last event.
+        #[arg(long, default_value = "7d")]
+        drain: Duration,
+    },
 }
 
 #[derive(clap::Args)]
@@ -84,6 +100,19 @@ fn main() -> ExitCode {
             args,
             print_config,
         } => run_serve(service, &args, print_config),
+        Command::Explain {
+            user,
+            events,
+            journeys,
+            workspace,
+            drain,
+        } => run_explain(&beckon::explain::ExplainConfig {
+            user: &user,
+            events: &events,
+            journeys: &journeys,
+            workspace: &workspace,
+            drain,
+        }),
     };
     match result {
         Ok(code) => code,
@@ -157,14 +186,27 @@ fn run_serve(
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<ExitCode> {
+    let decisions = beckon::explain::explain(config)?;
+    if decisions.is_empty() {
+        writeln!(std::io::stderr(), "no decisions for user {}", config.user)?;
+    }
+    std::io::stdout().write_all(beckon::explain::render(&decisions).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_lint(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let (journeys, errors) = beckon::lint::lint(path)?;
+    let (counts, errors) = beckon::lint::lint(path)?;
     let mut err = std::io::stderr().lock();
     for e in &errors {
         writeln!(err, "{e}")?;
     }
     if errors.is_empty() {
-        writeln!(std::io::stdout(), "ok: {journeys} journey(s)")?;
+        let (journeys, segments, policies) = counts;
+        writeln!(
+            std::io::stdout(),
+            "ok: {journeys} journey(s), {segments} segment(s), {policies} policy(ies)"
+        )?;
         Ok(ExitCode::SUCCESS)
     } else {
         writeln!(err, "{} error(s)", errors.len())?;

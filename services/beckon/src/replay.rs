@@ -90,14 +90,13 @@ struct WorkerResult {
 
 /// Runs a replay to the end. Blocks the calling thread; starts its own actor system.
 pub fn run(config: &ReplayConfig) -> anyhow::Result<ReplayOutcome> {
-    let journeys = beckon_journey::load_dir(&config.journeys)
-        .with_context(|| format!("loading journeys from {}", config.journeys.display()))?;
-    let journeys: Vec<_> =
-        journeys.into_iter().filter(|j| j.workspace == config.workspace).collect();
-    if journeys.is_empty() {
+    let defs = beckon_journey::load_definitions(&config.journeys)
+        .with_context(|| format!("loading journeys from {}", config.journeys.display()))?
+        .for_workspace(&config.workspace);
+    if defs.journeys.is_empty() {
         tracing::warn!(workspace = %config.workspace, "no journeys for this workspace");
     }
-    let engine = Arc::new(Engine::new(journeys));
+    let engine = Arc::new(Engine::from_definitions(defs));
 
     #[allow(clippy::disallowed_methods)] // elapsed time is reported, never used in logic
     let started = std::time::Instant::now();

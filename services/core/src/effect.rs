@@ -8,37 +8,94 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::event::{Event, Props};
 use crate::time::Ts;
 
-/// Something that happened to a user: an event, or one of the user's timers coming due.
+/// Something that happened to a user: an event, one of the user's timers coming due, or a
+/// backend asking for the user to enter a journey.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]
 pub enum Trigger {
     Event(Event),
     Timer(Timer),
+    Api(ApiEntry),
 }
 
 impl Trigger {
-    /// The instant the trigger happened at: the event's time, or the timer's due time.
+    /// The instant the trigger happened at: the event's time, the timer's due time, or the
+    /// time the API call was accepted.
     pub fn at(&self) -> Ts {
         match self {
             Trigger::Event(e) => e.timestamp,
             Trigger::Timer(t) => t.due,
+            Trigger::Api(a) => a.at,
         }
     }
 }
 
-/// A durable timer of one journey instance. `id` is unique per user, so setting the same
-/// timer twice creates one.
+/// "Put this user into this journey now", from a backend (an order service sending a receipt
+/// flow, say). The journey's entry must allow API entry; its re-entry rules still apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiEntry {
+    pub journey: String,
+    pub user: String,
+    pub at: Ts,
+    /// Available to templates and key matching like an entry event's properties.
+    #[serde(default, skip_serializing_if = "Props::is_empty")]
+    pub properties: Props,
+}
+
+/// Prefix of segment timer ids. It holds a character journey ids may not contain, so a
+/// segment timer can never collide with a journey instance's timer.
+pub const SEGMENT_TIMER_PREFIX: &str = "@segment:";
+
+/// What a timer wakes up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// A step of a journey instance: a delay, a wait timeout, a local-time wait, a deferred
+    /// send.
+    Journey,
+    /// A segment whose truth can change by time alone at `due` (a window slides, an
+    /// inactivity period ends). `journey` holds the segment id.
+    Segment,
+}
+
+/// A durable timer. `id` is unique per user, so setting the same timer twice creates one.
+///
+/// The id also says what the timer is for (see [`Timer::kind`]): the stored shape stays the
+/// same for every kind, so stores and the scheduler need not know about kinds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
     pub id: String,
     pub workspace: String,
     pub user: String,
     pub due: Ts,
+    /// The journey id, or the segment id of a segment timer.
     pub journey: String,
     pub instance: u64,
+}
+
+impl Timer {
+    pub fn kind(&self) -> TimerKind {
+        if self.id.starts_with(SEGMENT_TIMER_PREFIX) {
+            TimerKind::Segment
+        } else {
+            TimerKind::Journey
+        }
+    }
+
+    /// The timer that re-evaluates `segment` for a user at `due`. One per user and segment:
+    /// setting it again moves it.
+    pub fn segment(workspace: &str, user: &str, segment: &str, due: Ts) -> Timer {
+        Timer {
+            id: format!("{SEGMENT_TIMER_PREFIX}{segment}"),
+            workspace: workspace.to_string(),
+            user: user.to_string(),
+            due,
+            journey: segment.to_string(),
+            instance: 0,
+        }
+    }
 }
 
 /// A rendered message on its way to a channel.
@@ -71,7 +128,20 @@ pub struct Decision {
     pub kind: DecisionKind,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The journey instance the decision is about; 0 for segments and refused entries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance: u64,
+    /// The arm of a split or holdout the instance is in, for comparing conversions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The arm name of users kept out of a journey to measure its effect.
+pub const HOLDOUT_ARM: &str = "holdout";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +162,16 @@ pub enum DecisionKind {
     Exited,
     /// The user ran off the end of the journey.
     Completed,
+    /// A message was held back (frequency cap, quiet hours, send window) and will be tried
+    /// again at a later instant named in the reason.
+    Deferred,
+    /// The goal happened within the attribution window of an entry (while in the journey or
+    /// after leaving it).
+    Converted,
+    /// The user became a member of a segment; `journey` holds the segment id.
+    SegmentEntered,
+    /// The user stopped being a member of a segment; `journey` holds the segment id.
+    SegmentLeft,
 }
 
 impl fmt::Display for DecisionKind {
@@ -105,6 +185,10 @@ impl fmt::Display for DecisionKind {
             DecisionKind::ExitedOnGoal => "exited_on_goal",
             DecisionKind::Exited => "exited",
             DecisionKind::Completed => "completed",
+            DecisionKind::Deferred => "deferred",
+            DecisionKind::Converted => "converted",
+            DecisionKind::SegmentEntered => "segment_entered",
+            DecisionKind::SegmentLeft => "segment_left",
         };
         f.write_str(text)
     }

@@ -13,8 +13,11 @@ pub mod state;
 pub mod time;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
-pub use effect::{Decision, DecisionKind, Effect, OutboundMessage, Timer, Trigger};
+pub use effect::{
+    ApiEntry, Decision, DecisionKind, Effect, HOLDOUT_ARM, OutboundMessage, SEGMENT_TIMER_PREFIX,
+    Timer, TimerKind, Trigger,
+};
 pub use error::CoreError;
 pub use event::{Event, EventKind, Props};
-pub use state::{JourneyInstance, Tracking, UserState};
+pub use state::{FunnelTrack, JourneyInstance, Membership, Tracking, UserState};
 pub use time::{Duration, Ts};

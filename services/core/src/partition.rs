@@ -24,7 +24,10 @@ mod tests {
     #[test]
     fn partition_is_stable_and_in_range() {
         // Pinned values: changing the hash would strand stored data.
-        assert_eq!(partition_of("default", "1000169", 64), partition_of("default", "1000169", 64));
+        assert_eq!(
+            partition_of("default", "1000169", 64),
+            partition_of("default", "1000169", 64)
+        );
         assert_eq!(partition_of("w", "u", 64), 21);
         for i in 0..1000 {
             assert!(partition_of("w", &i.to_string(), 7) < 7);

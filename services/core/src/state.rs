@@ -2,8 +2,15 @@
 //!
 //! Memory per user is bounded. Counters per event name are kept forever, but individual
 //! occurrences (needed for windowed counts with property filters) are kept only for the event
-//! names, properties and window lengths that loaded definitions ask for ([`Tracking`]), and at
-//! most [`MAX_OCCURRENCES`] per event name.
+//! names, properties and window lengths that loaded definitions ask for ([`Tracking`]).
+//!
+//! Precision rule for windowed counts: the newest [`EXACT_OCCURRENCES`] occurrences of an
+//! event name are kept exact to the millisecond. Older ones still inside the longest tracked
+//! window are folded into buckets ([`bucket_width`]: 1 minute wide for windows up to a day,
+//! 1 hour up to 7 days, 1 day beyond) and count as if they happened at the last millisecond of
+//! their bucket. A folded occurrence therefore leaves a window up to one bucket width late,
+//! never early, and counts are exact for any user with at most 64 occurrences in the window.
+//! At most [`MAX_BUCKETS`] buckets are kept per event name; past that the oldest are dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,8 +21,12 @@ use crate::effect::Decision;
 use crate::event::{Event, EventKind, Props};
 use crate::time::{Duration, Ts};
 
-/// Upper bound on remembered occurrences of one event name per user.
-pub const MAX_OCCURRENCES: usize = 512;
+/// Occurrences of one event name kept exact to the millisecond, per user.
+pub const EXACT_OCCURRENCES: usize = 64;
+/// Buckets of folded occurrences kept per event name and user.
+pub const MAX_BUCKETS: usize = 512;
+/// Sends remembered for frequency caps, per user.
+pub const MAX_SENDS: usize = 256;
 /// How many applied message ids a user remembers, to apply a redelivered event once.
 pub const RECENT_MESSAGE_IDS: usize = 128;
 /// How many decisions a user keeps for explanations.
@@ -26,6 +37,53 @@ pub const RECENT_DECISIONS: usize = 100;
 #[derive(Clone, Debug, Default)]
 pub struct Tracking {
     events: AHashMap<String, TrackedEvent>,
+    funnels: Vec<FunnelTrack>,
+    /// Event names (in snake case) whose latest properties templates read as `last.<name>`.
+    last: Vec<String>,
+    /// How long sends are remembered for frequency caps; zero when no cap is defined.
+    sends: Duration,
+}
+
+/// An ordered funnel whose progress a definition reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunnelTrack {
+    pub key: String,
+    pub steps: Vec<String>,
+    pub within: Option<Duration>,
+}
+
+/// Progress through one funnel: the current attempt started at `started` and has done the
+/// first `reached` steps in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelProgress {
+    pub reached: u32,
+    pub started: Ts,
+}
+
+/// A user's standing in one segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub member: bool,
+    /// When membership last changed (or was first computed).
+    pub since: Ts,
+    /// The pending segment timer, when the truth can change by time alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<Ts>,
+}
+
+/// A message that counted against frequency caps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMark {
+    pub at: Ts,
+    pub channel: String,
+}
+
+/// The latest properties of an event name, for templates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastEvent {
+    pub at: Ts,
+    #[serde(default, skip_serializing_if = "Props::is_empty")]
+    pub props: Props,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -36,7 +94,12 @@ struct TrackedEvent {
 
 impl Tracking {
     /// Asks that occurrences of `event` be kept for `window`, with the named properties.
-    pub fn track(&mut self, event: &str, window: Duration, props: impl IntoIterator<Item = String>) {
+    pub fn track(
+        &mut self,
+        event: &str,
+        window: Duration,
+        props: impl IntoIterator<Item = String>,
+    ) {
         let entry = self.events.entry(event.to_string()).or_default();
         entry.window = entry.window.max(window);
         for p in props {
@@ -46,9 +109,67 @@ impl Tracking {
         }
     }
 
+    /// Asks that progress through `funnel` be kept.
+    pub fn track_funnel(&mut self, funnel: FunnelTrack) {
+        if !self.funnels.iter().any(|f| f.key == funnel.key) {
+            self.funnels.push(funnel);
+        }
+    }
+
+    /// Asks that the latest properties of the event whose snake-case name is `snake` be kept.
+    pub fn track_last(&mut self, snake: &str) {
+        if !self.last.iter().any(|l| l == snake) {
+            self.last.push(snake.to_string());
+        }
+    }
+
+    /// Asks that sends be remembered for `window` (the longest frequency-cap window).
+    pub fn track_sends(&mut self, window: Duration) {
+        self.sends = self.sends.max(window);
+    }
+
+    pub fn sends_window(&self) -> Duration {
+        self.sends
+    }
+
     fn get(&self, event: &str) -> Option<&TrackedEvent> {
         self.events.get(event)
     }
+}
+
+/// Width of the buckets occurrences are folded into, for the longest window tracked.
+pub fn bucket_width(window: Duration) -> Duration {
+    const DAY: i64 = 86_400_000;
+    match window.0 {
+        w if w <= DAY => Duration(60_000),
+        w if w <= 7 * DAY => Duration(3_600_000),
+        _ => Duration(DAY),
+    }
+}
+
+/// `Product Viewed` becomes `product_viewed`: how templates name earlier events.
+pub fn snake_case(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn is_snake_of(snake: &str, name: &str) -> bool {
+    snake.len() == name.len()
+        && snake.bytes().zip(name.bytes()).all(|(s, n)| {
+            let n = if n.is_ascii_alphanumeric() {
+                n.to_ascii_lowercase()
+            } else {
+                b'_'
+            };
+            s == n
+        })
 }
 
 /// A trait value with the event time that set it. An update older than `at` is ignored.
@@ -65,12 +186,33 @@ pub struct EventStats {
     pub last: Ts,
 }
 
-/// One remembered occurrence of an event, with just the properties definitions filter on.
+/// One remembered occurrence of an event, with just the properties definitions filter on;
+/// or, when `count` is above one, a bucket of folded occurrences with equal properties that
+/// counts as happening at `at`, the bucket's last millisecond.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Occurrence {
     pub at: Ts,
     #[serde(default, skip_serializing_if = "Props::is_empty")]
     pub props: Props,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Remembered occurrences of one event name: exact ones, and older ones folded into buckets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub exact: VecDeque<Occurrence>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub folded: VecDeque<Occurrence>,
 }
 
 /// Where a user stands in one journey.
@@ -95,15 +237,36 @@ pub struct JourneyInstance {
     pub entry: Props,
     /// Steps run so far; part of idempotency keys, so a step visited twice sends twice.
     pub visits: u32,
+    /// The current message step was held back and is tried again when the timer fires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+    /// The split arm the instance was put in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }
 
 /// How often and when a user was in a journey, for re-entry rules.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JourneyHistory {
     pub entries: u32,
     pub last_entered: Ts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<Ts>,
+    /// A goal up to this instant counts as a conversion of the last entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution_until: Option<Ts>,
+    /// The arm of the last entry (`holdout`, a split arm, or none for plain treatment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+    /// The last entry already converted; a second goal does not count again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub converted: bool,
+}
+
+/// Entry instants of one journey kept for entry limits ("at most 2 entries per 30 days").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryLog {
+    pub at: VecDeque<Ts>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -117,12 +280,26 @@ pub struct UserState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Ts>,
     pub total_events: u64,
+    /// The latest instant a trigger (event or timer) was applied at: the user's "now" for
+    /// anything evaluated after a late event.
+    #[serde(default)]
+    pub clock: Ts,
     #[serde(default)]
     pub traits: BTreeMap<String, TraitValue>,
     #[serde(default)]
     pub events: BTreeMap<String, EventStats>,
     #[serde(default)]
-    pub recent: BTreeMap<String, VecDeque<Occurrence>>,
+    pub recent: BTreeMap<String, History>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub funnels: BTreeMap<String, FunnelProgress>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_events: BTreeMap<String, LastEvent>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, Membership>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub sends: VecDeque<SendMark>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entry_log: BTreeMap<String, EntryLog>,
     #[serde(default)]
     pub journeys: Vec<JourneyInstance>,
     #[serde(default)]
@@ -185,7 +362,78 @@ impl UserState {
         if let Some(tracked) = tracking.get(&event.name) {
             self.remember(event, tracked);
         }
+        if !tracking.funnels.is_empty() {
+            self.advance_funnels(event, tracking);
+        }
+        if let Some(snake) = tracking.last.iter().find(|s| is_snake_of(s, &event.name)) {
+            let newer = self.last_events.get(snake).is_none_or(|l| l.at <= at);
+            if newer {
+                let last = LastEvent {
+                    at,
+                    props: event.properties.clone(),
+                };
+                self.last_events.insert(snake.clone(), last);
+            }
+        }
         true
+    }
+
+    /// Funnel rule: the first step starts an attempt when none is running, the running one
+    /// finished, or its window passed; otherwise only the next expected step moves it on.
+    /// Events out of order are taken in arrival order.
+    fn advance_funnels(&mut self, event: &Event, tracking: &Tracking) {
+        let at = event.timestamp;
+        for f in &tracking.funnels {
+            if !f.steps.contains(&event.name) {
+                continue;
+            }
+            let p = self.funnels.entry(f.key.clone()).or_default();
+            let expired = f
+                .within
+                .is_some_and(|w| p.reached > 0 && at >= p.started.saturating_add(w));
+            let done = p.reached as usize >= f.steps.len();
+            let next = f.steps.get(p.reached as usize);
+            if p.reached > 0 && !expired && !done && next == Some(&event.name) {
+                p.reached += 1;
+            } else if f.steps.first() == Some(&event.name) && (p.reached == 0 || expired || done) {
+                *p = FunnelProgress {
+                    reached: 1,
+                    started: at,
+                };
+            } else if expired {
+                *p = FunnelProgress::default();
+            }
+        }
+    }
+
+    /// Steps of `funnel` reached by the attempt that is still inside its window at `now`.
+    pub fn funnel_reached(&self, funnel: &FunnelTrack, now: Ts) -> (u32, Option<Ts>) {
+        let Some(p) = self.funnels.get(&funnel.key) else {
+            return (0, None);
+        };
+        match funnel.within {
+            Some(w) if p.reached > 0 => {
+                let ends = p.started.saturating_add(w);
+                if now >= ends {
+                    (0, None)
+                } else {
+                    (p.reached, Some(ends))
+                }
+            }
+            _ => (p.reached, None),
+        }
+    }
+
+    /// Remembers a send for frequency caps, forgetting those older than `window`.
+    pub fn remember_send(&mut self, channel: &str, at: Ts, window: Duration) {
+        let horizon = at.saturating_sub(window);
+        while self.sends.front().is_some_and(|s| s.at <= horizon) || self.sends.len() >= MAX_SENDS {
+            self.sends.pop_front();
+        }
+        self.sends.push_back(SendMark {
+            at,
+            channel: channel.to_string(),
+        });
     }
 
     /// Sets a trait unless the stored value is newer. Equal times let the later arrival win.
@@ -197,7 +445,8 @@ impl UserState {
                 existing.at = at;
             }
             None => {
-                self.traits.insert(name.to_string(), TraitValue { value, at });
+                self.traits
+                    .insert(name.to_string(), TraitValue { value, at });
             }
         }
     }
@@ -209,15 +458,49 @@ impl UserState {
                 props.insert(p.clone(), v.clone());
             }
         }
-        let list = self.recent.entry(event.name.clone()).or_default();
+        let history = self.recent.entry(event.name.clone()).or_default();
 
         // Keep the list in time order even when events arrive late.
+        let list = &mut history.exact;
         let pos = list.partition_point(|o| o.at <= event.timestamp);
-        list.insert(pos, Occurrence { at: event.timestamp, props });
+        let occurrence = Occurrence {
+            at: event.timestamp,
+            props,
+            count: 1,
+        };
+        list.insert(pos, occurrence);
 
-        let horizon = self.last_seen.unwrap_or(event.timestamp).saturating_sub(tracked.window);
-        while list.front().is_some_and(|o| o.at <= horizon) || list.len() > MAX_OCCURRENCES {
+        let horizon = self
+            .last_seen
+            .unwrap_or(event.timestamp)
+            .saturating_sub(tracked.window);
+        while list.front().is_some_and(|o| o.at <= horizon) {
             list.pop_front();
+        }
+        let width = bucket_width(tracked.window).0.max(1);
+        while list.len() > EXACT_OCCURRENCES {
+            let Some(mut oldest) = list.pop_front() else {
+                break;
+            };
+            // The bucket's last millisecond: folded occurrences leave windows late, not early.
+            oldest.at = Ts(oldest.at.0.div_euclid(width) * width + width - 1);
+            let folded = &mut history.folded;
+            let same = folded
+                .iter_mut()
+                .rev()
+                .take(8)
+                .find(|b| b.at == oldest.at && b.props == oldest.props);
+            match same {
+                Some(bucket) => bucket.count = bucket.count.saturating_add(1),
+                None => {
+                    let pos = folded.partition_point(|o| o.at <= oldest.at);
+                    folded.insert(pos, oldest);
+                }
+            }
+        }
+        let folded = &mut history.folded;
+        while folded.front().is_some_and(|o| o.at <= horizon) || folded.len() > MAX_BUCKETS {
+            folded.pop_front();
         }
     }
 
@@ -235,7 +518,7 @@ impl UserState {
         self.recent
             .get(event)
             .into_iter()
-            .flat_map(|l| l.iter())
+            .flat_map(|h| h.folded.iter().chain(h.exact.iter()))
             .filter(move |o| o.at > start && o.at <= now)
     }
 
@@ -296,19 +579,71 @@ mod tests {
         t.track("Order Completed", Duration(1000), []);
         s.observe(&event("a", "Order Completed", 1000, json!({})), &t);
         s.observe(&event("b", "Order Completed", 1001, json!({})), &t);
-        let inside = |now| s.occurrences_within("Order Completed", Ts(now), Duration(1000)).count();
+        let inside = |now| {
+            s.occurrences_within("Order Completed", Ts(now), Duration(1000))
+                .map(|o| o.count)
+                .sum::<u32>()
+        };
         assert_eq!(inside(1999), 2);
-        assert_eq!(inside(2000), 1, "an event exactly one window old is outside");
+        assert_eq!(
+            inside(2000),
+            1,
+            "an event exactly one window old is outside"
+        );
         assert_eq!(inside(2001), 0);
+    }
+
+    #[test]
+    fn old_occurrences_fold_into_buckets_that_leave_late_never_early() {
+        let mut s = UserState::new("w", "u1");
+        let mut t = Tracking::default();
+        let week = Duration::hours(7 * 24);
+        t.track("Order Completed", week, []);
+        // 200 orders a minute apart: the oldest 136 are folded into hourly buckets.
+        for i in 0..200 {
+            let e = event(&format!("m{i}"), "Order Completed", i * 60_000, json!({}));
+            s.observe(&e, &t);
+        }
+        let h = &s.recent["Order Completed"];
+        assert_eq!(h.exact.len(), EXACT_OCCURRENCES);
+        assert!(
+            h.folded.len() <= 3,
+            "136 minutes fold into at most 3 hourly buckets"
+        );
+        let total = |now| {
+            s.occurrences_within("Order Completed", Ts(now), week)
+                .map(|o| o.count)
+                .sum::<u32>()
+        };
+        assert_eq!(total(200 * 60_000), 200);
+        // The first order (t=0) is exactly a week old, but its bucket ends at 1h - 1ms.
+        assert_eq!(total(week.0), 200, "folded ones stay up to one bucket late");
+        assert_eq!(
+            total(week.0 + 3_600_000 - 1),
+            140,
+            "the first hour's bucket has left"
+        );
     }
 
     #[test]
     fn only_tracked_properties_are_kept() {
         let mut s = UserState::new("w", "u1");
         let mut t = Tracking::default();
-        t.track("Product Viewed", Duration::hours(24), ["category".to_string()]);
-        s.observe(&event("a", "Product Viewed", 5, json!({"category": "c", "sku": "x"})), &t);
-        let kept = &s.recent["Product Viewed"][0].props;
+        t.track(
+            "Product Viewed",
+            Duration::hours(24),
+            ["category".to_string()],
+        );
+        s.observe(
+            &event(
+                "a",
+                "Product Viewed",
+                5,
+                json!({"category": "c", "sku": "x"}),
+            ),
+            &t,
+        );
+        let kept = &s.recent["Product Viewed"].exact[0].props;
         assert_eq!(kept.get("category"), Some(&json!("c")));
         assert!(kept.get("sku").is_none());
     }

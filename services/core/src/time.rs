@@ -12,7 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::CoreError;
 
 /// An instant: milliseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Ts(pub i64);
 
@@ -134,7 +136,12 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -163,7 +170,10 @@ mod tests {
     #[test]
     fn durations_parse_compound_units() {
         assert_eq!("1h".parse::<Duration>().ok(), Some(Duration(3_600_000)));
-        assert_eq!("1d12h".parse::<Duration>().ok(), Some(Duration(129_600_000)));
+        assert_eq!(
+            "1d12h".parse::<Duration>().ok(),
+            Some(Duration(129_600_000))
+        );
         assert_eq!("250ms".parse::<Duration>().ok(), Some(Duration(250)));
         assert!("12".parse::<Duration>().is_err());
         assert!("h".parse::<Duration>().is_err());
@@ -175,7 +185,10 @@ mod tests {
         let a = Ts::parse_rfc3339("2017-11-25T08:00:00.000+08:00").ok();
         let b = Ts::parse_rfc3339("2017-11-25T00:00:00Z").ok();
         assert_eq!(a, b);
-        assert_eq!(b.map(|t| t.to_string()).as_deref(), Some("2017-11-25T00:00:00.000Z"));
+        assert_eq!(
+            b.map(|t| t.to_string()).as_deref(),
+            Some("2017-11-25T00:00:00.000Z")
+        );
         assert!(Ts::parse_rfc3339("25/11/2017").is_err());
     }
 }

@@ -203,7 +203,7 @@ impl<P: Provider> Adapter<P> {
             extra.insert("recipients".into(), Value::from(sent.len()));
             let at = self.deps.clock.now();
             let event = events::delivery_event(events::MESSAGE_SENT, message, name, "", at, extra);
-            self.deps.sink.emit(event).await;
+            self.deps.sink.emit(&message.workspace, event).await;
             return Ok(Delivery {
                 provider_id,
                 duplicate: false,
@@ -321,7 +321,7 @@ impl<P: Provider> Adapter<P> {
             at,
             extra,
         );
-        self.deps.sink.emit(event).await;
+        self.deps.sink.emit(&message.workspace, event).await;
     }
 
     async fn report_failed(&self, message: &OutboundMessage, reason: &str, retryable: bool) {
@@ -340,7 +340,7 @@ impl<P: Provider> Adapter<P> {
             at,
             extra,
         );
-        self.deps.sink.emit(event).await;
+        self.deps.sink.emit(&message.workspace, event).await;
     }
 }
 

@@ -7,7 +7,7 @@ use beckon_core::OutboundMessage;
 use futures::future::BoxFuture;
 
 use crate::error::GatewayError;
-use crate::keys::{Claim, KeyStore, MemoryKeyStore};
+use crate::keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
 
 /// What a provider said about an accepted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,14 +75,20 @@ impl Gateway {
         self
     }
 
+    /// The key store this gateway records sends in.
+    pub fn key_store(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
+    }
+
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
         let adapter = self
             .adapters
             .get(&message.channel)
             .ok_or_else(|| GatewayError::NoAdapter(message.channel.clone()))?;
-        let key = message.idempotency_key.as_str();
+        let scoped = SendKey::of(message);
+        let key = scoped.key;
 
-        match self.keys.claim(key).await? {
+        match self.keys.claim(scoped).await? {
             Claim::Done(provider_id) => {
                 tracing::debug!(beckon.idempotency_key = key, "repeated key; not sent again");
                 return Ok(Delivery {
@@ -109,8 +115,8 @@ impl Gateway {
         // The provider has answered; a store failure now must not turn a delivered message
         // into an error the caller would retry, so it is logged and the delivery returned.
         let recorded = match &result {
-            Ok(delivery) => self.keys.complete(key, &delivery.provider_id).await,
-            Err(_) => self.keys.release(key).await,
+            Ok(delivery) => self.keys.complete(scoped, &delivery.provider_id).await,
+            Err(_) => self.keys.release(scoped).await,
         };
         if let Err(e) = recorded {
             tracing::warn!(beckon.idempotency_key = key, error = %e, "key not recorded");

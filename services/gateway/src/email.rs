@@ -1,7 +1,9 @@
 //! Email over SMTP, with lettre.
 //!
 //! A message goes out as `multipart/alternative` with a plain-text and an HTML part, built
-//! from the rendered body (plain text; the HTML part escapes it). Every email carries
+//! from the rendered body: journeys render HTML, which is sent as it is and stripped of its
+//! tags for the text part; a body without any markup is plain text, escaped for the HTML
+//! part ([`crate::email_text`] states the rule). Every email carries
 //! one-click unsubscribe headers (RFC 8058), which large mailbox providers require of bulk
 //! senders:
 //!
@@ -33,6 +35,7 @@ use url::Url;
 
 use crate::adapter::{Adapter, Attempt, Deps, Provider, Target};
 use crate::crypto;
+use crate::email_text;
 use crate::error::GatewayError;
 use crate::policy::DeliveryPolicy;
 use crate::recipients::Recipients;
@@ -199,6 +202,31 @@ fn html_escape(text: &str) -> String {
     out
 }
 
+/// The text and HTML parts of an email with `body`, each ending with the unsubscribe link.
+fn bodies(body: &str, link: &Url) -> (String, String) {
+    let footer = format!(
+        "<p style=\"font-size:12px\"><a href=\"{}\">Unsubscribe</a></p>\n",
+        html_escape(link.as_str())
+    );
+    let (text, content) = if email_text::is_html(body) {
+        (email_text::html_to_text(body), body.to_string())
+    } else {
+        (body.to_string(), format!("<p>{}</p>", html_escape(body)))
+    };
+    let text = format!("{text}\n\n--\nUnsubscribe: {link}\n");
+
+    // A whole document keeps its own head; the link goes just before it closes.
+    let closing = content.to_ascii_lowercase().rfind("</body>");
+    let html = match closing {
+        Some(at) => format!("{}{footer}{}", &content[..at], &content[at..]),
+        None => format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n\
+             {content}\n{footer}</body></html>\n"
+        ),
+    };
+    (text, html)
+}
+
 /// lettre wants a `SystemTime`; it is built from the injected clock's reading.
 fn date(now: Ts) -> SystemTime {
     let ms = u64::try_from(now.0).unwrap_or_default();
@@ -234,13 +262,7 @@ pub fn build_email(
         crypto::sha256_hex(message.idempotency_key.as_bytes(), 16)
     );
 
-    let text = format!("{}\n\n--\nUnsubscribe: {link}\n", message.body);
-    let html = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n<p>{}</p>\n\
-         <p style=\"font-size:12px\"><a href=\"{}\">Unsubscribe</a></p>\n</body></html>\n",
-        html_escape(&message.body),
-        html_escape(link.as_str()),
-    );
+    let (text, html) = bodies(&message.body, &link);
 
     lettre::Message::builder()
         .from(from)

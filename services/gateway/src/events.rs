@@ -16,15 +16,15 @@ pub const DEVICE_TOKEN_INVALID: &str = "Device Token Invalid";
 ///
 /// Emitting never fails from the adapter's point of view; a sink that cannot forward an event
 /// keeps or drops it by its own policy, because a message already delivered must not be
-/// reported as failed.
+/// reported as failed. Events belong to the workspace of the message they are about.
 pub trait EventSink: Send + Sync + 'static {
-    fn emit(&self, event: Event) -> BoxFuture<'_, ()>;
+    fn emit<'a>(&'a self, workspace: &'a str, event: Event) -> BoxFuture<'a, ()>;
 }
 
-/// Keeps events in memory, in order.
+/// Keeps events in memory, in order, with their workspace.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySink {
-    events: Arc<Mutex<Vec<Event>>>,
+    events: Arc<Mutex<Vec<(String, Event)>>>,
 }
 
 impl MemorySink {
@@ -33,6 +33,11 @@ impl MemorySink {
     }
 
     pub fn events(&self) -> Vec<Event> {
+        self.scoped().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The events with the workspace each was emitted for.
+    pub fn scoped(&self) -> Vec<(String, Event)> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
@@ -46,9 +51,9 @@ impl MemorySink {
 }
 
 impl EventSink for MemorySink {
-    fn emit(&self, event: Event) -> BoxFuture<'_, ()> {
+    fn emit<'a>(&'a self, workspace: &'a str, event: Event) -> BoxFuture<'a, ()> {
         if let Ok(mut events) = self.events.lock() {
-            events.push(event);
+            events.push((workspace.to_string(), event));
         }
         Box::pin(async {})
     }

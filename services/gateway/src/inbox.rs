@@ -54,6 +54,18 @@ impl Inbox {
         }
     }
 
+    /// The clock the inbox dates messages by.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Erases every message of one user (right to be forgotten).
+    pub fn forget_user(&self, workspace: &str, user: &str) {
+        if let Ok(mut map) = self.messages.lock() {
+            map.remove(&Self::key(workspace, user));
+        }
+    }
+
     fn key(workspace: &str, user: &str) -> UserKey {
         (workspace.to_string(), user.to_string())
     }
@@ -110,6 +122,11 @@ impl Inbox {
         let before = list.len();
         list.retain(|m| m.id != id);
         before != list.len()
+    }
+
+    /// How many subscriptions are open, across all users.
+    pub fn subscribers(&self) -> usize {
+        self.new.receiver_count()
     }
 
     /// New messages for one user, from now on.

@@ -15,16 +15,20 @@ pub mod apns;
 pub mod channel;
 mod crypto;
 pub mod email;
+pub mod email_text;
 pub mod error;
 pub mod events;
 pub mod fcm;
+pub mod grpc;
 mod http;
 pub mod inbox;
+pub mod ingest_sink;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
 pub mod recipients;
 pub mod recording;
+pub mod redis_keys;
 pub mod secret;
 pub mod sleep;
 pub mod sms;
@@ -34,9 +38,24 @@ pub use adapter::{Adapter, Attempt, Deps, Provider, Target};
 pub use channel::{Channel, Delivery, Gateway};
 pub use error::GatewayError;
 pub use events::{EventSink, MemorySink};
-pub use keys::{Claim, KeyStore, MemoryKeyStore};
+pub use ingest_sink::{IngestSink, IngestSinkConfig};
+pub use keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
 pub use policy::DeliveryPolicy;
 pub use recipients::{DeviceRegistry, MemoryDevices, MemoryRecipients, Recipients};
 pub use recording::RecordingChannel;
+pub use redis_keys::{RedisKeyStore, RedisKeysConfig};
 pub use secret::Secret;
 pub use sleep::{Sleeper, TokioSleeper, VirtualSleeper};
+
+/// Erases what the gateway keeps about one user (right to be forgotten): the user's inbox
+/// messages and the idempotency keys of the user's sends. Delivery events already forwarded
+/// to ingest are erased with the rest of the user's data there.
+pub async fn forget_user(
+    gateway: &Gateway,
+    inbox: &inbox::Inbox,
+    workspace: &str,
+    user: &str,
+) -> Result<(), GatewayError> {
+    inbox.forget_user(workspace, user);
+    gateway.key_store().forget_user(workspace, user).await
+}

@@ -3,6 +3,7 @@
 
 pub mod dedup;
 pub mod error;
+pub mod log;
 pub mod grpc;
 pub mod segment;
 

@@ -2,46 +2,82 @@
 //!
 //! Order of work for an event, chosen so that stopping wins over sending:
 //! 1. the event is folded into the behavioral state (a repeated message id stops here);
-//! 2. goals and exit events end running instances and cancel their timers;
+//! 2. goals and exit events end running instances and cancel their timers; a goal also
+//!    counts a conversion, even for a user who already left, within the attribution window;
 //! 3. instances waiting for this event move on;
-//! 4. journeys whose entry matches start new instances.
+//! 4. segment memberships are brought up to date, and journeys entered on a segment change
+//!    start;
+//! 5. journeys whose entry event matches start new instances.
 //!
 //! A timer whose id no longer matches its instance (the instance exited, or moved on) is stale
 //! and does nothing, which is what makes a timer fired twice apply once.
+//!
+//! Keyed journeys (`entry.key: cart_id`) run one instance per key value. An event that carries
+//! the key property reaches only the instance with that key (its goal, exits and waits); an
+//! event without it reaches every instance of the journey.
 
 use std::sync::Arc;
 
 use ahash::AHashMap;
 use beckon_core::{
-    Decision, DecisionKind, Effect, Event, EventKind, JourneyInstance, OutboundMessage, Props,
-    Timer, Tracking, Trigger, Ts, UserState,
+    ApiEntry, Decision, DecisionKind, Effect, Event, EventKind, HOLDOUT_ARM, JourneyInstance,
+    Membership, OutboundMessage, Props, Timer, TimerKind, Tracking, Trigger, Ts, UserState,
 };
 use serde_json::{Value, json};
 
 use crate::condition::{Context, props_match};
-use crate::journey::{Journey, Message, StepKind, Target};
-use crate::spec::{Channel, Reentry};
+use crate::journey::{
+    Definitions, EntryTrigger, Journey, Message, Policy, Segment, StepKind, Target, WaitUntil,
+};
+use crate::localtime;
+use crate::spec::{Channel, OnCap, Reentry, SegmentEdge};
 use crate::template::Escape;
 
 /// Steps one trigger may run for one instance before the instance is stopped; guards against
 /// loops with no waiting step in them.
 const MAX_STEPS_PER_TRIGGER: usize = 64;
 
-/// Published journeys, ready to evaluate. Cheap to share between threads.
+/// Whether a journey takes new users and sends. Engine-level: a published version never
+/// changes, but an operator can stop using it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JourneyStatus {
+    #[default]
+    Active,
+    /// No new entries; users in flight keep moving, but their messages are skipped.
+    Paused,
+    /// No new entries; users in flight leave at their next trigger.
+    Archived,
+}
+
+/// Published definitions, ready to evaluate. Cheap to share between threads.
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
     /// The newest version of each journey, in id order, for entries.
     latest: Vec<Arc<Journey>>,
+    latest_index: AHashMap<String, usize>,
     /// Every version, for instances that entered an older one.
     versions: AHashMap<(String, u32), Arc<Journey>>,
+    /// The newest version of each segment, in id order.
+    segments: Vec<Arc<Segment>>,
+    policy: Policy,
+    status: AHashMap<String, JourneyStatus>,
     tracking: Tracking,
 }
 
 impl Engine {
     pub fn new(journeys: Vec<Journey>) -> Engine {
+        Engine::from_definitions(Definitions {
+            journeys,
+            ..Definitions::default()
+        })
+    }
+
+    /// An engine for one workspace's definitions: journeys, segments and at most one policy
+    /// (the first wins).
+    pub fn from_definitions(defs: Definitions) -> Engine {
         let mut engine = Engine::default();
         let mut latest: AHashMap<String, Arc<Journey>> = AHashMap::new();
-        for j in journeys {
+        for j in defs.journeys {
             j.track(&mut engine.tracking);
             let j = Arc::new(j);
             engine.versions.insert((j.id.clone(), j.version), j.clone());
@@ -52,6 +88,32 @@ impl Engine {
         }
         engine.latest = latest.into_values().collect();
         engine.latest.sort_by(|a, b| a.id.cmp(&b.id));
+        engine.latest_index = engine
+            .latest
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.clone(), i))
+            .collect();
+
+        let mut segments: AHashMap<String, Arc<Segment>> = AHashMap::new();
+        for s in defs.segments {
+            s.condition.track(&mut engine.tracking);
+            let newer = segments
+                .get(&s.id)
+                .is_none_or(|cur| cur.version < s.version);
+            if newer {
+                segments.insert(s.id.clone(), Arc::new(s));
+            }
+        }
+        engine.segments = segments.into_values().collect();
+        engine.segments.sort_by(|a, b| a.id.cmp(&b.id));
+
+        if let Some(policy) = defs.policies.into_iter().next() {
+            if let Some(longest) = policy.caps.iter().map(|c| c.per).max() {
+                engine.tracking.track_sends(longest);
+            }
+            engine.policy = policy;
+        }
         engine
     }
 
@@ -59,8 +121,25 @@ impl Engine {
         &self.latest
     }
 
+    pub fn segments(&self) -> &[Arc<Segment>] {
+        &self.segments
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn tracking(&self) -> &Tracking {
         &self.tracking
+    }
+
+    /// Pauses, resumes or archives a journey (all its versions).
+    pub fn set_status(&mut self, journey: &str, status: JourneyStatus) {
+        self.status.insert(journey.to_string(), status);
+    }
+
+    pub fn status(&self, journey: &str) -> JourneyStatus {
+        self.status.get(journey).copied().unwrap_or_default()
     }
 
     /// Applies a trigger to a user and returns what must happen as a result.
@@ -71,9 +150,22 @@ impl Engine {
         };
         match trigger {
             Trigger::Event(event) => run.on_event(state, event),
-            Trigger::Timer(timer) => run.on_timer(state, timer),
+            Trigger::Timer(timer) => match timer.kind() {
+                TimerKind::Journey => run.on_timer(state, timer),
+                TimerKind::Segment => {
+                    state.version += 1;
+                    let why = Why::Time;
+                    run.update_segments(state, timer.due.max(state.clock), &Props::new(), why);
+                }
+            },
+            Trigger::Api(call) => run.on_api(state, call),
         }
+        state.clock = state.clock.max(trigger.at());
         run.effects
+    }
+
+    fn journey_by_id(&self, id: &str) -> Option<&Arc<Journey>> {
+        self.latest_index.get(id).and_then(|&i| self.latest.get(i))
     }
 }
 
@@ -90,6 +182,21 @@ enum End {
     Completed,
 }
 
+/// What moved segment memberships, for explanations.
+#[derive(Clone, Copy)]
+enum Why<'a> {
+    Event(&'a str),
+    Time,
+}
+
+/// What a message step did.
+enum Sent {
+    /// Sent, or given up on for good: the instance moves on.
+    Done,
+    /// Held back; try again at this instant.
+    Deferred(Ts),
+}
+
 impl Run<'_> {
     fn on_event(&mut self, state: &mut UserState, event: &Event) {
         if !state.observe(event, &self.engine.tracking) {
@@ -97,29 +204,8 @@ impl Run<'_> {
         }
         let now = event.timestamp;
 
-        // Goals and exits first: a purchase ends the cart reminder before anything else runs.
-        let mut i = 0;
-        while i < state.journeys.len() {
-            let Some(j) = self.journey_of(&state.journeys[i]) else {
-                i += 1;
-                continue;
-            };
-            let end = if j.goal.as_ref().is_some_and(|g| event_matches(event, &g.event, &g.filter))
-            {
-                Some(End::Goal)
-            } else if j.exit_on.iter().any(|x| event_matches(event, &x.event, &x.filter)) {
-                Some(End::Exit)
-            } else {
-                None
-            };
-            match end {
-                Some(end) => {
-                    let reason = format!("{} happened", event.name);
-                    self.finish(state, i, end, now, reason);
-                }
-                None => i += 1,
-            }
-        }
+        self.goals_and_exits(state, event);
+        self.conversions_after_exit(state, event);
 
         // Instances waiting for this event move on. Collect first: running steps may end them.
         let waiting: Vec<u64> = state
@@ -135,7 +221,8 @@ impl Run<'_> {
             let Some(j) = self.journey_of(&state.journeys[i]) else {
                 continue;
             };
-            let Some(StepKind::WaitFor { on_event, .. }) = self.current_kind(&j, &state.journeys[i])
+            let Some(StepKind::WaitFor { on_event, .. }) =
+                self.current_kind(&j, &state.journeys[i])
             else {
                 continue;
             };
@@ -143,9 +230,96 @@ impl Run<'_> {
             self.go(state, i, &j, on_event, now, &event.properties);
         }
 
-        if event.kind != EventKind::Alias {
-            self.enter(state, event);
+        if !self.engine.segments.is_empty() {
+            let at = now.max(state.clock);
+            self.update_segments(state, at, &event.properties, Why::Event(&event.name));
         }
+        if event.kind != EventKind::Alias {
+            self.enter_on_event(state, event);
+        }
+    }
+
+    /// Goals and exit events first: a purchase ends the cart reminder before anything else.
+    fn goals_and_exits(&mut self, state: &mut UserState, event: &Event) {
+        let now = event.timestamp;
+        let mut i = 0;
+        while i < state.journeys.len() {
+            let Some(j) = self.journey_of(&state.journeys[i]) else {
+                i += 1;
+                continue;
+            };
+            if !key_matches(&j, &state.journeys[i], event) {
+                i += 1;
+                continue;
+            }
+            let goal = j
+                .goal
+                .as_ref()
+                .is_some_and(|g| event_matches(event, &g.event, &g.filter));
+            let end = if goal {
+                Some(End::Goal)
+            } else if j
+                .exit_on
+                .iter()
+                .any(|x| event_matches(event, &x.event, &x.filter))
+            {
+                Some(End::Exit)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    if goal {
+                        self.convert(state, &j, now, &event.name);
+                    }
+                    let what = if goal { "goal" } else { "exit event" };
+                    let reason = format!("{what} {} happened", event.name);
+                    self.finish(state, i, end, now, reason);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// A goal reached after the user left still counts, within the attribution window.
+    fn conversions_after_exit(&mut self, state: &mut UserState, event: &Event) {
+        let now = event.timestamp;
+        let mut converted = Vec::new();
+        for (id, h) in &state.history {
+            if h.converted || h.attribution_until.is_none_or(|until| now > until) {
+                continue;
+            }
+            let Some(j) = self.engine.journey_by_id(id) else {
+                continue;
+            };
+            if j.goal
+                .as_ref()
+                .is_some_and(|g| event_matches(event, &g.event, &g.filter))
+            {
+                converted.push(j.clone());
+            }
+        }
+        for j in converted {
+            self.convert(state, &j, now, &event.name);
+        }
+    }
+
+    fn convert(&mut self, state: &mut UserState, j: &Journey, now: Ts, what: &str) {
+        let Some(h) = state.history.get_mut(&j.id) else {
+            return;
+        };
+        if h.converted || h.attribution_until.is_none_or(|until| now > until) {
+            return;
+        }
+        h.converted = true;
+        let arm = h.arm.clone();
+        let reason = format!(
+            "{what} within the {} attribution window",
+            j.conversion_window
+        );
+        let mut d = decision(now, &j.id, "", DecisionKind::Converted, reason);
+        d.arm = arm;
+        self.record(state, d);
     }
 
     fn on_timer(&mut self, state: &mut UserState, timer: &Timer) {
@@ -162,72 +336,221 @@ impl Run<'_> {
         state.version += 1;
         state.journeys[i].timer = None;
         state.journeys[i].due = None;
+        let now = timer.due;
 
-        let target = match self.current_kind(&j, &state.journeys[i]) {
-            Some(StepKind::WaitFor { on_timeout, .. }) => on_timeout,
-            _ => self.step_of(&j, &state.journeys[i]).map_or(Target::End, |s| j.steps[s].next),
-        };
+        if self.engine.status(&j.id) == JourneyStatus::Archived {
+            return self.finish(state, i, End::Exit, now, "the journey was archived".into());
+        }
         let props = state.journeys[i].entry.clone();
-        self.go(state, i, &j, target, timer.due, &props);
+        let step = self.step_of(&j, &state.journeys[i]);
+
+        // A held-back message is tried again in place; it did not move the user on.
+        if state.journeys[i].deferred {
+            state.journeys[i].deferred = false;
+            if let Some(s) = step
+                && let StepKind::Message(m) = &j.steps[s].kind
+            {
+                let step_id = j.steps[s].id.clone();
+                match self.message(state, i, &j, &step_id, m, now, &props) {
+                    Sent::Deferred(due) => return self.hold(state, i, due),
+                    Sent::Done => return self.go(state, i, &j, j.steps[s].next, now, &props),
+                }
+            }
+        }
+
+        let target = match step.map(|s| &j.steps[s].kind) {
+            Some(StepKind::WaitFor { on_timeout, .. }) => *on_timeout,
+            _ => step.map_or(Target::End, |s| j.steps[s].next),
+        };
+        self.go(state, i, &j, target, now, &props);
     }
 
-    fn enter(&mut self, state: &mut UserState, event: &Event) {
+    fn on_api(&mut self, state: &mut UserState, call: &ApiEntry) {
+        state.version += 1;
+        let Some(j) = self.engine.journey_by_id(&call.journey).cloned() else {
+            let reason = format!("no journey {} is published", call.journey);
+            let d = decision(call.at, &call.journey, "", DecisionKind::NotEntered, reason);
+            return self.record(state, d);
+        };
+        if j.entry.trigger != EntryTrigger::Api {
+            let reason = "not entered: the journey does not allow API entry".to_string();
+            let d = decision(call.at, &j.id, "", DecisionKind::NotEntered, reason);
+            return self.record(state, d);
+        }
+        if !props_match(&call.properties, &j.entry.filter) {
+            let reason = "not entered: API properties do not match the entry filter".to_string();
+            let d = decision(call.at, &j.id, "", DecisionKind::NotEntered, reason);
+            return self.record(state, d);
+        }
+        self.try_enter(
+            state,
+            &j,
+            call.at,
+            &call.properties,
+            "entered by API call".into(),
+        );
+    }
+
+    fn enter_on_event(&mut self, state: &mut UserState, event: &Event) {
         let now = event.timestamp;
         for j in &self.engine.latest {
-            let entry = &j.entry;
-            let matches = match &entry.event {
-                Some(name) => event_matches(event, name, &entry.filter),
-                None => entry.first_seen && state.total_events == 1,
+            let matches = match &j.entry.trigger {
+                EntryTrigger::Event(name) => event_matches(event, name, &j.entry.filter),
+                EntryTrigger::FirstSeen => state.total_events == 1,
+                EntryTrigger::Segment { .. } | EntryTrigger::Api => false,
             };
             if !matches {
                 continue;
             }
-
-            if let Some(why) = self.blocked(state, j, now) {
-                self.decide(state, now, &j.id, "", DecisionKind::NotEntered, why);
-                continue;
-            }
-            if let Some(cond) = &entry.condition {
-                let cx = Context {
-                    state,
-                    now,
-                    props: &event.properties,
-                };
-                if !cond.eval(&cx) {
-                    continue;
+            let why = match &j.entry.trigger {
+                EntryTrigger::FirstSeen => {
+                    format!("entered on the first event seen ({})", event.name)
                 }
-            }
-
-            let id = state.next_instance;
-            state.next_instance += 1;
-            let hist = state.history.entry(j.id.clone()).or_default();
-            hist.entries += 1;
-            hist.last_entered = now;
-            state.journeys.push(JourneyInstance {
-                journey: j.id.clone(),
-                version: j.version,
-                id,
-                key: None,
-                step: j.steps.first().map(|s| s.id.clone()).unwrap_or_default(),
-                entered_at: now,
-                step_at: now,
-                timer: None,
-                due: None,
-                entry: event.properties.clone(),
-                visits: 0,
-            });
-            self.decide(state, now, &j.id, "", DecisionKind::Entered, event.name.clone());
-
-            let i = state.journeys.len() - 1;
-            let first = if j.steps.is_empty() { Target::End } else { Target::Step(0) };
-            self.go(state, i, j, first, now, &event.properties);
+                _ => format!("entered on {}", event.name),
+            };
+            self.try_enter(state, j, now, &event.properties, why);
         }
     }
 
-    /// The re-entry rule that keeps the user out, if any.
-    fn blocked(&self, state: &UserState, j: &Journey, now: Ts) -> Option<String> {
-        if state.journeys.iter().any(|x| x.journey == j.id) {
-            return Some("already in the journey".into());
+    /// Enters `j` unless a rule keeps the user out; the decision says which.
+    fn try_enter(
+        &mut self,
+        state: &mut UserState,
+        j: &Arc<Journey>,
+        now: Ts,
+        props: &Props,
+        why: String,
+    ) {
+        let status = self.engine.status(&j.id);
+        if status != JourneyStatus::Active {
+            let reason = format!("not entered: the journey is {}", status_word(status));
+            return self.record(
+                state,
+                decision(now, &j.id, "", DecisionKind::NotEntered, reason),
+            );
+        }
+        let key = match &j.entry.key {
+            Some(k) => match props.get(k).and_then(key_text) {
+                Some(v) => Some(v),
+                None => {
+                    let reason = format!("not entered: the entry has no {k} to key on");
+                    let d = decision(now, &j.id, "", DecisionKind::NotEntered, reason);
+                    return self.record(state, d);
+                }
+            },
+            None => None,
+        };
+        if let Some(why) = self.blocked(state, j, now, key.as_deref()) {
+            let d = decision(
+                now,
+                &j.id,
+                "",
+                DecisionKind::NotEntered,
+                format!("not entered: {why}"),
+            );
+            return self.record(state, d);
+        }
+        if let Some(cond) = &j.entry.condition {
+            let cx = Context {
+                state,
+                now,
+                props,
+                journey: &j.id,
+            };
+            if !cond.eval(&cx) {
+                return;
+            }
+        }
+
+        let holdout = j.holdout > 0 && bucket(&[&j.id, &state.user]) < j.holdout;
+        let arm = holdout.then(|| HOLDOUT_ARM.to_string());
+        let hist = state.history.entry(j.id.clone()).or_default();
+        hist.entries += 1;
+        hist.last_entered = now;
+        hist.attribution_until = Some(now.saturating_add(j.conversion_window));
+        hist.converted = false;
+        hist.arm = arm.clone();
+        if let Some((count, _)) = j.entry.limit {
+            let log = state.entry_log.entry(j.id.clone()).or_default();
+            log.at.push_back(now);
+            while log.at.len() > count as usize {
+                log.at.pop_front();
+            }
+        }
+
+        let id = state.next_instance;
+        state.next_instance += 1;
+        if holdout {
+            let mut d = decision(now, &j.id, "", DecisionKind::Entered, why);
+            d.arm = arm.clone();
+            d.instance = id;
+            self.record(state, d);
+            let reason = format!("held out: in the {}% holdout, sent nothing", j.holdout);
+            let mut d = decision(now, &j.id, "", DecisionKind::Exited, reason);
+            d.arm = arm;
+            d.instance = id;
+            if let Some(h) = state.history.get_mut(&j.id) {
+                h.last_exit = Some(now);
+            }
+            return self.record(state, d);
+        }
+
+        state.journeys.push(JourneyInstance {
+            journey: j.id.clone(),
+            version: j.version,
+            id,
+            key,
+            step: j.steps.first().map(|s| s.id.clone()).unwrap_or_default(),
+            entered_at: now,
+            step_at: now,
+            timer: None,
+            due: None,
+            entry: props.clone(),
+            visits: 0,
+            deferred: false,
+            arm: None,
+        });
+        let i = state.journeys.len() - 1;
+        let d = self.about(
+            decision(now, &j.id, "", DecisionKind::Entered, why),
+            &state.journeys[i],
+        );
+        self.record(state, d);
+
+        let first = if j.steps.is_empty() {
+            Target::End
+        } else {
+            Target::Step(0)
+        };
+        self.go(state, i, j, first, now, props);
+    }
+
+    /// The re-entry rule or entry limit that keeps the user out, if any.
+    fn blocked(
+        &self,
+        state: &UserState,
+        j: &Journey,
+        now: Ts,
+        key: Option<&str>,
+    ) -> Option<String> {
+        let inside = state
+            .journeys
+            .iter()
+            .any(|x| x.journey == j.id && (key.is_none() || x.key.as_deref() == key));
+        if inside {
+            return Some(match key {
+                Some(k) => format!("already in the journey for {k}"),
+                None => "already in the journey".into(),
+            });
+        }
+        if let Some((count, per)) = j.entry.limit {
+            let start = now.saturating_sub(per);
+            let recent = state.entry_log.get(&j.id).map_or(0, |l| {
+                l.at.iter().filter(|t| **t > start && **t <= now).count()
+            });
+            if recent >= count as usize {
+                return Some(format!("entry limit of {count} per {per} reached"));
+            }
         }
         let hist = state.history.get(&j.id)?;
         match j.entry.reentry {
@@ -235,6 +558,78 @@ impl Run<'_> {
             Reentry::AfterExit => None,
             Reentry::Cooldown(d) => (now < hist.last_entered.saturating_add(d))
                 .then(|| format!("re-entry cool-down of {d} since {}", hist.last_entered)),
+        }
+    }
+
+    /// Brings every segment's membership up to date at `now`, sets or moves its timer, and
+    /// starts journeys entered on a change.
+    fn update_segments(&mut self, state: &mut UserState, now: Ts, props: &Props, why: Why<'_>) {
+        let mut changes: Vec<(String, bool)> = Vec::new();
+        for seg in &self.engine.segments {
+            let cx = Context {
+                state,
+                now,
+                props,
+                journey: "",
+            };
+            let member = seg.condition.eval(&cx);
+            let due = seg.condition.next_change(&cx);
+            let prev = state.segments.get(&seg.id).copied().unwrap_or_default();
+
+            if due != prev.due {
+                match due {
+                    Some(due) => {
+                        let t = Timer::segment(&state.workspace, &state.user, &seg.id, due);
+                        self.effects.push(Effect::SetTimer(t));
+                    }
+                    None => self.effects.push(Effect::CancelTimer {
+                        workspace: state.workspace.clone(),
+                        user: state.user.clone(),
+                        id: format!("{}{}", beckon_core::SEGMENT_TIMER_PREFIX, seg.id),
+                    }),
+                }
+            }
+            let changed = member != prev.member;
+            if member || due.is_some() {
+                let since = if changed { now } else { prev.since };
+                state
+                    .segments
+                    .insert(seg.id.clone(), Membership { member, since, due });
+            } else {
+                state.segments.remove(&seg.id);
+            }
+            if changed {
+                let (kind, verb) = if member {
+                    (DecisionKind::SegmentEntered, "entered")
+                } else {
+                    (DecisionKind::SegmentLeft, "left")
+                };
+                let cause = match why {
+                    Why::Event(name) => format!("after {name}"),
+                    Why::Time => "by time alone: a window slid past or a period ran out".into(),
+                };
+                let reason = format!("{verb} segment {} {cause}", seg.id);
+                self.record(state, decision(now, &seg.id, "", kind, reason));
+                changes.push((seg.id.clone(), member));
+            }
+        }
+
+        for (segment, member) in changes {
+            let edge = if member {
+                SegmentEdge::Enter
+            } else {
+                SegmentEdge::Exit
+            };
+            for j in &self.engine.latest {
+                let EntryTrigger::Segment { id, edge: want } = &j.entry.trigger else {
+                    continue;
+                };
+                if *id == segment && *want == edge {
+                    let verb = if member { "entering" } else { "leaving" };
+                    let why = format!("entered on {verb} segment {segment}");
+                    self.try_enter(state, j, now, props, why);
+                }
+            }
         }
     }
 
@@ -263,29 +658,130 @@ impl Run<'_> {
                 inst.step_at = now;
                 inst.visits += 1;
             }
-            self.decide(state, now, &j.id, &step.id, DecisionKind::Step, String::new());
+            let d = decision(now, &j.id, &step.id, DecisionKind::Step, String::new());
+            let d = self.about(d, &state.journeys[i]);
+            self.record(state, d);
 
             target = match &step.kind {
                 StepKind::Delay(d) => return self.wait(state, i, now.saturating_add(*d)),
+                StepKind::DelayDays(days) => {
+                    let (tz, _) = self.zone_of(state, None);
+                    return self.wait(state, i, localtime::add_days(now, &tz, *days));
+                }
                 StepKind::WaitFor { timeout, .. } => {
                     return self.wait(state, i, now.saturating_add(*timeout));
                 }
+                StepKind::WaitUntil(w) => match self.wait_until(state, w, now) {
+                    Ok(due) => return self.wait(state, i, due),
+                    Err(why) => {
+                        let d = decision(now, &j.id, &step.id, DecisionKind::Step, why);
+                        let d = self.about(d, &state.journeys[i]);
+                        self.record(state, d);
+                        step.next
+                    }
+                },
                 StepKind::Branch {
                     condition,
                     then,
                     otherwise,
                 } => {
-                    let cx = Context { state, now, props };
-                    if condition.eval(&cx) { *then } else { *otherwise }
+                    let cx = Context {
+                        state,
+                        now,
+                        props,
+                        journey: &j.id,
+                    };
+                    if condition.eval(&cx) {
+                        *then
+                    } else {
+                        *otherwise
+                    }
                 }
-                StepKind::Message(m) => {
-                    self.message(state, i, j, &step.id, m, now, props);
+                StepKind::Split(arms) => {
+                    let b = bucket(&[&j.id, &step.id, &state.user]);
+                    let mut upto = 0;
+                    let arm = arms.iter().find(|a| {
+                        upto += a.percent;
+                        b < upto
+                    });
+                    match arm {
+                        Some(arm) => {
+                            state.journeys[i].arm = Some(arm.name.clone());
+                            if let Some(h) = state.history.get_mut(&j.id) {
+                                h.arm = Some(arm.name.clone());
+                            }
+                            arm.next
+                        }
+                        None => step.next,
+                    }
+                }
+                StepKind::SetTraits(traits) => {
+                    for (name, value) in traits {
+                        state.set_trait(name, value.clone(), now);
+                    }
                     step.next
                 }
+                StepKind::Message(m) => match self.message(state, i, j, &step.id, m, now, props) {
+                    Sent::Done => step.next,
+                    Sent::Deferred(due) => return self.hold(state, i, due),
+                },
                 StepKind::Exit => Target::Exit,
             };
         }
-        self.finish(state, i, End::Exit, now, "step limit reached: the journey loops".into());
+        self.finish(
+            state,
+            i,
+            End::Exit,
+            now,
+            "step limit reached: the journey loops".into(),
+        );
+    }
+
+    /// When a `wait_until` step ends, or why it does not wait at all.
+    fn wait_until(&self, state: &UserState, w: &WaitUntil, now: Ts) -> Result<Ts, String> {
+        let (tz, _) = self.zone_of(state, w.timezone_trait.as_deref());
+        let Some(name) = &w.date_trait else {
+            let at = w.time.ok_or("no time to wait for")?;
+            return Ok(localtime::next_local_time(now, &tz, at));
+        };
+        let Some(value) = state.trait_value(name).and_then(Value::as_str) else {
+            return Err(format!("not waiting: the user has no {name} date"));
+        };
+        // Whole days of the offset are calendar days, so "3 days before, at 09:00" stays at
+        // 09:00 local across a daylight-saving change; the rest is a plain span.
+        const DAY: i64 = 86_400_000;
+        let (days, rest) = (w.offset / DAY, w.offset % DAY);
+        let due = match jiff::civil::Date::strptime("%Y-%m-%d", value) {
+            Ok(date) => {
+                let date = date
+                    .checked_add(jiff::Span::new().days(days))
+                    .unwrap_or(date);
+                Ts(localtime::on_date(date, &tz, w.time).0.saturating_add(rest))
+            }
+            Err(_) => Ts::parse_rfc3339(value)
+                .map(|t| Ts(t.0.saturating_add(w.offset)))
+                .map_err(|_| format!("not waiting: {name} is not a date ({value:?})"))?,
+        };
+        if due <= now {
+            return Err(format!("not waiting: {due} (from {name}) has passed"));
+        }
+        Ok(due)
+    }
+
+    /// The user's time zone: from the named trait (the policy's time-zone trait by default),
+    /// else the policy's default zone. The second value is true when the trait was usable.
+    fn zone_of(&self, state: &UserState, trait_name: Option<&str>) -> (jiff::tz::TimeZone, bool) {
+        let policy = &self.engine.policy;
+        let name = trait_name.unwrap_or(&policy.timezone_trait);
+        if let Some(tz) = state
+            .trait_value(name)
+            .and_then(Value::as_str)
+            .and_then(localtime::zone)
+        {
+            return (tz, true);
+        }
+        let fallback = localtime::zone(&policy.default_timezone);
+        (fallback.unwrap_or(jiff::tz::TimeZone::UTC), false)
     }
 
     fn wait(&mut self, state: &mut UserState, i: usize, due: Ts) {
@@ -303,6 +799,17 @@ impl Run<'_> {
         }));
     }
 
+    /// Keeps the instance at its message step until `due`.
+    fn hold(&mut self, state: &mut UserState, i: usize, due: Ts) {
+        state.journeys[i].deferred = true;
+        // A new visit number gives the retry its own timer id.
+        state.journeys[i].visits += 1;
+        self.wait(state, i, due);
+    }
+
+    /// Checks consent, quiet hours, send windows and caps at send time, then renders and
+    /// sends. Caps live in the user's state and are checked here, one send after another, so
+    /// two journeys can never both take the last slot.
     #[allow(clippy::too_many_arguments)]
     fn message(
         &mut self,
@@ -313,12 +820,42 @@ impl Run<'_> {
         m: &Message,
         now: Ts,
         props: &Props,
-    ) {
+    ) -> Sent {
+        let channel = m.channel.as_str();
+        let skip = |run: &mut Self, state: &mut UserState, reason: String| {
+            let d = decision(now, &j.id, step, DecisionKind::Skipped, reason);
+            let d = run.about(d, &state.journeys[i]);
+            run.record(state, d);
+            Sent::Done
+        };
+
+        if self.engine.status(&j.id) == JourneyStatus::Paused {
+            return skip(self, state, "not sent: the journey is paused".into());
+        }
+        if let Some(why) = no_consent(state, m) {
+            return skip(self, state, format!("not sent: {why} at send time"));
+        }
+        if let Some((due, why)) = self.held_back(state, m, now) {
+            if m.on_cap == OnCap::Drop {
+                return skip(self, state, format!("dropped: {why}"));
+            }
+            let (tz, _) = self.zone_of(state, None);
+            let until = localtime::describe(due, &tz);
+            let reason = format!("deferred: {why}; next try {until}");
+            let d = decision(now, &j.id, step, DecisionKind::Deferred, reason);
+            let d = self.about(d, &state.journeys[i]);
+            self.record(state, d);
+            return Sent::Deferred(due);
+        }
+
         let inst = &state.journeys[i];
         let data = template_data(state, inst, j, props);
-        let escape = if m.channel == Channel::Email { Escape::Html } else { Escape::None };
+        let escape = if m.channel == Channel::Email {
+            Escape::Html
+        } else {
+            Escape::None
+        };
         let render = |t: &crate::template::Template| t.render(data.clone(), escape);
-
         let rendered = (|| {
             let body = render(&m.body)?;
             let title = m.title.as_ref().map(render).transpose()?;
@@ -339,20 +876,83 @@ impl Run<'_> {
                     journey: j.id.clone(),
                     version: j.version,
                     step: step.to_string(),
-                    channel: m.channel.as_str().to_string(),
+                    channel: channel.to_string(),
                     at: now,
                     title,
                     subject,
                     body,
                 }));
-                let channel = m.channel.as_str().to_string();
-                self.decide(state, now, &j.id, step, DecisionKind::Sent, channel);
+                let window = self.engine.tracking.sends_window();
+                if !m.transactional && window.0 > 0 {
+                    state.remember_send(channel, now, window);
+                }
+                let d = decision(
+                    now,
+                    &j.id,
+                    step,
+                    DecisionKind::Sent,
+                    format!("{channel} sent"),
+                );
+                let d = self.about(d, &state.journeys[i]);
+                self.record(state, d);
             }
             Err(e) => {
                 tracing::debug!(journey = %j.id, step, error = %e, "message skipped");
-                self.decide(state, now, &j.id, step, DecisionKind::Skipped, e.to_string());
+                return skip(self, state, format!("not sent: {e}"));
             }
         }
+        Sent::Done
+    }
+
+    /// Quiet hours, the step's send window or a frequency cap holding a message back: when to
+    /// try again, and why.
+    fn held_back(&self, state: &UserState, m: &Message, now: Ts) -> Option<(Ts, String)> {
+        if m.transactional {
+            return None;
+        }
+        let policy = &self.engine.policy;
+        if policy.quiet_hours.is_some() || m.send_window.is_some() {
+            let (tz, _) = self.zone_of(state, None);
+            if let Some(q) = policy
+                .quiet_hours
+                .filter(|_| policy.quiet_applies(m.channel))
+                && let Some(end) = localtime::inside(now, &tz, q)
+            {
+                let until = localtime::describe(end, &tz);
+                return Some((end, format!("quiet hours until {until}")));
+            }
+            if let Some(w) = m.send_window
+                && let Some(open) = localtime::outside(now, &tz, w)
+            {
+                let until = localtime::describe(open, &tz);
+                return Some((open, format!("outside the send window until {until}")));
+            }
+        }
+
+        let channel = m.channel.as_str();
+        for cap in &policy.caps {
+            if cap.channel.is_some_and(|c| c != m.channel) {
+                continue;
+            }
+            let start = now.saturating_sub(cap.per);
+            let inside: Vec<Ts> = state
+                .sends
+                .iter()
+                .filter(|s| s.at > start && s.at <= now)
+                .filter(|s| cap.channel.is_none() || s.channel == channel)
+                .map(|s| s.at)
+                .collect();
+            let n = inside.len();
+            if n >= cap.max as usize {
+                // The slot frees when enough of the oldest sends leave the window.
+                let oldest = inside.get(n - cap.max as usize).copied().unwrap_or(now);
+                let free = oldest.saturating_add(cap.per);
+                let what = cap.channel.map_or("messages", plural);
+                let why = format!("capped at {n} of {} {what} in {}", cap.max, cap.per);
+                return Some((free, why));
+            }
+        }
+        None
     }
 
     fn finish(&mut self, state: &mut UserState, i: usize, end: End, now: Ts, reason: String) {
@@ -366,11 +966,16 @@ impl Run<'_> {
             End::Exit => DecisionKind::Exited,
             End::Completed => DecisionKind::Completed,
         };
-        self.decide(state, now, &inst.journey, &inst.step, kind, reason);
+        let d = self.about(
+            decision(now, &inst.journey, &inst.step, kind, reason),
+            &inst,
+        );
+        self.record(state, d);
     }
 
     fn cancel_timer(&mut self, workspace: &str, user: &str, inst: &mut JourneyInstance) {
         inst.due = None;
+        inst.deferred = false;
         if let Some(id) = inst.timer.take() {
             self.effects.push(Effect::CancelTimer {
                 workspace: workspace.to_string(),
@@ -380,22 +985,14 @@ impl Run<'_> {
         }
     }
 
-    fn decide(
-        &mut self,
-        state: &mut UserState,
-        at: Ts,
-        journey: &str,
-        step: &str,
-        kind: DecisionKind,
-        reason: String,
-    ) {
-        let d = Decision {
-            at,
-            journey: journey.to_string(),
-            step: step.to_string(),
-            kind,
-            reason,
-        };
+    /// Adds the instance and its arm to a decision.
+    fn about(&self, mut d: Decision, inst: &JourneyInstance) -> Decision {
+        d.instance = inst.id;
+        d.arm = inst.arm.clone();
+        d
+    }
+
+    fn record(&mut self, state: &mut UserState, d: Decision) {
         state.record(d.clone());
         self.effects.push(Effect::Record(d));
     }
@@ -416,7 +1013,7 @@ impl Run<'_> {
     }
 
     fn waits_for(&self, inst: &JourneyInstance, event: &Event) -> bool {
-        if inst.timer.is_none() {
+        if inst.timer.is_none() || inst.deferred {
             return false;
         }
         let Some(j) = self.journey_of(inst) else {
@@ -426,12 +1023,100 @@ impl Run<'_> {
             return false;
         };
         match &j.steps[s].kind {
-            StepKind::WaitFor { event: name, filter, .. } => {
+            StepKind::WaitFor {
+                event: name,
+                filter,
+                ..
+            } => {
                 // The event that started a wait does not end it.
-                event.timestamp >= inst.step_at && event_matches(event, name, filter)
+                event.timestamp >= inst.step_at
+                    && event_matches(event, name, filter)
+                    && key_matches(&j, inst, event)
             }
             _ => false,
         }
+    }
+}
+
+fn decision(at: Ts, journey: &str, step: &str, kind: DecisionKind, reason: String) -> Decision {
+    Decision {
+        at,
+        journey: journey.to_string(),
+        step: step.to_string(),
+        kind,
+        reason,
+        instance: 0,
+        arm: None,
+    }
+}
+
+fn status_word(status: JourneyStatus) -> &'static str {
+    match status {
+        JourneyStatus::Active => "active",
+        JourneyStatus::Paused => "paused",
+        JourneyStatus::Archived => "archived",
+    }
+}
+
+fn plural(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Push => "pushes",
+        Channel::InApp => "in-app messages",
+        Channel::Email => "emails",
+        Channel::Sms => "SMS",
+        Channel::Webhook => "webhooks",
+    }
+}
+
+/// Why the user may not get `m`, from their traits at send time: `<channel>_opt_out: true`,
+/// `unsubscribed: true` (all but transactional messages) or a `consent` map with the channel
+/// set to false.
+fn no_consent(state: &UserState, m: &Message) -> Option<String> {
+    let channel = m.channel.as_str();
+    let opt_out = format!("{channel}_opt_out");
+    if state.trait_value(&opt_out) == Some(&Value::Bool(true)) {
+        return Some(format!("{opt_out} is true"));
+    }
+    if m.transactional {
+        return None;
+    }
+    if state.trait_value("unsubscribed") == Some(&Value::Bool(true)) {
+        return Some("unsubscribed is true".into());
+    }
+    let consent = state.trait_value("consent").and_then(|c| c.get(channel));
+    (consent == Some(&Value::Bool(false))).then(|| format!("consent.{channel} is false"))
+}
+
+/// A stable number in `0..100` for the given parts (FNV-1a). The same user always lands in
+/// the same holdout and arm of a journey, whatever the version.
+fn bucket(parts: &[&str]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0u8]) {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (h % 100) as u32
+}
+
+/// A key property's value as text: strings as they are, numbers printed.
+fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether an event reaches an instance of a keyed journey (see the module notes).
+fn key_matches(j: &Journey, inst: &JourneyInstance, event: &Event) -> bool {
+    let Some(k) = &j.entry.key else {
+        return true;
+    };
+    match event.properties.get(k).and_then(key_text) {
+        Some(v) => inst.key.as_deref() == Some(v.as_str()),
+        None => true,
     }
 }
 
@@ -450,7 +1135,7 @@ fn template_data(state: &UserState, inst: &JourneyInstance, j: &Journey, props: 
         .iter()
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
-    json!({
+    let mut data = json!({
         "user": user,
         "event": props,
         "entry": inst.entry,
@@ -459,6 +1144,22 @@ fn template_data(state: &UserState, inst: &JourneyInstance, j: &Journey, props: 
             "name": j.name,
             "version": j.version,
             "entered_at": inst.entered_at.to_string(),
+            "key": inst.key,
+            "context": j.context,
         },
-    })
+    });
+    if !j.last_events.is_empty() {
+        let mut last = serde_json::Map::new();
+        for name in &j.last_events {
+            if let Some(e) = state.last_events.get(name) {
+                let mut props = e.props.clone();
+                props.insert("at".into(), Value::from(e.at.to_string()));
+                last.insert(name.clone(), Value::Object(props));
+            }
+        }
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("last".into(), Value::Object(last));
+        }
+    }
+    data
 }

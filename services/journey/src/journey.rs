@@ -1,4 +1,5 @@
-//! A checked, compiled journey: steps resolved to indices, templates compiled.
+//! Checked, compiled definitions: journeys with steps resolved to indices and templates
+//! compiled, segments, and the workspace's sending policy.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +7,8 @@ use ahash::AHashMap;
 use beckon_core::{Duration, Tracking};
 
 use crate::condition::Condition;
-use crate::spec::{Channel, EventMatch, Reentry};
+use crate::localtime::{Hours, LocalTime};
+use crate::spec::{Channel, EventMatch, OnCap, Reentry, SegmentEdge};
 use crate::template::Template;
 
 /// Where control goes after a step.
@@ -25,11 +27,32 @@ pub struct Message {
     pub title: Option<Template>,
     pub subject: Option<Template>,
     pub body: Template,
+    pub transactional: bool,
+    pub on_cap: OnCap,
+    pub send_window: Option<Hours>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaitUntil {
+    pub time: Option<LocalTime>,
+    pub date_trait: Option<String>,
+    /// Milliseconds added to the date (negative: before it).
+    pub offset: i64,
+    pub timezone_trait: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Arm {
+    pub name: String,
+    pub percent: u32,
+    pub next: Target,
 }
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
     Delay(Duration),
+    /// Calendar days in the user's time zone, keeping the local time of day.
+    DelayDays(u32),
     WaitFor {
         event: String,
         filter: BTreeMap<String, serde_json::Value>,
@@ -37,13 +60,29 @@ pub enum StepKind {
         on_event: Target,
         on_timeout: Target,
     },
+    WaitUntil(WaitUntil),
     Branch {
-        condition: Condition,
+        condition: Box<Condition>,
         then: Target,
         otherwise: Target,
     },
+    Split(Vec<Arm>),
     Message(Message),
+    SetTraits(serde_json::Map<String, serde_json::Value>),
     Exit,
+}
+
+impl StepKind {
+    /// Steps that stop and wait for a timer.
+    pub fn waits(&self) -> bool {
+        matches!(
+            self,
+            StepKind::Delay(_)
+                | StepKind::DelayDays(_)
+                | StepKind::WaitFor { .. }
+                | StepKind::WaitUntil(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -53,13 +92,23 @@ pub struct Step {
     pub next: Target,
 }
 
+/// What starts a journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryTrigger {
+    Event(String),
+    FirstSeen,
+    Segment { id: String, edge: SegmentEdge },
+    Api,
+}
+
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub event: Option<String>,
-    pub first_seen: bool,
+    pub trigger: EntryTrigger,
     pub filter: BTreeMap<String, serde_json::Value>,
     pub condition: Option<Condition>,
     pub reentry: Reentry,
+    pub key: Option<String>,
+    pub limit: Option<(u32, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +120,13 @@ pub struct Journey {
     pub entry: Entry,
     pub goal: Option<EventMatch>,
     pub exit_on: Vec<EventMatch>,
+    pub conversion_window: Duration,
+    pub holdout: u32,
+    pub context: serde_json::Value,
     pub steps: Vec<Step>,
     pub(crate) index: AHashMap<String, usize>,
+    /// Snake-case event names templates read as `last.<name>`.
+    pub(crate) last_events: Vec<String>,
 }
 
 impl Journey {
@@ -80,7 +134,7 @@ impl Journey {
         self.index.get(id).copied()
     }
 
-    /// Registers the history this journey's conditions need.
+    /// Registers the history this journey's conditions and templates need.
     pub fn track(&self, tracking: &mut Tracking) {
         if let Some(c) = &self.entry.condition {
             c.track(tracking);
@@ -89,6 +143,92 @@ impl Journey {
             if let StepKind::Branch { condition, .. } = &step.kind {
                 condition.track(tracking);
             }
+        }
+        for name in &self.last_events {
+            tracking.track_last(name);
+        }
+    }
+}
+
+/// A compiled segment.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub id: String,
+    pub version: u32,
+    pub workspace: String,
+    pub name: String,
+    pub condition: Condition,
+}
+
+/// A frequency cap: at most `max` messages per rolling `per`, on `channel` or all channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    pub channel: Option<Channel>,
+    pub max: u32,
+    pub per: Duration,
+}
+
+/// A workspace's sending rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub workspace: String,
+    pub timezone_trait: String,
+    pub default_timezone: String,
+    pub caps: Vec<Cap>,
+    pub quiet_hours: Option<Hours>,
+    pub quiet_channels: Option<Vec<Channel>>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            workspace: String::new(),
+            timezone_trait: "timezone".into(),
+            default_timezone: "UTC".into(),
+            caps: Vec::new(),
+            quiet_hours: None,
+            quiet_channels: None,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether quiet hours hold back messages on `channel`.
+    pub fn quiet_applies(&self, channel: Channel) -> bool {
+        match &self.quiet_channels {
+            Some(list) => list.contains(&channel),
+            None => channel != Channel::Webhook,
+        }
+    }
+}
+
+/// Everything loaded from a folder of specs.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    pub journeys: Vec<Journey>,
+    pub segments: Vec<Segment>,
+    pub policies: Vec<Policy>,
+}
+
+impl Definitions {
+    /// Only the definitions of one workspace.
+    pub fn for_workspace(self, workspace: &str) -> Definitions {
+        Definitions {
+            journeys: self
+                .journeys
+                .into_iter()
+                .filter(|j| j.workspace == workspace)
+                .collect(),
+            segments: self
+                .segments
+                .into_iter()
+                .filter(|s| s.workspace == workspace)
+                .collect(),
+            policies: self
+                .policies
+                .into_iter()
+                .filter(|p| p.workspace == workspace)
+                .collect(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Journey definitions and their evaluation.
+//! Journey and segment definitions and their evaluation.
 //!
 //! Specs are YAML ([`spec`]), checked and compiled on load ([`load`]) into [`Journey`]s. The
 //! [`Engine`] evaluates a user's state against a trigger and returns effects; it performs none
@@ -9,10 +9,14 @@ pub mod error;
 pub mod eval;
 pub mod journey;
 pub mod load;
+pub mod localtime;
+pub mod sim;
 pub mod spec;
+pub mod stats;
 pub mod template;
 
 pub use error::{JourneyError, SpecError};
-pub use eval::Engine;
-pub use journey::Journey;
-pub use load::{load_dir, load_str};
+pub use eval::{Engine, JourneyStatus};
+pub use journey::{Definitions, Journey, Policy, Segment};
+pub use load::{load_definitions, load_definitions_str, load_dir, load_str};
+pub use sim::Sim;

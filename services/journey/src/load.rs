@@ -1,4 +1,8 @@
-//! Reading journey specs from YAML, with errors that name the file, line, column and field.
+//! Reading journey, segment and policy specs from YAML, with errors that name the file, line,
+//! column and field.
+//!
+//! Journeys, segments and policies share folders and files: each YAML document says what it
+//! is with `kind:` (`journey` when absent, `segment` or `policy`).
 
 use std::path::Path;
 
@@ -6,64 +10,153 @@ use ahash::AHashMap;
 use serde::Deserialize;
 
 use crate::error::{JourneyError, SpecError};
-use crate::journey::{Entry, Journey, Message, Step, StepKind, Target};
-use crate::spec::{JourneySpec, MessageSpec, StepSpec};
+use crate::journey::{
+    Arm, Cap, Definitions, Entry, EntryTrigger, Journey, Message, Policy, Segment, Step, StepKind,
+    Target, WaitUntil,
+};
+use crate::localtime::{Hours, LocalTime};
+use crate::spec::{
+    DelaySpec, HoursSpec, JourneySpec, MessageSpec, PolicySpec, SegmentSpec, StepSpec,
+};
 use crate::template::Template;
 
+/// The default attribution window of conversions.
+const CONVERSION_WINDOW: beckon_core::Duration = beckon_core::Duration(7 * 86_400_000);
+
+/// Documents read from one file at most.
+const MAX_DOCUMENTS: usize = 10_000;
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
 /// Parses and checks every journey in one YAML text (several documents may be separated by
-/// `---`). `file` is only used in error messages.
+/// `---`). `file` is only used in error messages. Segments and policies in the text are
+/// checked too, but only journeys are returned.
 pub fn load_str(file: &str, text: &str) -> Result<Vec<Journey>, Vec<SpecError>> {
-    let mut journeys = Vec::new();
+    load_definitions_str(file, text).map(|d| d.journeys)
+}
+
+/// Parses and checks every definition in one YAML text.
+pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<SpecError>> {
+    let mut defs = Definitions::default();
     let mut errors = Vec::new();
 
-    for doc in serde_norway::Deserializer::from_str(text) {
-        match JourneySpec::deserialize(doc) {
-            Ok(spec) => match compile(file, text, spec) {
-                Ok(j) => journeys.push(j),
-                Err(mut e) => errors.append(&mut e),
+    // A first pass reads only each document's kind. A document that is not even YAML is
+    // parsed as a journey below, which reports its error; nothing after it is read, since
+    // the document iterator does not move past a syntax error.
+    let mut kinds: Vec<Option<String>> = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text).take(MAX_DOCUMENTS) {
+        match Peek::deserialize(doc) {
+            Ok(p) => kinds.push(p.kind),
+            Err(_) => {
+                kinds.push(None);
+                break;
+            }
+        }
+    }
+
+    for (doc, kind) in serde_norway::Deserializer::from_str(text).zip(kinds) {
+        match kind.as_deref() {
+            Some("segment") => match SegmentSpec::deserialize(doc) {
+                Ok(spec) => match compile_segment(file, text, spec) {
+                    Ok(s) => defs.segments.push(s),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
-            Err(e) => errors.push(from_yaml_error(file, text, &e)),
+            Some("policy") => match PolicySpec::deserialize(doc) {
+                Ok(spec) => match compile_policy(file, text, spec) {
+                    Ok(p) => defs.policies.push(p),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                Err(e) => errors.push(from_yaml_error(file, text, &e)),
+            },
+            _ => match JourneySpec::deserialize(doc) {
+                Ok(spec) => match compile(file, text, spec) {
+                    Ok(j) => defs.journeys.push(j),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                Err(e) => errors.push(from_yaml_error(file, text, &e)),
+            },
         }
     }
 
     if errors.is_empty() {
-        Ok(journeys)
+        Ok(defs)
     } else {
         Err(errors)
     }
 }
 
-/// Loads every `*.yaml` / `*.yml` file under `dir`, in file-name order. Fails with all the
-/// errors found when any file has one.
+/// Loads the journeys of every `*.yaml` / `*.yml` file under `dir`, in file-name order.
 pub fn load_dir(dir: &Path) -> Result<Vec<Journey>, JourneyError> {
+    load_definitions(dir).map(|d| d.journeys)
+}
+
+/// Loads every definition under `dir` (a folder, or a single file), in file-name order. Fails
+/// with all the errors found when any file has one.
+pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
     let io = |source| JourneyError::Io {
         path: dir.display().to_string(),
         source,
     };
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
+    let mut paths: Vec<_> = if dir.is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect()
+    };
     paths.sort();
 
-    let mut journeys = Vec::new();
+    let mut defs = Definitions::default();
     let mut errors = Vec::new();
+    let mut texts = Vec::new();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|source| JourneyError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        match load_str(&path.display().to_string(), &text) {
-            Ok(mut js) => journeys.append(&mut js),
+        let name = path.display().to_string();
+        match load_definitions_str(&name, &text) {
+            Ok(d) => {
+                for j in &d.journeys {
+                    texts.push((j.id.clone(), name.clone(), text.clone()));
+                }
+                defs.journeys.extend(d.journeys);
+                defs.segments.extend(d.segments);
+                defs.policies.extend(d.policies);
+            }
             Err(mut es) => errors.append(&mut es),
         }
     }
+    cross_check(dir, &defs, &texts, &mut errors);
 
+    if errors.is_empty() {
+        Ok(defs)
+    } else {
+        Err(JourneyError::Invalid(errors))
+    }
+}
+
+/// Checks between documents: ids defined twice, segments referred to but not defined.
+fn cross_check(
+    dir: &Path,
+    defs: &Definitions,
+    texts: &[(String, String, String)],
+    errors: &mut Vec<SpecError>,
+) {
     let mut seen = AHashMap::new();
-    for j in &journeys {
-        if let Some(prev) = seen.insert((j.workspace.clone(), j.id.clone(), j.version), ()) {
-            let _ = prev;
+    for j in &defs.journeys {
+        if seen
+            .insert((j.workspace.clone(), j.id.clone(), j.version), ())
+            .is_some()
+        {
             errors.push(SpecError {
                 file: dir.display().to_string(),
                 line: 1,
@@ -73,11 +166,53 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Journey>, JourneyError> {
             });
         }
     }
+    let mut seen = AHashMap::new();
+    for s in &defs.segments {
+        if seen.insert((s.workspace.clone(), s.id.clone()), s.version) == Some(s.version) {
+            errors.push(SpecError {
+                file: dir.display().to_string(),
+                line: 1,
+                column: 1,
+                field: "id".into(),
+                message: format!("segment {} version {} is defined twice", s.id, s.version),
+            });
+        }
+    }
 
-    if errors.is_empty() {
-        Ok(journeys)
-    } else {
-        Err(JourneyError::Invalid(errors))
+    let known = |ws: &str, id: &str| {
+        defs.segments
+            .iter()
+            .any(|s| s.workspace == ws && s.id == id)
+    };
+    for j in &defs.journeys {
+        let mut used = Vec::new();
+        if let EntryTrigger::Segment { id, .. } = &j.entry.trigger {
+            used.push(id.as_str());
+        }
+        if let Some(c) = &j.entry.condition {
+            c.segments(&mut used);
+        }
+        for step in &j.steps {
+            if let StepKind::Branch { condition, .. } = &step.kind {
+                condition.segments(&mut used);
+            }
+        }
+        for id in used.into_iter().filter(|id| !known(&j.workspace, id)) {
+            let (file, text) = texts
+                .iter()
+                .find(|(jid, _, _)| *jid == j.id)
+                .map_or((dir.display().to_string(), ""), |(_, f, t)| {
+                    (f.clone(), t.as_str())
+                });
+            let (line, column) = locate(text, 1, "segment", id);
+            errors.push(SpecError {
+                file,
+                line,
+                column,
+                field: "segment".into(),
+                message: format!("expected the id of a segment in this workspace, found `{id}`"),
+            });
+        }
     }
 }
 
@@ -121,7 +256,11 @@ fn from_yaml_error(file: &str, source: &str, e: &serde_norway::Error) -> SpecErr
 /// errors found after parsing still point at the right place.
 fn locate(text: &str, from_line: u32, key: &str, value: &str) -> (u32, u32) {
     let needle = format!("{key}:");
-    for (i, line) in text.lines().enumerate().skip(from_line.saturating_sub(1) as usize) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1) as usize)
+    {
         let trimmed = line.trim_start().trim_start_matches("- ");
         if trimmed.starts_with(&needle) && (value.is_empty() || line.contains(value)) {
             let col = line.len() - line.trim_start().len() + 1;
@@ -158,22 +297,67 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
     };
     let top = locate(text, 1, "id", &spec.id).0;
 
-    if let Some(kind) = &spec.kind {
-        if kind != "journey" {
-            ck.error(1, "kind", kind, "kind".into(), format!("expected `journey`, found `{kind}`"));
-        }
-    }
-    if spec.id.is_empty() || !spec.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    if let Some(kind) = &spec.kind
+        && kind != "journey"
     {
-        ck.error(1, "id", "", "id".into(), "expected letters, digits, `-` or `_`".into());
+        ck.error(
+            1,
+            "kind",
+            kind,
+            "kind".into(),
+            format!("expected `journey`, found `{kind}`"),
+        );
     }
-    if spec.entry.event.is_some() == spec.entry.first_seen {
+    if !id_is_valid(&spec.id) {
+        ck.error(
+            1,
+            "id",
+            "",
+            "id".into(),
+            "expected letters, digits, `-` or `_`".into(),
+        );
+    }
+    let e = &spec.entry;
+    let starts = [e.event.is_some(), e.first_seen, e.segment.is_some(), e.api]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if starts != 1 {
         ck.error(
             top,
             "entry",
             "",
             "entry".into(),
-            "expected exactly one of `event` or `first_seen: true`".into(),
+            "expected exactly one of `event`, `first_seen: true`, `segment` or `api: true`".into(),
+        );
+    }
+    if e.on.is_some() && e.segment.is_none() {
+        ck.error(
+            top,
+            "on",
+            "",
+            "entry.on".into(),
+            "`on` is only for segment entries".into(),
+        );
+    }
+    if let Some(limit) = &e.limit
+        && (limit.count == 0 || limit.per.0 <= 0)
+    {
+        ck.error(
+            top,
+            "limit",
+            "",
+            "entry.limit".into(),
+            "expected a count above 0 and a period".into(),
+        );
+    }
+    if spec.holdout.is_some_and(|h| h > 100) {
+        ck.error(
+            top,
+            "holdout",
+            "",
+            "holdout".into(),
+            "expected a percentage from 0 to 100".into(),
         );
     }
     if let Some(c) = &spec.entry.condition {
@@ -184,7 +368,13 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         }
     }
     if spec.steps.is_empty() {
-        ck.error(top, "steps", "", "steps".into(), "a journey needs at least one step".into());
+        ck.error(
+            top,
+            "steps",
+            "",
+            "steps".into(),
+            "a journey needs at least one step".into(),
+        );
     }
 
     let mut index = AHashMap::new();
@@ -200,32 +390,170 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         }
     }
 
+    let mut last_events = Vec::new();
     let steps: Vec<Step> = spec
         .steps
         .iter()
         .enumerate()
         .map(|(i, s)| compile_step(&mut ck, top, &index, spec.steps.len(), i, s))
         .collect();
+    for step in &steps {
+        if let StepKind::Message(m) = &step.kind {
+            let templates = [Some(&m.body), m.title.as_ref(), m.subject.as_ref()];
+            for t in templates.into_iter().flatten() {
+                for name in t.children_of("last") {
+                    if !last_events.contains(&name) {
+                        last_events.push(name);
+                    }
+                }
+            }
+        }
+    }
 
     if !ck.errors.is_empty() {
         return Err(ck.errors);
     }
+    let entry = spec.entry;
+    let trigger = if let Some(event) = entry.event {
+        EntryTrigger::Event(event)
+    } else if let Some(id) = entry.segment {
+        EntryTrigger::Segment {
+            id,
+            edge: entry.on.unwrap_or_default(),
+        }
+    } else if entry.api {
+        EntryTrigger::Api
+    } else {
+        EntryTrigger::FirstSeen
+    };
     Ok(Journey {
         name: spec.name.unwrap_or_else(|| spec.id.clone()),
         id: spec.id,
         version: spec.version,
         workspace: spec.workspace,
         entry: Entry {
-            event: spec.entry.event,
-            first_seen: spec.entry.first_seen,
-            filter: spec.entry.filter,
-            condition: spec.entry.condition,
-            reentry: spec.entry.reentry,
+            trigger,
+            filter: entry.filter,
+            condition: entry.condition,
+            reentry: entry.reentry,
+            key: entry.key,
+            limit: entry.limit.map(|l| (l.count, l.per)),
         },
         goal: spec.goal,
         exit_on: spec.exit_on,
+        conversion_window: spec.conversion_window.unwrap_or(CONVERSION_WINDOW),
+        holdout: spec.holdout.unwrap_or(0),
+        context: serde_json::Value::Object(spec.context),
         steps,
         index,
+        last_events,
+    })
+}
+
+fn id_is_valid(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+}
+
+fn compile_segment(file: &str, text: &str, spec: SegmentSpec) -> Result<Segment, Vec<SpecError>> {
+    let mut ck = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let top = locate(text, 1, "id", &spec.id).0;
+    if !id_is_valid(&spec.id) {
+        ck.error(
+            1,
+            "id",
+            "",
+            "id".into(),
+            "expected letters, digits, `-` or `_`".into(),
+        );
+    }
+    let mut found = Vec::new();
+    spec.condition.check("condition", &mut found);
+    for (field, message) in found {
+        let key = field.rsplit('.').next().unwrap_or("condition").to_string();
+        let key = key.split('[').next().unwrap_or("condition").to_string();
+        ck.error(top, &key, "", field, message);
+    }
+    if !ck.errors.is_empty() {
+        return Err(ck.errors);
+    }
+    Ok(Segment {
+        name: spec.name.unwrap_or_else(|| spec.id.clone()),
+        id: spec.id,
+        version: spec.version,
+        workspace: spec.workspace,
+        condition: spec.condition,
+    })
+}
+
+fn compile_hours(ck: &mut Checker<'_>, top: u32, field: &str, h: &HoursSpec) -> Option<Hours> {
+    let mut time = |key: &str, text: &str| match LocalTime::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            ck.error(top, key, text, format!("{field}.{key}"), e);
+            None
+        }
+    };
+    let from = time("from", &h.from);
+    let to = time("to", &h.to);
+    Some(Hours {
+        from: from?,
+        to: to?,
+    })
+}
+
+fn compile_policy(file: &str, text: &str, spec: PolicySpec) -> Result<Policy, Vec<SpecError>> {
+    let mut ck = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let top = locate(text, 1, "id", &spec.id).0;
+    let default_timezone = spec.default_timezone.unwrap_or_else(|| "UTC".into());
+    if crate::localtime::zone(&default_timezone).is_none() {
+        let message = format!("expected an IANA time zone, found `{default_timezone}`");
+        ck.error(
+            top,
+            "default_timezone",
+            "",
+            "default_timezone".into(),
+            message,
+        );
+    }
+    for (i, cap) in spec.caps.iter().enumerate() {
+        if cap.max == 0 || cap.per.0 <= 0 {
+            let message = "expected `max` above 0 and a period `per`".to_string();
+            ck.error(top, "max", "", format!("caps[{i}]"), message);
+        }
+    }
+    let quiet = spec
+        .quiet_hours
+        .as_ref()
+        .and_then(|h| compile_hours(&mut ck, top, "quiet_hours", h));
+    if !ck.errors.is_empty() {
+        return Err(ck.errors);
+    }
+    Ok(Policy {
+        workspace: spec.workspace,
+        timezone_trait: spec.timezone_trait.unwrap_or_else(|| "timezone".into()),
+        default_timezone,
+        caps: spec
+            .caps
+            .into_iter()
+            .map(|c| Cap {
+                channel: c.channel,
+                max: c.max,
+                per: c.per,
+            })
+            .collect(),
+        quiet_hours: quiet,
+        quiet_channels: spec.quiet_hours.and_then(|h| h.channels),
     })
 }
 
@@ -239,14 +567,24 @@ fn compile_step(
 ) -> Step {
     let at = locate(ck.text, top, "id", &s.id).0;
     let field = format!("steps[{i}]");
-    let fallthrough = if i + 1 < len { Target::Step(i + 1) } else { Target::End };
+    let fallthrough = if i + 1 < len {
+        Target::Step(i + 1)
+    } else {
+        Target::End
+    };
     let target = |ck: &mut Checker<'_>, key: &str, name: &Option<String>| match name {
         None => fallthrough,
         Some(n) if n == "exit" => Target::Exit,
         Some(n) => match index.get(n) {
             Some(&t) => Target::Step(t),
             None => {
-                ck.error(at, key, n, format!("{field}.{key}"), format!("no step with id `{n}`"));
+                ck.error(
+                    at,
+                    key,
+                    n,
+                    format!("{field}.{key}"),
+                    format!("no step with id `{n}`"),
+                );
                 Target::Exit
             }
         },
@@ -255,8 +593,12 @@ fn compile_step(
     let kinds = [
         s.delay.is_some(),
         s.wait_for.is_some(),
+        s.wait_until.is_some(),
         s.branch.is_some(),
+        s.split.is_some(),
         s.message.is_some(),
+        s.set_traits.is_some(),
+        s.webhook.is_some(),
         s.exit.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
@@ -265,13 +607,64 @@ fn compile_step(
             "id",
             &s.id,
             field.clone(),
-            "expected exactly one of delay, wait_for, branch, message, exit".into(),
+            "expected exactly one of delay, wait_for, wait_until, branch, split, message, \
+             set_traits, webhook, exit"
+                .into(),
         );
     }
 
     let next = target(ck, "next", &s.next);
     let kind = if let Some(d) = s.delay {
-        StepKind::Delay(d)
+        match d {
+            DelaySpec::Span(d) => StepKind::Delay(d),
+            DelaySpec::Calendar(c) => StepKind::DelayDays(c.days),
+        }
+    } else if let Some(w) = &s.wait_until {
+        let time = w.time.as_deref().and_then(|t| match LocalTime::parse(t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                ck.error(at, "time", t, format!("{field}.wait_until.time"), e);
+                None
+            }
+        });
+        if w.time.is_none() && w.date_trait.is_none() {
+            let message = "expected `time`, `date_trait` or both".to_string();
+            ck.error(at, "wait_until", "", format!("{field}.wait_until"), message);
+        }
+        StepKind::WaitUntil(WaitUntil {
+            time,
+            date_trait: w.date_trait.clone(),
+            offset: w.offset.map_or(0, |o| o.0),
+            timezone_trait: w.timezone_trait.clone(),
+        })
+    } else if let Some(arms) = &s.split {
+        let total: u32 = arms.iter().map(|a| a.percent).sum();
+        if total != 100 {
+            let message = format!("arm percentages must add up to 100, found {total}");
+            ck.error(at, "split", "", format!("{field}.split"), message);
+        }
+        let arms = arms
+            .iter()
+            .map(|a| Arm {
+                name: a.arm.clone(),
+                percent: a.percent,
+                next: target(ck, "next", &Some(a.next.clone())),
+            })
+            .collect();
+        StepKind::Split(arms)
+    } else if let Some(traits) = &s.set_traits {
+        StepKind::SetTraits(traits.clone())
+    } else if let Some(w) = &s.webhook {
+        let m = MessageSpec {
+            channel: crate::spec::Channel::Webhook,
+            title: Some(w.url.clone()),
+            subject: None,
+            body: w.body.clone(),
+            transactional: true,
+            on_cap: Default::default(),
+            send_window: None,
+        };
+        compile_message(ck, at, &field, &m).map_or(StepKind::Exit, StepKind::Message)
     } else if let Some(w) = &s.wait_for {
         StepKind::WaitFor {
             event: w.event.clone(),
@@ -287,7 +680,7 @@ fn compile_step(
             ck.error(at, "if", "", f, m);
         }
         StepKind::Branch {
-            condition: b.condition.clone(),
+            condition: Box::new(b.condition.clone()),
             then: target(ck, "then", &Some(b.then.clone())),
             otherwise: target(ck, "else", &b.otherwise),
         }
@@ -306,12 +699,7 @@ fn compile_step(
     }
 }
 
-fn compile_message(
-    ck: &mut Checker<'_>,
-    at: u32,
-    field: &str,
-    m: &MessageSpec,
-) -> Option<Message> {
+fn compile_message(ck: &mut Checker<'_>, at: u32, field: &str, m: &MessageSpec) -> Option<Message> {
     let template = |ck: &mut Checker<'_>, key: &str, src: &str| match Template::compile(src) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -323,11 +711,18 @@ fn compile_message(
     let body = template(ck, "body", &m.body);
     let title = m.title.as_deref().map(|t| template(ck, "title", t));
     let subject = m.subject.as_deref().map(|t| template(ck, "subject", t));
+    let window = m
+        .send_window
+        .as_ref()
+        .map(|h| compile_hours(ck, at, &format!("{field}.message.send_window"), h));
     Some(Message {
         channel: m.channel,
         title: title.map_or(Some(None), |t| t.map(Some))?,
         subject: subject.map_or(Some(None), |t| t.map(Some))?,
         body: body?,
+        transactional: m.transactional,
+        on_cap: m.on_cap,
+        send_window: window.map_or(Some(None), |w| w.map(Some))?,
     })
 }
 
@@ -353,7 +748,11 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, 10, "{}", errs[0]);
         assert_eq!(errs[0].field, "steps[0].wait_for");
-        assert!(errs[0].message.contains("unknown field `timout`"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("unknown field `timout`"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -365,7 +764,10 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
 
         let bad = GOOD.replace("on_event: exit", "on_event: nowhere");
         let errs = load_str("bad.yaml", &bad).err().unwrap_or_default();
-        assert_eq!((errs[0].line, errs[0].field.as_str()), (11, "steps[0].on_event"));
+        assert_eq!(
+            (errs[0].line, errs[0].field.as_str()),
+            (11, "steps[0].on_event")
+        );
     }
 
     #[test]
@@ -374,5 +776,72 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
         let errs = load_str("bad.yaml", &bad).err().unwrap_or_default();
         assert_eq!(errs[0].field, "steps[1].message.body");
         assert_eq!(errs[0].line, 15);
+    }
+}
+
+#[cfg(test)]
+mod syntax_tests {
+    #[test]
+    fn broken_yaml_is_one_error_not_a_hang() {
+        let bad = "id: x\nversion: 1\nworkspace: w\nsteps:\n  - id: a\n    message:\n      \
+                   title: New: PDF\n";
+        let errs = super::load_definitions_str("bad.yaml", bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    const SEGMENT: &str = "kind: segment\nid: buyers\nversion: 1\nworkspace: w\ncondition:\n  \
+all:\n    - trait:\n        name: plan\n        equals: pro\n    - did:\n        \
+event: Order Completed\n        within: 7d\n        at_least: 2\n";
+
+    #[test]
+    fn segments_load_beside_journeys() {
+        let defs = super::load_definitions_str("s.yaml", SEGMENT).unwrap_or_default();
+        assert_eq!(defs.segments.len(), 1);
+        assert!(defs.journeys.is_empty());
+    }
+
+    #[test]
+    fn a_window_past_90_days_names_line_and_field() {
+        let bad = SEGMENT.replace("within: 7d", "within: 120d");
+        let errs = super::load_definitions_str("s.yaml", &bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "condition[1].within");
+        assert_eq!(errs[0].line, 12, "{}", errs[0]);
+        assert!(errs[0].message.contains("from 1ms to 90d"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_unknown_condition_key_is_located() {
+        let bad = SEGMENT.replace("at_least: 2", "at_leest: 2");
+        let errs = super::load_definitions_str("s.yaml", &bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("at_leest"), "{}", errs[0]);
+        assert!(errs[0].line >= 10, "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_journey_on_an_unknown_segment_is_an_error() {
+        let journey = "id: j\nversion: 1\nworkspace: w\nentry:\n  segment: nobody\nsteps:\n  \
+- id: s\n    exit: true\n";
+        let dir = std::env::temp_dir().join(format!("beckon-seg-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("j.yaml"), journey);
+        let _ = std::fs::write(dir.join("s.yaml"), SEGMENT);
+        let err = super::load_definitions(&dir).err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let Some(crate::JourneyError::Invalid(errs)) = err else {
+            panic!("expected a spec error");
+        };
+        assert_eq!((errs[0].line, errs[0].field.as_str()), (5, "segment"));
+        assert!(errs[0].message.contains("`nobody`"));
     }
 }

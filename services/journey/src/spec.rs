@@ -30,7 +30,78 @@ pub struct JourneySpec {
     /// Any of these ends the journey at once, without a conversion.
     #[serde(default)]
     pub exit_on: Vec<EventMatch>,
+    /// A goal this long after an entry still counts as a conversion, even after the user left
+    /// the journey. Default: 7 days.
+    #[serde(default)]
+    pub conversion_window: Option<Duration>,
+    /// Percentage of users (0 to 100) kept out of the journey to measure its effect. The arm
+    /// is a hash of the user id and the journey id, so it never changes between versions.
+    #[serde(default)]
+    pub holdout: Option<u32>,
+    /// Constants templates read as `journey.context.<name>` (a list of popular items, say).
+    #[serde(default)]
+    pub context: serde_json::Map<String, serde_json::Value>,
     pub steps: Vec<StepSpec>,
+}
+
+/// A segment: users for whom a condition is true now. Kept true as events arrive and as time
+/// passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    pub kind: String,
+    pub id: String,
+    pub version: u32,
+    pub workspace: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub condition: Condition,
+}
+
+/// A workspace's sending rules: frequency caps, quiet hours, the time-zone trait.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub kind: String,
+    pub id: String,
+    #[serde(default)]
+    pub version: Option<u32>,
+    pub workspace: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The trait holding a user's IANA time zone. Default: `timezone`.
+    #[serde(default)]
+    pub timezone_trait: Option<String>,
+    /// Used when the user has no valid time zone. Default: UTC.
+    #[serde(default)]
+    pub default_timezone: Option<String>,
+    #[serde(default)]
+    pub caps: Vec<CapSpec>,
+    #[serde(default)]
+    pub quiet_hours: Option<HoursSpec>,
+}
+
+/// At most `max` messages per rolling `per`, on one channel or (without `channel`) across all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapSpec {
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    pub max: u32,
+    pub per: Duration,
+}
+
+/// A span of local time of day, `from` inclusive, `to` exclusive; may wrap past midnight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursSpec {
+    pub from: String,
+    pub to: String,
+    /// Channels it applies to; all but webhook when absent.
+    #[serde(default)]
+    pub channels: Option<Vec<Channel>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +113,20 @@ pub struct EntrySpec {
     /// Enter on the first event ever seen from a user.
     #[serde(default)]
     pub first_seen: bool,
+    /// Enter when the user enters (or, with `on: exit`, leaves) this segment.
+    #[serde(default)]
+    pub segment: Option<String>,
+    #[serde(default)]
+    pub on: Option<SegmentEdge>,
+    /// Enter when a backend asks (an API trigger naming this journey).
+    #[serde(default)]
+    pub api: bool,
+    /// One instance per value of this entry property (a cart id, say).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// At most `count` entries per rolling `per`.
+    #[serde(default)]
+    pub limit: Option<LimitSpec>,
     /// Property filters on the entry event: each property must equal the given value.
     #[serde(default, rename = "where")]
     pub filter: BTreeMap<String, serde_json::Value>,
@@ -50,6 +135,21 @@ pub struct EntrySpec {
     pub condition: Option<Condition>,
     #[serde(default)]
     pub reentry: Reentry,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentEdge {
+    #[default]
+    Enter,
+    Exit,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    pub count: u32,
+    pub per: Duration,
 }
 
 /// When a user who was in the journey before may enter again. Written as `never`,
@@ -86,9 +186,9 @@ impl TryFrom<ReentryRepr> for Reentry {
         match r {
             ReentryRepr::Word(w) if w == "never" => Ok(Reentry::Never),
             ReentryRepr::Word(w) if w == "after_exit" => Ok(Reentry::AfterExit),
-            ReentryRepr::Word(w) => {
-                Err(format!("expected never, after_exit or {{cooldown: <duration>}}, found {w:?}"))
-            }
+            ReentryRepr::Word(w) => Err(format!(
+                "expected never, after_exit or {{cooldown: <duration>}}, found {w:?}"
+            )),
             ReentryRepr::Cooldown(c) => Ok(Reentry::Cooldown(c.cooldown)),
         }
     }
@@ -139,9 +239,18 @@ impl From<EventMatchRepr> for EventMatch {
 pub struct StepSpec {
     pub id: String,
     #[serde(default)]
-    pub delay: Option<Duration>,
+    pub delay: Option<DelaySpec>,
     #[serde(default)]
     pub wait_for: Option<WaitForSpec>,
+    #[serde(default)]
+    pub wait_until: Option<WaitUntilSpec>,
+    #[serde(default)]
+    pub split: Option<Vec<ArmSpec>>,
+    /// Traits to set on the user, e.g. `{onboarded: true}`.
+    #[serde(default)]
+    pub set_traits: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub webhook: Option<WebhookSpec>,
     #[serde(default)]
     pub branch: Option<BranchSpec>,
     #[serde(default)]
@@ -152,6 +261,81 @@ pub struct StepSpec {
     /// Where to go after this step; the next step in the list when absent.
     #[serde(default)]
     pub next: Option<String>,
+}
+
+/// A delay: a plain duration (`2d`, exactly 48 hours), or `{days: 2}`, calendar days in the
+/// user's time zone that keep the local time of day across daylight-saving changes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum DelaySpec {
+    Span(Duration),
+    Calendar(CalendarDelay),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDelay {
+    pub days: u32,
+}
+
+/// Wait until a local time of day (`time: "09:00"`), or until a date trait plus an offset
+/// (`date_trait: renewal_date, offset: -3d`, at `time` on that day when given).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntilSpec {
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub date_trait: Option<String>,
+    #[serde(default)]
+    pub offset: Option<SignedDuration>,
+    /// The trait holding the time zone; the policy's (default `timezone`) when absent.
+    #[serde(default)]
+    pub timezone_trait: Option<String>,
+}
+
+/// A duration with an optional sign: `-3d`, `+2h`, `90m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedDuration(pub i64);
+
+impl<'de> Deserialize<'de> for SignedDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let (sign, rest) = match text.strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, text.strip_prefix('+').unwrap_or(&text)),
+        };
+        let span: Duration = rest.parse().map_err(serde::de::Error::custom)?;
+        Ok(SignedDuration(sign * span.0))
+    }
+}
+
+/// One arm of a random split: `percent` of users (a stable hash) go to `next`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSpec {
+    pub arm: String,
+    pub percent: u32,
+    pub next: String,
+}
+
+/// A call to a backend: a message on the `webhook` channel, with the URL as its title.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+    pub body: String,
+}
+
+/// What a message step does when a frequency cap or quiet hours hold it back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCap {
+    /// Try again when the cap frees a slot or the quiet hours end.
+    #[default]
+    Defer,
+    /// Give up on this message and move on.
+    Drop,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,4 +396,12 @@ pub struct MessageSpec {
     #[serde(default)]
     pub subject: Option<String>,
     pub body: String,
+    /// Receipts and the like: exempt from frequency caps, quiet hours and send windows.
+    #[serde(default)]
+    pub transactional: bool,
+    #[serde(default)]
+    pub on_cap: OnCap,
+    /// Local hours this message may go out in; held back until the window opens otherwise.
+    #[serde(default)]
+    pub send_window: Option<HoursSpec>,
 }

@@ -25,7 +25,9 @@ pub struct Template {
 
 impl std::fmt::Debug for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Template").field("source", &self.source).finish()
+        f.debug_struct("Template")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -85,6 +87,21 @@ impl Template {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Names read directly under `root`: `{{ last.product_viewed.name }}` gives
+    /// `product_viewed` for `last`.
+    pub fn children_of(&self, root: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for usage in &self.paths {
+            if usage.path.first().is_some_and(|r| r == root)
+                && let Some(child) = usage.path.get(1)
+                && !out.contains(child)
+            {
+                out.push(child.clone());
+            }
+        }
+        out
     }
 
     /// Renders with `data`, a JSON object whose top-level keys are the template's roots
@@ -154,10 +171,8 @@ fn insert_null(data: &mut Value, path: &[String]) {
 
 fn escape_strings(value: &mut Value) {
     match value {
-        Value::String(s) => {
-            if s.contains(['<', '>', '&', '"', '\'']) {
-                *s = html_escape(s);
-            }
+        Value::String(s) if s.contains(['<', '>', '&', '"', '\'']) => {
+            *s = html_escape(s);
         }
         Value::Array(items) => items.iter_mut().for_each(escape_strings),
         Value::Object(map) => map.values_mut().for_each(escape_strings),
@@ -214,7 +229,12 @@ fn scan_paths(source: &str) -> Vec<PathUse> {
         } else {
             let start = uses.len();
             scan_tag(body, &mut uses);
-            let tested = || uses[start..].iter().map(|u| u.path.clone()).collect::<Vec<_>>();
+            let tested = || {
+                uses[start..]
+                    .iter()
+                    .map(|u| u.path.clone())
+                    .collect::<Vec<_>>()
+            };
             match body.split_whitespace().next().unwrap_or("") {
                 "if" => guards.push(tested()),
                 "unless" | "case" | "for" => guards.push(Vec::new()),
@@ -270,18 +290,21 @@ fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
 fn scan_tag(body: &str, uses: &mut Vec<PathUse>) {
     let mut words = body.split_whitespace();
     let keyword = words.next().unwrap_or("");
-    if !matches!(keyword, "if" | "elsif" | "unless" | "case" | "when" | "for" | "assign") {
+    if !matches!(
+        keyword,
+        "if" | "elsif" | "unless" | "case" | "when" | "for" | "assign"
+    ) {
         return;
     }
     for word in words {
-        if let Some(path) = as_path(word.trim_matches(|c| c == '(' || c == ')' || c == ',')) {
-            if path.len() > 1 {
-                uses.push(PathUse {
-                    path,
-                    guarded: true,
-                    bare: false,
-                });
-            }
+        if let Some(path) = as_path(word.trim_matches(|c| c == '(' || c == ')' || c == ','))
+            && path.len() > 1
+        {
+            uses.push(PathUse {
+                path,
+                guarded: true,
+                bare: false,
+            });
         }
     }
 }
@@ -292,8 +315,10 @@ fn as_path(token: &str) -> Option<Vec<String>> {
     if !(first.is_ascii_alphabetic() || first == '_') {
         return None;
     }
-    if matches!(token, "true" | "false" | "nil" | "null" | "empty" | "blank" | "and" | "or" | "in")
-    {
+    if matches!(
+        token,
+        "true" | "false" | "nil" | "null" | "empty" | "blank" | "and" | "or" | "in"
+    ) {
         return None;
     }
     if !token
@@ -311,16 +336,24 @@ mod tests {
     use serde_json::json;
 
     fn render(src: &str, data: Value) -> Result<String, RenderError> {
-        Template::compile(src).map_err(RenderError::Liquid)?.render(data, Escape::None)
+        Template::compile(src)
+            .map_err(RenderError::Liquid)?
+            .render(data, Escape::None)
     }
 
     #[test]
     fn renders_values_and_defaults() {
         let data = json!({"entry": {"name": "Red shoes"}, "user": {}});
-        assert_eq!(render("You left {{ entry.name }}", data.clone()).ok().as_deref(),
-            Some("You left Red shoes"));
         assert_eq!(
-            render("Hi {{ user.first_name | default: \"there\" }}", data).ok().as_deref(),
+            render("You left {{ entry.name }}", data.clone())
+                .ok()
+                .as_deref(),
+            Some("You left Red shoes")
+        );
+        assert_eq!(
+            render("Hi {{ user.first_name | default: \"there\" }}", data)
+                .ok()
+                .as_deref(),
             Some("Hi there")
         );
     }
@@ -328,7 +361,10 @@ mod tests {
     #[test]
     fn defaults_may_chain_through_missing_values() {
         let src = "{{ entry.name | default: entry.sku | default: \"an item\" }}";
-        assert_eq!(render(src, json!({"entry": {}})).ok().as_deref(), Some("an item"));
+        assert_eq!(
+            render(src, json!({"entry": {}})).ok().as_deref(),
+            Some("an item")
+        );
         let sku = json!({"entry": {"sku": "A-1"}});
         assert_eq!(render(src, sku).ok().as_deref(), Some("A-1"));
     }
@@ -349,13 +385,19 @@ mod tests {
     #[test]
     fn conditions_treat_missing_as_false() {
         let src = "{% if user.plan == \"pro\" %}Pro{% else %}Free{% endif %}";
-        assert_eq!(render(src, json!({"user": {}})).ok().as_deref(), Some("Free"));
+        assert_eq!(
+            render(src, json!({"user": {}})).ok().as_deref(),
+            Some("Free")
+        );
     }
 
     #[test]
     fn printing_inside_its_own_if_is_guarded() {
         let src = "We miss you{% if user.first_name %}, {{ user.first_name }}{% endif %}";
-        assert_eq!(render(src, json!({"user": {}})).ok().as_deref(), Some("We miss you"));
+        assert_eq!(
+            render(src, json!({"user": {}})).ok().as_deref(),
+            Some("We miss you")
+        );
         let named = json!({"user": {"first_name": "Ada"}});
         assert_eq!(render(src, named).ok().as_deref(), Some("We miss you, Ada"));
         let other = "{% if user.plan %}{{ user.first_name }}{% endif %}";
@@ -366,7 +408,9 @@ mod tests {
     fn html_escaping_for_email_only() {
         let t = Template::compile("<p>{{ entry.name }}</p>").ok();
         let data = json!({"entry": {"name": "<b>x</b> & y"}});
-        let html = t.as_ref().and_then(|t| t.render(data.clone(), Escape::Html).ok());
+        let html = t
+            .as_ref()
+            .and_then(|t| t.render(data.clone(), Escape::Html).ok());
         assert_eq!(html.as_deref(), Some("<p>&lt;b&gt;x&lt;/b&gt; &amp; y</p>"));
         let plain = t.and_then(|t| t.render(data, Escape::None).ok());
         assert_eq!(plain.as_deref(), Some("<p><b>x</b> & y</p>"));

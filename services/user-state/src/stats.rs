@@ -36,6 +36,12 @@ impl Stats {
             DecisionKind::ExitedOnGoal => j.exited_on_goal += 1,
             DecisionKind::Exited => j.exited += 1,
             DecisionKind::Completed => j.completed += 1,
+            // Segment changes, deferrals and conversions are counted by the journey crate's
+            // own statistics.
+            DecisionKind::Deferred
+            | DecisionKind::Converted
+            | DecisionKind::SegmentEntered
+            | DecisionKind::SegmentLeft => {}
         }
     }
 

@@ -4,6 +4,8 @@
 
 pub mod apns;
 pub mod fcm;
+pub mod grpc;
+pub mod redis_server;
 pub mod smtp;
 pub mod twilio;
 

@@ -61,3 +61,17 @@ pub fn all_keys(server: &RedisServer) -> Vec<String> {
         .expect("scan");
     keys
 }
+
+pub fn track(user: &str, message_id: &str) -> Event {
+    Event {
+        kind: EventKind::Track,
+        message_id: message_id.to_string(),
+        user: user.to_string(),
+        anonymous_id: None,
+        name: "Product Added".into(),
+        properties: Props::new(),
+        traits: Props::new(),
+        timestamp: Ts(1_700_000_000_000),
+        previous_id: None,
+    }
+}

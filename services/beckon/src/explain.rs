@@ -1,0 +1,78 @@
+//! `beckon explain`: one user's decisions, in order, with their reasons.
+//!
+//! It replays the user's events from a file through the same evaluator the services use, on
+//! a virtual clock, with no other user's events: users never share state, so what happened to
+//! one user does not depend on anyone else.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::Context as _;
+use beckon_core::{Decision, DecisionKind, Duration, Ts};
+use beckon_journey::{Engine, Sim};
+
+/// What to explain and over which definitions.
+pub struct ExplainConfig<'a> {
+    pub user: &'a str,
+    pub events: &'a Path,
+    pub journeys: &'a Path,
+    pub workspace: &'a str,
+    /// How long virtual time runs on after the user's last event.
+    pub drain: Duration,
+}
+
+/// The user's decisions, in the order they were made.
+pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Vec<Decision>> {
+    let defs = beckon_journey::load_definitions(config.journeys)
+        .with_context(|| format!("loading definitions from {}", config.journeys.display()))?
+        .for_workspace(config.workspace);
+    let engine = Engine::from_definitions(defs);
+    let file = std::fs::File::open(config.events)
+        .with_context(|| format!("opening {}", config.events.display()))?;
+
+    let mut sim = Sim::new(&engine, config.workspace);
+    let mut last = None;
+    for line in BufReader::new(file).lines() {
+        let Ok(line) = line else { continue };
+        // A cheap filter first: most lines belong to other users.
+        if !line.contains(config.user) {
+            continue;
+        }
+        let Ok(event) = beckon_ingest::parse_line(&line) else {
+            continue;
+        };
+        if event.user != config.user {
+            continue;
+        }
+        last = Some(last.map_or(event.timestamp, |l: Ts| l.max(event.timestamp)));
+        sim.event(event);
+    }
+    if let Some(last) = last {
+        sim.advance(last.saturating_add(config.drain));
+    }
+    Ok(sim.decisions.into_iter().map(|(_, d)| d).collect())
+}
+
+/// One line per decision: time, what it is about, what happened, and why.
+pub fn render(decisions: &[Decision]) -> String {
+    let mut out = String::new();
+    for d in decisions {
+        let about = match d.kind {
+            DecisionKind::SegmentEntered | DecisionKind::SegmentLeft => {
+                format!("segment {}", d.journey)
+            }
+            _ if d.step.is_empty() => format!("journey {}", d.journey),
+            _ => format!("journey {} / {}", d.journey, d.step),
+        };
+        let _ = write!(out, "{}  {about:<40} {:<15}", d.at, d.kind.to_string());
+        if let Some(arm) = &d.arm {
+            let _ = write!(out, " [{arm}]");
+        }
+        if !d.reason.is_empty() {
+            let _ = write!(out, " {}", d.reason);
+        }
+        out.push('\n');
+    }
+    out
+}

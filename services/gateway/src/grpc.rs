@@ -1,0 +1,404 @@
+//! The `beckon.v1.Gateway` gRPC service: sends through a [`Gateway`] and the in-app inbox.
+//!
+//! Requests are checked field by field before anything is sent; a bad field is answered
+//! `INVALID_ARGUMENT` with its name (`message.user_id: must not be empty`). Domain errors
+//! become status codes through the one mapping in [`crate::error`].
+//!
+//! `SubscribeInbox` streams a user's new inbox messages as they are inserted: the stream
+//! waits on the inbox's broadcast, so a message reaches the app while `Send` is still
+//! answering. The stream ends when the client goes away (tonic drops it, and with it the
+//! subscription) or when the service is drained ([`DrainHandle`]), so a server shutting down
+//! does not wait on subscribers that would never leave.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use beckon_core::{Clock, OutboundMessage, Ts};
+use beckon_proto::convert::{millis_to_timestamp, timestamp_to_millis};
+use beckon_proto::v1 as pb;
+use beckon_proto::v1::gateway_server::{Gateway as GatewayRpc, GatewayServer};
+use futures::Stream;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::channel::Gateway;
+use crate::error::GatewayError;
+use crate::inbox::{Inbox, InboxMessage, InboxSubscription};
+
+/// Longest idempotency key and user id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Largest body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The channel name the inbox answers on in inbox listings.
+const IN_APP: &str = "in_app";
+
+/// The gRPC face of a [`Gateway`] and its [`Inbox`].
+pub struct GatewayService {
+    gateway: Gateway,
+    inbox: Arc<Inbox>,
+    clock: Arc<dyn Clock>,
+    drain: watch::Sender<bool>,
+}
+
+/// Ends every open `SubscribeInbox` stream of a service, for a graceful shutdown.
+#[derive(Clone)]
+pub struct DrainHandle(watch::Sender<bool>);
+
+impl DrainHandle {
+    pub fn drain(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl GatewayService {
+    /// Serves `gateway` and `inbox`. The inbox should also be the gateway's `in_app` adapter,
+    /// or nothing sent will show up in it. Time comes from the inbox's clock.
+    pub fn new(gateway: Gateway, inbox: Arc<Inbox>) -> GatewayService {
+        let (drain, _) = watch::channel(false);
+        GatewayService {
+            clock: inbox.clock(),
+            gateway,
+            inbox,
+            drain,
+        }
+    }
+
+    /// A handle that ends the open inbox subscriptions.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle(self.drain.clone())
+    }
+
+    /// The tonic service, ready to be added to a server.
+    pub fn into_server(self) -> GatewayServer<Self> {
+        GatewayServer::new(self)
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    GatewayError::InvalidArgument {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Same rule as ingest: workspaces appear in keys and metrics, so they stay short and plain.
+fn check_workspace(workspace: &str) -> Result<(), Status> {
+    let ok = !workspace.is_empty()
+        && workspace.len() <= 64
+        && workspace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "workspace",
+            "expected 1 to 64 letters, digits, '-' or '_'",
+        ))
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(invalid(
+            field,
+            format!("{} bytes; at most {MAX_ID_BYTES}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_channel(channel: &str) -> Result<(), Status> {
+    let ok = !channel.is_empty()
+        && channel.len() <= 32
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "message.channel",
+            "expected a channel name such as push, in_app, email, sms or webhook",
+        ))
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// Checks a `Send` request and turns it into the message the gateway sends.
+fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status> {
+    check_workspace(&request.workspace)?;
+    let m = request
+        .message
+        .ok_or_else(|| invalid("message", "is required"))?;
+    check_id("message.idempotency_key", &m.idempotency_key)?;
+    check_id("message.user_id", &m.user_id)?;
+    check_channel(&m.channel)?;
+    if m.body.is_empty() && m.title.is_empty() {
+        return Err(invalid(
+            "message.body",
+            "must not be empty when there is no title",
+        ));
+    }
+    if m.body.len() > MAX_BODY_BYTES {
+        return Err(invalid(
+            "message.body",
+            format!("{} bytes; at most {MAX_BODY_BYTES}", m.body.len()),
+        ));
+    }
+    let at = match m.at {
+        None => now,
+        Some(ts) if (0..1_000_000_000).contains(&ts.nanos) => Ts(timestamp_to_millis(&ts)),
+        Some(_) => return Err(invalid("message.at", "nanos must be within 0..1e9")),
+    };
+
+    Ok(OutboundMessage {
+        idempotency_key: m.idempotency_key,
+        workspace: request.workspace,
+        user_id: m.user_id,
+        journey: m.journey,
+        version: m.version,
+        step: m.step,
+        channel: m.channel,
+        at,
+        title: non_empty(m.title),
+        subject: non_empty(m.subject),
+        body: m.body,
+    })
+}
+
+fn check_user(workspace: &str, user: &str) -> Result<(), Status> {
+    check_workspace(workspace)?;
+    check_id("user_id", user)
+}
+
+fn item(m: &InboxMessage) -> pb::InboxMessage {
+    pb::InboxMessage {
+        id: m.id.clone(),
+        journey: m.journey.clone(),
+        step: m.step.clone(),
+        title: m.title.clone().unwrap_or_default(),
+        body: m.body.clone(),
+        created: Some(millis_to_timestamp(m.created.0)),
+        expires: Some(millis_to_timestamp(m.expires.0)),
+        read: m.read,
+    }
+}
+
+fn as_outbound(m: &InboxMessage) -> pb::OutboundMessage {
+    pb::OutboundMessage {
+        idempotency_key: m.id.clone(),
+        user_id: m.user_id.clone(),
+        channel: IN_APP.to_string(),
+        journey: m.journey.clone(),
+        step: m.step.clone(),
+        subject: String::new(),
+        body: m.body.clone(),
+        at: Some(millis_to_timestamp(m.created.0)),
+        title: m.title.clone().unwrap_or_default(),
+        version: 0,
+    }
+}
+
+type InboxStream = Pin<Box<dyn Stream<Item = Result<pb::InboxMessage, Status>> + Send>>;
+
+/// The next message of a subscription, or `None` once the service drains or the inbox is
+/// gone. Nothing is spawned: when the client leaves, tonic drops the stream and this future.
+async fn next_item(
+    mut state: (InboxSubscription, watch::Receiver<bool>),
+) -> Option<(
+    Result<pb::InboxMessage, Status>,
+    (InboxSubscription, watch::Receiver<bool>),
+)> {
+    let (subscription, drain) = &mut state;
+    let message = tokio::select! {
+        message = subscription.next() => message?,
+        _ = drain.wait_for(|drained| *drained) => return None,
+    };
+    Some((Ok(item(&message)), state))
+}
+
+#[tonic::async_trait]
+impl GatewayRpc for GatewayService {
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let message = outbound(request.into_inner(), self.clock.now())?;
+
+        let result = self.gateway.send(&message).await;
+        let outcome = match &result {
+            Ok(d) if d.duplicate => "duplicate",
+            Ok(_) => "sent",
+            Err(_) => "failed",
+        };
+        tracing::debug!(
+            rpc.service = "beckon.v1.Gateway",
+            rpc.method = "Send",
+            beckon.workspace = %message.workspace,
+            beckon.channel = %message.channel,
+            beckon.idempotency_key = %message.idempotency_key,
+            beckon.outcome = outcome,
+            "send answered"
+        );
+
+        let delivery = result?;
+        let reason = if delivery.duplicate {
+            "delivered before; not sent again"
+        } else {
+            ""
+        };
+        Ok(Response::new(pb::SendResponse {
+            outcome: outcome.to_string(),
+            provider_id: delivery.provider_id,
+            reason: reason.to_string(),
+        }))
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+        let r = request.into_inner();
+        check_user(&r.workspace, &r.user_id)?;
+
+        let list = self.inbox.list(&r.workspace, &r.user_id);
+        Ok(Response::new(pb::ListInboxResponse {
+            messages: list.iter().map(as_outbound).collect(),
+            items: list.iter().map(item).collect(),
+        }))
+    }
+
+    async fn mark_inbox_read(
+        &self,
+        request: Request<pb::InboxItemRequest>,
+    ) -> Result<Response<pb::InboxItemResponse>, Status> {
+        let r = request.into_inner();
+        check_user(&r.workspace, &r.user_id)?;
+        check_id("id", &r.id)?;
+
+        let found = self.inbox.mark_read(&r.workspace, &r.user_id, &r.id);
+        Ok(Response::new(pb::InboxItemResponse { found }))
+    }
+
+    async fn dismiss_inbox_message(
+        &self,
+        request: Request<pb::InboxItemRequest>,
+    ) -> Result<Response<pb::InboxItemResponse>, Status> {
+        let r = request.into_inner();
+        check_user(&r.workspace, &r.user_id)?;
+        check_id("id", &r.id)?;
+
+        let found = self.inbox.dismiss(&r.workspace, &r.user_id, &r.id);
+        Ok(Response::new(pb::InboxItemResponse { found }))
+    }
+
+    type SubscribeInboxStream = InboxStream;
+
+    async fn subscribe_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<Self::SubscribeInboxStream>, Status> {
+        let r = request.into_inner();
+        check_user(&r.workspace, &r.user_id)?;
+
+        // Subscribed before answering, so a message sent once the client has the response
+        // headers is not missed.
+        let subscription = self.inbox.subscribe(&r.workspace, &r.user_id);
+        let stream = futures::stream::unfold((subscription, self.drain.subscribe()), next_item);
+        tracing::debug!(
+            rpc.service = "beckon.v1.Gateway",
+            rpc.method = "SubscribeInbox",
+            beckon.workspace = %r.workspace,
+            "inbox subscription opened"
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(edit: impl FnOnce(&mut pb::SendRequest)) -> pb::SendRequest {
+        let mut r = pb::SendRequest {
+            workspace: "acme".into(),
+            message: Some(pb::OutboundMessage {
+                idempotency_key: "k1".into(),
+                user_id: "u1".into(),
+                channel: "in_app".into(),
+                body: "<p>Hello Ada</p>".into(),
+                ..Default::default()
+            }),
+        };
+        edit(&mut r);
+        r
+    }
+
+    fn field_error(r: pb::SendRequest) -> String {
+        let status = outbound(r, Ts(0)).expect_err("a bad field is refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        status.message().to_string()
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Edit = fn(&mut pb::SendRequest);
+        let cases: [(&str, Edit); 7] = [
+            ("invalid workspace", |r| r.workspace = "ac me".into()),
+            ("invalid message:", |r| r.message = None),
+            ("invalid message.idempotency_key", |r| {
+                if let Some(m) = r.message.as_mut() {
+                    m.idempotency_key.clear();
+                }
+            }),
+            ("invalid message.user_id", |r| {
+                if let Some(m) = r.message.as_mut() {
+                    m.user_id = "x".repeat(MAX_ID_BYTES + 1);
+                }
+            }),
+            ("invalid message.channel", |r| {
+                if let Some(m) = r.message.as_mut() {
+                    m.channel = "Push!".into();
+                }
+            }),
+            ("invalid message.body", |r| {
+                if let Some(m) = r.message.as_mut() {
+                    m.body.clear();
+                }
+            }),
+            ("invalid message.at", |r| {
+                if let Some(m) = r.message.as_mut() {
+                    let mut at = millis_to_timestamp(1_000);
+                    at.nanos = -1;
+                    m.at = Some(at);
+                }
+            }),
+        ];
+        for (expected, edit) in cases {
+            let message = field_error(request(edit));
+            assert!(message.starts_with(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_good_request_keeps_every_field() {
+        let m = outbound(request(|_| {}), Ts(42)).expect("valid");
+        assert_eq!(m.workspace, "acme");
+        assert_eq!(m.at, Ts(42));
+        assert_eq!(m.title, None);
+        assert_eq!(m.body, "<p>Hello Ada</p>");
+    }
+}

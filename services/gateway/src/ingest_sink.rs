@@ -1,0 +1,230 @@
+//! Delivery events forwarded to the Ingest service, so journeys can branch on them.
+//!
+//! Sending must never wait on ingest: [`IngestSink::emit`] only puts the event in a bounded
+//! queue and returns. A forwarder task takes events from the queue and calls `Track`, a few
+//! at a time, retrying answers that may succeed later with a growing backoff. When ingest is
+//! so slow that the queue fills, further events are dropped and counted
+//! ([`IngestSink::dropped`]) rather than holding up deliveries; a message already delivered
+//! stays delivered either way.
+//!
+//! Retries are safe: delivery events have message ids derived from the idempotency key, so
+//! ingest appends a repeated event once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use beckon_core::Event;
+use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::v1 as pb;
+use beckon_proto::v1::ingest_client::IngestClient;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::GatewayError;
+use crate::events::EventSink;
+use crate::sleep::Sleeper;
+
+#[derive(Clone, Debug)]
+pub struct IngestSinkConfig {
+    /// Events waiting to be forwarded; beyond this, new events are dropped.
+    pub queue: usize,
+    /// `Track` calls in flight at once.
+    pub concurrency: usize,
+    /// Tries per event, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second try; doubled for each further one, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Deadline of one `Track` call, sent to ingest as `grpc-timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for IngestSinkConfig {
+    fn default() -> Self {
+        IngestSinkConfig {
+            queue: 10_000,
+            concurrency: 8,
+            max_attempts: 8,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client of the Ingest service at `url` that connects on first use, so the gateway starts
+/// while ingest is still coming up. `timeout` bounds each call on the client side too.
+pub fn connect_lazy(url: &str, timeout: Duration) -> Result<IngestClient<Channel>, GatewayError> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| GatewayError::Config {
+        field: "ingest.url".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(IngestClient::new(endpoint.timeout(timeout).connect_lazy()))
+}
+
+struct Queued {
+    workspace: String,
+    event: Event,
+}
+
+/// An [`EventSink`] that forwards to ingest through a bounded queue.
+pub struct IngestSink {
+    tx: mpsc::Sender<Queued>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The forwarder task. It ends once every [`IngestSink`] is dropped and the queue is empty.
+pub struct Forwarder(JoinHandle<()>);
+
+impl Forwarder {
+    /// Waits until the queue has been forwarded (or given up on), for a graceful shutdown.
+    pub async fn drained(self) {
+        if let Err(e) = self.0.await {
+            tracing::warn!(error = %e, "ingest forwarder ended abnormally");
+        }
+    }
+}
+
+impl IngestSink {
+    /// Starts the forwarder on the current tokio runtime.
+    pub fn start(
+        client: IngestClient<Channel>,
+        config: IngestSinkConfig,
+        sleeper: Arc<dyn Sleeper>,
+    ) -> (IngestSink, Forwarder) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let handle = tokio::spawn(forward_all(rx, client, config, sleeper));
+        let sink = IngestSink {
+            tx,
+            dropped: Arc::default(),
+        };
+        (sink, Forwarder(handle))
+    }
+
+    /// Events dropped because the queue was full or the forwarder had stopped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl EventSink for IngestSink {
+    fn emit<'a>(&'a self, workspace: &'a str, event: Event) -> BoxFuture<'a, ()> {
+        let queued = Queued {
+            workspace: workspace.to_string(),
+            event,
+        };
+        if let Err(e) = self.tx.try_send(queued) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at 1, 2, 4, 8, ... drops: visible, without a line per event.
+            if n.is_power_of_two() {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full",
+                    mpsc::error::TrySendError::Closed(_) => "forwarder stopped",
+                };
+                tracing::warn!(beckon.dropped = n, reason = why, "delivery event dropped");
+            }
+        }
+        Box::pin(async {})
+    }
+}
+
+/// The protobuf form of a delivery event.
+pub fn to_proto(event: &Event) -> pb::Event {
+    let non_empty = |props: &beckon_core::Props| (!props.is_empty()).then(|| json_to_struct(props));
+    pb::Event {
+        r#type: event.kind.as_str().to_string(),
+        message_id: event.message_id.clone(),
+        user_id: event.user.clone(),
+        anonymous_id: event.anonymous_id.clone().unwrap_or_default(),
+        event: event.name.clone(),
+        properties: non_empty(&event.properties),
+        traits: non_empty(&event.traits),
+        timestamp: Some(millis_to_timestamp(event.timestamp.0)),
+        previous_id: event.previous_id.clone().unwrap_or_default(),
+    }
+}
+
+async fn forward_all(
+    rx: mpsc::Receiver<Queued>,
+    client: IngestClient<Channel>,
+    config: IngestSinkConfig,
+    sleeper: Arc<dyn Sleeper>,
+) {
+    let queue = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|queued| (queued, rx))
+    });
+    let (client, config, sleeper) = (&client, &config, &sleeper);
+    queue
+        .for_each_concurrent(config.concurrency.max(1), |queued| {
+            forward(client.clone(), config, sleeper.as_ref(), queued)
+        })
+        .await;
+}
+
+/// Answers that may succeed when tried again.
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+    )
+}
+
+async fn forward(
+    mut client: IngestClient<Channel>,
+    config: &IngestSinkConfig,
+    sleeper: &dyn Sleeper,
+    queued: Queued,
+) {
+    let event = to_proto(&queued.event);
+    let max_attempts = config.max_attempts.max(1);
+    let mut backoff = config.backoff;
+    for attempt in 1..=max_attempts {
+        let mut request = tonic::Request::new(pb::TrackRequest {
+            workspace: queued.workspace.clone(),
+            event: Some(event.clone()),
+        });
+        request.set_timeout(config.timeout);
+
+        let status = match client.track(request).await {
+            Ok(_) => {
+                tracing::debug!(
+                    beckon.workspace = %queued.workspace,
+                    messaging.message.id = %event.message_id,
+                    beckon.attempt = attempt,
+                    "delivery event forwarded"
+                );
+                return;
+            }
+            Err(status) => status,
+        };
+        if !retryable(status.code()) || attempt == max_attempts {
+            tracing::warn!(
+                beckon.workspace = %queued.workspace,
+                messaging.message.id = %event.message_id,
+                beckon.attempt = attempt,
+                rpc.grpc.status_code = status.code() as i32,
+                "delivery event not forwarded"
+            );
+            return;
+        }
+
+        tracing::debug!(
+            messaging.message.id = %event.message_id,
+            beckon.attempt = attempt,
+            rpc.grpc.status_code = status.code() as i32,
+            "ingest refused delivery event; retrying"
+        );
+        sleeper.sleep(backoff).await;
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+}

@@ -1,0 +1,44 @@
+//! An acknowledged append is not lost when Redis is killed and restarted, with the AOF
+//! fsynced on every write; its message id is still deduplicated afterwards.
+
+mod support;
+
+use beckon_ingest::log::{Consumer, EventLog};
+use beckon_testkit::{Fsync, Options, RedisServer};
+use support::{event, redis_log};
+
+#[tokio::test]
+async fn acknowledged_appends_survive_a_kill() {
+    let mut server = RedisServer::start_with(Options::aof(Fsync::Always)).expect("redis");
+    if server.is_external() {
+        return; // a shared server cannot be restarted by a test
+    }
+    let log = redis_log(&server).await;
+    let mut appended = Vec::new();
+    for i in 0..50 {
+        appended.push(
+            log.append("w", &event("u1", &format!("m{i}"), i), None)
+                .await
+                .expect("append"),
+        );
+    }
+    drop(log);
+
+    server.restart().expect("kill -9 and start again");
+
+    let log = redis_log(&server).await;
+    let partition = appended[0].partition;
+    let reader = Consumer::new("w", partition, "user-state", "a");
+    log.ensure_group(&reader).await.expect("group");
+    let entries = log.read(&reader, 100).await.expect("read");
+    let offsets: Vec<_> = entries.iter().map(|e| e.offset.clone()).collect();
+    let expected: Vec<_> = appended.iter().map(|a| a.offset.clone()).collect();
+    assert_eq!(offsets, expected);
+
+    let again = log
+        .append("w", &event("u1", "m7", 7), None)
+        .await
+        .expect("append");
+    assert!(again.duplicate);
+    assert_eq!(again.offset, appended[7].offset);
+}
