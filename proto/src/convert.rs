@@ -37,7 +37,10 @@ fn number(n: f64) -> serde_json::Value {
 /// A JSON object as a protobuf `Struct`.
 pub fn json_to_struct(m: &serde_json::Map<String, serde_json::Value>) -> Struct {
     Struct {
-        fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
     }
 }
 
@@ -76,7 +79,10 @@ mod tests {
     fn json_round_trips_through_struct() {
         let json = serde_json::json!({"a": 1, "b": [true, null, "x"], "c": {"d": 2.5}});
         let obj = json.as_object().cloned().unwrap_or_default();
-        assert_eq!(serde_json::Value::Object(struct_to_json(&json_to_struct(&obj))), json);
+        assert_eq!(
+            serde_json::Value::Object(struct_to_json(&json_to_struct(&obj))),
+            json
+        );
     }
 
     #[test]

@@ -16,12 +16,26 @@ fn each_kind_of_bad_line_is_rejected_and_its_neighbours_apply() {
     let e = &out.report.events;
 
     assert_eq!((e.read, e.applied, e.rejected), (6, 2, 4));
-    let reasons: Vec<_> = e.rejected_lines.iter().map(|r| (r.line, r.reason.as_str())).collect();
+    let reasons: Vec<_> = e
+        .rejected_lines
+        .iter()
+        .map(|r| (r.line, r.reason.as_str()))
+        .collect();
     assert_eq!(
         reasons,
-        [(2, "malformed_json"), (3, "missing_user_id"), (4, "unknown_type"), (5, "bad_timestamp")]
+        [
+            (2, "malformed_json"),
+            (3, "missing_user_id"),
+            (4, "unknown_type"),
+            (5, "bad_timestamp")
+        ]
     );
-    for reason in ["malformed_json", "missing_user_id", "unknown_type", "bad_timestamp"] {
+    for reason in [
+        "malformed_json",
+        "missing_user_id",
+        "unknown_type",
+        "bad_timestamp",
+    ] {
         assert_eq!(e.rejected_by_reason.get(reason), Some(&1), "{reason}");
     }
 
@@ -37,6 +51,12 @@ fn a_repeated_message_id_is_applied_once() {
     let out = replay_examples(&events);
 
     assert_eq!(out.report.events.applied, 1);
-    assert_eq!(out.report.events.rejected_by_reason.get("duplicate_message_id"), Some(&1));
+    assert_eq!(
+        out.report
+            .events
+            .rejected_by_reason
+            .get("duplicate_message_id"),
+        Some(&1)
+    );
     assert_eq!(sent(&out, "u9", "cart-abandonment").len(), 1);
 }

@@ -13,7 +13,10 @@ fn run(events: &Path, workers: usize) -> (String, String) {
     let out = replay::run(&config).expect("replay runs");
     let mut report = out.report.clone();
     report.elapsed_ms = 0;
-    (messages_jsonl(&out), serde_json::to_string(&report).expect("report serializes"))
+    (
+        messages_jsonl(&out),
+        serde_json::to_string(&report).expect("report serializes"),
+    )
 }
 
 #[test]
@@ -23,7 +26,11 @@ fn shipped_example_replays_identically() {
 
     assert!(!first.0.is_empty(), "the example sends messages");
     assert_eq!(first, run(&events, 2));
-    assert_eq!(first, run(&events, 1), "thread count does not change the outcome");
+    assert_eq!(
+        first,
+        run(&events, 1),
+        "thread count does not change the outcome"
+    );
 }
 
 #[test]

@@ -15,9 +15,15 @@ fn full_series_fires_at_the_right_virtual_times() {
         .iter()
         .map(|m| (m.channel.as_str(), m.at))
         .collect();
-    assert_eq!(series, [("push", at(0)), ("email", at(DAY)), ("in_app", at(2 * DAY))]);
+    assert_eq!(
+        series,
+        [("push", at(0)), ("email", at(DAY)), ("in_app", at(2 * DAY))]
+    );
     let email = sent(&out, "newbie", "welcome")[1];
-    assert_eq!(email.body, "<p>Hello Ada, here is how to find what you love.</p>");
+    assert_eq!(
+        email.body,
+        "<p>Hello Ada, here is how to find what you love.</p>"
+    );
 }
 
 #[test]
@@ -27,19 +33,32 @@ fn an_order_mid_delay_stops_the_rest_of_the_series() {
         .track("buyer", "Order Completed", at(DAY / 2), json!({}));
     let out = replay_examples(&events);
 
-    let channels: Vec<_> = sent(&out, "buyer", "welcome").iter().map(|m| m.channel.clone()).collect();
+    let channels: Vec<_> = sent(&out, "buyer", "welcome")
+        .iter()
+        .map(|m| m.channel.clone())
+        .collect();
     assert_eq!(channels, ["push"]);
-    assert!(out.messages.iter().all(|m| !(m.journey == "welcome" && m.at > at(DAY / 2))));
+    assert!(
+        out.messages
+            .iter()
+            .all(|m| !(m.journey == "welcome" && m.at > at(DAY / 2)))
+    );
 }
 
 #[test]
 fn an_order_in_the_second_delay_stops_the_in_app_message() {
-    let events = Events::new()
-        .identify("mid", at(0), json!({}))
-        .track("mid", "Order Completed", at(DAY + 60), json!({}));
+    let events = Events::new().identify("mid", at(0), json!({})).track(
+        "mid",
+        "Order Completed",
+        at(DAY + 60),
+        json!({}),
+    );
     let out = replay_examples(&events);
 
-    let channels: Vec<_> = sent(&out, "mid", "welcome").iter().map(|m| m.channel.clone()).collect();
+    let channels: Vec<_> = sent(&out, "mid", "welcome")
+        .iter()
+        .map(|m| m.channel.clone())
+        .collect();
     assert_eq!(channels, ["push", "email"], "nothing after the first order");
     let welcome = out.report.journeys.iter().find(|j| j.id == "welcome");
     assert_eq!(welcome.map(|j| j.exited_on_goal), Some(1));

@@ -23,9 +23,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(beckon_proto::FILE_DESCRIPTOR_SET)
@@ -36,17 +40,40 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, services = ?names, "serving gRPC");
 
-    let draining = drain_first(reporter, names.iter().map(|s| s.to_string()).collect(), shutdown);
+    // The shutdown signal is shared: one copy starts the drain, the other bounds it.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut started = rx.clone();
+    let draining = drain_first(
+        reporter,
+        names.iter().map(|s| s.to_string()).collect(),
+        async move {
+            let _ = started.wait_for(|s| *s).await;
+        },
+    );
     // Without TCP_NODELAY small answers and stream items wait for delayed acknowledgements
     // (tens of milliseconds); set it on every accepted connection.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, draining)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, draining);
+
+    // Calls in flight get a bounded time to finish; a client that keeps an idle connection
+    // open must not hold the process up forever.
+    let deadline = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = deadline => tracing::warn!(addr = %local, "drain timed out; closing connections"),
+    }
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())
 }
+
+/// How long calls in flight may take to finish once shutdown began.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reports NOT_SERVING as soon as shutdown begins, so load balancers stop sending new calls
 /// while the ones in flight finish.
@@ -58,9 +85,13 @@ async fn drain_first(
     shutdown.await;
     tracing::info!("draining: reporting not serving");
     for name in &names {
-        reporter.set_service_status(name, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
     }
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

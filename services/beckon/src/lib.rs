@@ -3,8 +3,8 @@
 //! The binary in `main.rs` only parses arguments and calls into here, so tests drive the same
 //! code the command runs.
 
-pub mod grpc;
 pub mod explain;
+pub mod grpc;
 pub mod lint;
 pub mod replay;
 pub mod report;

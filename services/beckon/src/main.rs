@@ -10,7 +10,11 @@ use beckon_core::{Duration, Ts};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "beckon", version, about = "Real-time, behavior-driven journeys")]
+#[command(
+    name = "beckon",
+    version,
+    about = "Real-time, behavior-driven journeys"
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `beckon_user_state=debug`.
     #[arg(long, env = "BECKON_LOG", default_value = "warn", global = true)]
@@ -181,8 +185,14 @@ fn run_serve(
         std::io::stdout().write_all(settings.printable().as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(beckon::serve::run(service, settings, beckon::grpc::termination()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(beckon::serve::run(
+        service,
+        settings,
+        beckon::grpc::termination(),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -127,7 +127,9 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     for w in 0..workers {
         let (tx, rx) = mpsc::channel::<Work>(16);
         let arbiter = Arbiter::new();
-        let owned: Vec<u32> = (0..partitions).filter(|p| *p as usize % workers == w).collect();
+        let owned: Vec<u32> = (0..partitions)
+            .filter(|p| *p as usize % workers == w)
+            .collect();
         let (engine, store, gateway) = (engine.clone(), store.clone(), gateway.clone());
         let workspace = config.workspace.clone();
         arbiter.spawn_fn(move || {
@@ -171,7 +173,13 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
             }
         };
         if !dedup.first_time(&config.workspace, &event.message_id) {
-            reject(&mut counts, line_no, "duplicate_message_id", "messageId", &event.message_id);
+            reject(
+                &mut counts,
+                line_no,
+                "duplicate_message_id",
+                "messageId",
+                &event.message_id,
+            );
             continue;
         }
 
@@ -183,29 +191,42 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         batches[w].push((p, event));
         if batches[w].len() >= BATCH {
             let batch = std::mem::replace(&mut batches[w], Vec::with_capacity(BATCH));
-            senders[w].send(Work::Events(batch)).await.context("a replay worker stopped")?;
+            senders[w]
+                .send(Work::Events(batch))
+                .await
+                .context("a replay worker stopped")?;
         }
     }
     progress.finish_and_clear();
 
     let until = config.until.unwrap_or_else(|| {
-        if last == Ts::MIN { Ts(0) } else { last.saturating_add(config.drain) }
+        if last == Ts::MIN {
+            Ts(0)
+        } else {
+            last.saturating_add(config.drain)
+        }
     });
     let mut results = Vec::new();
     for (w, tx) in senders.iter().enumerate() {
         let batch = std::mem::take(&mut batches[w]);
         if !batch.is_empty() {
-            tx.send(Work::Events(batch)).await.context("a replay worker stopped")?;
+            tx.send(Work::Events(batch))
+                .await
+                .context("a replay worker stopped")?;
         }
         let (done, rx) = oneshot::channel();
-        tx.send(Work::Finish { until, done }).await.context("a replay worker stopped")?;
+        tx.send(Work::Finish { until, done })
+            .await
+            .context("a replay worker stopped")?;
         results.push(rx);
     }
 
     let mut stats = Stats::default();
     let (mut users, mut pending) = (0, 0);
     for rx in results {
-        let r = rx.await.context("a replay worker stopped before finishing")?;
+        let r = rx
+            .await
+            .context("a replay worker stopped before finishing")?;
         if let Some(e) = r.errors.first() {
             anyhow::bail!("replay worker failed: {e}");
         }
@@ -219,8 +240,13 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
 
     let mut messages = recorder.take();
     messages.sort_by(|a, b| {
-        (a.at, &a.user_id, &a.journey, &a.step, &a.idempotency_key)
-            .cmp(&(b.at, &b.user_id, &b.journey, &b.step, &b.idempotency_key))
+        (a.at, &a.user_id, &a.journey, &a.step, &a.idempotency_key).cmp(&(
+            b.at,
+            &b.user_id,
+            &b.journey,
+            &b.step,
+            &b.idempotency_key,
+        ))
     });
 
     let report = Report {
@@ -294,7 +320,10 @@ async fn drive(
 
 fn reject(counts: &mut EventCounts, line: u64, reason: &str, field: &str, detail: &str) {
     counts.rejected += 1;
-    *counts.rejected_by_reason.entry(reason.to_string()).or_default() += 1;
+    *counts
+        .rejected_by_reason
+        .entry(reason.to_string())
+        .or_default() += 1;
     if counts.rejected_lines.len() < MAX_LISTED_REJECTIONS {
         counts.rejected_lines.push(RejectedLine {
             line,

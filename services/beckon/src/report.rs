@@ -103,7 +103,11 @@ impl Report {
                 j.exited_on_goal,
                 j.exited,
                 j.completed,
-                if msgs.is_empty() { "-".to_string() } else { msgs.join(" ") }
+                if msgs.is_empty() {
+                    "-".to_string()
+                } else {
+                    msgs.join(" ")
+                }
             );
         }
         out

@@ -22,12 +22,24 @@ async fn a_killed_user_state_instance_loses_and_duplicates_nothing() {
     let url = redis.url();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("messages.jsonl");
-    let journeys = examples();
-    let journeys = journeys.to_str().unwrap_or_default();
-    let out_arg = out.to_str().unwrap_or_default();
+    // The cart journey with a two-second wait, so the test runs on the real clock the
+    // services use without waiting an hour.
+    let spec_dir = dir.path().join("journeys");
+    std::fs::create_dir_all(&spec_dir).expect("mkdir");
+    let cart = std::fs::read_to_string(examples().join("cart-abandonment.yaml")).expect("spec");
+    std::fs::write(
+        spec_dir.join("cart.yaml"),
+        cart.replace("timeout: 1h", "timeout: 2s"),
+    )
+    .expect("write spec");
+    let journeys = spec_dir.to_str().unwrap_or_default();
     let common = ["--redis-url", url.as_str(), "--partitions", "16"];
 
     let scheduler = Served::start("scheduler", &common);
+    let mut gateway_args = common.to_vec();
+    gateway_args.extend(["--messages-out", out.to_str().unwrap_or_default()]);
+    let gateway = Served::start("gateway", &gateway_args);
+    let gateway_url = gateway.url();
     let ingest = Served::start("ingest", &common);
     let sched_url = scheduler.url();
     let user_state = |n: usize| {
@@ -36,10 +48,10 @@ async fn a_killed_user_state_instance_loses_and_duplicates_nothing() {
         args.extend([
             "--scheduler-url",
             sched_url.as_str(),
+            "--gateway-url",
+            gateway_url.as_str(),
             "--journeys",
             journeys,
-            "--messages-out",
-            out_arg,
             "--lease-ttl-ms",
             "1500",
             "--instance",
@@ -49,33 +61,39 @@ async fn a_killed_user_state_instance_loses_and_duplicates_nothing() {
     };
     let mut instances: Vec<Served> = (0..3).map(user_state).collect();
 
-    // Every user adds to the cart two hours ago; odd users never order, so their reminder is
-    // due at once; even users order a minute after the add.
-    let base = wall_clock_ms() - 2 * 3_600_000;
-    let mut client = IngestClient::connect(ingest.url()).await.expect("connect ingest");
-    let mut events = Vec::new();
-    for i in 0..EVENTS_PER_USER {
-        for u in 0..USERS {
-            let user = format!("user-{u}");
-            let at = base + (i as i64) * 1_000;
-            let id = format!("{user}-{i}");
-            let e = match i {
-                3 => track(&user, "Product Added", &id, at, json!({"name": format!("item-{u}")})),
-                4 if u % 2 == 0 => track(&user, "Order Completed", &id, at, json!({})),
-                _ => track(&user, "Product Viewed", &id, at, json!({"category": "c"})),
-            };
-            events.push(e);
-        }
-    }
-
+    // Every user adds to the cart; odd users never order, so their reminder is due two
+    // seconds later; even users order right after the add. A user's events go in one batch,
+    // stamped when the batch is sent, so the order is in before the reminder is due.
+    let mut client = IngestClient::connect(ingest.url())
+        .await
+        .expect("connect ingest");
+    let users_per_batch = 10;
     let mut acked = 0;
-    for (n, chunk) in events.chunks(100).enumerate() {
-        if n == events.len() / 200 {
+    for first in (0..USERS).step_by(users_per_batch) {
+        if first == USERS / 2 {
             // Half way: one instance dies without draining.
             instances[1].kill();
         }
+        let base = wall_clock_ms();
+        let mut events = Vec::new();
+        for u in first..first + users_per_batch {
+            let user = format!("user-{u}");
+            for i in 0..EVENTS_PER_USER {
+                let at = base + i as i64;
+                let id = format!("{user}-{i}");
+                let name = format!("item-{u}");
+                events.push(match i {
+                    3 => track(&user, "Product Added", &id, at, json!({"name": name})),
+                    4 if u % 2 == 0 => track(&user, "Order Completed", &id, at, json!({})),
+                    _ => track(&user, "Product Viewed", &id, at, json!({"category": "c"})),
+                });
+            }
+        }
         let r = client
-            .batch(BatchRequest { workspace: "default".into(), events: chunk.to_vec() })
+            .batch(BatchRequest {
+                workspace: "default".into(),
+                events,
+            })
             .await
             .expect("batch")
             .into_inner();
@@ -113,8 +131,15 @@ async fn a_killed_user_state_instance_loses_and_duplicates_nothing() {
         }
         done
     };
-    let wrong: Vec<_> = applied.iter().filter(|(_, n)| **n != EVENTS_PER_USER as u64).collect();
-    assert!(all_applied, "events applied exactly once per user; off: {:?}", &wrong[..wrong.len().min(5)]);
+    let wrong: Vec<_> = applied
+        .iter()
+        .filter(|(_, n)| **n != EVENTS_PER_USER as u64)
+        .collect();
+    assert!(
+        all_applied,
+        "events applied exactly once per user; off: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
 
     let reminders = |msgs: &[serde_json::Value]| -> HashSet<String> {
         msgs.iter()
@@ -122,22 +147,42 @@ async fn a_killed_user_state_instance_loses_and_duplicates_nothing() {
             .map(|m| m["user_id"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert!(
-        eventually(400, || reminders(&recorded(&out)).len() == USERS / 2).await,
-        "every odd user got a reminder: {}",
-        reminders(&recorded(&out)).len()
-    );
+    let complete = eventually(400, || reminders(&recorded(&out)).len() == USERS / 2).await;
     let msgs = recorded(&out);
     let got = reminders(&msgs);
-    assert!(got.iter().all(|u| u.trim_start_matches("user-").parse::<usize>().unwrap_or(0) % 2 == 1),
-        "no reminder after an order");
+    for u in (1..USERS).step_by(2) {
+        let user = format!("user-{u}");
+        if !got.contains(&user) {
+            let state = store.load("default", &user).await.ok().flatten();
+            eprintln!(
+                "missing reminder for {user}: {:?}",
+                state.map(|s| (s.journeys, s.decisions))
+            );
+        }
+    }
+    assert!(
+        got.iter()
+            .all(|u| u.trim_start_matches("user-").parse::<usize>().unwrap_or(0) % 2 == 1),
+        "no reminder after an order"
+    );
 
     // Delivery is at least once through recording channels that remember keys per process;
     // count what a crash made go out twice.
+    assert!(complete, "every odd user got a reminder: {}", got.len());
     let mut keys = HashSet::new();
     let duplicates = msgs
         .iter()
-        .filter(|m| !keys.insert(m["idempotency_key"].as_str().unwrap_or_default().to_string()))
+        .filter(|m| {
+            !keys.insert(
+                m["idempotency_key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
         .count();
-    eprintln!("figure: {} messages, {duplicates} repeated after the crash", msgs.len());
+    eprintln!(
+        "figure: {} messages, {duplicates} repeated after the crash",
+        msgs.len()
+    );
 }

@@ -29,37 +29,66 @@ async fn cart_reminder_flows_through_the_running_services() {
     // The services run on the system clock: an add two hours ago has a reminder due an hour
     // ago, which fires as soon as it is set.
     let past = wall_clock_ms() - 2 * 3_600_000;
-    let add = track("shopper", "Product Added", "m1", past, json!({"name": "Lamp"}));
+    let add = track(
+        "shopper",
+        "Product Added",
+        "m1",
+        past,
+        json!({"name": "Lamp"}),
+    );
     let ack = ingest
-        .track(TrackRequest { workspace: "default".into(), event: Some(add) })
+        .track(TrackRequest {
+            workspace: "default".into(),
+            event: Some(add),
+        })
         .await
         .expect("track")
         .into_inner();
     assert!(ack.appended);
 
     // A repeated message id is acknowledged without a second append.
-    let again = track("shopper", "Product Added", "m1", past, json!({"name": "Lamp"}));
+    let again = track(
+        "shopper",
+        "Product Added",
+        "m1",
+        past,
+        json!({"name": "Lamp"}),
+    );
     let ack = ingest
-        .track(TrackRequest { workspace: "default".into(), event: Some(again) })
+        .track(TrackRequest {
+            workspace: "default".into(),
+            event: Some(again),
+        })
         .await
         .expect("track")
         .into_inner();
     assert!(!ack.appended);
 
     // An order right after the add cancels that user's reminder.
-    let buyer_add = track("buyer", "Product Added", "b1", past, json!({"name": "Desk"}));
+    let buyer_add = track(
+        "buyer",
+        "Product Added",
+        "b1",
+        past,
+        json!({"name": "Desk"}),
+    );
     let buyer_order = track("buyer", "Order Completed", "b2", past + 60_000, json!({}));
     for e in [buyer_add, buyer_order] {
         ingest
-            .track(TrackRequest { workspace: "default".into(), event: Some(e) })
+            .track(TrackRequest {
+                workspace: "default".into(),
+                event: Some(e),
+            })
             .await
             .expect("track");
     }
 
     let cart = |m: &serde_json::Value| m["journey"] == "cart-abandonment";
     assert!(
-        eventually(200, || recorded(&out).iter().any(|m| cart(m) && m["user_id"] == "shopper"))
-            .await,
+        eventually(200, || recorded(&out)
+            .iter()
+            .any(|m| cart(m) && m["user_id"] == "shopper"))
+        .await,
         "the cart push went out: {:?}",
         recorded(&out)
     );
@@ -71,12 +100,19 @@ async fn cart_reminder_flows_through_the_running_services() {
     let mut bad = track("", "Product Added", "m9", past, json!({}));
     bad.anonymous_id = String::new();
     let err = ingest
-        .track(TrackRequest { workspace: "default".into(), event: Some(bad) })
+        .track(TrackRequest {
+            workspace: "default".into(),
+            event: Some(bad),
+        })
         .await
         .expect_err("rejected");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("event.userId"), "{}", err.message());
 
+    drop(ingest);
     let status = served.terminate();
-    assert!(status.success(), "drains and exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "drains and exits cleanly on SIGTERM: {status:?}"
+    );
 }

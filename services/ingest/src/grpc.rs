@@ -65,7 +65,10 @@ impl IngestService {
         })?;
         let event = from_proto(event, kind)?;
 
-        let _permit = self.inflight.try_acquire().map_err(|_| IngestError::Overloaded)?;
+        let _permit = self
+            .inflight
+            .try_acquire()
+            .map_err(|_| IngestError::Overloaded)?;
         let appended = self.appender.append(workspace, &event, traceparent).await?;
         tracing::debug!(
             workspace,
@@ -85,7 +88,9 @@ impl IngestService {
 fn check_workspace(workspace: &str) -> Result<(), IngestError> {
     let ok = !workspace.is_empty()
         && workspace.len() <= 64
-        && workspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && workspace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -142,7 +147,11 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
 }
 
 fn prefix_field(mut r: Rejection) -> Rejection {
-    r.field = if r.field.is_empty() { "event".into() } else { format!("event.{}", r.field) };
+    r.field = if r.field.is_empty() {
+        "event".into()
+    } else {
+        format!("event.{}", r.field)
+    };
     r
 }
 
@@ -158,21 +167,27 @@ impl Ingest for IngestService {
     async fn track(&self, req: Request<TrackRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self.accept(&r.workspace, r.event, Some("track"), tp.as_deref()).await?;
+        let ack = self
+            .accept(&r.workspace, r.event, Some("track"), tp.as_deref())
+            .await?;
         Ok(Response::new(ack))
     }
 
     async fn identify(&self, req: Request<IdentifyRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self.accept(&r.workspace, r.event, Some("identify"), tp.as_deref()).await?;
+        let ack = self
+            .accept(&r.workspace, r.event, Some("identify"), tp.as_deref())
+            .await?;
         Ok(Response::new(ack))
     }
 
     async fn alias(&self, req: Request<AliasRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self.accept(&r.workspace, r.event, Some("alias"), tp.as_deref()).await?;
+        let ack = self
+            .accept(&r.workspace, r.event, Some("alias"), tp.as_deref())
+            .await?;
         Ok(Response::new(ack))
     }
 
@@ -190,7 +205,10 @@ impl Ingest for IngestService {
         // Each event is answered on its own: one bad event loses nothing else.
         let mut results = Vec::with_capacity(r.events.len());
         for (i, event) in r.events.into_iter().enumerate() {
-            let outcome = match self.accept(&r.workspace, Some(event), None, tp.as_deref()).await {
+            let outcome = match self
+                .accept(&r.workspace, Some(event), None, tp.as_deref())
+                .await
+            {
                 Ok(ack) => batch_result::Outcome::Ack(ack),
                 Err(IngestError::Invalid(rej)) => batch_result::Outcome::Rejected(FieldViolation {
                     field: rej.field.replacen("event", &format!("events[{i}]"), 1),

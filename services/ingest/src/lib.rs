@@ -3,8 +3,8 @@
 
 pub mod dedup;
 pub mod error;
-pub mod log;
 pub mod grpc;
+pub mod log;
 pub mod segment;
 
 pub use dedup::{Deduper, MemoryDeduper};

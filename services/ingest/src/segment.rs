@@ -18,7 +18,11 @@ pub fn parse_line(line: &str) -> Result<Event, Rejection> {
 /// Validates a decoded event. `raw` seeds the generated message id when none is given.
 pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
     let Value::Object(mut obj) = value else {
-        return Err(Rejection::new(RejectReason::NotAnObject, "", "expected a JSON object"));
+        return Err(Rejection::new(
+            RejectReason::NotAnObject,
+            "",
+            "expected a JSON object",
+        ));
     };
 
     let kind_text = take_string(&mut obj, "type")?.unwrap_or_default();
@@ -33,15 +37,26 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
 
     let user_id = take_string(&mut obj, "userId")?.filter(|s| !s.is_empty());
     let anonymous_id = take_string(&mut obj, "anonymousId")?.filter(|s| !s.is_empty());
-    let user = user_id.clone().or_else(|| anonymous_id.clone()).ok_or_else(|| {
-        Rejection::new(RejectReason::MissingUserId, "userId", "neither userId nor anonymousId")
-    })?;
+    let user = user_id
+        .clone()
+        .or_else(|| anonymous_id.clone())
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectReason::MissingUserId,
+                "userId",
+                "neither userId nor anonymousId",
+            )
+        })?;
 
     let timestamp = match take_string(&mut obj, "timestamp")? {
         Some(text) => Ts::parse_rfc3339(&text)
             .map_err(|e| Rejection::new(RejectReason::BadTimestamp, "timestamp", e.to_string()))?,
         None => {
-            return Err(Rejection::new(RejectReason::BadTimestamp, "timestamp", "missing"));
+            return Err(Rejection::new(
+                RejectReason::BadTimestamp,
+                "timestamp",
+                "missing",
+            ));
         }
     };
 
@@ -59,7 +74,11 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
 
     let previous_id = take_string(&mut obj, "previousId")?;
     if kind == EventKind::Alias && previous_id.is_none() {
-        return Err(Rejection::new(RejectReason::BadField, "previousId", "alias needs previousId"));
+        return Err(Rejection::new(
+            RejectReason::BadField,
+            "previousId",
+            "alias needs previousId",
+        ));
     }
 
     let properties = take_object(&mut obj, "properties")?;
@@ -79,7 +98,11 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
         kind,
         message_id,
         user,
-        anonymous_id: if user_id.is_some() { anonymous_id } else { None },
+        anonymous_id: if user_id.is_some() {
+            anonymous_id
+        } else {
+            None
+        },
         name,
         properties,
         traits,
@@ -95,7 +118,11 @@ fn take_string(obj: &mut Props, key: &str) -> Result<Option<String>, Rejection> 
         // Numeric user ids are common in exports; accept them as their decimal text.
         Some(Value::Number(n)) if key != "type" && key != "timestamp" => Ok(Some(n.to_string())),
         Some(other) => Err(Rejection::new(
-            if key == "timestamp" { RejectReason::BadTimestamp } else { RejectReason::BadField },
+            if key == "timestamp" {
+                RejectReason::BadTimestamp
+            } else {
+                RejectReason::BadField
+            },
             key,
             format!("expected a string, found {}", kind_of(&other)),
         )),
@@ -153,8 +180,12 @@ mod tests {
         assert_eq!(e.as_ref().map(|e| e.name.as_str()), Some("Product Added"));
         assert_eq!(e.map(|e| e.timestamp), Some(Ts(1_511_568_000_000)));
 
-        let p = parse_line(r#"{"type":"page","anonymousId":"a1","timestamp":"2017-11-25T00:00:00Z"}"#);
-        assert_eq!(p.ok().map(|e| (e.user, e.name)), Some(("a1".into(), "Page Viewed".into())));
+        let p =
+            parse_line(r#"{"type":"page","anonymousId":"a1","timestamp":"2017-11-25T00:00:00Z"}"#);
+        assert_eq!(
+            p.ok().map(|e| (e.user, e.name)),
+            Some(("a1".into(), "Page Viewed".into()))
+        );
     }
 
     #[test]
@@ -181,7 +212,8 @@ mod tests {
 
     #[test]
     fn missing_message_id_is_derived_deterministically() {
-        let line = r#"{"type":"track","userId":"u","event":"x","timestamp":"2017-11-25T00:00:00Z"}"#;
+        let line =
+            r#"{"type":"track","userId":"u","event":"x","timestamp":"2017-11-25T00:00:00Z"}"#;
         let a = parse_line(line).ok().map(|e| e.message_id);
         assert_eq!(a, parse_line(line).ok().map(|e| e.message_id));
         assert!(a.is_some_and(|id| id.starts_with("gen-")));

@@ -69,7 +69,9 @@ pub async fn fire_round(
                     sink.deliver(timer).await?;
                     store.ack(timer).await?;
                     round.fired += 1;
-                    round.lateness_ms.push(now.as_millis() - timer.due.as_millis());
+                    round
+                        .lateness_ms
+                        .push(now.as_millis() - timer.due.as_millis());
                 }
                 if !full {
                     break;

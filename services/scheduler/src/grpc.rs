@@ -6,8 +6,8 @@ use beckon_core::{Timer, Ts};
 use beckon_proto::convert::{millis_to_timestamp, timestamp_to_millis};
 use beckon_proto::v1::scheduler_server::Scheduler;
 use beckon_proto::v1::{
-    CancelTimersRequest, CancelTimersResponse, PendingRequest, PendingResponse,
-    SetTimersRequest, SetTimersResponse,
+    CancelTimersRequest, CancelTimersResponse, PendingRequest, PendingResponse, SetTimersRequest,
+    SetTimersResponse,
 };
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};

@@ -39,7 +39,9 @@ pub struct Held {
 pub struct Changes {
     pub acquired: Vec<u32>,
     pub lost: Vec<u32>,
-    pub released: Vec<u32>,
+    /// Held beyond this instance's fair share: stop working on them, then [`Leases::release`]
+    /// them, in that order, so two owners never work on one partition.
+    pub surplus: Vec<u32>,
 }
 
 const RENEW: &str = r"
@@ -132,13 +134,13 @@ impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
             }
         }
 
-        while self.held.len() > share {
-            let Some((&p, _)) = self.held.iter().next_back() else {
-                break;
-            };
-            self.release(p).await?;
-            changes.released.push(p);
-        }
+        changes.surplus = self
+            .held
+            .keys()
+            .rev()
+            .take(self.held.len().saturating_sub(share))
+            .copied()
+            .collect();
 
         if self.held.len() < share {
             // Start from a point derived from the instance id, so instances starting together

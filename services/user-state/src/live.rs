@@ -86,7 +86,13 @@ pub async fn run_partition(
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
-        let read = log.read(&config.workspace, p, &config.consumer, config.batch, config.block_ms);
+        let read = log.read(
+            &config.workspace,
+            p,
+            &config.consumer,
+            config.batch,
+            config.block_ms,
+        );
         let entries = tokio::select! {
             r = read => r,
             _ = stop.changed() => break,

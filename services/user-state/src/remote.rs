@@ -145,7 +145,9 @@ pub fn message_to_proto(m: &OutboundMessage) -> beckon_proto::v1::OutboundMessag
         channel: m.channel.clone(),
         journey: m.journey.clone(),
         step: m.step.clone(),
-        subject: m.subject.clone().or_else(|| m.title.clone()).unwrap_or_default(),
+        subject: m.subject.clone().unwrap_or_default(),
+        title: m.title.clone().unwrap_or_default(),
+        version: m.version,
         body: m.body.clone(),
         at: Some(millis_to_timestamp(m.at.as_millis())),
     }

@@ -24,8 +24,11 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StateError>>;
 
     /// Removes everything kept for the user; returns the number of records removed.
-    fn forget<'a>(&'a self, workspace: &'a str, user: &'a str)
-    -> BoxFuture<'a, Result<u64, StateError>>;
+    fn forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StateError>>;
 }
 
 /// The embedded store: serialized records in memory. Serializing (rather than keeping the

@@ -94,7 +94,11 @@ impl PartitionWorker {
 
     /// Applies a trigger read from the partition's log: an event, or a timer the scheduler
     /// fired. Returns false when the user had already applied it (a redelivery).
-    pub async fn on_trigger(&mut self, workspace: &str, trigger: Trigger) -> Result<(), StateError> {
+    pub async fn on_trigger(
+        &mut self,
+        workspace: &str,
+        trigger: Trigger,
+    ) -> Result<(), StateError> {
         self.now = self.now.max(trigger.at());
         let user = match &trigger {
             Trigger::Event(e) => e.user.clone(),
@@ -102,6 +106,7 @@ impl PartitionWorker {
                 self.stats.timers_fired += 1;
                 t.user.clone()
             }
+            Trigger::Api(a) => a.user.clone(),
         };
         self.apply(workspace, &user, trigger).await
     }
@@ -164,10 +169,18 @@ impl PartitionWorker {
         Ok(addr.send(Snapshot).await?)
     }
 
-    async fn apply(&mut self, workspace: &str, user: &str, trigger: Trigger) -> Result<(), StateError> {
+    async fn apply(
+        &mut self,
+        workspace: &str,
+        user: &str,
+        trigger: Trigger,
+    ) -> Result<(), StateError> {
         let addr = self.actor(workspace, user).await?;
         let effects = addr.send(Apply(trigger)).await?;
-        if let Some(active) = self.actors.get_mut(&(workspace.to_string(), user.to_string())) {
+        if let Some(active) = self
+            .actors
+            .get_mut(&(workspace.to_string(), user.to_string()))
+        {
             active.dirty = true;
         }
         self.perform(effects).await

@@ -82,7 +82,11 @@ fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "beckon".into())
 }
 
@@ -157,8 +161,11 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("beckon.yaml");
-        std::fs::write(&file, "workspace: shop\npartitions: 16\nlisten: 0.0.0.0:7000\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "workspace: shop\npartitions: 16\nlisten: 0.0.0.0:7000\n",
+        )
+        .expect("write");
         let args = ServeArgs {
             config: Some(file),
             partitions: Some(8),
@@ -167,7 +174,10 @@ mod tests {
         let s = Settings::resolve(&args).expect("resolves");
         assert_eq!((s.workspace.as_str(), s.partitions), ("shop", 8));
         assert_eq!(s.listen, "0.0.0.0:7000");
-        assert_eq!(s.lease_ttl_ms, 5_000, "untouched settings keep their default");
+        assert_eq!(
+            s.lease_ttl_ms, 5_000,
+            "untouched settings keep their default"
+        );
     }
 
     #[test]
@@ -179,13 +189,19 @@ mod tests {
             config: Some(file),
             ..ServeArgs::default()
         };
-        let err = Settings::resolve(&args).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Settings::resolve(&args)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("partitons"), "{err}");
     }
 
     #[test]
     fn passwords_are_hidden_when_printed() {
-        assert_eq!(hide_password("redis://:s3cret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(
+            hide_password("redis://:s3cret@127.0.0.1:6379"),
+            "redis://:***@127.0.0.1:6379"
+        );
         let s = Settings {
             redis_url: Some("redis://app:s3cret@10.1.2.3/0".into()),
             ..Settings::default()

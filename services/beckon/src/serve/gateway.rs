@@ -43,7 +43,9 @@ impl Channel for FileChannel {
                 provider: "file".into(),
                 reason: e.to_string(),
             };
-            let line = crate::replay::message_json(message).to_string();
+            // One write per line: processes sharing the file append whole lines.
+            let mut line = crate::replay::message_json(message).to_string();
+            line.push('\n');
             let _guard = self.lock.lock().map_err(|_| GatewayError::Unavailable {
                 provider: "file".into(),
                 reason: "lock poisoned".into(),
@@ -53,7 +55,7 @@ impl Channel for FileChannel {
                 .append(true)
                 .open(&self.path)
                 .map_err(unavailable)?;
-            writeln!(f, "{line}").map_err(unavailable)?;
+            f.write_all(line.as_bytes()).map_err(unavailable)?;
             f.sync_data().map_err(unavailable)?;
             Ok(Delivery {
                 provider_id: message.idempotency_key.clone(),

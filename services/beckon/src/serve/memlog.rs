@@ -49,7 +49,10 @@ impl MemoryLog {
             let Ok(mut guard) = self.state.lock() else {
                 return String::new();
             };
-            let part = guard.0.entry((workspace.to_string(), partition)).or_default();
+            let part = guard
+                .0
+                .entry((workspace.to_string(), partition))
+                .or_default();
             let seq = part.next_seq;
             part.next_seq += 1;
             part.entries.push_back(LogEntry {
@@ -71,7 +74,10 @@ impl MemoryLog {
         self.state
             .lock()
             .ok()
-            .and_then(|g| g.0.get(&(workspace.to_string(), partition)).map(|p| p.entries.len()))
+            .and_then(|g| {
+                g.0.get(&(workspace.to_string(), partition))
+                    .map(|p| p.entries.len())
+            })
             .unwrap_or(0)
     }
 }
@@ -98,7 +104,12 @@ impl Appender for MemoryLog {
                     duplicate: true,
                 });
             }
-            let offset = self.push(workspace, partition, Trigger::Event(event.clone()), traceparent);
+            let offset = self.push(
+                workspace,
+                partition,
+                Trigger::Event(event.clone()),
+                traceparent,
+            );
             Ok(Appended {
                 partition,
                 offset,
@@ -112,7 +123,12 @@ impl FiredSink for MemoryLog {
     fn deliver<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(async move {
             let partition = partition_of(&timer.workspace, &timer.user, self.partitions);
-            self.push(&timer.workspace, partition, Trigger::Timer(timer.clone()), None);
+            self.push(
+                &timer.workspace,
+                partition,
+                Trigger::Timer(timer.clone()),
+                None,
+            );
             Ok(())
         })
     }
@@ -166,7 +182,11 @@ impl PartitionLog for MemoryLog {
                 // Batches are acknowledged in the order they were read: from the front.
                 let acked: std::collections::HashSet<&str> =
                     ids.iter().map(String::as_str).collect();
-                while p.entries.front().is_some_and(|e| acked.contains(e.id.as_str())) {
+                while p
+                    .entries
+                    .front()
+                    .is_some_and(|e| acked.contains(e.id.as_str()))
+                {
                     p.entries.pop_front();
                 }
             }

@@ -33,6 +33,7 @@ pub enum Service {
     Ingest,
     UserState,
     Scheduler,
+    Gateway,
 }
 
 /// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
@@ -58,6 +59,7 @@ pub async fn run(
         Service::Ingest => run_ingest(settings, listener, shutdown).await,
         Service::Scheduler => run_scheduler(settings, listener, shutdown).await,
         Service::UserState => run_user_state(settings, listener, shutdown).await,
+        Service::Gateway => run_gateway(settings, listener, shutdown).await,
     }
 }
 
@@ -67,8 +69,10 @@ fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
             .with_context(|| format!("loading journeys from {}", dir.display()))?,
         None => Vec::new(),
     };
-    let journeys: Vec<_> =
-        journeys.into_iter().filter(|j| j.workspace == settings.workspace).collect();
+    let journeys: Vec<_> = journeys
+        .into_iter()
+        .filter(|j| j.workspace == settings.workspace)
+        .collect();
     tracing::info!(journeys = journeys.len(), workspace = %settings.workspace, "journeys loaded");
     Ok(Arc::new(Engine::new(journeys)))
 }
@@ -84,7 +88,10 @@ fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<String> {
 /// channel keeps the value, so work that starts waiting late still sees it.
 fn fan_out(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (watch::Receiver<bool>, impl std::future::Future<Output = ()> + Send + 'static) {
+) -> (
+    watch::Receiver<bool>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -168,14 +175,22 @@ async fn run_all(
         })
     };
 
-    let routes = Routes::new(IngestServer::new(IngestService::new(appender, MAX_INFLIGHT)))
-        .add_service(SchedulerServer::new(SchedulerService::new(
-            timers,
-            settings.partitions,
-            wake,
-        )));
-    crate::grpc::serve(listener, routes, &["beckon.v1.Ingest", "beckon.v1.Scheduler"], server_stop)
-        .await?;
+    let routes = Routes::new(IngestServer::new(IngestService::new(
+        appender,
+        MAX_INFLIGHT,
+    )))
+    .add_service(SchedulerServer::new(SchedulerService::new(
+        timers,
+        settings.partitions,
+        wake,
+    )));
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.Ingest", "beckon.v1.Scheduler"],
+        server_stop,
+    )
+    .await?;
 
     // The server stopped taking calls; let the partitions write what they hold.
     let _ = user_state.await;
@@ -293,7 +308,45 @@ async fn run_user_state(
     let owner = tokio::spawn(async move {
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
-    crate::grpc::serve(listener, Routes::default(), &["beckon.v1.UserState"], server_stop).await?;
+    crate::grpc::serve(
+        listener,
+        Routes::default(),
+        &["beckon.v1.UserState"],
+        server_stop,
+    )
+    .await?;
     let _ = owner.await;
     Ok(())
+}
+
+async fn run_gateway(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
+    let mut gateway = gateway::recording_gateway(settings.messages_out.clone());
+
+    // Idempotency keys in Redis make a send repeated by any instance, before or after a
+    // crash, go out once.
+    if let Some(url) = &settings.redis_url {
+        let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+        let keys = beckon_gateway::RedisKeyStore::new(
+            conn,
+            beckon_gateway::RedisKeysConfig {
+                partitions: settings.partitions,
+                ..beckon_gateway::RedisKeysConfig::default()
+            },
+        );
+        gateway = gateway.with_key_store(Arc::new(keys));
+    }
+
+    let inbox = Arc::new(beckon_gateway::inbox::Inbox::new(
+        clock,
+        beckon_core::Duration::hours(30 * 24),
+        200,
+    ));
+    let service = beckon_gateway::grpc::GatewayService::new(gateway, inbox);
+    let routes = Routes::new(service.into_server());
+    crate::grpc::serve(listener, routes, &["beckon.v1.Gateway"], shutdown).await
 }

@@ -90,7 +90,12 @@ impl RedisLog {
             .await
     }
 
-    async fn ensure_group(&self, stream: &str, workspace: &str, partition: u32) -> Result<(), StateError> {
+    async fn ensure_group(
+        &self,
+        stream: &str,
+        workspace: &str,
+        partition: u32,
+    ) -> Result<(), StateError> {
         let mut groups = self.groups.lock().await;
         if groups.contains(&(workspace.to_string(), partition)) {
             return Ok(());
@@ -113,7 +118,11 @@ impl RedisLog {
         Ok(())
     }
 
-    async fn reader(&self, workspace: &str, partition: u32) -> Result<MultiplexedConnection, StateError> {
+    async fn reader(
+        &self,
+        workspace: &str,
+        partition: u32,
+    ) -> Result<MultiplexedConnection, StateError> {
         let mut readers = self.readers.lock().await;
         if let Some(c) = readers.get(&(workspace.to_string(), partition)) {
             return Ok(c.clone());
@@ -140,7 +149,14 @@ impl Appender for RedisLog {
             let body = serde_json::to_string(event)
                 .map_err(|e| IngestError::LogUnavailable(e.to_string()))?;
             let id = self
-                .push(workspace, partition, "e", &body, &event.message_id, traceparent)
+                .push(
+                    workspace,
+                    partition,
+                    "e",
+                    &body,
+                    &event.message_id,
+                    traceparent,
+                )
                 .await
                 .map_err(|e| IngestError::LogUnavailable(e.to_string()))?;
             Ok(Appended {
@@ -176,19 +192,31 @@ fn parse_entries(reply: Value) -> Vec<LogEntry> {
     let mut out = Vec::new();
     let streams = match reply {
         Value::Array(s) => s,
-        Value::Map(m) => m.into_iter().map(|(k, v)| Value::Array(vec![k, v])).collect(),
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(k, v)| Value::Array(vec![k, v]))
+            .collect(),
         _ => return out,
     };
     for stream in streams {
-        let Value::Array(mut parts) = stream else { continue };
-        let Some(Value::Array(entries)) = parts.pop() else { continue };
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
         for entry in entries {
             let Value::Array(mut e) = entry else { continue };
             let fields = e.pop();
-            let Some(id) = e.pop().and_then(|v| redis::from_redis_value::<String>(v).ok()) else {
+            let Some(id) = e
+                .pop()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+            else {
                 continue;
             };
-            let Some(Value::Array(fields)) = fields else { continue };
+            let Some(Value::Array(fields)) = fields else {
+                continue;
+            };
             let mut kind = String::new();
             let mut body = String::new();
             let mut tp = String::new();
@@ -204,8 +232,12 @@ fn parse_entries(reply: Value) -> Vec<LogEntry> {
                 }
             }
             let trigger = match kind.as_str() {
-                "e" => serde_json::from_str::<Event>(&body).map(Trigger::Event).ok(),
-                "t" => serde_json::from_str::<Timer>(&body).map(Trigger::Timer).ok(),
+                "e" => serde_json::from_str::<Event>(&body)
+                    .map(Trigger::Event)
+                    .ok(),
+                "t" => serde_json::from_str::<Timer>(&body)
+                    .map(Trigger::Timer)
+                    .ok(),
                 _ => None,
             };
             match trigger {
@@ -239,9 +271,14 @@ impl PartitionLog for RedisLog {
 
             // Entries read before and never acknowledged come first, in order.
             let pending: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP").arg(GROUP).arg(&consumer)
-                .arg("COUNT").arg(max)
-                .arg("STREAMS").arg(&stream).arg("0")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(max)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg("0")
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -251,10 +288,16 @@ impl PartitionLog for RedisLog {
             }
 
             let fresh: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP").arg(GROUP).arg(&consumer)
-                .arg("COUNT").arg(max)
-                .arg("BLOCK").arg(block_ms.max(1))
-                .arg("STREAMS").arg(&stream).arg(">")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(max)
+                .arg("BLOCK")
+                .arg(block_ms.max(1))
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">")
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -275,7 +318,9 @@ impl PartitionLog for RedisLog {
             let mut conn = self.conn.clone();
             let script = Script::new(ACK);
             let mut invocation = script.prepare_invoke();
-            invocation.key(Self::stream(workspace, partition)).arg(GROUP);
+            invocation
+                .key(Self::stream(workspace, partition))
+                .arg(GROUP);
             for id in ids {
                 invocation.arg(id);
             }

@@ -48,7 +48,8 @@ impl Instance {
             .spawn(move || {
                 let sys = actix::System::new();
                 sys.block_on(async move {
-                    let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
+                    let arbiters: Vec<Arbiter> =
+                        (0..threads.max(1)).map(|_| Arbiter::new()).collect();
                     let _ = tx.send(arbiters);
                 });
                 let _ = sys.run();
@@ -148,8 +149,14 @@ pub async fn run_with_leases<C>(
     loop {
         match leases.tick().await {
             Ok(changes) => {
-                for p in changes.lost.iter().chain(&changes.released) {
+                for p in &changes.lost {
                     instance.stop_partition(*p).await;
+                }
+                for p in &changes.surplus {
+                    instance.stop_partition(*p).await;
+                    if let Err(e) = leases.release(*p).await {
+                        tracing::warn!(partition = p, error = %e, "lease not released");
+                    }
                 }
                 for p in &changes.acquired {
                     instance.start_partition(*p);
@@ -170,7 +177,10 @@ pub async fn run_with_leases<C>(
         }
     }
 
-    tracing::info!(partitions = instance.partitions().len(), "draining user-state");
+    tracing::info!(
+        partitions = instance.partitions().len(),
+        "draining user-state"
+    );
     instance.stop_all().await;
     if let Err(e) = leases.release_all().await {
         tracing::warn!(error = %e, "leases not released; they expire on their own");

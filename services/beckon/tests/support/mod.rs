@@ -31,7 +31,9 @@ impl Served {
             .expect("start beckon serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
         let addr = line
             .trim()
             .strip_prefix("listening ")
