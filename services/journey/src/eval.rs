@@ -97,6 +97,14 @@ impl Engine {
             .enumerate()
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
+        for j in engine.versions.values() {
+            if let Some(g) = &j.goal
+                && !engine.goal_events.contains(&g.event)
+            {
+                engine.goal_events.push(g.event.clone());
+            }
+        }
+        engine.goal_events.sort();
 
         let mut segments: AHashMap<String, Arc<Segment>> = AHashMap::new();
         for s in defs.segments {
