@@ -9,7 +9,7 @@
 //! window are folded into buckets ([`bucket_width`]: 1 minute wide for windows up to a day,
 //! 1 hour up to 7 days, 1 day beyond) and count as if they happened at the last millisecond of
 //! their bucket. A folded occurrence therefore leaves a window up to one bucket width late,
-//! never early, and counts are exact for any user with at most 64 occurrences in the window.
+//! never early, and counts are exact for any user with at most 512 occurrences in the window.
 //! At most [`MAX_BUCKETS`] buckets are kept per event name; past that the oldest are dropped.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,7 +22,7 @@ use crate::event::{Event, EventKind, Props};
 use crate::time::{Duration, Ts};
 
 /// Occurrences of one event name kept exact to the millisecond, per user.
-pub const EXACT_OCCURRENCES: usize = 64;
+pub const EXACT_OCCURRENCES: usize = 512;
 /// Buckets of folded occurrences kept per event name and user.
 pub const MAX_BUCKETS: usize = 512;
 /// Sends remembered for frequency caps, per user.
@@ -135,6 +135,32 @@ impl Tracking {
     fn get(&self, event: &str) -> Option<&TrackedEvent> {
         self.events.get(event)
     }
+}
+
+/// A cache derived from `message_ids`; it never makes two states differ.
+#[derive(Clone, Debug, Default)]
+struct IdHashes(VecDeque<u64>);
+
+impl PartialEq for IdHashes {
+    fn eq(&self, _: &IdHashes) -> bool {
+        true
+    }
+}
+
+impl IdHashes {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// FNV-1a of a message id; only compared within one process.
+fn id_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Width of the buckets occurrences are folded into, for the longest window tracked.
@@ -306,6 +332,10 @@ pub struct UserState {
     pub history: BTreeMap<String, JourneyHistory>,
     #[serde(default)]
     pub message_ids: VecDeque<String>,
+    /// Hashes of `message_ids`, same order: the duplicate check compares integers first and
+    /// strings only on a hash match. Rebuilt after loading.
+    #[serde(skip)]
+    id_hashes: IdHashes,
     #[serde(default)]
     pub decisions: VecDeque<Decision>,
     pub next_instance: u64,
@@ -328,13 +358,25 @@ impl UserState {
     /// Folds an event into the behavioral state. Returns false, changing nothing, when the
     /// event's message id was applied before.
     pub fn observe(&mut self, event: &Event, tracking: &Tracking) -> bool {
-        if self.has_applied(&event.message_id) {
+        if self.id_hashes.len() != self.message_ids.len() {
+            self.id_hashes = IdHashes(self.message_ids.iter().map(|m| id_hash(m)).collect());
+        }
+        let hash = id_hash(&event.message_id);
+        let seen = self
+            .id_hashes
+            .0
+            .iter()
+            .zip(&self.message_ids)
+            .any(|(h, m)| *h == hash && *m == event.message_id);
+        if seen {
             return false;
         }
         if self.message_ids.len() >= RECENT_MESSAGE_IDS {
             self.message_ids.pop_front();
+            self.id_hashes.0.pop_front();
         }
         self.message_ids.push_back(event.message_id.clone());
+        self.id_hashes.0.push_back(hash);
 
         let at = event.timestamp;
         self.version += 1;
@@ -599,28 +641,25 @@ mod tests {
         let mut t = Tracking::default();
         let week = Duration::hours(7 * 24);
         t.track("Order Completed", week, []);
-        // 200 orders a minute apart: the oldest 136 are folded into hourly buckets.
-        for i in 0..200 {
+        // 600 orders a minute apart: the oldest 88 are folded into hourly buckets.
+        for i in 0..600 {
             let e = event(&format!("m{i}"), "Order Completed", i * 60_000, json!({}));
             s.observe(&e, &t);
         }
         let h = &s.recent["Order Completed"];
         assert_eq!(h.exact.len(), EXACT_OCCURRENCES);
-        assert!(
-            h.folded.len() <= 3,
-            "136 minutes fold into at most 3 hourly buckets"
-        );
+        assert_eq!(h.folded.len(), 2, "88 minutes fold into 2 hourly buckets");
         let total = |now| {
             s.occurrences_within("Order Completed", Ts(now), week)
                 .map(|o| o.count)
                 .sum::<u32>()
         };
-        assert_eq!(total(200 * 60_000), 200);
+        assert_eq!(total(600 * 60_000), 600);
         // The first order (t=0) is exactly a week old, but its bucket ends at 1h - 1ms.
-        assert_eq!(total(week.0), 200, "folded ones stay up to one bucket late");
+        assert_eq!(total(week.0), 600, "folded ones stay up to one bucket late");
         assert_eq!(
             total(week.0 + 3_600_000 - 1),
-            140,
+            540,
             "the first hour's bucket has left"
         );
     }

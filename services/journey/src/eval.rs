@@ -62,6 +62,9 @@ pub struct Engine {
     policy: Policy,
     status: AHashMap<String, JourneyStatus>,
     tracking: Tracking,
+    /// Event names any journey has as its goal: most events are none of them, and skip the
+    /// conversion check at the cost of a few string comparisons.
+    goal_events: Vec<String>,
 }
 
 impl Engine {
@@ -94,6 +97,14 @@ impl Engine {
             .enumerate()
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
+        for j in engine.versions.values() {
+            if let Some(g) = &j.goal
+                && !engine.goal_events.contains(&g.event)
+            {
+                engine.goal_events.push(g.event.clone());
+            }
+        }
+        engine.goal_events.sort();
 
         let mut segments: AHashMap<String, Arc<Segment>> = AHashMap::new();
         for s in defs.segments {
@@ -283,6 +294,9 @@ impl Run<'_> {
 
     /// A goal reached after the user left still counts, within the attribution window.
     fn conversions_after_exit(&mut self, state: &mut UserState, event: &Event) {
+        if !self.engine.goal_events.contains(&event.name) {
+            return;
+        }
         let now = event.timestamp;
         let mut converted = Vec::new();
         for (id, h) in &state.history {

@@ -392,3 +392,164 @@ steps:
         .map(|s| s.trait_value("renewal_notified").cloned());
     assert_eq!(state, Some(Some(json!(true))));
 }
+
+#[test]
+fn branches_on_engagement_segments_and_event_properties() {
+    let yaml = "
+kind: segment
+id: vip
+version: 1
+workspace: default
+condition:
+  trait:
+    name: lifetime_value
+    gte: 1000
+---
+id: launch
+version: 1
+workspace: default
+entry:
+  event: Launch Viewed
+steps:
+  - id: announce
+    message:
+      channel: push
+      body: New launch
+  - id: wait
+    delay: 1d
+  - id: opened
+    branch:
+      if:
+        engaged:
+          step: announce
+      then: thanks
+      else: by-tier
+  - id: by-tier
+    branch:
+      if:
+        any:
+          - segment: vip
+          - property:
+              name: source
+              in: [partner]
+      then: call
+      else: reminder
+  - id: reminder
+    message:
+      channel: email
+      subject: Reminder
+      body: <p>reminder</p>
+    next: exit
+  - id: call
+    message:
+      channel: email
+      subject: Call
+      body: <p>call</p>
+    next: exit
+  - id: thanks
+    message:
+      channel: in_app
+      body: thanks
+";
+    let e = engine(yaml);
+    let mut sim = Sim::new(&e, "default");
+    sim.event(track("opener", "Launch Viewed", min(0), json!({})));
+    let opened = json!({"journey": "launch", "step": "announce"});
+    sim.event(track("opener", "Message Opened", min(30), opened));
+    sim.event(identify("vip", min(0), json!({"lifetime_value": 2500})));
+    sim.event(track("vip", "Launch Viewed", min(1), json!({})));
+    sim.event(track(
+        "partner",
+        "Launch Viewed",
+        min(0),
+        json!({"source": "partner"}),
+    ));
+    sim.event(track(
+        "plain",
+        "Launch Viewed",
+        min(0),
+        json!({"source": "ad"}),
+    ));
+    sim.advance(min(3 * 24 * 60));
+
+    let last = |u: &str| {
+        sim.sent_to(u)
+            .last()
+            .map(|m| m.step.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(last("opener"), "thanks");
+    assert_eq!(last("vip"), "call");
+    assert_eq!(last("partner"), "call");
+    assert_eq!(last("plain"), "reminder");
+}
+
+#[test]
+fn send_windows_and_caps_across_channels() {
+    let yaml = "
+kind: policy
+id: default
+workspace: default
+caps:
+  - max: 2
+    per: 1d
+---
+id: news
+version: 1
+workspace: default
+entry:
+  event: Topic Followed
+steps:
+  - id: email
+    message:
+      channel: email
+      subject: News
+      body: <p>news</p>
+      send_window:
+        from: \"09:00\"
+        to: \"17:00\"
+  - id: sms
+    message:
+      channel: sms
+      body: news
+  - id: receipt
+    message:
+      channel: push
+      body: receipt
+      transactional: true
+  - id: push
+    message:
+      channel: push
+      body: more news
+";
+    let e = engine(yaml);
+    let mut sim = Sim::new(&e, "default");
+    sim.event(identify(
+        "u",
+        utc("2026-06-01T00:00:00Z"),
+        json!({"timezone": "Asia/Tokyo"}),
+    ));
+    // 21:00 in Tokyo: outside the window.
+    sim.event(track(
+        "u",
+        "Topic Followed",
+        utc("2026-06-01T12:00:00Z"),
+        json!({}),
+    ));
+    sim.advance(utc("2026-06-05T00:00:00Z"));
+
+    let sent: Vec<_> = sim
+        .sent_to("u")
+        .iter()
+        .map(|m| (m.step.clone(), m.at))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("email".to_string(), utc("2026-06-02T00:00:00Z")), // 09:00 in Tokyo
+            ("sms".to_string(), utc("2026-06-02T00:00:00Z")),
+            ("receipt".to_string(), utc("2026-06-02T00:00:00Z")), // exempt from the cap
+            ("push".to_string(), utc("2026-06-03T00:00:00Z")),    // 2 per day across channels
+        ]
+    );
+}
