@@ -161,7 +161,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
             continue;
         }
         counts.read += 1;
-        if line_no % 8192 == 0 {
+        if line_no.is_multiple_of(8192) {
             progress.set_position(bytes);
         }
 

@@ -36,10 +36,10 @@ impl Deduper for MemoryDeduper {
         if self.seen.contains(&key) {
             return false;
         }
-        if self.order.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         self.seen.insert(key.clone());
         self.order.push_back(key);

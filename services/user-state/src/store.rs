@@ -31,11 +31,16 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, StateError>>;
 }
 
+/// (workspace, user)
+type UserKey = (String, String);
+/// (version, encoded state)
+type Stored = (u64, Vec<u8>);
+
 /// The embedded store: serialized records in memory. Serializing (rather than keeping the
 /// live struct) keeps it honest: what is loaded is exactly what a durable store would return.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    records: Arc<Mutex<HashMap<(String, String), (u64, Vec<u8>)>>>,
+    records: Arc<Mutex<HashMap<UserKey, Stored>>>,
 }
 
 impl MemoryStore {

@@ -114,10 +114,7 @@ impl PartitionWorker {
     /// Moves partition time to `to`, firing every local timer due by then (including timers
     /// that firing sets for no later than `to`).
     pub async fn advance(&mut self, to: Ts) -> Result<(), StateError> {
-        loop {
-            let Timers::Local(timers) = &mut self.timers else {
-                break;
-            };
+        while let Timers::Local(timers) = &mut self.timers {
             let due = timers.pop_due(to, TIMER_BATCH);
             if due.is_empty() {
                 break;

@@ -26,9 +26,12 @@ struct Partition {
     next_seq: u64,
 }
 
+/// Partitions by (workspace, partition), and the message ids seen.
+type Shared = (HashMap<(String, u32), Partition>, MemoryDeduper);
+
 pub struct MemoryLog {
     partitions: u32,
-    state: Mutex<(HashMap<(String, u32), Partition>, MemoryDeduper)>,
+    state: Mutex<Shared>,
     /// One notifier per partition index, shared by workspaces: a spurious wake-up only costs
     /// an empty read.
     wake: Vec<Arc<Notify>>,

@@ -108,6 +108,15 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The stores behind `serve all`: log (as appender, reader and timer sink), timers, state.
+type Backends = (
+    Arc<dyn Appender>,
+    Arc<dyn PartitionLog>,
+    Arc<dyn FiredSink>,
+    Arc<dyn AsyncTimerStore>,
+    Arc<dyn StateStore>,
+);
+
 async fn run_all(
     settings: Settings,
     listener: TcpListener,
@@ -117,13 +126,7 @@ async fn run_all(
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
     let gateway = gateway::recording_gateway(settings.messages_out.clone());
 
-    let (appender, log, fired, timers, store): (
-        Arc<dyn Appender>,
-        Arc<dyn PartitionLog>,
-        Arc<dyn FiredSink>,
-        Arc<dyn AsyncTimerStore>,
-        Arc<dyn StateStore>,
-    ) = match &settings.redis_url {
+    let (appender, log, fired, timers, store): Backends = match &settings.redis_url {
         None => {
             let log = Arc::new(memlog::MemoryLog::new(settings.partitions));
             (
