@@ -38,6 +38,17 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Read, export or forget a user through a running UserState service.
+    User {
+        #[arg(value_enum)]
+        action: UserAction,
+        user: String,
+        /// UserState (or `serve all`) address.
+        #[arg(long, env = "BECKON_URL", default_value = "http://127.0.0.1:50051")]
+        url: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
     /// Check journey and segment specs; exits non-zero on any error.
     Lint {
         /// A spec file or a folder of them.
@@ -59,6 +70,14 @@ enum Command {
         #[arg(long, default_value = "7d")]
         drain: Duration,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UserAction {
+    Get,
+    Export,
+    Forget,
+    Explain,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +118,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Lint { path } => run_lint(&path),
+        Command::User {
+            action,
+            user,
+            url,
+            workspace,
+        } => run_user(action, &user, &url, &workspace),
         Command::Serve {
             service,
             args,
@@ -202,6 +227,66 @@ fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<Ex
         writeln!(std::io::stderr(), "no decisions for user {}", config.user)?;
     }
     std::io::stdout().write_all(beckon::explain::render(&decisions).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_user(
+    action: UserAction,
+    user: &str,
+    url: &str,
+    workspace: &str,
+) -> anyhow::Result<ExitCode> {
+    use beckon_proto::v1::GetUserRequest;
+    use beckon_proto::v1::user_state_client::UserStateClient;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = runtime.block_on(async {
+        let mut client = UserStateClient::connect(url.to_string())
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let req = GetUserRequest {
+            workspace: workspace.to_string(),
+            user_id: user.to_string(),
+        };
+        let text = match action {
+            UserAction::Get => {
+                let v = client.get_user(req).await?.into_inner();
+                format!(
+                    "user {} (version {})\nsegments: {:?}\njourneys: {:?}\n{}\n",
+                    v.user_id, v.version, v.segments, v.journeys, v.state_json
+                )
+            }
+            UserAction::Export => client.export_user(req).await?.into_inner().json + "\n",
+            UserAction::Forget => {
+                let r = client.forget_user(req).await?.into_inner();
+                format!("forgotten: {} keys removed\n", r.keys_removed)
+            }
+            UserAction::Explain => {
+                let e = client.explain(req).await?.into_inner();
+                e.decisions
+                    .iter()
+                    .map(|d| {
+                        let at = d
+                            .at
+                            .as_ref()
+                            .map(|t| Ts(beckon_proto::convert::timestamp_to_millis(t)).to_string());
+                        format!(
+                            "{} {} {} {} {}\n",
+                            at.unwrap_or_default(),
+                            d.journey,
+                            d.step,
+                            d.kind,
+                            d.reason
+                        )
+                    })
+                    .collect()
+            }
+        };
+        anyhow::Ok(text)
+    })?;
+    std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

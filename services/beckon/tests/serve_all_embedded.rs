@@ -3,8 +3,10 @@
 
 mod support;
 
+use beckon_proto::v1::GetUserRequest;
 use beckon_proto::v1::TrackRequest;
 use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_proto::v1::user_state_client::UserStateClient;
 use serde_json::json;
 use support::{Served, eventually, examples, recorded, track, wall_clock_ms};
 
@@ -109,6 +111,37 @@ async fn cart_reminder_flows_through_the_running_services() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("event.userId"), "{}", err.message());
 
+    // The user's state, its explanation, and forgetting it, through the UserState API.
+    let mut users = UserStateClient::connect(served.url())
+        .await
+        .expect("connect");
+    let who = || GetUserRequest {
+        workspace: "default".into(),
+        user_id: "shopper".into(),
+    };
+    let view = users.get_user(who()).await.expect("get user").into_inner();
+    assert!(
+        view.state_json.contains("Product Added"),
+        "{}",
+        view.state_json
+    );
+    let why = users.explain(who()).await.expect("explain").into_inner();
+    let kinds: Vec<_> = why
+        .decisions
+        .iter()
+        .filter(|d| d.journey == "cart-abandonment")
+        .map(|d| d.kind.as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"entered") && kinds.contains(&"sent"),
+        "{kinds:?}"
+    );
+    let forgotten = users.forget_user(who()).await.expect("forget").into_inner();
+    assert!(forgotten.keys_removed >= 1);
+    let gone = users.get_user(who()).await.expect_err("forgotten");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    drop(users);
     drop(ingest);
     let status = served.terminate();
     assert!(

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod error;
+pub mod grpc;
 pub mod lease;
 pub mod live;
 pub mod outlet;

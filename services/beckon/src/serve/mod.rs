@@ -15,9 +15,11 @@ use beckon_ingest::grpc::{Appender, IngestService};
 use beckon_journey::Engine;
 use beckon_proto::v1::ingest_server::IngestServer;
 use beckon_proto::v1::scheduler_server::SchedulerServer;
+use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
 use beckon_scheduler::grpc::SchedulerService;
 use beckon_scheduler::{AsyncTimerStore, MemoryAsyncTimers};
+use beckon_user_state::grpc::UserStateService;
 use beckon_user_state::live::PartitionLog;
 use beckon_user_state::{MemoryStore, Outlet, StateStore, TimerSink};
 use tokio::net::TcpListener;
@@ -160,6 +162,7 @@ async fn run_all(
         |_| {},
     ));
 
+    let user_store = store.clone();
     let parts = userstate::Parts {
         engine,
         store,
@@ -182,18 +185,18 @@ async fn run_all(
         appender,
         MAX_INFLIGHT,
     )))
+    .add_service(UserStateServer::new(UserStateService::new(user_store)))
     .add_service(SchedulerServer::new(SchedulerService::new(
         timers,
         settings.partitions,
         wake,
     )));
-    crate::grpc::serve(
-        listener,
-        routes,
-        &["beckon.v1.Ingest", "beckon.v1.Scheduler"],
-        server_stop,
-    )
-    .await?;
+    let names = [
+        "beckon.v1.Ingest",
+        "beckon.v1.UserState",
+        "beckon.v1.Scheduler",
+    ];
+    crate::grpc::serve(listener, routes, &names, server_stop).await?;
 
     // The server stopped taking calls; let the partitions write what they hold.
     let _ = user_state.await;
@@ -285,7 +288,7 @@ async fn run_user_state(
 
     let parts = userstate::Parts {
         engine,
-        store,
+        store: store.clone(),
         log,
         timers,
         outlet,
@@ -311,13 +314,8 @@ async fn run_user_state(
     let owner = tokio::spawn(async move {
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
-    crate::grpc::serve(
-        listener,
-        Routes::default(),
-        &["beckon.v1.UserState"],
-        server_stop,
-    )
-    .await?;
+    let routes = Routes::new(UserStateServer::new(UserStateService::new(store)));
+    crate::grpc::serve(listener, routes, &["beckon.v1.UserState"], server_stop).await?;
     let _ = owner.await;
     Ok(())
 }
