@@ -22,6 +22,11 @@ replay file=events:
     cargo run --release --locked -p beckon -- replay --events {{file}} --journeys {{journeys}} \
         --report out/report.json --messages out/messages.jsonl
 
+# Every service in one process on the embedded store; messages are recorded to out/sent.jsonl.
+up:
+    cargo run --release --locked -p beckon -- serve all --listen 127.0.0.1:50051 \
+        --journeys {{journeys}} --messages-out out/sent.jsonl
+
 # Replay the public Taobao sample and print throughput.
 bench:
     cargo build --release --locked -p beckon
