@@ -491,31 +491,48 @@ impl DidSpec {
         cx: &'a Context<'_>,
     ) -> impl Iterator<Item = &'a beckon_core::state::Occurrence> {
         let within = self.within.unwrap_or(Duration::ZERO);
+
+        // The values `same` compares against are looked up once, not per occurrence.
+        let wanted: Vec<Option<&serde_json::Value>> =
+            self.same.iter().map(|p| cx.props.get(p)).collect();
         cx.state
             .occurrences_within(&self.event, cx.now, within)
             .filter(|o| props_match(&o.props, &self.filter))
-            .filter(|o| {
+            .filter(move |o| {
                 self.same
                     .iter()
-                    .all(|p| o.props.get(p).is_some() && o.props.get(p) == cx.props.get(p))
+                    .zip(&wanted)
+                    .all(|(p, want)| want.is_some() && o.props.get(p) == *want)
             })
     }
 
-    fn count(&self, cx: &Context<'_>) -> u64 {
+    /// Counts up to `cap`: enough to decide the condition without scanning every occurrence.
+    fn count_capped(&self, cx: &Context<'_>, cap: u64) -> u64 {
         if self.within.is_none() {
             return cx.state.events.get(&self.event).map_or(0, |s| s.count);
         }
-        self.counted(cx).map(|o| u64::from(o.count)).sum()
+        let mut n = 0;
+        for o in self.counted(cx) {
+            n += u64::from(o.count);
+            if n >= cap {
+                break;
+            }
+        }
+        n
     }
 
     fn eval(&self, cx: &Context<'_>) -> bool {
-        let n = self.count(cx);
         if let Some(exact) = self.exactly {
-            return n == exact;
+            return self.count_capped(cx, exact.saturating_add(1)) == exact;
         }
         let at_least = self
             .at_least
             .unwrap_or(if self.at_most.is_some() { 0 } else { 1 });
+        let cap = match self.at_most {
+            Some(max) => max.saturating_add(1).max(at_least),
+            None => at_least,
+        };
+        let n = self.count_capped(cx, cap);
         n >= at_least && self.at_most.is_none_or(|max| n <= max)
     }
 }

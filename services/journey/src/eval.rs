@@ -863,13 +863,27 @@ impl Run<'_> {
         }
 
         let inst = &state.journeys[i];
-        let data = template_data(state, inst, j, props);
+        let templates = [Some(&m.body), m.title.as_ref(), m.subject.as_ref()];
+
+        // Plain-text copy (most titles, many bodies) needs no template data at all.
+        let dynamic = templates.iter().flatten().any(|t| !t.is_static());
+        let data = if dynamic {
+            template_data(state, inst, j, props)
+        } else {
+            Value::Null
+        };
         let escape = if m.channel == Channel::Email {
             Escape::Html
         } else {
             Escape::None
         };
-        let render = |t: &crate::template::Template| t.render(data.clone(), escape);
+        let render = |t: &crate::template::Template| {
+            if t.is_static() {
+                Ok(t.source().to_string())
+            } else {
+                t.render(data.clone(), escape)
+            }
+        };
         let rendered = (|| {
             let body = render(&m.body)?;
             let title = m.title.as_ref().map(render).transpose()?;

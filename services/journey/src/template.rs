@@ -89,6 +89,11 @@ impl Template {
         &self.source
     }
 
+    /// True when the template is plain text: rendering it needs no data.
+    pub fn is_static(&self) -> bool {
+        !self.source.contains("{{") && !self.source.contains("{%")
+    }
+
     /// Names read directly under `root`: `{{ last.product_viewed.name }}` gives
     /// `product_viewed` for `last`.
     pub fn children_of(&self, root: &str) -> Vec<String> {
