@@ -34,7 +34,8 @@ pub struct PartitionWorker {
     store: Arc<dyn StateStore>,
     timers: Timers,
     outlet: Arc<dyn Outlet>,
-    actors: HashMap<(String, String), Active>,
+    /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
+    actors: HashMap<String, HashMap<String, Active>>,
     now: Ts,
     stats: Stats,
 }
@@ -74,7 +75,7 @@ impl PartitionWorker {
 
     /// Users with a live actor.
     pub fn users(&self) -> usize {
-        self.actors.len()
+        self.actors.values().map(HashMap::len).sum()
     }
 
     /// Timers waiting in the worker; remote timers are counted by the scheduler.
@@ -141,7 +142,12 @@ impl PartitionWorker {
     /// Writes every changed user's state to the store.
     pub async fn flush(&mut self) -> Result<usize, StateError> {
         let mut written = 0;
-        for active in self.actors.values_mut().filter(|a| a.dirty) {
+        for active in self
+            .actors
+            .values_mut()
+            .flat_map(|m| m.values_mut())
+            .filter(|a| a.dirty)
+        {
             let state = active.addr.send(Snapshot).await?;
             self.store.save(&state, active.stored).await?;
             active.stored = state.version;
@@ -155,9 +161,11 @@ impl PartitionWorker {
     /// reloads it from the store. After a failed batch this puts users back where the log's
     /// unacknowledged entries expect them, and applying those entries again is exact.
     pub fn discard_unsaved(&mut self) -> usize {
-        let before = self.actors.len();
-        self.actors.retain(|_, a| !a.dirty);
-        before - self.actors.len()
+        let before = self.users();
+        for users in self.actors.values_mut() {
+            users.retain(|_, a| !a.dirty);
+        }
+        before - self.users()
     }
 
     /// The live state of a user, loading it when no actor holds it.
@@ -174,18 +182,14 @@ impl PartitionWorker {
     ) -> Result<(), StateError> {
         let addr = self.actor(workspace, user).await?;
         let effects = addr.send(Apply(trigger)).await?;
-        if let Some(active) = self
-            .actors
-            .get_mut(&(workspace.to_string(), user.to_string()))
-        {
+        if let Some(active) = self.actors.get_mut(workspace).and_then(|m| m.get_mut(user)) {
             active.dirty = true;
         }
         self.perform(effects).await
     }
 
     async fn actor(&mut self, workspace: &str, user: &str) -> Result<Addr<UserActor>, StateError> {
-        let key = (workspace.to_string(), user.to_string());
-        if let Some(active) = self.actors.get(&key) {
+        if let Some(active) = self.actors.get(workspace).and_then(|m| m.get(user)) {
             return Ok(active.addr.clone());
         }
 
@@ -194,14 +198,17 @@ impl PartitionWorker {
         let state = loaded.unwrap_or_else(|| UserState::new(workspace, user));
         let addr = UserActor::new(state, self.engine.clone()).start();
         tracing::trace!(partition = self.partition, user, "actor started");
-        self.actors.insert(
-            key,
-            Active {
-                addr: addr.clone(),
-                stored,
-                dirty: false,
-            },
-        );
+        self.actors
+            .entry(workspace.to_string())
+            .or_default()
+            .insert(
+                user.to_string(),
+                Active {
+                    addr: addr.clone(),
+                    stored,
+                    dirty: false,
+                },
+            );
         Ok(addr)
     }
 
