@@ -31,59 +31,37 @@ async fn cart_reminder_flows_through_the_running_services() {
     // The services run on the system clock: an add two hours ago has a reminder due an hour
     // ago, which fires as soon as it is set.
     let past = wall_clock_ms() - 2 * 3_600_000;
-    let add = track(
-        "shopper",
-        "Product Added",
-        "m1",
-        past,
-        json!({"name": "Lamp"}),
-    );
-    let ack = ingest
-        .track(TrackRequest {
-            workspace: "default".into(),
-            event: Some(add),
-        })
-        .await
-        .expect("track")
-        .into_inner();
-    assert!(ack.appended);
+    let lamp = || {
+        track(
+            "shopper",
+            "Product Added",
+            "m1",
+            past,
+            json!({"name": "Lamp"}),
+        )
+    };
+    assert!(send(&mut ingest, lamp()).await.appended);
 
     // A repeated message id is acknowledged without a second append.
-    let again = track(
-        "shopper",
-        "Product Added",
-        "m1",
-        past,
-        json!({"name": "Lamp"}),
-    );
-    let ack = ingest
-        .track(TrackRequest {
-            workspace: "default".into(),
-            event: Some(again),
-        })
-        .await
-        .expect("track")
-        .into_inner();
-    assert!(!ack.appended);
+    assert!(!send(&mut ingest, lamp()).await.appended);
 
     // An order right after the add cancels that user's reminder.
-    let buyer_add = track(
-        "buyer",
-        "Product Added",
-        "b1",
-        past,
-        json!({"name": "Desk"}),
-    );
-    let buyer_order = track("buyer", "Order Completed", "b2", past + 60_000, json!({}));
-    for e in [buyer_add, buyer_order] {
-        ingest
-            .track(TrackRequest {
-                workspace: "default".into(),
-                event: Some(e),
-            })
-            .await
-            .expect("track");
-    }
+    send(
+        &mut ingest,
+        track(
+            "buyer",
+            "Product Added",
+            "b1",
+            past,
+            json!({"name": "Desk"}),
+        ),
+    )
+    .await;
+    send(
+        &mut ingest,
+        track("buyer", "Order Completed", "b2", past + 60_000, json!({})),
+    )
+    .await;
 
     let cart = |m: &serde_json::Value| m["journey"] == "cart-abandonment";
     assert!(
@@ -148,4 +126,15 @@ async fn cart_reminder_flows_through_the_running_services() {
         status.success(),
         "drains and exits cleanly on SIGTERM: {status:?}"
     );
+}
+
+async fn send(
+    ingest: &mut IngestClient<tonic::transport::Channel>,
+    event: beckon_proto::v1::Event,
+) -> beckon_proto::v1::Ack {
+    let request = TrackRequest {
+        workspace: "default".into(),
+        event: Some(event),
+    };
+    ingest.track(request).await.expect("track").into_inner()
 }

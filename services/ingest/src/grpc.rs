@@ -26,14 +26,7 @@ pub trait Appender: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 }
 
-/// Where an event landed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Appended {
-    pub partition: u32,
-    pub offset: String,
-    /// The message id had been appended before; nothing was appended now.
-    pub duplicate: bool,
-}
+pub use crate::log::Appended;
 
 /// Most events one `Batch` call may carry.
 pub const MAX_BATCH: usize = 1000;
