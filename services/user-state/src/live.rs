@@ -64,6 +64,8 @@ pub struct LoopConfig {
     pub block_ms: u64,
     /// Pause after a failed batch before it is read again.
     pub retry_ms: u64,
+    /// Actors of users idle this long (partition time) are stopped after a written batch.
+    pub idle: beckon_core::Duration,
 }
 
 /// Counts a partition loop reports when it stops.
@@ -106,6 +108,7 @@ pub async fn run_partition(
             Ok(n) => {
                 report.applied += n;
                 report.batches += 1;
+                worker.evict_idle(config.idle);
             }
             Err(e) => {
                 report.failures += 1;

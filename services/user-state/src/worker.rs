@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, Addr};
-use beckon_core::{Effect, Event, Trigger, Ts, UserState};
+use beckon_core::{Duration, Effect, Event, Trigger, Ts, UserState};
 use beckon_journey::Engine;
 
 use crate::actor::{Apply, Snapshot, UserActor};
@@ -21,6 +21,8 @@ struct Active {
     /// Version last written to the store; the next write expects it.
     stored: u64,
     dirty: bool,
+    /// Partition time of the user's last trigger, for stopping idle actors.
+    last_used: Ts,
 }
 
 /// Drives the users of one partition through triggers in order.
@@ -157,6 +159,24 @@ impl PartitionWorker {
         Ok(written)
     }
 
+    /// Stops the actors of users with no trigger for `idle` of partition time whose state is
+    /// written; their next trigger loads them again from the store. Returns how many stopped.
+    ///
+    /// Time is the partition's, not the wall clock's, so a replay evicts by event time and a
+    /// live partition by the time of its latest trigger.
+    pub fn evict_idle(&mut self, idle: Duration) -> usize {
+        let horizon = self.now.saturating_sub(idle);
+        let before = self.users();
+        for users in self.actors.values_mut() {
+            users.retain(|_, a| a.dirty || a.last_used > horizon);
+        }
+        let stopped = before - self.users();
+        if stopped > 0 {
+            tracing::debug!(partition = self.partition, stopped, "idle actors stopped");
+        }
+        stopped
+    }
+
     /// Stops every actor whose state changed since it was last written, so the next trigger
     /// reloads it from the store. After a failed batch this puts users back where the log's
     /// unacknowledged entries expect them, and applying those entries again is exact.
@@ -184,6 +204,7 @@ impl PartitionWorker {
         let effects = addr.send(Apply(trigger)).await?;
         if let Some(active) = self.actors.get_mut(workspace).and_then(|m| m.get_mut(user)) {
             active.dirty = true;
+            active.last_used = self.now;
         }
         self.perform(effects).await
     }
@@ -207,6 +228,7 @@ impl PartitionWorker {
                     addr: addr.clone(),
                     stored,
                     dirty: false,
+                    last_used: self.now,
                 },
             );
         Ok(addr)

@@ -83,6 +83,7 @@ impl Instance {
             batch: 256,
             block_ms: 200,
             retry_ms: 200,
+            idle: beckon_core::Duration::hours(1),
         };
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         arbiter.spawn_fn(move || {
