@@ -11,6 +11,15 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+/// RPC metrics of this process, once telemetry is set up: one pipeline per process, shared by
+/// every server it runs.
+static METRICS: std::sync::OnceLock<beckon_telemetry::Metrics> = std::sync::OnceLock::new();
+
+/// Makes every server started afterwards record RPC metrics and server spans.
+pub fn record_rpcs_with(metrics: beckon_telemetry::Metrics) {
+    let _ = METRICS.set(metrics);
+}
+
 /// Serves `routes` (plus health and reflection) on `listener` until `shutdown` resolves.
 ///
 /// `names` are the fully qualified service names reported as serving, e.g.
@@ -53,7 +62,12 @@ pub async fn serve(
     // Without TCP_NODELAY small answers and stream items wait for delayed acknowledgements
     // (tens of milliseconds); set it on every accepted connection.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let layer = match METRICS.get() {
+        Some(m) => beckon_telemetry::GrpcServerLayer::new().with_metrics(m.clone()),
+        None => beckon_telemetry::GrpcServerLayer::new(),
+    };
     let server = tonic::transport::Server::builder()
+        .layer(layer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, draining);
 

@@ -113,7 +113,11 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+
+    // Services log through the telemetry pipeline (trace ids, OTLP); the rest log plainly.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(&cli.log);
+    }
 
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
@@ -210,14 +214,35 @@ fn run_serve(
         std::io::stdout().write_all(settings.printable().as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
+    let name = format!("beckon-{}", service.name());
+    let telemetry = beckon_telemetry::TelemetryConfig::from_env(&name)?;
+    let clock: std::sync::Arc<dyn beckon_core::Clock> =
+        std::sync::Arc::new(beckon_core::SystemClock);
+    let guard = beckon_telemetry::init(telemetry, clock)?;
+    beckon::grpc::record_rpcs_with(guard.metrics());
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(beckon::serve::run(
-        service,
-        settings,
-        beckon::grpc::termination(),
-    ))?;
+    runtime.block_on(async {
+        // The admin port serves /metrics for Prometheus, apart from the gRPC port.
+        if let Some(addr) = &settings.admin_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding admin {addr}"))?;
+            let bound = listener.local_addr()?;
+            writeln!(std::io::stdout(), "admin {bound}")?;
+            let router = guard.metrics_endpoint().router();
+            tokio::spawn(async move {
+                let stop = beckon::grpc::termination();
+                if let Err(e) = beckon_telemetry::serve_admin(listener, router, stop).await {
+                    tracing::warn!(error = %e, "admin endpoint stopped");
+                }
+            });
+        }
+        beckon::serve::run(service, settings, beckon::grpc::termination()).await
+    })?;
+    drop(guard);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -24,6 +24,8 @@ async fn cart_reminder_flows_through_the_running_services() {
             out.to_str().unwrap_or_default(),
             "--partitions",
             "8",
+            "--admin-listen",
+            "127.0.0.1:0",
         ],
     );
     let mut ingest = IngestClient::connect(served.url()).await.expect("connect");
@@ -118,6 +120,16 @@ async fn cart_reminder_flows_through_the_running_services() {
     assert!(forgotten.keys_removed >= 1);
     let gone = users.get_user(who()).await.expect_err("forgotten");
     assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    // Every RPC above is counted, by method, on the Prometheus endpoint.
+    let admin = served.admin.clone().expect("admin address");
+    let metrics = support::http_get(&admin, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("rpc_method=\"Track\""), "{metrics}");
+    assert!(
+        metrics.contains("rpc_service=\"beckon.v1.UserState\""),
+        "{metrics}"
+    );
 
     drop(users);
     drop(ingest);

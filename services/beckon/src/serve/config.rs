@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Where the gateway records every message it sends, one JSON object per line.
     #[arg(long, env = "BECKON_MESSAGES_OUT")]
     pub messages_out: Option<PathBuf>,
+    /// Address of the admin HTTP endpoint (`/metrics` for Prometheus); off when absent.
+    #[arg(long, env = "BECKON_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 }
 
 /// The effective configuration.
@@ -58,6 +61,7 @@ pub struct Settings {
     pub gateway_url: Option<String>,
     pub threads: usize,
     pub messages_out: Option<PathBuf>,
+    pub admin_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             gateway_url: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             messages_out: None,
+            admin_listen: None,
         }
     }
 }
@@ -126,6 +131,7 @@ impl Settings {
         layer!(opt gateway_url);
         layer!(threads);
         layer!(opt messages_out);
+        layer!(opt admin_listen);
 
         if s.partitions == 0 {
             anyhow::bail!("partitions: must be at least 1");

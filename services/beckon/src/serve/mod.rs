@@ -38,6 +38,19 @@ pub enum Service {
     Gateway,
 }
 
+impl Service {
+    /// The name used for the process in telemetry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::All => "all",
+            Service::Ingest => "ingest",
+            Service::UserState => "user-state",
+            Service::Scheduler => "scheduler",
+            Service::Gateway => "gateway",
+        }
+    }
+}
+
 /// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
 const MAX_INFLIGHT: usize = 4096;
 

@@ -13,6 +13,8 @@ use beckon_proto::v1::Event;
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// The admin (metrics) address, when the process was started with one.
+    pub admin: Option<String>,
 }
 
 impl Served {
@@ -30,16 +32,19 @@ impl Served {
             .spawn()
             .expect("start beckon serve");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Served { child, addr }
+        let mut reader = BufReader::new(stdout);
+        let mut admin = None;
+        let addr = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read a start-up line");
+            assert!(n > 0, "beckon serve {service} exited before listening");
+            if let Some(a) = line.trim().strip_prefix("admin ") {
+                admin = Some(a.to_string());
+            } else if let Some(a) = line.trim().strip_prefix("listening ") {
+                break a.to_string();
+            }
+        };
+        Served { child, addr, admin }
     }
 
     pub fn url(&self) -> String {
@@ -112,4 +117,19 @@ pub fn wall_clock_ms() -> i64 {
 
 pub fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/journeys")
+}
+
+/// GET on a plain HTTP/1.1 endpoint; the body as text.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect admin");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read response");
+    text
 }
