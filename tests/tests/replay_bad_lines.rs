@@ -60,3 +60,15 @@ fn a_repeated_message_id_is_applied_once() {
     );
     assert_eq!(sent(&out, "u9", "cart-abandonment").len(), 1);
 }
+
+#[test]
+fn a_folder_or_missing_file_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for events in [dir.path().to_path_buf(), dir.path().join("missing.jsonl")] {
+        let mut config =
+            beckon::replay::ReplayConfig::new(events, beckon_tests::example_journeys());
+        config.progress = false;
+        let err = beckon::replay::run(&config).err().map(|e| format!("{e:#}"));
+        assert!(err.is_some(), "replaying {:?} must fail", config.events);
+    }
+}

@@ -110,7 +110,13 @@ pub fn run(config: &ReplayConfig) -> anyhow::Result<ReplayOutcome> {
 async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<ReplayOutcome> {
     let file = std::fs::File::open(&config.events)
         .with_context(|| format!("opening {}", config.events.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", config.events.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a file of events", config.events.display());
+    }
+    let size = meta.len();
     let reader = BufReader::with_capacity(1 << 20, file);
 
     let recorder = RecordingChannel::new();
@@ -150,10 +156,14 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         let line_no = n as u64 + 1;
         let line = match line {
             Ok(l) => l,
-            Err(e) => {
-                // Invalid UTF-8 is one bad line, not the end of the file.
+            // Invalid UTF-8 is one bad line, not the end of the file.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 reject(&mut counts, line_no, "malformed_json", "", &e.to_string());
                 continue;
+            }
+            // Anything else (a directory, a failing disk) would fail the same way forever.
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", config.events.display()));
             }
         };
         bytes += line.len() as u64 + 1;

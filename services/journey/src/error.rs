@@ -30,7 +30,7 @@ pub enum JourneyError {
     #[error("{} error(s) in specs; first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
     Invalid(Vec<SpecError>),
 
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         #[source]

@@ -60,6 +60,18 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Refuse a configuration that cannot work before taking the port: whoever waits for the
+    // `listening` line must be able to trust it.
+    match service {
+        Service::Ingest | Service::Scheduler | Service::UserState => {
+            require_redis(&settings, service.name())?;
+        }
+        Service::All | Service::Gateway => {}
+    }
+    if service == Service::UserState && settings.scheduler_url.is_none() {
+        anyhow::bail!("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)");
+    }
+
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
