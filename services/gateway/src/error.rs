@@ -54,7 +54,9 @@ impl From<GatewayError> for tonic::Status {
             GatewayError::Unavailable { .. } => tonic::Status::unavailable(e.to_string()),
             GatewayError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             GatewayError::NoRecipient { .. } => tonic::Status::failed_precondition(e.to_string()),
-            GatewayError::InDoubt { .. } => tonic::Status::aborted(e.to_string()),
+            // Retrying cannot help until the key expires: the earlier attempt may have been
+            // delivered, and this provider cannot drop a repeat.
+            GatewayError::InDoubt { .. } => tonic::Status::failed_precondition(e.to_string()),
             GatewayError::Config { .. } => tonic::Status::failed_precondition(e.to_string()),
             GatewayError::KeyStore(_) => tonic::Status::unavailable(e.to_string()),
         }

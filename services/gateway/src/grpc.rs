@@ -238,7 +238,14 @@ impl GatewayRpc for GatewayService {
     ) -> Result<Response<pb::SendResponse>, Status> {
         let message = outbound(request.into_inner(), self.clock.now())?;
 
-        let result = self.gateway.send(&message).await;
+        // A caller that gives up (deadline, disconnect) drops this handler. The send runs in a
+        // task of its own so that a claimed key is always recorded or released, never left in
+        // doubt by the cancellation.
+        let gateway = self.gateway.clone();
+        let task_message = message.clone();
+        let result = tokio::spawn(async move { gateway.send(&task_message).await })
+            .await
+            .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
         let outcome = match &result {
             Ok(d) if d.duplicate => "duplicate",
             Ok(_) => "sent",
