@@ -36,14 +36,14 @@ pub struct LogEntry {
 
 /// What the live loop needs from the partitioned event log.
 pub trait PartitionLog: Send + Sync + 'static {
-    /// Entries not yet acknowledged by this consumer group: first any that were delivered
-    /// before and never acknowledged (a crashed owner's), then new ones. Waits up to
+    /// Entries not yet acknowledged for the partition: first any that were delivered before
+    /// and never acknowledged (a crashed owner's), then new ones. A partition has one owner at
+    /// a time (its lease), so the log needs no consumer name from the caller. Waits up to
     /// `block_ms` when there are none.
     fn read<'a>(
         &'a self,
         workspace: &'a str,
         partition: u32,
-        consumer: &'a str,
         max: usize,
         block_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, StateError>>;
@@ -88,13 +88,7 @@ pub async fn run_partition(
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
-        let read = log.read(
-            &config.workspace,
-            p,
-            &config.consumer,
-            config.batch,
-            config.block_ms,
-        );
+        let read = log.read(&config.workspace, p, config.batch, config.block_ms);
         let entries = tokio::select! {
             r = read => r,
             _ = stop.changed() => break,

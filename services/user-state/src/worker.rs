@@ -96,7 +96,7 @@ impl PartitionWorker {
     }
 
     /// Applies a trigger read from the partition's log: an event, or a timer the scheduler
-    /// fired. Returns false when the user had already applied it (a redelivery).
+    /// fired. A redelivered entry the user already applied changes nothing.
     pub async fn on_trigger(
         &mut self,
         workspace: &str,

@@ -142,7 +142,6 @@ impl PartitionLog for MemoryLog {
         &'a self,
         workspace: &'a str,
         partition: u32,
-        _consumer: &'a str,
         max: usize,
         block_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, StateError>> {

@@ -258,7 +258,6 @@ impl PartitionLog for RedisLog {
         &'a self,
         workspace: &'a str,
         partition: u32,
-        _consumer: &'a str,
         max: usize,
         block_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, StateError>> {
