@@ -9,22 +9,12 @@ use beckon_proto::v1::{
     Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
     TrackRequest, batch_result,
 };
-use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::error::{IngestError, RejectReason, Rejection};
-
-/// Where accepted events go. The answer comes only after the event is durably appended.
-pub trait Appender: Send + Sync + 'static {
-    fn append<'a>(
-        &'a self,
-        workspace: &'a str,
-        event: &'a Event,
-        traceparent: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, IngestError>>;
-}
+use crate::log::EventLog;
 
 pub use crate::log::Appended;
 
@@ -32,15 +22,16 @@ pub use crate::log::Appended;
 pub const MAX_BATCH: usize = 1000;
 
 pub struct IngestService {
-    appender: Arc<dyn Appender>,
+    /// Where accepted events go; the answer comes only after the append is durable.
+    log: Arc<dyn EventLog>,
     /// Appends in flight; a full house answers RESOURCE_EXHAUSTED instead of queueing.
     inflight: Arc<Semaphore>,
 }
 
 impl IngestService {
-    pub fn new(appender: Arc<dyn Appender>, max_inflight: usize) -> IngestService {
+    pub fn new(log: Arc<dyn EventLog>, max_inflight: usize) -> IngestService {
         IngestService {
-            appender,
+            log,
             inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
         }
     }
@@ -62,7 +53,7 @@ impl IngestService {
             .inflight
             .try_acquire()
             .map_err(|_| IngestError::Overloaded)?;
-        let appended = self.appender.append(workspace, &event, traceparent).await?;
+        let appended = self.log.append(workspace, &event, traceparent).await?;
         tracing::debug!(
             workspace,
             partition = appended.partition,

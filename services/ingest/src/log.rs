@@ -1,22 +1,28 @@
-//! The partitioned event log: where ingest appends and user-state reads.
+//! The partitioned log: where ingest appends events, the scheduler appends fired timers, and
+//! user-state reads both.
 //!
-//! An event goes to the partition of its user (`partition_of(workspace, user)`). Appending is
-//! idempotent by message id within the dedup window: a repeated id is answered with the
-//! offset of the first append and is not appended again, so a client may retry until it
-//! hears back. Readers form a consumer group per partition; an entry stays pending until its
-//! consumer acknowledges it (after the state write that applied it), and the entries of a
-//! consumer that died are taken over by another with [`EventLog::reclaim`].
+//! An entry goes to the partition of its user (`partition_of(workspace, user)`), so a user's
+//! events and timers reach its one owner in order. Appending is idempotent: an event by its
+//! message id, a fired timer by (user, timer id, due time), within the dedup window. A repeat
+//! is answered with the offset of the first append and is not appended again, so a client
+//! may retry until it hears back.
 //!
-//! [`RedisLog`] keeps the log in Redis Streams; [`MemoryLog`] is the embedded twin for tests,
-//! replay and single-process runs.
+//! Readers form a consumer group per partition. An entry stays pending until its consumer
+//! acknowledges it (after the state write that applied it); acknowledging also removes it,
+//! so the log holds only work not yet applied. A restarted consumer of the same name finds
+//! its pending entries with [`EventLog::pending`], and the entries of a consumer that died for
+//! good are taken over by another with [`EventLog::reclaim`].
+//!
+//! [`RedisLog`] keeps the log in Redis Streams (single node or Cluster); [`MemoryLog`] is the
+//! embedded twin for tests and single-process runs.
 
 mod memory;
 mod redis;
 
 pub use memory::MemoryLog;
-pub use redis::{LogConfig, RedisLog};
+pub use redis::{Connect, LogConfig, RedisLog};
 
-use beckon_core::{Duration, Event};
+use beckon_core::{Duration, Event, Timer, Trigger};
 use futures::future::BoxFuture;
 
 use crate::error::IngestError;
@@ -27,7 +33,7 @@ pub struct Appended {
     pub partition: u32,
     /// The entry's offset (a stream id such as `1700000000000-0`).
     pub offset: String,
-    /// True when the message id was appended before; `offset` is then the first append's.
+    /// True when the entry was appended before; `offset` is then the first append's.
     pub duplicate: bool,
 }
 
@@ -36,11 +42,30 @@ pub struct Appended {
 pub struct LogEntry {
     pub offset: String,
     pub workspace: String,
-    /// The event, or why its stored form could not be read. A bad entry is handed out like
-    /// any other, so the reader can acknowledge it (and report it) instead of stalling on it.
-    pub event: Result<Event, String>,
-    /// W3C trace context of the append, to link the reader's span to the ingest call.
+    /// The event or fired timer, or why its stored form could not be read. A bad entry is
+    /// handed out like any other, so the reader can acknowledge it (and report it) instead
+    /// of stalling on it.
+    pub trigger: Result<Trigger, String>,
+    /// W3C trace context of the append, to link the reader's span to the appending call.
     pub traceparent: Option<String>,
+}
+
+impl LogEntry {
+    /// The event, when the entry holds one.
+    pub fn event(&self) -> Option<&Event> {
+        match &self.trigger {
+            Ok(Trigger::Event(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The fired timer, when the entry holds one.
+    pub fn timer(&self) -> Option<&Timer> {
+        match &self.trigger {
+            Ok(Trigger::Timer(t)) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// A reader's place: which partition, which consumer group, which consumer in it.
@@ -73,16 +98,25 @@ pub trait EventLog: Send + Sync + 'static {
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
+    /// Appends a fired timer to its user's partition, unless this firing (user, timer id,
+    /// due time) was appended within the dedup window: a retried delivery appends once.
+    fn append_fired<'a>(
+        &'a self,
+        timer: &'a Timer,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>>;
+
     /// Creates the consumer group of a partition, reading from the start, if it is missing.
     fn ensure_group<'a>(&'a self, consumer: &'a Consumer)
     -> BoxFuture<'a, Result<(), IngestError>>;
 
     /// Up to `count` entries never delivered to the group before, now pending for this
-    /// consumer.
+    /// consumer. When there are none, waits up to `block` for some (zero: answers at once).
     fn read<'a>(
         &'a self,
         consumer: &'a Consumer,
         count: usize,
+        block: Duration,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>>;
 
     /// Up to `count` entries delivered to this consumer and not yet acknowledged, oldest
@@ -93,7 +127,7 @@ pub trait EventLog: Send + Sync + 'static {
         count: usize,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>>;
 
-    /// Acknowledges entries; returns how many were pending.
+    /// Acknowledges entries and removes them from the log; returns how many were pending.
     fn ack<'a>(
         &'a self,
         consumer: &'a Consumer,
@@ -110,6 +144,25 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>>;
 }
 
-fn decode_event(json: &[u8]) -> Result<Event, String> {
-    serde_json::from_slice(json).map_err(|e| e.to_string())
+/// The dedup id of a fired timer: the same firing always gets the same id, and a timer set
+/// again for another time gets a new one. Kept apart from message ids by the caller, so no
+/// client-chosen message id can shadow a timer.
+fn fired_id(timer: &Timer) -> String {
+    format!("{}:{}:{}", timer.user, timer.id, timer.due.as_millis())
+}
+
+/// How an entry is stored: its kind and its body.
+const KIND_EVENT: &str = "event";
+const KIND_TIMER: &str = "timer";
+
+fn decode(kind: &str, body: &[u8]) -> Result<Trigger, String> {
+    match kind {
+        KIND_EVENT => serde_json::from_slice(body)
+            .map(Trigger::Event)
+            .map_err(|e| format!("event: {e}")),
+        KIND_TIMER => serde_json::from_slice(body)
+            .map(Trigger::Timer)
+            .map_err(|e| format!("timer: {e}")),
+        other => Err(format!("unknown entry kind {other:?}")),
+    }
 }

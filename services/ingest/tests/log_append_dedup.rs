@@ -3,7 +3,7 @@
 
 mod support;
 
-use beckon_core::{Ts, VirtualClock};
+use beckon_core::{Duration, Ts, VirtualClock};
 use beckon_ingest::log::{Consumer, EventLog};
 use beckon_testkit::RedisServer;
 use support::{event, memory_log, redis_log};
@@ -29,11 +29,11 @@ async fn repeated_id_is_appended_once(log: &dyn EventLog) {
     log.ensure_group(&reader)
         .await
         .expect("creating twice is fine");
-    let entries = log.read(&reader, 10).await.expect("read");
+    let entries = log.read(&reader, 10, Duration(0)).await.expect("read");
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].offset, first.offset);
     assert_eq!(entries[0].workspace, "w");
-    assert_eq!(entries[0].event.as_ref().expect("event"), &e);
+    assert_eq!(entries[0].event().expect("event"), &e);
     assert_eq!(entries[0].traceparent.as_deref(), Some(TRACEPARENT));
 }
 

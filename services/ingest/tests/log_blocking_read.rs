@@ -30,16 +30,12 @@ async fn blocked_reader_gets_the_next_append() {
     reader_log.ensure_group(&reader).await.expect("group");
 
     let empty = reader_log
-        .read_blocking(&reader, 10, Duration(50))
+        .read(&reader, 10, Duration(50))
         .await
         .expect("read");
     assert!(empty.is_empty());
 
-    let waiting = tokio::spawn(async move {
-        reader_log
-            .read_blocking(&reader, 10, Duration(20_000))
-            .await
-    });
+    let waiting = tokio::spawn(async move { reader_log.read(&reader, 10, Duration(20_000)).await });
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     let appended = writer.append("w", &e, None).await.expect("append");
     let got = waiting.await.expect("join").expect("read");

@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 
+use beckon_core::Duration;
 use beckon_ingest::log::{Consumer, EventLog, RedisLog};
 use beckon_testkit::RedisCluster;
 use support::{config, event};
@@ -27,7 +28,7 @@ async fn append_dedup_read_and_ack_on_a_cluster() {
     for p in &partitions {
         let c = Consumer::new("w", *p, "user-state", "a");
         log.ensure_group(&c).await.expect("group");
-        let entries = log.read(&c, 100).await.expect("read");
+        let entries = log.read(&c, 100, Duration(0)).await.expect("read");
         let offsets: Vec<_> = entries.iter().map(|e| e.offset.clone()).collect();
         assert_eq!(
             log.ack(&c, &offsets).await.expect("ack"),

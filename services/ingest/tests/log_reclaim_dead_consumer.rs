@@ -25,7 +25,7 @@ async fn dead_consumers_entries_come_back(log: &dyn EventLog, advance: impl Fn()
     let b = Consumer::new("w", partition, "user-state", "instance-b");
     log.ensure_group(&a).await.expect("group");
 
-    let read = log.read(&a, 10).await.expect("read");
+    let read = log.read(&a, 10, Duration(0)).await.expect("read");
     assert_eq!(read.len(), 3);
     assert_eq!(log.ack(&a, &offsets[..1]).await.expect("ack"), 1);
 
@@ -34,7 +34,10 @@ async fn dead_consumers_entries_come_back(log: &dyn EventLog, advance: impl Fn()
     let got: Vec<_> = pending.iter().map(|e| e.offset.clone()).collect();
     assert_eq!(got, offsets[1..]);
     assert!(
-        log.read(&a, 10).await.expect("read").is_empty(),
+        log.read(&a, 10, Duration(0))
+            .await
+            .expect("read")
+            .is_empty(),
         "nothing new"
     );
 
@@ -79,7 +82,10 @@ async fn memory_log_keeps_entries_of_a_live_consumer() {
         .expect("append");
     let owner = Consumer::new("w", a.partition, "g", "owner");
     let thief = Consumer::new("w", a.partition, "g", "thief");
-    assert_eq!(log.read(&owner, 10).await.expect("read").len(), 1);
+    assert_eq!(
+        log.read(&owner, 10, Duration(0)).await.expect("read").len(),
+        1
+    );
     clock.advance_to(Ts(999));
     assert!(
         log.reclaim(&thief, Duration(1_000), 10)

@@ -3,6 +3,7 @@
 
 mod support;
 
+use beckon_core::Duration;
 use beckon_ingest::log::{Consumer, EventLog};
 use beckon_testkit::{Fsync, Options, RedisServer};
 use support::{event, redis_log};
@@ -30,7 +31,7 @@ async fn acknowledged_appends_survive_a_kill() {
     let partition = appended[0].partition;
     let reader = Consumer::new("w", partition, "user-state", "a");
     log.ensure_group(&reader).await.expect("group");
-    let entries = log.read(&reader, 100).await.expect("read");
+    let entries = log.read(&reader, 100, Duration(0)).await.expect("read");
     let offsets: Vec<_> = entries.iter().map(|e| e.offset.clone()).collect();
     let expected: Vec<_> = appended.iter().map(|a| a.offset.clone()).collect();
     assert_eq!(offsets, expected);

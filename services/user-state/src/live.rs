@@ -17,43 +17,21 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use beckon_core::Trigger;
-use futures::future::BoxFuture;
+use beckon_core::Duration;
+use beckon_ingest::log::{Consumer, EventLog, LogEntry};
 use tokio::sync::watch;
 
 use crate::error::StateError;
 use crate::worker::PartitionWorker;
 
-/// One entry of a partition's log.
-#[derive(Clone, Debug)]
-pub struct LogEntry {
-    /// The log's id for the entry, used to acknowledge it.
-    pub id: String,
-    pub trigger: Trigger,
-    /// W3C trace context of the call that appended the entry.
-    pub traceparent: Option<String>,
-}
+/// The log's consumer group of user-state instances.
+pub const GROUP: &str = "user-state";
 
-/// What the live loop needs from the partitioned event log.
-pub trait PartitionLog: Send + Sync + 'static {
-    /// Entries not yet acknowledged for the partition: first any that were delivered before
-    /// and never acknowledged (a crashed owner's), then new ones. A partition has one owner at
-    /// a time (its lease), so the log needs no consumer name from the caller. Waits up to
-    /// `block_ms` when there are none.
-    fn read<'a>(
-        &'a self,
-        workspace: &'a str,
-        partition: u32,
-        max: usize,
-        block_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<LogEntry>, StateError>>;
-
-    fn ack<'a>(
-        &'a self,
-        workspace: &'a str,
-        partition: u32,
-        ids: &'a [String],
-    ) -> BoxFuture<'a, Result<(), StateError>>;
+/// The consumer a partition's owner reads as. A partition has one owner at a time (its
+/// lease), so the name is the partition's, not the instance's: a new owner's first look at
+/// its pending entries finds exactly what the previous owner read and never acknowledged.
+pub fn consumer(workspace: &str, partition: u32) -> Consumer {
+    Consumer::new(workspace, partition, GROUP, &format!("p{partition}"))
 }
 
 #[derive(Clone, Debug)]
@@ -79,16 +57,17 @@ pub struct LoopReport {
 /// Runs one partition until `stop` turns true, then writes what it holds and returns.
 pub async fn run_partition(
     mut worker: PartitionWorker,
-    log: Arc<dyn PartitionLog>,
+    log: Arc<dyn EventLog>,
     config: LoopConfig,
     mut stop: watch::Receiver<bool>,
 ) -> LoopReport {
     let p = worker.partition();
+    let reader = consumer(&config.workspace, p);
     let mut report = LoopReport::default();
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
-        let read = log.read(&config.workspace, p, config.batch, config.block_ms);
+        let read = next_batch(log.as_ref(), &reader, &config);
         let entries = tokio::select! {
             r = read => r,
             _ = stop.changed() => break,
@@ -120,19 +99,52 @@ pub async fn run_partition(
     report
 }
 
+/// Entries read before and never acknowledged (a failed batch, or a crashed previous owner's)
+/// come first, in order; then new ones, waiting up to `block_ms` for some.
+async fn next_batch(
+    log: &dyn EventLog,
+    reader: &Consumer,
+    config: &LoopConfig,
+) -> Result<Vec<LogEntry>, StateError> {
+    // No group yet is no error: the log creates it on the first read.
+    let pending = log.pending(reader, config.batch).await.map_err(log_error)?;
+    if !pending.is_empty() {
+        return Ok(pending);
+    }
+    let block = Duration(config.block_ms as i64);
+    log.read(reader, config.batch, block)
+        .await
+        .map_err(log_error)
+}
+
+fn log_error(e: beckon_ingest::IngestError) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
 async fn apply_batch(
     worker: &mut PartitionWorker,
-    log: &dyn PartitionLog,
+    log: &dyn EventLog,
     config: &LoopConfig,
     entries: Vec<LogEntry>,
 ) -> Result<u64, StateError> {
-    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let reader = consumer(&config.workspace, worker.partition());
+    let offsets: Vec<String> = entries.iter().map(|e| e.offset.clone()).collect();
     let n = entries.len() as u64;
     for entry in entries {
-        tracing::debug!(partition = worker.partition(), entry = %entry.id, "applying");
-        worker.on_trigger(&config.workspace, entry.trigger).await?;
+        tracing::debug!(partition = worker.partition(), entry = %entry.offset, "applying");
+        match entry.trigger {
+            Ok(trigger) => worker.on_trigger(&config.workspace, trigger).await?,
+            // Stored by another version, or damaged: nothing to apply, and stalling the
+            // partition on it would help nobody. It is acknowledged with the batch.
+            Err(reason) => tracing::error!(
+                partition = worker.partition(),
+                entry = %entry.offset,
+                %reason,
+                "unreadable log entry skipped"
+            ),
+        }
     }
     worker.flush().await?;
-    log.ack(&config.workspace, worker.partition(), &ids).await?;
+    log.ack(&reader, &offsets).await.map_err(log_error)?;
     Ok(n)
 }

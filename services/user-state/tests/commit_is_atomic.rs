@@ -46,7 +46,10 @@ async fn commit_writes_state_outbox_and_ack_together() {
     let appended = log.append("w", &event, None).await.expect("append");
     let reader = Consumer::new("w", appended.partition, "user-state", "a");
     log.ensure_group(&reader).await.expect("group");
-    let entries = log.read(&reader, 10).await.expect("read");
+    let entries = log
+        .read(&reader, 10, beckon_core::Duration(0))
+        .await
+        .expect("read");
     assert_eq!(entries.len(), 1);
     let stream = log.stream("w", appended.partition);
     assert_eq!(pending_count(&server, &stream), 1);

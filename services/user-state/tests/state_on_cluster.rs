@@ -47,7 +47,10 @@ async fn cas_commit_and_forget_on_a_cluster() {
             .expect("append");
         let reader = Consumer::new("w", appended.partition, "user-state", "a");
         log.ensure_group(&reader).await.expect("group");
-        let entries = log.read(&reader, 10).await.expect("read");
+        let entries = log
+            .read(&reader, 10, beckon_core::Duration(0))
+            .await
+            .expect("read");
         let mut next = state.clone();
         next.version += 1;
         let timer = Timer {

@@ -2,8 +2,6 @@
 
 pub mod config;
 pub mod gateway;
-pub mod memlog;
-pub mod redislog;
 pub mod userstate;
 
 use std::io::Write as _;
@@ -11,17 +9,18 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use beckon_core::Clock;
-use beckon_ingest::grpc::{Appender, IngestService};
+use beckon_ingest::grpc::IngestService;
+use beckon_ingest::log::{EventLog, LogConfig, MemoryLog, RedisLog};
 use beckon_journey::Engine;
 use beckon_proto::v1::ingest_server::IngestServer;
 use beckon_proto::v1::scheduler_server::SchedulerServer;
 use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
 use beckon_scheduler::grpc::SchedulerService;
-use beckon_scheduler::{AsyncTimerStore, MemoryAsyncTimers};
+use beckon_scheduler::{AsyncTimerStore, MemoryAsyncTimers, SchedulerError};
 use beckon_user_state::grpc::UserStateService;
-use beckon_user_state::live::PartitionLog;
 use beckon_user_state::{MemoryStore, Outlet, StateStore, TimerSink};
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::service::Routes;
@@ -53,6 +52,13 @@ impl Service {
 
 /// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
 const MAX_INFLIGHT: usize = 4096;
+
+/// Message ids the embedded log remembers for deduplication.
+const MEMORY_DEDUP_IDS: usize = 1_000_000;
+
+/// How long a partition's blocking log read may wait for its answer; well above the loop's
+/// block time, so only a dead server ends a read with a timeout.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a service until SIGTERM (or `shutdown`), then drains.
 pub async fn run(
@@ -135,14 +141,49 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// The stores behind `serve all`: log (as appender, reader and timer sink), timers, state.
+/// The stores behind `serve all`: log, timers, state.
 type Backends = (
-    Arc<dyn Appender>,
-    Arc<dyn PartitionLog>,
-    Arc<dyn FiredSink>,
+    Arc<dyn EventLog>,
     Arc<dyn AsyncTimerStore>,
     Arc<dyn StateStore>,
 );
+
+/// Fired timers go into their user's partition log, to reach the actor like an event.
+struct FiredToLog(Arc<dyn EventLog>);
+
+impl FiredSink for FiredToLog {
+    fn deliver<'a>(
+        &'a self,
+        timer: &'a beckon_core::Timer,
+    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            self.0
+                .append_fired(timer, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| SchedulerError::Unavailable(e.to_string()))
+        })
+    }
+}
+
+/// The partition log on Redis, each partition's blocking reads on a connection of its own.
+async fn redis_log(url: &str, partitions: u32) -> anyhow::Result<Arc<dyn EventLog>> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+    let config = LogConfig {
+        partitions,
+        ..LogConfig::default()
+    };
+    let connect: beckon_ingest::log::Connect<redis::aio::ConnectionManager> = Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let config =
+                redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(READ_TIMEOUT));
+            client.get_connection_manager_with_config(config).await
+        })
+    });
+    Ok(Arc::new(RedisLog::new(conn, config).with_readers(connect)))
+}
 
 async fn run_all(
     settings: Settings,
@@ -153,21 +194,20 @@ async fn run_all(
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
     let gateway = gateway::recording_gateway(settings.messages_out.clone());
 
-    let (appender, log, fired, timers, store): Backends = match &settings.redis_url {
-        None => {
-            let log = Arc::new(memlog::MemoryLog::new(settings.partitions));
-            (
-                log.clone(),
-                log.clone(),
-                log,
-                Arc::new(MemoryAsyncTimers::new(settings.partitions)),
-                Arc::new(MemoryStore::new()),
-            )
-        }
+    let (log, timers, store): Backends = match &settings.redis_url {
+        None => (
+            Arc::new(MemoryLog::new(
+                clock.clone(),
+                settings.partitions,
+                MEMORY_DEDUP_IDS,
+            )),
+            Arc::new(MemoryAsyncTimers::new(settings.partitions)),
+            Arc::new(MemoryStore::new()),
+        ),
         Some(url) => {
-            let log = redislog::RedisLog::connect(url, settings.partitions).await?;
+            let log = redis_log(url, settings.partitions).await?;
             let (timers, store) = redis_stores(url, settings.partitions).await?;
-            (log.clone(), log.clone(), log, timers, store)
+            (log, timers, store)
         }
     };
 
@@ -175,7 +215,7 @@ async fn run_all(
     let wake = Arc::new(Notify::new());
     let firing = tokio::spawn(firing::run(
         timers.clone(),
-        fired,
+        Arc::new(FiredToLog(log.clone())),
         clock.clone(),
         FiringConfig {
             workspaces: vec![settings.workspace.clone()],
@@ -191,7 +231,7 @@ async fn run_all(
     let parts = userstate::Parts {
         engine,
         store,
-        log,
+        log: log.clone(),
         timers: Arc::new(timers.clone()) as Arc<dyn TimerSink>,
         outlet: Arc::new(gateway) as Arc<dyn Outlet>,
         workspace: settings.workspace.clone(),
@@ -206,16 +246,13 @@ async fn run_all(
         })
     };
 
-    let routes = Routes::new(IngestServer::new(IngestService::new(
-        appender,
-        MAX_INFLIGHT,
-    )))
-    .add_service(UserStateServer::new(UserStateService::new(user_store)))
-    .add_service(SchedulerServer::new(SchedulerService::new(
-        timers,
-        settings.partitions,
-        wake,
-    )));
+    let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)))
+        .add_service(UserStateServer::new(UserStateService::new(user_store)))
+        .add_service(SchedulerServer::new(SchedulerService::new(
+            timers,
+            settings.partitions,
+            wake,
+        )));
     let names = [
         "beckon.v1.Ingest",
         "beckon.v1.UserState",
@@ -246,7 +283,7 @@ async fn run_ingest(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let url = require_redis(&settings, "ingest")?;
-    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let log = redis_log(&url, settings.partitions).await?;
     let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)));
     crate::grpc::serve(listener, routes, &["beckon.v1.Ingest"], shutdown).await
 }
@@ -257,7 +294,7 @@ async fn run_scheduler(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let url = require_redis(&settings, "scheduler")?;
-    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let log = redis_log(&url, settings.partitions).await?;
     let (timers, _) = redis_stores(&url, settings.partitions).await?;
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
@@ -265,7 +302,7 @@ async fn run_scheduler(
     let wake = Arc::new(Notify::new());
     let firing = tokio::spawn(firing::run(
         timers.clone(),
-        log,
+        Arc::new(FiredToLog(log)),
         clock,
         FiringConfig {
             workspaces: vec![settings.workspace.clone()],
@@ -293,7 +330,7 @@ async fn run_user_state(
 ) -> anyhow::Result<()> {
     let url = require_redis(&settings, "user-state")?;
     let engine = engine(&settings)?;
-    let log = redislog::RedisLog::connect(&url, settings.partitions).await?;
+    let log = redis_log(&url, settings.partitions).await?;
     let (_, store) = redis_stores(&url, settings.partitions).await?;
 
     let scheduler_url = settings

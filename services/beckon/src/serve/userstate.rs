@@ -7,9 +7,10 @@ use std::time::Duration as StdDuration;
 
 use actix::Arbiter;
 use beckon_core::Clock;
+use beckon_ingest::log::EventLog;
 use beckon_journey::Engine;
 use beckon_user_state::lease::Leases;
-use beckon_user_state::live::{self, LoopConfig, PartitionLog};
+use beckon_user_state::live::{self, LoopConfig};
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers};
 use tokio::sync::{oneshot, watch};
 
@@ -18,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 pub struct Parts {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn StateStore>,
-    pub log: Arc<dyn PartitionLog>,
+    pub log: Arc<dyn EventLog>,
     pub timers: Arc<dyn TimerSink>,
     pub outlet: Arc<dyn Outlet>,
     pub workspace: String,

@@ -1,16 +1,19 @@
-//! The event log in memory, with the same consumer-group behaviour as the Redis one.
+//! The log in memory, with the same consumer-group behaviour as the Redis one.
 //!
 //! Idle times come from the injected clock, so tests of a dead consumer's take-over drive
-//! time instead of sleeping. Nothing is trimmed; message ids are remembered up to a count.
+//! time instead of sleeping. Acknowledged entries are removed; dedup ids are remembered up to
+//! a count.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration as StdDuration;
 
 use beckon_core::partition::partition_of;
-use beckon_core::{Clock, Duration, Event, Ts};
+use beckon_core::{Clock, Duration, Event, Timer, Trigger, Ts};
 use futures::future::BoxFuture;
+use tokio::sync::Notify;
 
-use super::{Appended, Consumer, EventLog, LogEntry};
+use super::{Appended, Consumer, EventLog, LogEntry, fired_id};
 use crate::error::IngestError;
 
 pub struct MemoryLog {
@@ -18,6 +21,9 @@ pub struct MemoryLog {
     partitions: u32,
     dedup_capacity: usize,
     inner: Mutex<Inner>,
+    /// Woken on every append to a partition index (whatever the workspace): a spurious wake
+    /// only costs a reader an empty look.
+    wake: Vec<Notify>,
 }
 
 #[derive(Default)]
@@ -37,7 +43,7 @@ struct Partition {
 
 struct Stored {
     workspace: String,
-    event: Event,
+    trigger: Trigger,
     traceparent: Option<String>,
 }
 
@@ -57,6 +63,7 @@ impl MemoryLog {
             partitions: partitions.max(1),
             dedup_capacity: dedup_capacity.max(1),
             inner: Mutex::new(Inner::default()),
+            wake: (0..partitions.max(1)).map(|_| Notify::new()).collect(),
         }
     }
 
@@ -69,12 +76,31 @@ impl MemoryLog {
     fn append_now(
         &self,
         workspace: &str,
-        event: &Event,
+        user: &str,
+        dedup_id: String,
+        trigger: Trigger,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
-        let partition = partition_of(workspace, &event.user, self.partitions);
+        let partition = partition_of(workspace, user, self.partitions);
+        let appended = self.append_locked(workspace, partition, dedup_id, trigger, traceparent)?;
+        if !appended.duplicate
+            && let Some(wake) = self.wake.get(partition as usize)
+        {
+            wake.notify_waiters();
+        }
+        Ok(appended)
+    }
+
+    fn append_locked(
+        &self,
+        workspace: &str,
+        partition: u32,
+        dedup_id: String,
+        trigger: Trigger,
+        traceparent: Option<&str>,
+    ) -> Result<Appended, IngestError> {
         let mut inner = self.lock()?;
-        let id = (workspace.to_string(), event.message_id.clone());
+        let id = (workspace.to_string(), dedup_id);
         if let Some(offset) = inner.seen.get(&id) {
             return Ok(Appended {
                 partition,
@@ -93,7 +119,7 @@ impl MemoryLog {
             seq,
             Stored {
                 workspace: workspace.to_string(),
-                event: event.clone(),
+                trigger,
                 traceparent: traceparent.map(str::to_string),
             },
         );
@@ -111,6 +137,30 @@ impl MemoryLog {
             offset,
             duplicate: false,
         })
+    }
+
+    /// Reads new entries; when there are none, waits until something is appended to the
+    /// consumer's partition index or `block` ends, and looks once more.
+    async fn read_waiting(
+        &self,
+        c: &Consumer,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, IngestError> {
+        let Some(wake) = self.wake.get(c.partition as usize) else {
+            return self.read_now(c, count);
+        };
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so an append between the look and the wait still wakes.
+        notified.as_mut().enable();
+        let found = self.read_now(c, count)?;
+        if !found.is_empty() || block.as_millis() <= 0 {
+            return Ok(found);
+        }
+        let block = StdDuration::from_millis(block.as_millis() as u64);
+        let _ = tokio::time::timeout(block, notified).await;
+        self.read_now(c, count)
     }
 
     fn with_group<T>(
@@ -158,13 +208,22 @@ impl MemoryLog {
     }
 
     fn ack_now(&self, c: &Consumer, offsets: &[String]) -> Result<u64, IngestError> {
-        self.with_group(c, |_, group| {
-            offsets
-                .iter()
-                .filter_map(|o| seq_of(o))
-                .filter(|seq| group.pending.remove(seq).is_some())
-                .count() as u64
-        })
+        let mut inner = self.lock()?;
+        let Some(part) = inner.parts.get_mut(&(c.workspace.clone(), c.partition)) else {
+            return Ok(0);
+        };
+        let Some(group) = part.groups.get_mut(&c.group) else {
+            return Ok(0);
+        };
+        let mut acked = 0;
+        for seq in offsets.iter().filter_map(|o| seq_of(o)) {
+            if group.pending.remove(&seq).is_some() {
+                acked += 1;
+            }
+            // Like XDEL: an acknowledged entry is gone, applied or not by other groups.
+            part.entries.remove(&seq);
+        }
+        Ok(acked)
     }
 
     fn reclaim_now(
@@ -202,7 +261,7 @@ fn entry(entries: &BTreeMap<u64, Stored>, seq: u64) -> Option<LogEntry> {
     entries.get(&seq).map(|s| LogEntry {
         offset: offset_of(seq),
         workspace: s.workspace.clone(),
-        event: Ok(s.event.clone()),
+        trigger: Ok(s.trigger.clone()),
         traceparent: s.traceparent.clone(),
     })
 }
@@ -214,7 +273,28 @@ impl EventLog for MemoryLog {
         event: &'a Event,
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>> {
-        let result = self.append_now(workspace, event, traceparent);
+        let result = self.append_now(
+            workspace,
+            &event.user,
+            format!("event:{}", event.message_id),
+            Trigger::Event(event.clone()),
+            traceparent,
+        );
+        Box::pin(async move { result })
+    }
+
+    fn append_fired<'a>(
+        &'a self,
+        timer: &'a Timer,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        let result = self.append_now(
+            &timer.workspace,
+            &timer.user,
+            format!("timer:{}", fired_id(timer)),
+            Trigger::Timer(timer.clone()),
+            traceparent,
+        );
         Box::pin(async move { result })
     }
 
@@ -230,9 +310,9 @@ impl EventLog for MemoryLog {
         &'a self,
         consumer: &'a Consumer,
         count: usize,
+        block: Duration,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>> {
-        let result = self.read_now(consumer, count);
-        Box::pin(async move { result })
+        Box::pin(self.read_waiting(consumer, count, block))
     }
 
     fn pending<'a>(

@@ -1,24 +1,30 @@
-//! The event log on Redis Streams: one stream per partition, `<ns>:{<workspace>:<p>}:log`.
+//! The log on Redis Streams: one stream per partition, `<ns>:{<workspace>:<p>}:log`.
 //!
-//! Entries have the fields `ws` (workspace), `ev` (the event as JSON) and `tp` (W3C
-//! traceparent, empty when there is none). Deduplication and the append are one Lua script
-//! over keys of the partition's slot, so a repeated message id can never be appended twice,
-//! even by two ingest replicas racing, and the script works on Redis Cluster.
+//! Entries have the fields `ws` (workspace), `kind` (`event` or `timer`), `body` (its JSON)
+//! and `tp` (W3C traceparent, empty when there is none). Deduplication and the append are one
+//! Lua script over keys of the partition's slot (`...:seen:<message id>` for events,
+//! `...:fired:<user:timer:due>` for timers), so a repeat can never be appended twice, even
+//! by two appenders racing, and the script works on Redis Cluster.
+//!
+//! Acknowledging an entry deletes it (XACK and XDEL in one script), so a stream holds only
+//! entries not yet applied and needs no length cap: a cap would cut off unapplied work.
 //!
 //! Idle times for [`EventLog::reclaim`] are measured by the Redis server (XAUTOCLAIM), the
 //! one clock every consumer of a stream shares.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use ::redis::aio::ConnectionLike;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use ::redis::{RedisError, Script};
+use ::redis::{RedisError, RedisResult, Script};
 use beckon_core::partition::partition_of;
-use beckon_core::{Duration, Event};
+use beckon_core::{Duration, Event, Timer};
 use futures::future::BoxFuture;
-use tracing::debug;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
 
-use super::{Appended, Consumer, EventLog, LogEntry, decode_event};
+use super::{Appended, Consumer, EventLog, KIND_EVENT, KIND_TIMER, LogEntry, decode, fired_id};
 use crate::error::IngestError;
 
 /// Settings of the Redis log.
@@ -27,8 +33,9 @@ pub struct LogConfig {
     /// Key namespace (`bk` in production).
     pub namespace: String,
     pub partitions: u32,
-    /// Approximate cap on entries per partition (`XADD MAXLEN ~`), or none. It must stay well
-    /// above the largest expected consumer lag: trimmed entries are gone.
+    /// Approximate cap on entries per partition (`XADD MAXLEN ~`), or none (the default).
+    /// Acknowledged entries are deleted anyway; a cap only bounds a stalled partition, and
+    /// what it trims is lost.
     pub max_len: Option<u64>,
     /// How long a message id is remembered for deduplication, in seconds.
     pub dedup_ttl_secs: u64,
@@ -39,15 +46,18 @@ impl Default for LogConfig {
         LogConfig {
             namespace: "bk".into(),
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
-            max_len: Some(1_000_000),
+            max_len: None,
             dedup_ttl_secs: 24 * 3600,
         }
     }
 }
 
-// KEYS: seen marker, log. ARGV: ttl secs, max len ('' for none), workspace, event, traceparent.
-// The marker is set first with NX; it then holds the offset, so a duplicate is answered with
-// the first append's offset.
+/// Opens a new connection of the log's kind, for a partition's blocking reads.
+pub type Connect<C> = Arc<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
+
+// KEYS: seen marker, log. ARGV: ttl secs, max len ('' for none), workspace, kind, body,
+// traceparent. The marker is set first with NX; it then holds the offset, so a duplicate is
+// answered with the first append's offset.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -57,9 +67,10 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
         local id
         if ARGV[2] ~= '' then
             id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                'ws', ARGV[3], 'ev', ARGV[4], 'tp', ARGV[5])
+                'ws', ARGV[3], 'kind', ARGV[4], 'body', ARGV[5], 'tp', ARGV[6])
         else
-            id = redis.call('XADD', KEYS[2], '*', 'ws', ARGV[3], 'ev', ARGV[4], 'tp', ARGV[5])
+            id = redis.call('XADD', KEYS[2], '*',
+                'ws', ARGV[3], 'kind', ARGV[4], 'body', ARGV[5], 'tp', ARGV[6])
         end
         redis.call('SET', KEYS[1], id, 'XX', 'KEEPTTL')
         return {1, id}
@@ -67,11 +78,30 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+// KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+        redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+        return acked
+        ",
+    )
+});
+
+/// Connections for blocking reads, one per partition: a blocked read holds its connection
+/// until it is answered, and must not hold up anything else.
+struct Readers<C> {
+    connect: Connect<C>,
+    open: Mutex<HashMap<(String, u32), C>>,
+}
+
 /// [`EventLog`] on Redis Streams, single node or Cluster.
 #[derive(Clone)]
 pub struct RedisLog<C> {
     con: C,
     config: LogConfig,
+    readers: Option<Arc<Readers<C>>>,
 }
 
 impl<C> RedisLog<C>
@@ -82,7 +112,23 @@ where
         let mut config = config;
         config.partitions = config.partitions.max(1);
         config.dedup_ttl_secs = config.dedup_ttl_secs.max(1);
-        RedisLog { con, config }
+        RedisLog {
+            con,
+            config,
+            readers: None,
+        }
+    }
+
+    /// Gives each partition's blocking reads a connection of its own, opened by `connect`
+    /// on first use and again after an error. Its response timeout must be longer than the
+    /// longest `block` asked for. Without this, blocking reads use the shared connection,
+    /// which then answers nothing else while a read waits.
+    pub fn with_readers(mut self, connect: Connect<C>) -> RedisLog<C> {
+        self.readers = Some(Arc::new(Readers {
+            connect,
+            open: Mutex::new(HashMap::new()),
+        }));
+        self
     }
 
     fn prefix(&self, workspace: &str, partition: u32) -> String {
@@ -98,17 +144,17 @@ where
         format!("{}:log", self.prefix(workspace, partition))
     }
 
-    async fn append_event(
+    async fn push(
         &self,
         workspace: &str,
-        event: &Event,
+        user: &str,
+        seen: String,
+        kind: &str,
+        body: Vec<u8>,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
-        let partition = partition_of(workspace, &event.user, self.config.partitions);
+        let partition = partition_of(workspace, user, self.config.partitions);
         let prefix = self.prefix(workspace, partition);
-        let seen = format!("{prefix}:seen:{}", escape(&event.message_id));
-        let body = serde_json::to_vec(event)
-            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
         let max_len = self
             .config
             .max_len
@@ -117,29 +163,74 @@ where
 
         let mut con = self.con.clone();
         let (fresh, offset): (i64, String) = APPEND
-            .key(seen)
+            .key(format!("{prefix}:{seen}"))
             .key(format!("{prefix}:log"))
             .arg(self.config.dedup_ttl_secs)
             .arg(max_len)
             .arg(workspace)
+            .arg(kind)
             .arg(body)
             .arg(traceparent.unwrap_or(""))
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
-        debug!(
-            beckon.workspace = %workspace,
-            beckon.partition = partition,
-            messaging.message.id = %event.message_id,
-            offset = %offset,
-            duplicate = fresh == 0,
-            "event appended"
-        );
         Ok(Appended {
             partition,
             offset,
             duplicate: fresh == 0,
         })
+    }
+
+    async fn append_event(
+        &self,
+        workspace: &str,
+        event: &Event,
+        traceparent: Option<&str>,
+    ) -> Result<Appended, IngestError> {
+        let body = serde_json::to_vec(event)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
+        let seen = format!("seen:{}", escape(&event.message_id));
+        let appended = self
+            .push(workspace, &event.user, seen, KIND_EVENT, body, traceparent)
+            .await?;
+        debug!(
+            beckon.workspace = %workspace,
+            beckon.partition = appended.partition,
+            messaging.message.id = %event.message_id,
+            offset = %appended.offset,
+            duplicate = appended.duplicate,
+            "event appended"
+        );
+        Ok(appended)
+    }
+
+    async fn append_timer(
+        &self,
+        timer: &Timer,
+        traceparent: Option<&str>,
+    ) -> Result<Appended, IngestError> {
+        let body = serde_json::to_vec(timer)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
+        let seen = format!("fired:{}", escape(&fired_id(timer)));
+        let appended = self
+            .push(
+                &timer.workspace,
+                &timer.user,
+                seen,
+                KIND_TIMER,
+                body,
+                traceparent,
+            )
+            .await?;
+        debug!(
+            beckon.workspace = %timer.workspace,
+            beckon.partition = appended.partition,
+            beckon.timer.id = %timer.id,
+            offset = %appended.offset,
+            duplicate = appended.duplicate,
+            "fired timer appended"
+        );
+        Ok(appended)
     }
 
     async fn create_group(&self, c: &Consumer) -> Result<(), IngestError> {
@@ -158,58 +249,71 @@ where
         }
     }
 
-    /// Like [`EventLog::read`], but waits up to `block` for new entries when there are none,
-    /// instead of returning at once, so an idle partition costs no polling.
-    ///
-    /// Redis answers a blocked read only when entries arrive or the time is up, and holds
-    /// back every later command on the same connection meanwhile. Use a connection of its
-    /// own for this, with a response timeout longer than `block` (a connection manager's
-    /// default of 500 ms would cut the wait short and report an error).
-    pub async fn read_blocking(
-        &self,
-        consumer: &Consumer,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<LogEntry>, IngestError> {
-        self.read_group_blocking(consumer, ">", count, Some(block))
-            .await
-    }
-
-    /// XREADGROUP from `start`: `>` for new entries, `0` for this consumer's pending ones.
+    /// XREADGROUP from `start` (`>` for new entries, `0` for this consumer's pending ones),
+    /// waiting up to `block` when there is nothing. A group lost with the server's data (a
+    /// restart without persistence) is created again.
     async fn read_group(
         &self,
         c: &Consumer,
         start: &str,
         count: usize,
+        block: Duration,
     ) -> Result<Vec<LogEntry>, IngestError> {
-        self.read_group_blocking(c, start, count, None).await
+        match self.read_once(c, start, count, block).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                warn!(
+                    beckon.workspace = %c.workspace,
+                    beckon.partition = c.partition,
+                    group = %c.group,
+                    "consumer group missing; creating it again"
+                );
+                self.create_group(c).await?;
+                self.read_once(c, start, count, block)
+                    .await
+                    .map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
     }
 
-    async fn read_group_blocking(
+    async fn read_once(
         &self,
         c: &Consumer,
         start: &str,
         count: usize,
-        block: Option<Duration>,
-    ) -> Result<Vec<LogEntry>, IngestError> {
+        block: Duration,
+    ) -> RedisResult<Vec<LogEntry>> {
         let mut cmd = ::redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&c.group)
             .arg(&c.name)
             .arg("COUNT")
             .arg(count.max(1));
-        if let Some(block) = block {
+        let blocking = block.as_millis() > 0 && start == ">";
+        if blocking {
             // BLOCK 0 would wait forever; a wait always ends.
-            cmd.arg("BLOCK").arg(block.as_millis().max(1));
+            cmd.arg("BLOCK").arg(block.as_millis());
         }
-        let mut con = self.con.clone();
-        let reply: Option<StreamReadReply> = cmd
-            .arg("STREAMS")
+        cmd.arg("STREAMS")
             .arg(self.stream(&c.workspace, c.partition))
-            .arg(start)
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)?;
+            .arg(start);
+
+        let reply: Option<StreamReadReply> = match (&self.readers, blocking) {
+            (Some(readers), true) => {
+                let key = (c.workspace.clone(), c.partition);
+                let mut con = readers.take(&key).await?;
+                let reply = cmd.query_async(&mut con).await;
+                // A connection that failed may be broken: the next read opens a new one.
+                if reply.is_ok() {
+                    readers.put(key, con).await;
+                }
+                reply?
+            }
+            _ => {
+                let mut con = self.con.clone();
+                cmd.query_async(&mut con).await?
+            }
+        };
         let ids = reply
             .into_iter()
             .flat_map(|r| r.keys)
@@ -223,13 +327,13 @@ where
             return Ok(0);
         }
         let mut con = self.con.clone();
-        ::redis::cmd("XACK")
-            .arg(self.stream(&c.workspace, c.partition))
-            .arg(&c.group)
-            .arg(offsets)
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)
+        let mut ack = ACK.prepare_invoke();
+        ack.key(self.stream(&c.workspace, c.partition))
+            .arg(&c.group);
+        for offset in offsets {
+            ack.arg(offset);
+        }
+        ack.invoke_async(&mut con).await.map_err(unavailable)
     }
 
     async fn autoclaim(
@@ -287,6 +391,14 @@ where
         Box::pin(self.append_event(workspace, event, traceparent))
     }
 
+    fn append_fired<'a>(
+        &'a self,
+        timer: &'a Timer,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        Box::pin(self.append_timer(timer, traceparent))
+    }
+
     fn ensure_group<'a>(
         &'a self,
         consumer: &'a Consumer,
@@ -298,8 +410,9 @@ where
         &'a self,
         consumer: &'a Consumer,
         count: usize,
+        block: Duration,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>> {
-        Box::pin(self.read_group(consumer, ">", count))
+        Box::pin(self.read_group(consumer, ">", count, block))
     }
 
     fn pending<'a>(
@@ -307,7 +420,7 @@ where
         consumer: &'a Consumer,
         count: usize,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>> {
-        Box::pin(self.read_group(consumer, "0", count))
+        Box::pin(self.read_group(consumer, "0", count, Duration(0)))
     }
 
     fn ack<'a>(
@@ -328,14 +441,30 @@ where
     }
 }
 
+impl<C: Clone> Readers<C> {
+    /// The partition's reader connection, opened when there is none. It is taken out while
+    /// in use, so two reads of one partition never share it.
+    async fn take(&self, key: &(String, u32)) -> RedisResult<C> {
+        if let Some(con) = self.open.lock().await.remove(key) {
+            return Ok(con);
+        }
+        (self.connect)().await
+    }
+
+    async fn put(&self, key: (String, u32), con: C) {
+        self.open.lock().await.insert(key, con);
+    }
+}
+
 fn entry_of(id: &StreamId) -> LogEntry {
     let workspace: String = id.get("ws").unwrap_or_default();
-    let body: Vec<u8> = id.get("ev").unwrap_or_default();
+    let kind: String = id.get("kind").unwrap_or_default();
+    let body: Vec<u8> = id.get("body").unwrap_or_default();
     let traceparent: String = id.get("tp").unwrap_or_default();
     LogEntry {
         offset: id.id.clone(),
         workspace,
-        event: decode_event(&body),
+        trigger: decode(&kind, &body),
         traceparent: Some(traceparent).filter(|t| !t.is_empty()),
     }
 }

@@ -21,7 +21,7 @@ pub fn config(namespace: &str) -> LogConfig {
     LogConfig {
         namespace: namespace.to_string(),
         partitions: PARTITIONS,
-        max_len: Some(10_000),
+        max_len: None,
         dedup_ttl_secs: 3600,
     }
 }
