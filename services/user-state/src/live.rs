@@ -63,11 +63,12 @@ pub async fn run_partition(
 ) -> LoopReport {
     let p = worker.partition();
     let reader = consumer(&config.workspace, p);
+    let mut group_ready = false;
     let mut report = LoopReport::default();
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
-        let read = next_batch(log.as_ref(), &reader, &config);
+        let read = next_batch(log.as_ref(), &reader, &config, &mut group_ready);
         let entries = tokio::select! {
             r = read => r,
             _ = stop.changed() => break,
@@ -105,8 +106,12 @@ async fn next_batch(
     log: &dyn EventLog,
     reader: &Consumer,
     config: &LoopConfig,
+    group_ready: &mut bool,
 ) -> Result<Vec<LogEntry>, StateError> {
-    // No group yet is no error: the log creates it on the first read.
+    if !*group_ready {
+        log.ensure_group(reader).await.map_err(log_error)?;
+        *group_ready = true;
+    }
     let pending = log.pending(reader, config.batch).await.map_err(log_error)?;
     if !pending.is_empty() {
         return Ok(pending);

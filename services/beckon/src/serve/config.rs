@@ -14,9 +14,13 @@ pub struct ServeArgs {
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "BECKON_LISTEN")]
     pub listen: Option<String>,
-    /// Redis URL. Without one, `serve all` keeps everything in memory.
+    /// Redis URL. Without one, `serve all` keeps everything in memory. Several URLs
+    /// separated by commas are the seed nodes of a Redis Cluster.
     #[arg(long, env = "BECKON_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Treat a single Redis URL as a Redis Cluster seed node.
+    #[arg(long, env = "BECKON_REDIS_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
+    pub redis_cluster: Option<bool>,
     #[arg(long, env = "BECKON_WORKSPACE")]
     pub workspace: Option<String>,
     #[arg(long, env = "BECKON_PARTITIONS")]
@@ -52,6 +56,7 @@ pub struct ServeArgs {
 pub struct Settings {
     pub listen: String,
     pub redis_url: Option<String>,
+    pub redis_cluster: bool,
     pub workspace: String,
     pub partitions: u32,
     pub journeys: Option<PathBuf>,
@@ -69,6 +74,7 @@ impl Default for Settings {
         Settings {
             listen: "127.0.0.1:50051".into(),
             redis_url: None,
+            redis_cluster: false,
             workspace: "default".into(),
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
             journeys: None,
@@ -122,6 +128,7 @@ impl Settings {
         }
         layer!(listen);
         layer!(opt redis_url);
+        layer!(redis_cluster);
         layer!(workspace);
         layer!(partitions);
         layer!(opt journeys);
@@ -147,8 +154,16 @@ impl Settings {
     }
 }
 
-/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.
-pub fn hide_password(url: &str) -> String {
+/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`, in each URL of
+/// a comma-separated list.
+pub fn hide_password(urls: &str) -> String {
+    urls.split(',')
+        .map(hide_one_password)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hide_one_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -213,5 +228,9 @@ mod tests {
             ..Settings::default()
         };
         assert!(!s.printable().contains("s3cret"));
+        assert_eq!(
+            hide_password("redis://:a@10.0.0.1:7000,redis://:b@10.0.0.2:7000"),
+            "redis://:***@10.0.0.1:7000,redis://:***@10.0.0.2:7000"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod redis_target;
 pub mod userstate;
 
 use std::io::Write as _;
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tonic::service::Routes;
 
 pub use config::{ServeArgs, Settings};
+use redis_target::{RedisConn, RedisTarget};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
@@ -55,10 +57,6 @@ const MAX_INFLIGHT: usize = 4096;
 
 /// Message ids the embedded log remembers for deduplication.
 const MEMORY_DEDUP_IDS: usize = 1_000_000;
-
-/// How long a partition's blocking log read may wait for its answer; well above the loop's
-/// block time, so only a dead server ends a read with a timeout.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a service until SIGTERM (or `shutdown`), then drains.
 pub async fn run(
@@ -110,10 +108,8 @@ fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     Ok(Arc::new(Engine::new(journeys)))
 }
 
-fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<String> {
-    settings
-        .redis_url
-        .clone()
+fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<RedisTarget> {
+    RedisTarget::from_settings(settings)
         .with_context(|| format!("{service} needs --redis-url (BECKON_REDIS_URL)"))
 }
 
@@ -167,22 +163,12 @@ impl FiredSink for FiredToLog {
 }
 
 /// The partition log on Redis, each partition's blocking reads on a connection of its own.
-async fn redis_log(url: &str, partitions: u32) -> anyhow::Result<Arc<dyn EventLog>> {
-    let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+fn redis_log(target: &RedisTarget, conn: RedisConn, partitions: u32) -> Arc<dyn EventLog> {
     let config = LogConfig {
         partitions,
         ..LogConfig::default()
     };
-    let connect: beckon_ingest::log::Connect<redis::aio::ConnectionManager> = Arc::new(move || {
-        let client = client.clone();
-        Box::pin(async move {
-            let config =
-                redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(READ_TIMEOUT));
-            client.get_connection_manager_with_config(config).await
-        })
-    });
-    Ok(Arc::new(RedisLog::new(conn, config).with_readers(connect)))
+    Arc::new(RedisLog::new(conn, config).with_readers(target.reader_connector()))
 }
 
 async fn run_all(
@@ -194,7 +180,7 @@ async fn run_all(
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
     let gateway = gateway::recording_gateway(settings.messages_out.clone());
 
-    let (log, timers, store): Backends = match &settings.redis_url {
+    let (log, timers, store): Backends = match RedisTarget::from_settings(&settings) {
         None => (
             Arc::new(MemoryLog::new(
                 clock.clone(),
@@ -204,9 +190,10 @@ async fn run_all(
             Arc::new(MemoryAsyncTimers::new(settings.partitions)),
             Arc::new(MemoryStore::new()),
         ),
-        Some(url) => {
-            let log = redis_log(url, settings.partitions).await?;
-            let (timers, store) = redis_stores(url, settings.partitions).await?;
+        Some(target) => {
+            let conn = target.connect().await?;
+            let log = redis_log(&target, conn.clone(), settings.partitions);
+            let (timers, store) = redis_stores(conn, settings.partitions);
             (log, timers, store)
         }
     };
@@ -266,15 +253,13 @@ async fn run_all(
     Ok(())
 }
 
-async fn redis_stores(
-    url: &str,
+fn redis_stores(
+    conn: RedisConn,
     partitions: u32,
-) -> anyhow::Result<(Arc<dyn AsyncTimerStore>, Arc<dyn StateStore>)> {
-    let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
+) -> (Arc<dyn AsyncTimerStore>, Arc<dyn StateStore>) {
     let timers = beckon_scheduler::RedisTimers::new(conn.clone(), "bk", partitions);
     let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", partitions);
-    Ok((Arc::new(timers), Arc::new(store)))
+    (Arc::new(timers), Arc::new(store))
 }
 
 async fn run_ingest(
@@ -282,8 +267,8 @@ async fn run_ingest(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let url = require_redis(&settings, "ingest")?;
-    let log = redis_log(&url, settings.partitions).await?;
+    let target = require_redis(&settings, "ingest")?;
+    let log = redis_log(&target, target.connect().await?, settings.partitions);
     let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)));
     crate::grpc::serve(listener, routes, &["beckon.v1.Ingest"], shutdown).await
 }
@@ -293,9 +278,10 @@ async fn run_scheduler(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let url = require_redis(&settings, "scheduler")?;
-    let log = redis_log(&url, settings.partitions).await?;
-    let (timers, _) = redis_stores(&url, settings.partitions).await?;
+    let target = require_redis(&settings, "scheduler")?;
+    let conn = target.connect().await?;
+    let log = redis_log(&target, conn.clone(), settings.partitions);
+    let (timers, _) = redis_stores(conn, settings.partitions);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
     let (stop, server_stop) = fan_out(shutdown);
@@ -328,10 +314,11 @@ async fn run_user_state(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let url = require_redis(&settings, "user-state")?;
+    let target = require_redis(&settings, "user-state")?;
     let engine = engine(&settings)?;
-    let log = redis_log(&url, settings.partitions).await?;
-    let (_, store) = redis_stores(&url, settings.partitions).await?;
+    let conn = target.connect().await?;
+    let log = redis_log(&target, conn.clone(), settings.partitions);
+    let (_, store) = redis_stores(conn.clone(), settings.partitions);
 
     let scheduler_url = settings
         .scheduler_url
@@ -358,8 +345,6 @@ async fn run_user_state(
         consumer: settings.instance.clone(),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
-    let client = redis::Client::open(url.as_str())?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
     let leases = beckon_user_state::lease::Leases::new(
         conn,
         beckon_user_state::lease::LeaseConfig {
@@ -392,8 +377,8 @@ async fn run_gateway(
 
     // Idempotency keys in Redis make a send repeated by any instance, before or after a
     // crash, go out once.
-    if let Some(url) = &settings.redis_url {
-        let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+    if let Some(target) = RedisTarget::from_settings(&settings) {
+        let conn = target.connect().await?;
         let keys = beckon_gateway::RedisKeyStore::new(
             conn,
             beckon_gateway::RedisKeysConfig {
