@@ -388,6 +388,7 @@ impl UserState {
         for (name, value) in &event.traits {
             self.set_trait(name, value.clone(), at);
         }
+        crate::devices::apply_invalid_token(self, event);
         if event.kind == EventKind::Identify || event.kind == EventKind::Alias {
             return true;
         }

@@ -312,6 +312,11 @@ impl<P: Provider> Adapter<P> {
         extra.insert("platform".into(), Value::from(platform.clone()));
         extra.insert("reason".into(), Value::from(reason));
         extra.insert("token_suffix".into(), Value::from(target.redacted()));
+        // The user's state removes the device by this value when it applies the event.
+        extra.insert(
+            beckon_core::devices::TOKEN_PROPERTY.into(),
+            Value::from(target.address.clone()),
+        );
         let at = self.deps.clock.now();
         let event = events::delivery_event(
             events::DEVICE_TOKEN_INVALID,

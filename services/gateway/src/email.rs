@@ -30,7 +30,7 @@ use lettre::message::{Mailbox, MultiPart, header::Header};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::adapter::{Adapter, Attempt, Deps, Provider, Target};
@@ -42,7 +42,7 @@ use crate::recipients::Recipients;
 use crate::secret::Secret;
 
 /// How the SMTP connection is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SmtpSecurity {
     /// Plain TCP: only for a relay on the same host or a test server.

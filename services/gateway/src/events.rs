@@ -10,7 +10,13 @@ use serde_json::Value;
 /// Event names the gateway emits.
 pub const MESSAGE_SENT: &str = "Message Sent";
 pub const MESSAGE_FAILED: &str = "Message Failed";
-pub const DEVICE_TOKEN_INVALID: &str = "Device Token Invalid";
+pub const DEVICE_TOKEN_INVALID: &str = beckon_core::devices::DEVICE_TOKEN_INVALID;
+/// The provider reports the message reached the device or mailbox.
+pub const MESSAGE_DELIVERED: &str = "Message Delivered";
+/// The user opened the message (an inbox message marked read, a push tapped).
+pub const MESSAGE_OPENED: &str = "Message Opened";
+pub const MESSAGE_CLICKED: &str = "Message Clicked";
+pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
 
 /// Where delivery events go: ingest in a deployment, a vector in tests.
 ///

@@ -23,7 +23,9 @@ use tonic::{Request, Response, Status};
 
 use crate::channel::Gateway;
 use crate::error::GatewayError;
+use crate::events::{self, EventSink};
 use crate::inbox::{Inbox, InboxMessage, InboxSubscription};
+use beckon_core::Props;
 
 /// Longest idempotency key and user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -40,6 +42,8 @@ pub struct GatewayService {
     inbox: Arc<Inbox>,
     clock: Arc<dyn Clock>,
     drain: watch::Sender<bool>,
+    /// Where reported outcomes (and inbox reads) go as events; nowhere when absent.
+    outcomes: Option<Arc<dyn EventSink>>,
 }
 
 /// Ends every open `SubscribeInbox` stream of a service, for a graceful shutdown.
@@ -62,7 +66,24 @@ impl GatewayService {
             gateway,
             inbox,
             drain,
+            outcomes: None,
         }
+    }
+
+    /// Reports outcomes (`ReportOutcome`, inbox messages marked read) to `sink` as events.
+    pub fn with_outcomes(mut self, sink: Arc<dyn EventSink>) -> GatewayService {
+        self.outcomes = Some(sink);
+        self
+    }
+
+    async fn report(&self, outcome: Outcome, message: &OutboundMessage, extra: Props) -> String {
+        let event =
+            events::delivery_event(outcome.event_name(), message, "app", "", message.at, extra);
+        let id = event.message_id.clone();
+        if let Some(sink) = &self.outcomes {
+            sink.emit(&message.workspace, event).await;
+        }
+        id
     }
 
     /// A handle that ends the open inbox subscriptions.
@@ -177,6 +198,77 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
         subject: non_empty(m.subject),
         body: m.body,
     })
+}
+
+/// The outcomes an app or a provider callback may report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    Opened,
+    Clicked,
+    Unsubscribed,
+}
+
+impl Outcome {
+    fn parse(text: &str) -> Result<Outcome, Status> {
+        match text {
+            "delivered" => Ok(Outcome::Delivered),
+            "opened" => Ok(Outcome::Opened),
+            "clicked" => Ok(Outcome::Clicked),
+            "unsubscribed" => Ok(Outcome::Unsubscribed),
+            _ => Err(invalid(
+                "outcome",
+                "expected delivered, opened, clicked or unsubscribed",
+            )),
+        }
+    }
+
+    fn event_name(self) -> &'static str {
+        match self {
+            Outcome::Delivered => events::MESSAGE_DELIVERED,
+            Outcome::Opened => events::MESSAGE_OPENED,
+            Outcome::Clicked => events::MESSAGE_CLICKED,
+            Outcome::Unsubscribed => events::MESSAGE_UNSUBSCRIBED,
+        }
+    }
+}
+
+/// Checks an outcome report; the message it is about, as far as the report tells it.
+fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage, Props), Status> {
+    check_user(&r.workspace, &r.user_id)?;
+    check_id("message_key", &r.message_key)?;
+    let outcome = Outcome::parse(&r.outcome)?;
+    if !r.channel.is_empty() {
+        check_channel(&r.channel).map_err(|_| invalid("channel", "not a channel name"))?;
+    }
+    for (field, value) in [("journey", &r.journey), ("step", &r.step), ("url", &r.url)] {
+        if value.len() > MAX_ID_BYTES * 8 || value.chars().any(char::is_control) {
+            return Err(invalid(field, "too long or contains control characters"));
+        }
+    }
+    let at = match r.at {
+        None => now,
+        Some(ts) if (0..1_000_000_000).contains(&ts.nanos) => Ts(timestamp_to_millis(&ts)),
+        Some(_) => return Err(invalid("at", "nanos must be within 0..1e9")),
+    };
+    let mut extra = Props::new();
+    if !r.url.is_empty() {
+        extra.insert("url".into(), r.url.into());
+    }
+    let message = OutboundMessage {
+        idempotency_key: r.message_key,
+        workspace: r.workspace,
+        user_id: r.user_id,
+        journey: r.journey,
+        version: 0,
+        step: r.step,
+        channel: r.channel,
+        at,
+        title: None,
+        subject: None,
+        body: String::new(),
+    };
+    Ok((outcome, message, extra))
 }
 
 fn check_user(workspace: &str, user: &str) -> Result<(), Status> {
@@ -296,7 +388,29 @@ impl GatewayRpc for GatewayService {
         check_user(&r.workspace, &r.user_id)?;
         check_id("id", &r.id)?;
 
+        // Reading a message is opening it: journeys may wait for that.
+        let unread = self
+            .inbox
+            .list(&r.workspace, &r.user_id)
+            .into_iter()
+            .find(|m| m.id == r.id && !m.read);
         let found = self.inbox.mark_read(&r.workspace, &r.user_id, &r.id);
+        if let Some(m) = unread.filter(|_| found) {
+            let message = OutboundMessage {
+                idempotency_key: m.id,
+                workspace: m.workspace,
+                user_id: m.user_id,
+                journey: m.journey,
+                version: 0,
+                step: m.step,
+                channel: IN_APP.to_string(),
+                at: self.clock.now(),
+                title: None,
+                subject: None,
+                body: String::new(),
+            };
+            self.report(Outcome::Opened, &message, Props::new()).await;
+        }
         Ok(Response::new(pb::InboxItemResponse { found }))
     }
 
@@ -310,6 +424,22 @@ impl GatewayRpc for GatewayService {
 
         let found = self.inbox.dismiss(&r.workspace, &r.user_id, &r.id);
         Ok(Response::new(pb::InboxItemResponse { found }))
+    }
+
+    async fn report_outcome(
+        &self,
+        request: Request<pb::OutcomeRequest>,
+    ) -> Result<Response<pb::OutcomeResponse>, Status> {
+        let (outcome, message, extra) = reported(request.into_inner(), self.clock.now())?;
+        let event_id = self.report(outcome, &message, extra).await;
+        tracing::debug!(
+            rpc.service = "beckon.v1.Gateway",
+            rpc.method = "ReportOutcome",
+            beckon.workspace = %message.workspace,
+            beckon.outcome = outcome.event_name(),
+            "outcome reported"
+        );
+        Ok(Response::new(pb::OutcomeResponse { event_id }))
     }
 
     type SubscribeInboxStream = InboxStream;

@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// Address of the admin HTTP endpoint (`/metrics` for Prometheus); off when absent.
     #[arg(long, env = "BECKON_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// YAML file with the gateway's providers (replaces the `providers` section of the
+    /// config file).
+    #[arg(long, env = "BECKON_PROVIDERS")]
+    pub providers: Option<PathBuf>,
+    /// Ingest service URL, where a gateway running alone sends delivery events.
+    #[arg(long, env = "BECKON_INGEST_URL")]
+    pub ingest_url: Option<String>,
 }
 
 /// The effective configuration.
@@ -67,6 +74,10 @@ pub struct Settings {
     pub threads: usize,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
+    pub ingest_url: Option<String>,
+    /// Which provider each channel uses, and their settings; credentials are named by file
+    /// or environment variable, never written here.
+    pub providers: beckon_gateway::ProvidersConfig,
 }
 
 impl Default for Settings {
@@ -85,6 +96,8 @@ impl Default for Settings {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             messages_out: None,
             admin_listen: None,
+            ingest_url: None,
+            providers: beckon_gateway::ProvidersConfig::default(),
         }
     }
 }
@@ -139,6 +152,13 @@ impl Settings {
         layer!(threads);
         layer!(opt messages_out);
         layer!(opt admin_listen);
+        layer!(opt ingest_url);
+        if let Some(path) = &args.providers {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            s.providers = serde_norway::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
 
         if s.partitions == 0 {
             anyhow::bail!("partitions: must be at least 1");
@@ -148,8 +168,20 @@ impl Settings {
 
     /// YAML of the effective configuration with secrets (passwords in URLs) hidden.
     pub fn printable(&self) -> String {
+        // Provider credentials are only named (a file, a variable), so the providers section
+        // prints as it is.
         let mut shown = self.clone();
         shown.redis_url = shown.redis_url.as_deref().map(hide_password);
+        let p = &mut shown.providers;
+        let urls = [
+            p.webhook.as_mut().map(|w| &mut w.url),
+            p.twilio.as_mut().map(|t| &mut t.base_url),
+            p.apns.as_mut().map(|a| &mut a.endpoint),
+            p.fcm.as_mut().map(|f| &mut f.endpoint),
+        ];
+        for url in urls.into_iter().flatten() {
+            *url = hide_password(url);
+        }
         serde_norway::to_string(&shown).unwrap_or_default()
     }
 }

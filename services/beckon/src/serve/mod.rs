@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use beckon_core::Clock;
+use beckon_gateway::grpc::GatewayService;
+use beckon_gateway::{DeviceRegistry, EventSink, Recipients};
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{EventLog, LogConfig, MemoryLog, RedisLog};
 use beckon_journey::Engine;
@@ -178,7 +180,6 @@ async fn run_all(
 ) -> anyhow::Result<()> {
     let engine = engine(&settings)?;
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let gateway = gateway::recording_gateway(settings.messages_out.clone());
 
     let (log, timers, store): Backends = match RedisTarget::from_settings(&settings) {
         None => (
@@ -197,6 +198,10 @@ async fn run_all(
             (log, timers, store)
         }
     };
+
+    // Delivery outcomes go straight into the log, as ingest would append them.
+    let sink = Arc::new(gateway::AppendSink::new(log.clone()));
+    let (gateway, gateway_service) = served_gateway(&settings, Some(store.clone()), sink).await?;
 
     let (stop, server_stop) = fan_out(shutdown);
     let wake = Arc::new(Notify::new());
@@ -239,11 +244,13 @@ async fn run_all(
             timers,
             settings.partitions,
             wake,
-        )));
+        )))
+        .add_service(gateway_service.into_server());
     let names = [
         "beckon.v1.Ingest",
         "beckon.v1.UserState",
         "beckon.v1.Scheduler",
+        "beckon.v1.Gateway",
     ];
     crate::grpc::serve(listener, routes, &names, server_stop).await?;
 
@@ -372,8 +379,52 @@ async fn run_gateway(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // With Redis, contacts and devices come from the users' state there.
+    let store = match &settings.redis_url {
+        Some(url) => Some(redis_stores(url, settings.partitions).await?.1),
+        None => None,
+    };
+
+    // Delivery outcomes go to the Ingest service, through a queue that never holds up a send.
+    let (sink, forwarder): (Arc<dyn EventSink>, _) = match &settings.ingest_url {
+        Some(url) => {
+            let config = beckon_gateway::IngestSinkConfig::default();
+            let client = beckon_gateway::ingest_sink::connect_lazy(url, config.timeout)?;
+            let sleeper = Arc::new(beckon_gateway::TokioSleeper);
+            let (sink, forwarder) = beckon_gateway::IngestSink::start(client, config, sleeper);
+            (Arc::new(sink), Some(forwarder))
+        }
+        None => {
+            tracing::warn!("no --ingest-url: delivery outcomes are not forwarded");
+            (Arc::new(gateway::NoSink), None)
+        }
+    };
+
+    let (_, service) = served_gateway(&settings, store, sink).await?;
+    let routes = Routes::new(service.into_server());
+    crate::grpc::serve(listener, routes, &["beckon.v1.Gateway"], shutdown).await?;
+
+    // The server is down and with it every sender; forward what is still queued.
+    if let Some(forwarder) = forwarder {
+        forwarder.drained().await;
+    }
+    Ok(())
+}
+
+/// The gateway of a served process and its gRPC service: recorder channels, then the
+/// configured providers, the in-app inbox, and idempotency keys in Redis when there is one.
+async fn served_gateway(
+    settings: &Settings,
+    store: Option<Arc<dyn StateStore>>,
+    sink: Arc<dyn EventSink>,
+) -> anyhow::Result<(beckon_gateway::Gateway, GatewayService)> {
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let mut gateway = gateway::recording_gateway(settings.messages_out.clone());
+    let record = gateway::recorder(settings.messages_out.clone());
+    let mut base = gateway::CHANNELS
+        .iter()
+        .fold(beckon_gateway::Gateway::new(), |g, c| {
+            g.with(c, record.clone())
+        });
 
     // Idempotency keys in Redis make a send repeated by any instance, before or after a
     // crash, go out once.
@@ -386,15 +437,35 @@ async fn run_gateway(
                 ..beckon_gateway::RedisKeysConfig::default()
             },
         );
-        gateway = gateway.with_key_store(Arc::new(keys));
+        base = base.with_key_store(Arc::new(keys));
     }
 
     let inbox = Arc::new(beckon_gateway::inbox::Inbox::new(
-        clock,
+        clock.clone(),
         beckon_core::Duration::hours(30 * 24),
         200,
     ));
-    let service = beckon_gateway::grpc::GatewayService::new(gateway, inbox);
-    let routes = Routes::new(service.into_server());
-    crate::grpc::serve(listener, routes, &["beckon.v1.Gateway"], shutdown).await
+    let (recipients, devices): (Arc<dyn Recipients>, Arc<dyn DeviceRegistry>) = match store {
+        Some(store) => {
+            let contacts = Arc::new(gateway::StateContacts::new(store));
+            (contacts.clone(), contacts)
+        }
+        None => (
+            Arc::new(beckon_gateway::MemoryRecipients::new()),
+            Arc::new(beckon_gateway::MemoryDevices::new()),
+        ),
+    };
+    let wiring = beckon_gateway::Wiring {
+        recipients,
+        devices,
+        inbox: inbox.clone(),
+        record,
+        deps: beckon_gateway::Deps::live(sink.clone()),
+    };
+    let gateway = settings
+        .providers
+        .apply(base, &wiring)
+        .context("providers")?;
+    let service = GatewayService::new(gateway.clone(), inbox).with_outcomes(sink);
+    Ok((gateway, service))
 }

@@ -4,11 +4,11 @@
 use std::sync::Mutex;
 
 use beckon_core::Ts;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::retry::millis;
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BreakerConfig {
     /// Retryable failures in a row that open the circuit.

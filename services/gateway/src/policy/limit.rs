@@ -4,10 +4,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use beckon_core::Ts;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Sends per second a provider may receive from this gateway, with a burst allowance.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RateLimit {
     pub per_second: f64,

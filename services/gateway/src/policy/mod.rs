@@ -10,11 +10,11 @@ pub use limit::{RateLimit, RateLimiter};
 pub use retry::RetryPolicy;
 pub(crate) use retry::jitter_unit as retry_jitter;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The delivery policy of one provider.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeliveryPolicy {
     pub retry: RetryPolicy,
     pub rate_limit: RateLimit,

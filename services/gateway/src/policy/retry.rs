@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Exponential backoff with jitter.
 ///
@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// all of `min(max_delay, base_delay * 2^(n-1))`: the random half spreads retries of many
 /// messages that failed together, the fixed half keeps the wait growing. A provider's own
 /// `Retry-After` replaces the computed wait, capped by `max_delay`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetryPolicy {
     /// Attempts per message and recipient, the first one included. The outbox retries later
@@ -65,7 +65,11 @@ pub(crate) fn jitter_unit() -> f64 {
 pub(crate) mod millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)

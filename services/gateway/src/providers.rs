@@ -1,0 +1,414 @@
+//! Which provider each channel of a served gateway uses, and the settings of each provider.
+//!
+//! The settings are plain data (a YAML section of the service's configuration). Credentials
+//! are never written in them: a [`SecretRef`] names a file (a mounted Kubernetes secret) or an
+//! environment variable, and the value is read once, when the gateway is built. Printing the
+//! settings therefore shows where a secret comes from, never the secret.
+//!
+//! ```yaml
+//! channels: { push: apns, live_activity: apns, email: smtp, webhook: webhook, in_app: inbox }
+//! apns:
+//!   endpoint: https://api.push.apple.com
+//!   team_id: TEAM123456
+//!   key_id: KEYID78901
+//!   topic: com.example.shop
+//!   signing_key: { file: /run/secrets/apns.p8 }
+//!   policy: { rate_limit: { per_second: 500, burst: 100 } }
+//! webhook:
+//!   url: https://hooks.example.com/beckon
+//!   secret: { env: BECKON_WEBHOOK_SECRET }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::adapter::Deps;
+use crate::channel::{Channel, Gateway};
+use crate::email::{SmtpConfig, SmtpSecurity};
+use crate::error::GatewayError;
+use crate::fcm::{FcmConfig, ServiceAccount};
+use crate::policy::DeliveryPolicy;
+use crate::recipients::{DeviceRegistry, Recipients};
+use crate::secret::Secret;
+use crate::sms::TwilioConfig;
+use crate::webhook::WebhookConfig;
+use crate::{apns, email, fcm, sms, webhook};
+
+/// The providers a channel can be routed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Apns,
+    Fcm,
+    Smtp,
+    Twilio,
+    Webhook,
+    /// The in-app inbox of the gateway itself.
+    Inbox,
+    /// The development recorder (`--messages-out`), which is also what an unrouted channel
+    /// uses.
+    Record,
+}
+
+/// Where a credential is read from: a file, or an environment variable. Exactly one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+impl SecretRef {
+    /// Reads the credential; `field` names the setting in errors.
+    pub fn load(&self, field: &str) -> Result<Secret, GatewayError> {
+        let config = |reason: String| GatewayError::Config {
+            field: field.to_string(),
+            reason,
+        };
+        let secret = match (&self.file, &self.env) {
+            (Some(path), None) => Secret::from_file(path).map_err(|e| match e {
+                GatewayError::Config { reason, .. } => {
+                    config(format!("{}: {reason}", path.display()))
+                }
+                other => other,
+            })?,
+            (None, Some(name)) => match std::env::var(name) {
+                Ok(value) => Secret::new(value.trim()),
+                Err(_) => return Err(config(format!("environment variable {name} is not set"))),
+            },
+            _ => return Err(config("give exactly one of `file` or `env`".into())),
+        };
+        if secret.is_empty() {
+            return Err(config("the secret is empty".into()));
+        }
+        Ok(secret)
+    }
+}
+
+fn ten_seconds() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsSettings {
+    pub endpoint: String,
+    pub team_id: String,
+    pub key_id: String,
+    /// The bundle id.
+    pub topic: String,
+    /// The `.p8` signing key.
+    pub signing_key: SecretRef,
+    /// How long APNs keeps trying an offline device; 0 sends once.
+    #[serde(default = "one_hour")]
+    pub expiration_secs: u64,
+    #[serde(default = "ten_seconds")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub policy: DeliveryPolicy,
+}
+
+fn one_hour() -> u64 {
+    3_600
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmSettings {
+    pub endpoint: String,
+    pub token_endpoint: String,
+    /// The service-account key file (JSON).
+    pub service_account: SecretRef,
+    #[serde(default = "ten_seconds")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub policy: DeliveryPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    pub unsubscribe_url: String,
+    pub unsubscribe_secret: SecretRef,
+    #[serde(default = "thirty_seconds")]
+    pub timeout_ms: u64,
+    #[serde(default = "four")]
+    pub pool_size: u32,
+    #[serde(default)]
+    pub policy: DeliveryPolicy,
+}
+
+fn thirty_seconds() -> u64 {
+    30_000
+}
+
+fn four() -> u32 {
+    4
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSettings {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: SecretRef,
+    /// The sending number, E.164.
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_callback: Option<String>,
+    #[serde(default = "ten_seconds")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub policy: DeliveryPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The HMAC key shared with the receiver.
+    pub secret: SecretRef,
+    #[serde(default = "ten_seconds")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub policy: DeliveryPolicy,
+}
+
+/// The providers of a served gateway: which provider each channel uses, and their settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Channel (`push`, `email`, `live_activity`, ...) to provider. A channel not named here
+    /// goes to the recorder.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ProviderKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns: Option<ApnsSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub twilio: Option<TwilioSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// What the adapters are built with besides their settings.
+#[derive(Clone)]
+pub struct Wiring {
+    pub recipients: Arc<dyn Recipients>,
+    pub devices: Arc<dyn DeviceRegistry>,
+    /// The in-app inbox, for channels routed to `inbox`.
+    pub inbox: Arc<dyn Channel>,
+    /// The recorder, for channels routed to `record`.
+    pub record: Arc<dyn Channel>,
+    pub deps: Deps,
+}
+
+fn parse_url(field: &str, text: &str) -> Result<Url, GatewayError> {
+    Url::parse(text).map_err(|e| GatewayError::Config {
+        field: field.to_string(),
+        reason: format!("not a URL: {e}"),
+    })
+}
+
+fn missing(channel: &str, kind: &str) -> GatewayError {
+    GatewayError::Config {
+        field: format!("channels.{channel}"),
+        reason: format!("routed to {kind}, but there is no `{kind}` section"),
+    }
+}
+
+impl ProvidersConfig {
+    /// Routes each configured channel of `gateway` to its provider, building every provider
+    /// once (push and live_activity may share one APNs connection). Fails on the first
+    /// unusable setting, naming it.
+    pub fn apply(&self, mut gateway: Gateway, wiring: &Wiring) -> Result<Gateway, GatewayError> {
+        let mut built: BTreeMap<ProviderKind, Arc<dyn Channel>> = BTreeMap::new();
+        for (channel, kind) in &self.channels {
+            let adapter = match built.get(kind) {
+                Some(adapter) => adapter.clone(),
+                None => {
+                    let adapter = self.build(channel, *kind, wiring)?;
+                    built.insert(*kind, adapter.clone());
+                    adapter
+                }
+            };
+            tracing::info!(
+                beckon.channel = %channel,
+                beckon.provider = adapter.provider(),
+                "channel routed"
+            );
+            gateway = gateway.with(channel, adapter);
+        }
+        Ok(gateway)
+    }
+
+    fn build(
+        &self,
+        channel: &str,
+        kind: ProviderKind,
+        wiring: &Wiring,
+    ) -> Result<Arc<dyn Channel>, GatewayError> {
+        let deps = wiring.deps.clone();
+        let adapter: Arc<dyn Channel> = match kind {
+            ProviderKind::Inbox => wiring.inbox.clone(),
+            ProviderKind::Record => wiring.record.clone(),
+            ProviderKind::Apns => {
+                let s = self.apns.as_ref().ok_or_else(|| missing(channel, "apns"))?;
+                let mut config = apns::ApnsConfig::new(
+                    parse_url("apns.endpoint", &s.endpoint)?,
+                    s.team_id.clone(),
+                    s.key_id.clone(),
+                    s.signing_key.load("apns.signing_key")?,
+                    s.topic.clone(),
+                );
+                config.expiration =
+                    (s.expiration_secs > 0).then(|| Duration::from_secs(s.expiration_secs));
+                config.timeout = Duration::from_millis(s.timeout_ms);
+                config.policy = s.policy.clone();
+                Arc::new(apns::channel(config, wiring.devices.clone(), deps)?)
+            }
+            ProviderKind::Fcm => {
+                let s = self.fcm.as_ref().ok_or_else(|| missing(channel, "fcm"))?;
+                let account = s.service_account.load("fcm.service_account")?;
+                let mut config = FcmConfig::new(
+                    parse_url("fcm.endpoint", &s.endpoint)?,
+                    parse_url("fcm.token_endpoint", &s.token_endpoint)?,
+                    ServiceAccount::from_json(account.expose())?,
+                );
+                config.timeout = Duration::from_millis(s.timeout_ms);
+                config.policy = s.policy.clone();
+                Arc::new(fcm::channel(config, wiring.devices.clone(), deps)?)
+            }
+            ProviderKind::Smtp => {
+                let s = self.smtp.as_ref().ok_or_else(|| missing(channel, "smtp"))?;
+                let mut config = SmtpConfig::new(
+                    s.host.clone(),
+                    s.port,
+                    s.from.clone(),
+                    parse_url("smtp.unsubscribe_url", &s.unsubscribe_url)?,
+                    s.unsubscribe_secret.load("smtp.unsubscribe_secret")?,
+                );
+                config.security = s.security;
+                config.username = s.username.clone();
+                config.password = match &s.password {
+                    Some(p) => Some(p.load("smtp.password")?),
+                    None => None,
+                };
+                config.timeout = Duration::from_millis(s.timeout_ms);
+                config.pool_size = s.pool_size.max(1);
+                config.policy = s.policy.clone();
+                Arc::new(email::channel(config, wiring.recipients.clone(), deps)?)
+            }
+            ProviderKind::Twilio => {
+                let s = self
+                    .twilio
+                    .as_ref()
+                    .ok_or_else(|| missing(channel, "twilio"))?;
+                let mut config = TwilioConfig::new(
+                    parse_url("twilio.base_url", &s.base_url)?,
+                    s.account_sid.clone(),
+                    s.auth_token.load("twilio.auth_token")?,
+                    s.from.clone(),
+                );
+                config.status_callback = match &s.status_callback {
+                    Some(u) => Some(parse_url("twilio.status_callback", u)?),
+                    None => None,
+                };
+                config.timeout = Duration::from_millis(s.timeout_ms);
+                config.policy = s.policy.clone();
+                Arc::new(sms::channel(config, wiring.recipients.clone(), deps)?)
+            }
+            ProviderKind::Webhook => {
+                let s = self
+                    .webhook
+                    .as_ref()
+                    .ok_or_else(|| missing(channel, "webhook"))?;
+                let mut config = WebhookConfig::new(
+                    parse_url("webhook.url", &s.url)?,
+                    s.secret.load("webhook.secret")?,
+                );
+                config.timeout = Duration::from_millis(s.timeout_ms);
+                config.policy = s.policy.clone();
+                Arc::new(webhook::channel(config, deps)?)
+            }
+        };
+        Ok(adapter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_comes_from_a_file_or_the_environment_never_both() {
+        let dir = std::env::temp_dir().join(format!("beckon-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("hook");
+        std::fs::write(&path, "s3cret\n").expect("write");
+
+        let from_file = SecretRef {
+            file: Some(path.clone()),
+            env: None,
+        };
+        let secret = from_file.load("webhook.secret").expect("loads");
+        assert_eq!(secret.expose(), "s3cret");
+
+        let both = SecretRef {
+            file: Some(path),
+            env: Some("X".into()),
+        };
+        let err = both
+            .load("webhook.secret")
+            .expect_err("ambiguous")
+            .to_string();
+        assert!(err.contains("webhook.secret"), "{err}");
+
+        let unset = SecretRef {
+            file: None,
+            env: Some("BECKON_TEST_SURELY_UNSET_VARIABLE".into()),
+        };
+        let err = unset.load("smtp.password").expect_err("unset").to_string();
+        assert!(err.contains("BECKON_TEST_SURELY_UNSET_VARIABLE"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_channel_routed_to_a_provider_without_settings_is_named() {
+        let config: ProvidersConfig =
+            serde_json::from_str(r#"{"channels": {"push": "apns"}}"#).expect("parses");
+        let record: Arc<dyn Channel> = Arc::new(crate::RecordingChannel::new());
+        let wiring = Wiring {
+            recipients: Arc::new(crate::MemoryRecipients::new()),
+            devices: Arc::new(crate::MemoryDevices::new()),
+            inbox: record.clone(),
+            record,
+            deps: Deps::live(Arc::new(crate::MemorySink::new())),
+        };
+        let err = config
+            .apply(Gateway::new(), &wiring)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("channels.push"), "{err}");
+    }
+}
