@@ -380,8 +380,8 @@ async fn run_gateway(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // With Redis, contacts and devices come from the users' state there.
-    let store = match &settings.redis_url {
-        Some(url) => Some(redis_stores(url, settings.partitions).await?.1),
+    let store = match RedisTarget::from_settings(&settings) {
+        Some(target) => Some(redis_stores(target.connect().await?, settings.partitions).1),
         None => None,
     };
 
@@ -428,7 +428,7 @@ async fn served_gateway(
 
     // Idempotency keys in Redis make a send repeated by any instance, before or after a
     // crash, go out once.
-    if let Some(target) = RedisTarget::from_settings(&settings) {
+    if let Some(target) = RedisTarget::from_settings(settings) {
         let conn = target.connect().await?;
         let keys = beckon_gateway::RedisKeyStore::new(
             conn,
