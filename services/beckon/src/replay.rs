@@ -7,8 +7,16 @@
 //!
 //! Output does not depend on thread timing: users never share state, each partition applies
 //! its events in file order, and messages are sorted before they are written.
+//!
+//! Merges (an `alias`, or an event carrying both a `userId` and an `anonymousId`) take the same
+//! steps as in the services, through the same evaluator: the known user asks the other id to
+//! hand over, that id becomes a tombstone and hands its state to the known user. Here the
+//! steps are run one after the other at the event that asked for the merge, while other
+//! partitions keep going, so every partition still sees its triggers in file order. After a
+//! merge the reader sends the old id's events straight to the known user, which is what the
+//! tombstone would do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +24,15 @@ use std::sync::Arc;
 use actix::Arbiter;
 use anyhow::Context as _;
 use beckon_core::partition::partition_of;
-use beckon_core::{Duration, Event, OutboundMessage, Ts};
+use beckon_core::{Duration, Event, EventKind, OutboundMessage, Trigger, Ts};
 use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_ingest::{Deduper, MemoryDeduper};
 use beckon_journey::Engine;
 use beckon_scheduler::MemoryTimers;
-use beckon_user_state::{MemoryStore, Outlet, PartitionWorker, StateStore, Stats, Timers};
+use beckon_user_state::{
+    Forwarder, MemoryStore, Outlet, PartitionWorker, StateError, StateStore, Stats, Timers,
+};
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::{EventCounts, JourneyReport, RejectedLine, Report, StepReport, TimerCounts};
@@ -74,6 +85,12 @@ pub struct ReplayOutcome {
 
 enum Work {
     Events(Vec<(u32, Event)>),
+    /// One step of a merge, answered once applied.
+    Trigger {
+        partition: u32,
+        trigger: Box<Trigger>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Finish {
         until: Ts,
         done: oneshot::Sender<WorkerResult>,
@@ -128,6 +145,8 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
 
     let workers = config.workers.max(1);
     let partitions = config.partitions.max(1);
+    let (forward_tx, mut forwarded) = mpsc::unbounded_channel();
+    let forwarder: Arc<dyn Forwarder> = Arc::new(ToReader(forward_tx));
     let mut arbiters = Vec::with_capacity(workers);
     let mut senders = Vec::with_capacity(workers);
     for w in 0..workers {
@@ -136,10 +155,15 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         let owned: Vec<u32> = (0..partitions)
             .filter(|p| *p as usize % workers == w)
             .collect();
-        let (engine, store, gateway) = (engine.clone(), store.clone(), gateway.clone());
-        let workspace = config.workspace.clone();
+        let shared = Shared {
+            engine: engine.clone(),
+            store: store.clone(),
+            gateway: gateway.clone(),
+            forwarder: forwarder.clone(),
+            workspace: config.workspace.clone(),
+        };
         arbiter.spawn_fn(move || {
-            actix::spawn(drive(rx, owned, engine, store, gateway, workspace));
+            actix::spawn(drive(rx, owned, shared));
         });
         arbiters.push(arbiter);
         senders.push(tx);
@@ -151,6 +175,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     let mut batches: Vec<Vec<(u32, Event)>> = vec![Vec::with_capacity(BATCH); workers];
     let (mut first, mut last) = (Ts::MAX, Ts::MIN);
     let mut bytes = 0u64;
+    let mut merges = Merges::default();
 
     for (n, line) in reader.lines().enumerate() {
         let line_no = n as u64 + 1;
@@ -196,8 +221,21 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         counts.applied += 1;
         first = first.min(event.timestamp);
         last = last.max(event.timestamp);
+        let mut event = event;
+        event.user = merges.resolve(&event.user);
         let p = partition_of(&config.workspace, &event.user, partitions);
         let w = p as usize % workers;
+        if merges.asks_for_merge(&event) {
+            let route = Route {
+                workspace: &config.workspace,
+                partitions,
+                senders: &senders,
+            };
+            route.flush(&mut batches, w).await?;
+            route.apply(p, Trigger::Event(event)).await?;
+            merges.settle(&route, &mut batches, &mut forwarded).await?;
+            continue;
+        }
         batches[w].push((p, event));
         if batches[w].len() >= BATCH {
             let batch = std::mem::replace(&mut batches[w], Vec::with_capacity(BATCH));
@@ -275,21 +313,145 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     Ok(ReplayOutcome { report, messages })
 }
 
-/// One worker thread: owns some partitions, applies their events in arrival order.
-async fn drive(
-    mut rx: mpsc::Receiver<Work>,
-    owned: Vec<u32>,
+/// Triggers forwarded by the workers, back to the reader, which runs merges.
+struct ToReader(mpsc::UnboundedSender<(String, Trigger)>);
+
+impl Forwarder for ToReader {
+    fn forward<'a>(
+        &'a self,
+        _workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let sent = self.0.send((key.to_string(), trigger.clone()));
+        Box::pin(async move {
+            sent.map_err(|_| StateError::Unavailable("the replay reader stopped".into()))
+        })
+    }
+}
+
+/// How the reader reaches the partition workers.
+struct Route<'a> {
+    workspace: &'a str,
+    partitions: u32,
+    senders: &'a [mpsc::Sender<Work>],
+}
+
+impl Route<'_> {
+    /// Hands worker `w` the events batched for it, so they apply before what comes next.
+    async fn flush(&self, batches: &mut [Vec<(u32, Event)>], w: usize) -> anyhow::Result<()> {
+        let batch = std::mem::replace(&mut batches[w], Vec::with_capacity(BATCH));
+        if !batch.is_empty() {
+            self.senders[w]
+                .send(Work::Events(batch))
+                .await
+                .context("a replay worker stopped")?;
+        }
+        Ok(())
+    }
+
+    /// Applies one trigger on its partition's worker and waits until it is applied.
+    async fn apply(&self, partition: u32, trigger: Trigger) -> anyhow::Result<()> {
+        let (done, answer) = oneshot::channel();
+        let w = partition as usize % self.senders.len();
+        self.senders[w]
+            .send(Work::Trigger {
+                partition,
+                trigger: Box::new(trigger),
+                done,
+            })
+            .await
+            .context("a replay worker stopped")?;
+        answer
+            .await
+            .context("a replay worker stopped")?
+            .map_err(|e| anyhow::anyhow!("replay worker failed: {e}"))
+    }
+}
+
+/// What the reader knows about merges: pairs already asked for, and ids merged away.
+#[derive(Default)]
+struct Merges {
+    asked: HashSet<(String, String)>,
+    merged_into: HashMap<String, String>,
+    forwarded: HashSet<String>,
+}
+
+impl Merges {
+    /// The id that now holds `user`'s state: `user`, or the user it was merged into.
+    fn resolve(&self, user: &str) -> String {
+        let mut id = user;
+        // Bounded: a merge never points back at an id that was merged away.
+        for _ in 0..self.merged_into.len() {
+            match self.merged_into.get(id) {
+                Some(next) => id = next,
+                None => break,
+            }
+        }
+        id.to_string()
+    }
+
+    /// Whether the event names a second id not yet asked about for this user.
+    fn asks_for_merge(&mut self, event: &Event) -> bool {
+        let other = match event.kind {
+            EventKind::Alias => event.previous_id.as_deref(),
+            _ => event.anonymous_id.as_deref(),
+        };
+        let Some(other) = other.filter(|o| !o.is_empty() && *o != event.user) else {
+            return false;
+        };
+        self.asked.insert((event.user.clone(), other.to_string()))
+    }
+
+    /// Runs the triggers the last one forwarded, and those they forward, one at a time.
+    async fn settle(
+        &mut self,
+        route: &Route<'_>,
+        batches: &mut [Vec<(u32, Event)>],
+        forwarded: &mut mpsc::UnboundedReceiver<(String, Trigger)>,
+    ) -> anyhow::Result<()> {
+        while let Ok((key, trigger)) = forwarded.try_recv() {
+            if !self.forwarded.insert(key) {
+                continue;
+            }
+            if let Trigger::MergeIn(m) = &trigger {
+                self.merged_into.insert(m.from.clone(), m.user.clone());
+            }
+            let p = partition_of(route.workspace, trigger.user(), route.partitions);
+            route
+                .flush(batches, p as usize % route.senders.len())
+                .await?;
+            route.apply(p, trigger).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What every worker thread shares.
+struct Shared {
     engine: Arc<Engine>,
     store: Arc<dyn StateStore>,
     gateway: Gateway,
+    forwarder: Arc<dyn Forwarder>,
     workspace: String,
-) {
+}
+
+/// One worker thread: owns some partitions, applies their events in arrival order.
+async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
+    let Shared {
+        engine,
+        store,
+        gateway,
+        forwarder,
+        workspace,
+    } = shared;
     let mut workers: BTreeMap<u32, PartitionWorker> = owned
         .into_iter()
         .map(|p| {
             let timers = Timers::Local(Box::new(MemoryTimers::new()));
             let outlet: Arc<dyn Outlet> = Arc::new(gateway.clone());
-            let w = PartitionWorker::new(p, engine.clone(), store.clone(), timers, outlet);
+            let w = PartitionWorker::new(p, engine.clone(), store.clone(), timers, outlet)
+                .with_forwarder(forwarder.clone());
             (p, w)
         })
         .collect();
@@ -297,6 +459,20 @@ async fn drive(
 
     while let Some(work) = rx.recv().await {
         match work {
+            Work::Trigger {
+                partition,
+                trigger,
+                done,
+            } => {
+                let result = match workers.get_mut(&partition) {
+                    Some(worker) => worker
+                        .on_trigger(&workspace, *trigger)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("partition {partition} is not on this worker")),
+                };
+                let _ = done.send(result);
+            }
             Work::Events(batch) => {
                 for (p, event) in batch {
                     let Some(worker) = workers.get_mut(&p) else {

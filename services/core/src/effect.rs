@@ -9,28 +9,70 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Props};
+use crate::state::UserState;
 use crate::time::Ts;
 
-/// Something that happened to a user: an event, one of the user's timers coming due, or a
-/// backend asking for the user to enter a journey.
+/// Something that happened to a user: an event, one of the user's timers coming due, a
+/// backend asking for the user to enter a journey, or one step of merging two ids of the same
+/// person (see [`MergeOut`] and [`MergeIn`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]
 pub enum Trigger {
     Event(Event),
     Timer(Timer),
     Api(ApiEntry),
+    MergeOut(MergeOut),
+    MergeIn(MergeIn),
 }
 
 impl Trigger {
-    /// The instant the trigger happened at: the event's time, the timer's due time, or the
-    /// time the API call was accepted.
+    /// The instant the trigger happened at: the event's time, the timer's due time, the time
+    /// the API call was accepted, or the time of the event that asked for a merge.
     pub fn at(&self) -> Ts {
         match self {
             Trigger::Event(e) => e.timestamp,
             Trigger::Timer(t) => t.due,
             Trigger::Api(a) => a.at,
+            Trigger::MergeOut(m) => m.at,
+            Trigger::MergeIn(m) => m.at,
         }
     }
+
+    /// The user whose actor the trigger is for; its partition is the user's partition.
+    pub fn user(&self) -> &str {
+        match self {
+            Trigger::Event(e) => &e.user,
+            Trigger::Timer(t) => &t.user,
+            Trigger::Api(a) => &a.user,
+            Trigger::MergeOut(m) => &m.user,
+            Trigger::MergeIn(m) => &m.user,
+        }
+    }
+}
+
+/// First step of a merge, for the id being merged away (`user`, usually an anonymous id):
+/// hand your state over to `into` and forward whatever comes for you later.
+///
+/// The known user's side asks for it when an event names both ids; it travels through the
+/// partition log of `user`, since the two ids usually live in different partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOut {
+    pub user: String,
+    pub into: String,
+    pub at: Ts,
+    /// The message id of the event that asked for the merge.
+    pub cause: String,
+}
+
+/// Second step of a merge, for the known user (`user`): take over `from`'s state, a copy
+/// taken when `from` became a forwarding tombstone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeIn {
+    pub user: String,
+    pub from: String,
+    pub at: Ts,
+    pub cause: String,
+    pub snapshot: Box<UserState>,
 }
 
 /// "Put this user into this journey now", from a backend (an order service sending a receipt
@@ -172,6 +214,9 @@ pub enum DecisionKind {
     SegmentEntered,
     /// The user stopped being a member of a segment; `journey` holds the segment id.
     SegmentLeft,
+    /// Another id of the same person was merged into the user (or, on the other id's side,
+    /// the user was merged away); `journey` is empty.
+    Merged,
 }
 
 impl fmt::Display for DecisionKind {
@@ -189,6 +234,7 @@ impl fmt::Display for DecisionKind {
             DecisionKind::Converted => "converted",
             DecisionKind::SegmentEntered => "segment_entered",
             DecisionKind::SegmentLeft => "segment_left",
+            DecisionKind::Merged => "merged",
         };
         f.write_str(text)
     }
@@ -206,4 +252,10 @@ pub enum Effect {
     },
     Send(OutboundMessage),
     Record(Decision),
+    /// Append `trigger` to the partition log of its user. `key` makes the append idempotent:
+    /// a trigger forwarded again under the same key (a retried batch) is appended once.
+    Forward {
+        key: String,
+        trigger: Trigger,
+    },
 }

@@ -15,10 +15,10 @@ pub mod time;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use effect::{
-    ApiEntry, Decision, DecisionKind, Effect, HOLDOUT_ARM, OutboundMessage, SEGMENT_TIMER_PREFIX,
-    Timer, TimerKind, Trigger,
+    ApiEntry, Decision, DecisionKind, Effect, HOLDOUT_ARM, MergeIn, MergeOut, OutboundMessage,
+    SEGMENT_TIMER_PREFIX, Timer, TimerKind, Trigger,
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, Props};
-pub use state::{FunnelTrack, JourneyInstance, Membership, Tracking, UserState};
+pub use state::{FunnelTrack, JourneyInstance, Membership, MergeStage, Tracking, UserState};
 pub use time::{Duration, Ts};

@@ -60,6 +60,16 @@ pub struct FunnelProgress {
     pub started: Ts,
 }
 
+/// How far the merge of another id into a user got, as the user's side sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeStage {
+    /// The other id was asked to hand its state over; its snapshot has not arrived.
+    Requested,
+    /// The other id's snapshot was taken over.
+    Done,
+}
+
 /// A user's standing in one segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
@@ -339,6 +349,13 @@ pub struct UserState {
     #[serde(default)]
     pub decisions: VecDeque<Decision>,
     pub next_instance: u64,
+    /// Set when this id was merged into another user: the record is then only a forwarding
+    /// tombstone, and whatever comes for this id goes to that user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Other ids of the same person merged (or being merged) into this user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub merged: BTreeMap<String, MergeStage>,
 }
 
 impl UserState {
@@ -517,33 +534,111 @@ impl UserState {
             .last_seen
             .unwrap_or(event.timestamp)
             .saturating_sub(tracked.window);
-        while list.front().is_some_and(|o| o.at <= horizon) {
-            list.pop_front();
-        }
-        let width = bucket_width(tracked.window).0.max(1);
-        while list.len() > EXACT_OCCURRENCES {
-            let Some(mut oldest) = list.pop_front() else {
-                break;
+        trim_history(history, horizon, tracked.window);
+    }
+
+    /// Takes over the behavioral history of `other`, another id of the same person, as if
+    /// both ids' events had happened to one user. Journeys and segment memberships are left
+    /// to the evaluator, which owns their timers.
+    ///
+    /// Rules: counts, totals and occurrences add up; first times take the earlier and last
+    /// times the later; funnel progress takes the attempt that got further; traits take the
+    /// newer value (this user's on a tie), except that consent takes the stricter answer
+    /// (`<channel>_opt_out` and `unsubscribed` true if either says so, a `consent` map false
+    /// per channel if either says so) and `devices` lists are united.
+    pub fn absorb(&mut self, other: &UserState, tracking: &Tracking) {
+        self.version += 1;
+        self.total_events += other.total_events;
+        self.first_seen = min_opt(self.first_seen, other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.clock = self.clock.max(other.clock);
+
+        for (name, theirs) in &other.traits {
+            let merged = match self.traits.get(name) {
+                Some(ours) => merge_trait(name, ours, theirs),
+                None => theirs.clone(),
             };
-            // The bucket's last millisecond: folded occurrences leave windows late, not early.
-            oldest.at = Ts(oldest.at.0.div_euclid(width) * width + width - 1);
-            let folded = &mut history.folded;
-            let same = folded
-                .iter_mut()
-                .rev()
-                .take(8)
-                .find(|b| b.at == oldest.at && b.props == oldest.props);
-            match same {
-                Some(bucket) => bucket.count = bucket.count.saturating_add(1),
+            self.traits.insert(name.clone(), merged);
+        }
+
+        self.merge_event_stats(other);
+
+        for (name, theirs) in &other.recent {
+            let ours = self.recent.entry(name.clone()).or_default();
+            ours.exact = merge_sorted(&ours.exact, &theirs.exact);
+            ours.folded = merge_sorted(&ours.folded, &theirs.folded);
+            let window = tracking.get(name).map_or(Duration(i64::MAX), |t| t.window);
+            let horizon = self.last_seen.unwrap_or(Ts::MIN).saturating_sub(window);
+            trim_history(ours, horizon, window);
+        }
+
+        for (key, theirs) in &other.funnels {
+            let ours = self.funnels.entry(key.clone()).or_insert(*theirs);
+            let further = (theirs.reached, theirs.started) > (ours.reached, ours.started);
+            if further {
+                *ours = *theirs;
+            }
+        }
+        for (name, theirs) in &other.last_events {
+            let newer = self.last_events.get(name).is_none_or(|l| l.at < theirs.at);
+            if newer {
+                self.last_events.insert(name.clone(), theirs.clone());
+            }
+        }
+
+        let mut sends: Vec<SendMark> = self.sends.drain(..).chain(other.sends.clone()).collect();
+        sends.sort_by_key(|s| s.at);
+        let skip = sends.len().saturating_sub(MAX_SENDS);
+        self.sends = sends.into_iter().skip(skip).collect();
+
+        for (journey, theirs) in &other.entry_log {
+            let ours = self.entry_log.entry(journey.clone()).or_default();
+            let mut all: Vec<Ts> = ours.at.iter().chain(&theirs.at).copied().collect();
+            all.sort();
+            ours.at = all.into();
+        }
+        for (journey, theirs) in &other.history {
+            match self.history.get_mut(journey) {
+                Some(ours) => merge_journey_history(ours, theirs),
                 None => {
-                    let pos = folded.partition_point(|o| o.at <= oldest.at);
-                    folded.insert(pos, oldest);
+                    self.history.insert(journey.clone(), theirs.clone());
                 }
             }
         }
-        let folded = &mut history.folded;
-        while folded.front().is_some_and(|o| o.at <= horizon) || folded.len() > MAX_BUCKETS {
-            folded.pop_front();
+
+        for id in &other.message_ids {
+            if !self.has_applied(id) {
+                self.message_ids.push_back(id.clone());
+            }
+        }
+        while self.message_ids.len() > RECENT_MESSAGE_IDS {
+            self.message_ids.pop_front();
+        }
+        // The cache no longer matches the list; the next duplicate check rebuilds it.
+        self.id_hashes = IdHashes::default();
+
+        let mut decisions: Vec<Decision> = self
+            .decisions
+            .drain(..)
+            .chain(other.decisions.clone())
+            .collect();
+        decisions.sort_by_key(|d| d.at);
+        let skip = decisions.len().saturating_sub(RECENT_DECISIONS);
+        self.decisions = decisions.into_iter().skip(skip).collect();
+    }
+
+    fn merge_event_stats(&mut self, other: &UserState) {
+        for (name, theirs) in &other.events {
+            match self.events.get_mut(name) {
+                Some(ours) => {
+                    ours.count += theirs.count;
+                    ours.first = ours.first.min(theirs.first);
+                    ours.last = ours.last.max(theirs.last);
+                }
+                None => {
+                    self.events.insert(name.clone(), *theirs);
+                }
+            }
         }
     }
 
@@ -575,6 +670,107 @@ impl UserState {
     pub fn trait_value(&self, name: &str) -> Option<&serde_json::Value> {
         self.traits.get(name).map(|t| &t.value)
     }
+}
+
+/// Drops occurrences at or before `horizon` and folds the oldest exact ones beyond
+/// [`EXACT_OCCURRENCES`] into buckets sized for `window`.
+fn trim_history(history: &mut History, horizon: Ts, window: Duration) {
+    let list = &mut history.exact;
+    while list.front().is_some_and(|o| o.at <= horizon) {
+        list.pop_front();
+    }
+    let width = bucket_width(window).0.max(1);
+    while list.len() > EXACT_OCCURRENCES {
+        let Some(mut oldest) = list.pop_front() else {
+            break;
+        };
+        // The bucket's last millisecond: folded occurrences leave windows late, not early.
+        oldest.at = Ts(oldest.at.0.div_euclid(width) * width + width - 1);
+        let folded = &mut history.folded;
+        let same = folded
+            .iter_mut()
+            .rev()
+            .take(8)
+            .find(|b| b.at == oldest.at && b.props == oldest.props);
+        match same {
+            Some(bucket) => bucket.count = bucket.count.saturating_add(1),
+            None => {
+                let pos = folded.partition_point(|o| o.at <= oldest.at);
+                folded.insert(pos, oldest);
+            }
+        }
+    }
+    let folded = &mut history.folded;
+    while folded.front().is_some_and(|o| o.at <= horizon) || folded.len() > MAX_BUCKETS {
+        folded.pop_front();
+    }
+}
+
+fn min_opt(a: Option<Ts>, b: Option<Ts>) -> Option<Ts> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Two time-ordered occurrence lists as one, still in time order (ours first on a tie).
+fn merge_sorted(
+    ours: &VecDeque<Occurrence>,
+    theirs: &VecDeque<Occurrence>,
+) -> VecDeque<Occurrence> {
+    let mut all: Vec<Occurrence> = ours.iter().chain(theirs).cloned().collect();
+    all.sort_by_key(|o| o.at);
+    all.into()
+}
+
+/// Traits whose merge takes the stricter answer rather than the newer one.
+fn is_opt_out(name: &str) -> bool {
+    name == "unsubscribed" || name.ends_with("_opt_out")
+}
+
+/// One trait of two ids of the same person, as the merged user keeps it (see
+/// [`UserState::absorb`]).
+fn merge_trait(name: &str, ours: &TraitValue, theirs: &TraitValue) -> TraitValue {
+    use serde_json::Value;
+
+    let at = ours.at.max(theirs.at);
+    let newer = if theirs.at > ours.at { theirs } else { ours };
+    let value = match (name, &ours.value, &theirs.value) {
+        (n, Value::Bool(a), Value::Bool(b)) if is_opt_out(n) => Value::Bool(*a || *b),
+        ("consent", Value::Object(a), Value::Object(b)) => {
+            let (older, newer_map) = if theirs.at > ours.at { (a, b) } else { (b, a) };
+            let mut out = older.clone();
+            for (channel, v) in newer_map {
+                let refused = out.get(channel) == Some(&Value::Bool(false));
+                if !refused {
+                    out.insert(channel.clone(), v.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        ("devices", Value::Array(a), Value::Array(b)) => {
+            let mut out = a.clone();
+            for d in b {
+                if !out.contains(d) {
+                    out.push(d.clone());
+                }
+            }
+            Value::Array(out)
+        }
+        _ => newer.value.clone(),
+    };
+    TraitValue { value, at }
+}
+
+fn merge_journey_history(ours: &mut JourneyHistory, theirs: &JourneyHistory) {
+    if theirs.last_entered > ours.last_entered {
+        ours.arm = theirs.arm.clone();
+        ours.converted = theirs.converted;
+        ours.attribution_until = theirs.attribution_until;
+    }
+    ours.entries += theirs.entries;
+    ours.last_entered = ours.last_entered.max(theirs.last_entered);
+    ours.last_exit = ours.last_exit.max(theirs.last_exit);
 }
 
 #[cfg(test)]

@@ -106,6 +106,16 @@ pub trait EventLog: Send + Sync + 'static {
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
+    /// Appends a trigger one user's evaluation addressed to another user (a step of a merge,
+    /// or what a merged id's tombstone passes on) to that user's partition, unless `key` was
+    /// appended within the dedup window: a retried batch forwards the same trigger once.
+    fn append_trigger<'a>(
+        &'a self,
+        workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>>;
+
     /// Creates the consumer group of a partition, reading from the start, if it is missing.
     fn ensure_group<'a>(&'a self, consumer: &'a Consumer)
     -> BoxFuture<'a, Result<(), IngestError>>;
@@ -154,6 +164,8 @@ fn fired_id(timer: &Timer) -> String {
 /// How an entry is stored: its kind and its body.
 const KIND_EVENT: &str = "event";
 const KIND_TIMER: &str = "timer";
+/// Any trigger, tagged with its variant: the steps of a merge and forwarded triggers.
+const KIND_TRIGGER: &str = "trigger";
 
 fn decode(kind: &str, body: &[u8]) -> Result<Trigger, String> {
     match kind {
@@ -163,6 +175,7 @@ fn decode(kind: &str, body: &[u8]) -> Result<Trigger, String> {
         KIND_TIMER => serde_json::from_slice(body)
             .map(Trigger::Timer)
             .map_err(|e| format!("timer: {e}")),
+        KIND_TRIGGER => serde_json::from_slice(body).map_err(|e| format!("trigger: {e}")),
         other => Err(format!("unknown entry kind {other:?}")),
     }
 }

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use beckon_core::{
     ApiEntry, Decision, DecisionKind, Effect, Event, EventKind, HOLDOUT_ARM, JourneyInstance,
-    Membership, OutboundMessage, Props, Timer, TimerKind, Tracking, Trigger, Ts, UserState,
+    Membership, MergeIn, MergeOut, MergeStage, OutboundMessage, Props, Timer, TimerKind, Tracking,
+    Trigger, Ts, UserState,
 };
 use serde_json::{Value, json};
 
@@ -159,8 +160,14 @@ impl Engine {
             engine: self,
             effects: Vec::new(),
         };
+        if let Some(into) = state.merged_into.clone() {
+            run.forward(state, trigger, &into);
+            return run.effects;
+        }
         match trigger {
             Trigger::Event(event) => run.on_event(state, event),
+            Trigger::MergeOut(m) => run.merge_out(state, m),
+            Trigger::MergeIn(m) => run.merge_in(state, m),
             Trigger::Timer(timer) => match timer.kind() {
                 TimerKind::Journey => run.on_timer(state, timer),
                 TimerKind::Segment => {
@@ -198,6 +205,7 @@ enum End {
 enum Why<'a> {
     Event(&'a str),
     Time,
+    Merge(&'a str),
 }
 
 /// What a message step did.
@@ -214,6 +222,7 @@ impl Run<'_> {
             return;
         }
         let now = event.timestamp;
+        self.ask_for_merge(state, event);
 
         self.goals_and_exits(state, event);
         self.conversions_after_exit(state, event);
@@ -248,6 +257,153 @@ impl Run<'_> {
         if event.kind != EventKind::Alias {
             self.enter_on_event(state, event);
         }
+    }
+
+    /// An event naming a second id of the user (an alias's `previousId`, or the
+    /// `anonymousId` next to a `userId`) asks that id's partition to hand its state over,
+    /// once per id.
+    fn ask_for_merge(&mut self, state: &mut UserState, event: &Event) {
+        let other = match event.kind {
+            EventKind::Alias => event.previous_id.as_deref(),
+            _ => event.anonymous_id.as_deref(),
+        };
+        let Some(other) = other.filter(|o| !o.is_empty() && *o != state.user) else {
+            return;
+        };
+        if state.merged.contains_key(other) {
+            return;
+        }
+        state
+            .merged
+            .insert(other.to_string(), MergeStage::Requested);
+        let request = MergeOut {
+            user: other.to_string(),
+            into: state.user.clone(),
+            at: event.timestamp,
+            cause: event.message_id.clone(),
+        };
+        self.effects.push(Effect::Forward {
+            key: format!("merge-out:{}", event.message_id),
+            trigger: Trigger::MergeOut(request),
+        });
+    }
+
+    /// The id being merged away hands over a copy of its state, cancels its own timers and
+    /// becomes a forwarding tombstone. Asked twice, it answers once.
+    fn merge_out(&mut self, state: &mut UserState, m: &MergeOut) {
+        if m.into == state.user {
+            return;
+        }
+        let snapshot = state.clone();
+        for inst in &mut state.journeys {
+            self.cancel_timer(&snapshot.workspace, &snapshot.user, inst);
+        }
+        for (segment, membership) in &snapshot.segments {
+            if membership.due.is_some() {
+                self.effects.push(Effect::CancelTimer {
+                    workspace: snapshot.workspace.clone(),
+                    user: snapshot.user.clone(),
+                    id: format!("{}{segment}", beckon_core::SEGMENT_TIMER_PREFIX),
+                });
+            }
+        }
+
+        let mut tombstone = UserState::new(&snapshot.workspace, &snapshot.user);
+        tombstone.version = snapshot.version + 1;
+        tombstone.clock = snapshot.clock.max(m.at);
+        tombstone.merged_into = Some(m.into.clone());
+        *state = tombstone;
+        let reason = format!("merged into {}", m.into);
+        self.record(state, decision(m.at, "", "", DecisionKind::Merged, reason));
+
+        let handover = MergeIn {
+            user: m.into.clone(),
+            from: snapshot.user.clone(),
+            at: m.at,
+            cause: m.cause.clone(),
+            snapshot: Box::new(snapshot),
+        };
+        self.effects.push(Effect::Forward {
+            key: format!("merge-in:{}", handover.cause),
+            trigger: Trigger::MergeIn(handover),
+        });
+    }
+
+    /// The known user takes over the merged id's history and running journeys. Journeys the
+    /// user is already in keep the user's own position; the other id's instance of them ends.
+    fn merge_in(&mut self, state: &mut UserState, m: &MergeIn) {
+        if m.from == state.user || state.merged.get(&m.from) == Some(&MergeStage::Done) {
+            return;
+        }
+        let now = m.at.max(state.clock);
+        let other = &m.snapshot;
+        state.absorb(other, &self.engine.tracking);
+        state.merged.insert(m.from.clone(), MergeStage::Done);
+        for id in other.merged.keys() {
+            state.merged.entry(id.clone()).or_insert(MergeStage::Done);
+        }
+        let reason = format!("took over {}", m.from);
+        self.record(state, decision(now, "", "", DecisionKind::Merged, reason));
+
+        for inst in &other.journeys {
+            let taken = state
+                .journeys
+                .iter()
+                .any(|x| x.journey == inst.journey && x.key == inst.key);
+            if taken {
+                let reason = format!("{} was merged in while the user was in it", m.from);
+                let d = decision(now, &inst.journey, &inst.step, DecisionKind::Exited, reason);
+                self.record(state, d);
+                continue;
+            }
+            let mut moved = inst.clone();
+            moved.id = state.next_instance;
+            state.next_instance += 1;
+            moved.timer = None;
+            moved.due = None;
+            state.journeys.push(moved);
+            let i = state.journeys.len() - 1;
+            // A new instance id gives the timer a new id under the new user.
+            if let Some(due) = inst.due.filter(|_| inst.timer.is_some()) {
+                self.wait(state, i, due);
+            }
+            let reason = format!("moved over from {}", m.from);
+            let d = self.about(
+                decision(now, &inst.journey, &inst.step, DecisionKind::Merged, reason),
+                &state.journeys[i],
+            );
+            self.record(state, d);
+        }
+
+        if !self.engine.segments.is_empty() {
+            self.update_segments(state, now, &Props::new(), Why::Merge(&m.from));
+        }
+    }
+
+    /// A tombstone passes what comes for it on to the user it was merged into. Its own
+    /// timers were cancelled when it was merged; one that fires anyway does nothing.
+    fn forward(&mut self, state: &UserState, trigger: &Trigger, into: &str) {
+        let (key, trigger) = match trigger {
+            Trigger::Event(e) => {
+                let mut e = e.clone();
+                e.user = into.to_string();
+                (format!("fwd:{}", e.message_id), Trigger::Event(e))
+            }
+            Trigger::Api(a) => {
+                let mut a = a.clone();
+                a.user = into.to_string();
+                let key = format!("fwd-api:{}:{}", a.journey, a.at.0);
+                (key, Trigger::Api(a))
+            }
+            Trigger::MergeIn(m) => {
+                let mut m = m.clone();
+                m.user = into.to_string();
+                (format!("fwd-merge-in:{}", m.cause), Trigger::MergeIn(m))
+            }
+            Trigger::MergeOut(_) | Trigger::Timer(_) => return,
+        };
+        tracing::debug!(user = %state.user, into, "forwarded to the merged user");
+        self.effects.push(Effect::Forward { key, trigger });
     }
 
     /// Goals and exit events first: a purchase ends the cart reminder before anything else.
@@ -621,6 +777,7 @@ impl Run<'_> {
                 let cause = match why {
                     Why::Event(name) => format!("after {name}"),
                     Why::Time => "by time alone: a window slid past or a period ran out".into(),
+                    Why::Merge(from) => format!("after {from} was merged in"),
                 };
                 let reason = format!("{verb} segment {} {cause}", seg.id);
                 self.record(state, decision(now, &seg.id, "", kind, reason));

@@ -33,6 +33,8 @@ pub struct Sim<'e> {
     pub decisions: Vec<(String, Decision)>,
     /// Timers fired so far.
     pub fired: u64,
+    /// Keys of triggers forwarded so far: a key forwarded again is not applied again.
+    forwarded: std::collections::HashSet<String>,
 }
 
 impl<'e> Sim<'e> {
@@ -47,6 +49,7 @@ impl<'e> Sim<'e> {
             messages: Vec::new(),
             decisions: Vec::new(),
             fired: 0,
+            forwarded: std::collections::HashSet::new(),
         }
     }
 
@@ -113,7 +116,21 @@ impl<'e> Sim<'e> {
             .collect()
     }
 
+    /// Applies a trigger, then the triggers it forwards to other users (the steps of a
+    /// merge), each once per key, as the partition logs would.
     fn apply(&mut self, user: &str, trigger: Trigger) {
+        let mut queue = std::collections::VecDeque::from([(user.to_string(), trigger)]);
+        while let Some((user, trigger)) = queue.pop_front() {
+            for (key, forwarded) in self.apply_one(&user, trigger) {
+                if self.forwarded.insert(key) {
+                    queue.push_back((forwarded.user().to_string(), forwarded));
+                }
+            }
+        }
+    }
+
+    fn apply_one(&mut self, user: &str, trigger: Trigger) -> Vec<(String, Trigger)> {
+        let mut forwards = Vec::new();
         let state = self
             .users
             .entry(user.to_string())
@@ -135,8 +152,10 @@ impl<'e> Sim<'e> {
                 }
                 Effect::Send(m) => self.messages.push(m),
                 Effect::Record(d) => self.decisions.push((user.to_string(), d)),
+                Effect::Forward { key, trigger } => forwards.push((key, trigger)),
             }
         }
+        forwards
     }
 }
 

@@ -54,6 +54,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn decision(&mut self, d: &Decision) {
+        // A merge moves users between ids; it is no step of a journey.
+        if d.kind == DecisionKind::Merged {
+            return;
+        }
         if matches!(
             d.kind,
             DecisionKind::SegmentEntered | DecisionKind::SegmentLeft
@@ -89,7 +93,7 @@ impl Stats {
             DecisionKind::Sent => j.steps.entry(d.step.clone()).or_default().sent += 1,
             DecisionKind::Skipped => j.steps.entry(d.step.clone()).or_default().skipped += 1,
             DecisionKind::Deferred => j.steps.entry(d.step.clone()).or_default().deferred += 1,
-            DecisionKind::SegmentEntered | DecisionKind::SegmentLeft => {}
+            DecisionKind::SegmentEntered | DecisionKind::SegmentLeft | DecisionKind::Merged => {}
         }
     }
 

@@ -19,7 +19,7 @@ pub mod worker;
 
 pub use actor::{Apply, Snapshot, UserActor};
 pub use error::StateError;
-pub use outlet::{Outlet, TimerSink, Timers};
+pub use outlet::{Forwarder, LogForwarder, Outlet, TimerSink, Timers};
 pub use stats::{JourneyStats, Stats};
 pub use store::{MemoryStore, StateStore};
 pub use worker::PartitionWorker;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use beckon_core::{OutboundMessage, Timer};
+use beckon_core::{OutboundMessage, Timer, Trigger};
 use beckon_gateway::Gateway;
 use beckon_scheduler::{AsyncTimerStore, TimerStore};
 use futures::future::BoxFuture;
@@ -25,6 +25,40 @@ pub trait TimerSink: Send + Sync + 'static {
         user: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), StateError>>;
+}
+
+/// The way into other users' partition logs, for triggers one user's evaluation addresses to
+/// another user (the steps of a merge, and what a merged id's tombstone passes on).
+///
+/// An append must be idempotent by `key`: a batch that failed part-way runs again and forwards
+/// the same triggers under the same keys, and each must land once.
+pub trait Forwarder: Send + Sync + 'static {
+    fn forward<'a>(
+        &'a self,
+        workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+}
+
+/// Forwards through the partitioned log, to the partition of the trigger's user.
+pub struct LogForwarder(pub Arc<dyn beckon_ingest::log::EventLog>);
+
+impl Forwarder for LogForwarder {
+    fn forward<'a>(
+        &'a self,
+        workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            self.0
+                .append_trigger(workspace, key, trigger)
+                .await
+                .map(|_| ())
+                .map_err(|e| StateError::Unavailable(e.to_string()))
+        })
+    }
 }
 
 /// How a worker keeps its timers.

@@ -26,6 +26,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn decision(&mut self, d: &Decision) {
+        // A merge moves users between ids; it is no step of a journey.
+        if d.kind == DecisionKind::Merged {
+            return;
+        }
         let j = self.journeys.entry(d.journey.clone()).or_default();
         match d.kind {
             DecisionKind::Entered => j.entered += 1,
@@ -41,7 +45,8 @@ impl Stats {
             DecisionKind::Deferred
             | DecisionKind::Converted
             | DecisionKind::SegmentEntered
-            | DecisionKind::SegmentLeft => {}
+            | DecisionKind::SegmentLeft
+            | DecisionKind::Merged => {}
         }
     }
 

@@ -9,7 +9,7 @@ use beckon_journey::Engine;
 
 use crate::actor::{Apply, Snapshot, UserActor};
 use crate::error::StateError;
-use crate::outlet::{Outlet, Timers};
+use crate::outlet::{Forwarder, Outlet, Timers};
 use crate::stats::Stats;
 use crate::store::StateStore;
 
@@ -36,6 +36,7 @@ pub struct PartitionWorker {
     store: Arc<dyn StateStore>,
     timers: Timers,
     outlet: Arc<dyn Outlet>,
+    forwarder: Option<Arc<dyn Forwarder>>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     actors: HashMap<String, HashMap<String, Active>>,
     now: Ts,
@@ -56,10 +57,18 @@ impl PartitionWorker {
             store,
             timers,
             outlet,
+            forwarder: None,
             actors: HashMap::new(),
             now: Ts::MIN,
             stats: Stats::default(),
         }
+    }
+
+    /// Where triggers addressed to users of other partitions go (merges). Without one, a
+    /// batch that needs to forward fails and is retried.
+    pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> PartitionWorker {
+        self.forwarder = Some(forwarder);
+        self
     }
 
     pub fn partition(&self) -> u32 {
@@ -95,22 +104,19 @@ impl PartitionWorker {
         self.apply(workspace, &user, Trigger::Event(event)).await
     }
 
-    /// Applies a trigger read from the partition's log: an event, or a timer the scheduler
-    /// fired. A redelivered entry the user already applied changes nothing.
+    /// Applies a trigger read from the partition's log: an event, a timer the scheduler
+    /// fired, or a step of a merge. Local timers due by then fire first. A redelivered entry
+    /// the user already applied changes nothing.
     pub async fn on_trigger(
         &mut self,
         workspace: &str,
         trigger: Trigger,
     ) -> Result<(), StateError> {
-        self.now = self.now.max(trigger.at());
-        let user = match &trigger {
-            Trigger::Event(e) => e.user.clone(),
-            Trigger::Timer(t) => {
-                self.stats.timers_fired += 1;
-                t.user.clone()
-            }
-            Trigger::Api(a) => a.user.clone(),
-        };
+        self.advance(trigger.at()).await?;
+        if let Trigger::Timer(_) = &trigger {
+            self.stats.timers_fired += 1;
+        }
+        let user = trigger.user().to_string();
         self.apply(workspace, &user, trigger).await
     }
 
@@ -206,7 +212,7 @@ impl PartitionWorker {
             active.dirty = true;
             active.last_used = self.now;
         }
-        self.perform(effects).await
+        self.perform(workspace, effects).await
     }
 
     async fn actor(&mut self, workspace: &str, user: &str) -> Result<Addr<UserActor>, StateError> {
@@ -237,7 +243,7 @@ impl PartitionWorker {
     /// Performs effects in order. Every target is idempotent, so a failure part-way is
     /// repaired by applying the trigger again: the user's state was not yet written, so the
     /// same effects come out with the same ids.
-    async fn perform(&mut self, effects: Vec<Effect>) -> Result<(), StateError> {
+    async fn perform(&mut self, workspace: &str, effects: Vec<Effect>) -> Result<(), StateError> {
         for effect in effects {
             match effect {
                 Effect::SetTimer(timer) => {
@@ -262,6 +268,15 @@ impl PartitionWorker {
                     self.outlet.send(&message).await?;
                 }
                 Effect::Record(decision) => self.stats.decision(&decision),
+                Effect::Forward { key, trigger } => {
+                    let Some(forwarder) = &self.forwarder else {
+                        return Err(StateError::Unavailable(format!(
+                            "partition {} cannot forward {key}: no log to forward to",
+                            self.partition
+                        )));
+                    };
+                    forwarder.forward(workspace, &key, &trigger).await?;
+                }
             }
         }
         Ok(())

@@ -11,7 +11,7 @@ use beckon_ingest::log::EventLog;
 use beckon_journey::Engine;
 use beckon_user_state::lease::Leases;
 use beckon_user_state::live::{self, LoopConfig};
-use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers};
+use beckon_user_state::{LogForwarder, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
 use tokio::sync::{oneshot, watch};
 
 /// Everything a partition loop needs, shared by all partitions of the instance.
@@ -95,7 +95,9 @@ impl Instance {
                     parts.store,
                     Timers::Remote(parts.timers),
                     parts.outlet,
-                );
+                )
+                // Merges reach the other id's partition through the same log.
+                .with_forwarder(Arc::new(LogForwarder(parts.log.clone())));
                 let report = live::run_partition(worker, parts.log, config, stop_rx).await;
                 let _ = done_tx.send(report);
             });

@@ -298,6 +298,22 @@ impl EventLog for MemoryLog {
         Box::pin(async move { result })
     }
 
+    fn append_trigger<'a>(
+        &'a self,
+        workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        let result = self.append_now(
+            workspace,
+            trigger.user(),
+            format!("forward:{key}"),
+            trigger.clone(),
+            None,
+        );
+        Box::pin(async move { result })
+    }
+
     fn ensure_group<'a>(
         &'a self,
         consumer: &'a Consumer,

@@ -1,9 +1,10 @@
 //! The log on Redis Streams: one stream per partition, `<ns>:{<workspace>:<p>}:log`.
 //!
-//! Entries have the fields `ws` (workspace), `kind` (`event` or `timer`), `body` (its JSON)
+//! Entries have the fields `ws` (workspace), `kind` (`event`, `timer`, or `trigger` for a
+//! trigger forwarded from another user, such as a step of a merge), `body` (its JSON)
 //! and `tp` (W3C traceparent, empty when there is none). Deduplication and the append are one
 //! Lua script over keys of the partition's slot (`...:seen:<message id>` for events,
-//! `...:fired:<user:timer:due>` for timers), so a repeat can never be appended twice, even
+//! `...:fired:<user:timer:due>` for timers, `...:fwd:<key>` for forwarded triggers), so a repeat can never be appended twice, even
 //! by two appenders racing, and the script works on Redis Cluster.
 //!
 //! Acknowledging an entry deletes it (XACK and XDEL in one script), so a stream holds only
@@ -19,12 +20,14 @@ use ::redis::aio::ConnectionLike;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use ::redis::{RedisError, RedisResult, Script};
 use beckon_core::partition::partition_of;
-use beckon_core::{Duration, Event, Timer};
+use beckon_core::{Duration, Event, Timer, Trigger};
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use super::{Appended, Consumer, EventLog, KIND_EVENT, KIND_TIMER, LogEntry, decode, fired_id};
+use super::{
+    Appended, Consumer, EventLog, KIND_EVENT, KIND_TIMER, KIND_TRIGGER, LogEntry, decode, fired_id,
+};
 use crate::error::IngestError;
 
 /// Settings of the Redis log.
@@ -233,6 +236,29 @@ where
         Ok(appended)
     }
 
+    async fn append_forwarded(
+        &self,
+        workspace: &str,
+        key: &str,
+        trigger: &Trigger,
+    ) -> Result<Appended, IngestError> {
+        let body = serde_json::to_vec(trigger)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode trigger: {e}")))?;
+        let seen = format!("fwd:{}", escape(key));
+        let appended = self
+            .push(workspace, trigger.user(), seen, KIND_TRIGGER, body, None)
+            .await?;
+        debug!(
+            beckon.workspace = %workspace,
+            beckon.partition = appended.partition,
+            key,
+            offset = %appended.offset,
+            duplicate = appended.duplicate,
+            "forwarded trigger appended"
+        );
+        Ok(appended)
+    }
+
     async fn create_group(&self, c: &Consumer) -> Result<(), IngestError> {
         let mut con = self.con.clone();
         let created: Result<(), RedisError> = ::redis::cmd("XGROUP")
@@ -397,6 +423,15 @@ where
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>> {
         Box::pin(self.append_timer(timer, traceparent))
+    }
+
+    fn append_trigger<'a>(
+        &'a self,
+        workspace: &'a str,
+        key: &'a str,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        Box::pin(self.append_forwarded(workspace, key, trigger))
     }
 
     fn ensure_group<'a>(
