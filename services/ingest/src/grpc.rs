@@ -101,12 +101,17 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
         }
         (_, t) => t.to_string(),
     };
+    // The proto's `event` carries the page or screen name, which Segment JSON calls `name`.
+    let name_key = match kind.as_str() {
+        "page" | "screen" => "name",
+        _ => "event",
+    };
     obj.insert("type".into(), Value::String(kind));
     for (key, value) in [
         ("messageId", e.message_id),
         ("userId", e.user_id),
         ("anonymousId", e.anonymous_id),
-        ("event", e.event),
+        (name_key, e.event),
         ("previousId", e.previous_id),
     ] {
         if !value.is_empty() {

@@ -382,7 +382,7 @@ impl Run<'_> {
 
     /// A tombstone passes what comes for it on to the user it was merged into. Its own
     /// timers were cancelled when it was merged; one that fires anyway does nothing.
-    fn forward(&mut self, state: &UserState, trigger: &Trigger, into: &str) {
+    fn forward(&mut self, state: &mut UserState, trigger: &Trigger, into: &str) {
         let (key, trigger) = match trigger {
             Trigger::Event(e) => {
                 let mut e = e.clone();
@@ -400,7 +400,14 @@ impl Run<'_> {
                 m.user = into.to_string();
                 (format!("fwd-merge-in:{}", m.cause), Trigger::MergeIn(m))
             }
-            Trigger::MergeOut(_) | Trigger::Timer(_) => return,
+            Trigger::MergeOut(m) => {
+                if m.into != into {
+                    let reason = format!("not merged into {}: already merged into {into}", m.into);
+                    self.record(state, decision(m.at, "", "", DecisionKind::Merged, reason));
+                }
+                return;
+            }
+            Trigger::Timer(_) => return,
         };
         tracing::debug!(user = %state.user, into, "forwarded to the merged user");
         self.effects.push(Effect::Forward { key, trigger });

@@ -18,6 +18,10 @@ use tonic::{Request, Response, Status};
 
 use crate::store::StateStore;
 
+/// Tombstones followed when reading a merged id; a longer chain means the ids were merged in
+/// circles, which merges never do.
+const MAX_MERGE_HOPS: usize = 8;
+
 pub struct UserStateService {
     store: Arc<dyn StateStore>,
 }
@@ -27,6 +31,7 @@ impl UserStateService {
         UserStateService { store }
     }
 
+    /// The stored record of the id, as it is (a merged id's tombstone included).
     async fn load(&self, req: &GetUserRequest) -> Result<UserState, Status> {
         if req.workspace.is_empty() {
             return Err(Status::invalid_argument("workspace: must not be empty"));
@@ -38,6 +43,25 @@ impl UserStateService {
             .load(&req.workspace, &req.user_id)
             .await?
             .ok_or_else(|| Status::not_found(format!("user_id: no user {:?}", req.user_id)))
+    }
+
+    /// The user behind the id: for an id merged into another user, that user.
+    async fn resolve(&self, req: &GetUserRequest) -> Result<UserState, Status> {
+        let mut state = self.load(req).await?;
+        for _ in 0..MAX_MERGE_HOPS {
+            let Some(into) = state.merged_into.clone() else {
+                return Ok(state);
+            };
+            let next = GetUserRequest {
+                workspace: req.workspace.clone(),
+                user_id: into,
+            };
+            state = self.load(&next).await?;
+        }
+        Err(Status::failed_precondition(format!(
+            "user_id: {:?} was merged more than {MAX_MERGE_HOPS} times over",
+            req.user_id
+        )))
     }
 }
 
@@ -78,7 +102,7 @@ pub fn view(state: &UserState) -> UserView {
 #[tonic::async_trait]
 impl UserStateRpc for UserStateService {
     async fn get_user(&self, req: Request<GetUserRequest>) -> Result<Response<UserView>, Status> {
-        let state = self.load(req.get_ref()).await?;
+        let state = self.resolve(req.get_ref()).await?;
         Ok(Response::new(view(&state)))
     }
 
@@ -126,7 +150,7 @@ impl UserStateRpc for UserStateService {
     }
 
     async fn explain(&self, req: Request<GetUserRequest>) -> Result<Response<Explanation>, Status> {
-        let state = self.load(req.get_ref()).await?;
+        let state = self.resolve(req.get_ref()).await?;
         let decisions = state
             .decisions
             .iter()

@@ -97,17 +97,21 @@ pub async fn run(
 }
 
 fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
-    let journeys = match &settings.journeys {
-        Some(dir) => beckon_journey::load_dir(dir)
-            .with_context(|| format!("loading journeys from {}", dir.display()))?,
-        None => Vec::new(),
+    // Journeys, segments and the policy: segments keep their members in the state store's
+    // index, and journeys may start on them.
+    let defs = match &settings.journeys {
+        Some(dir) => beckon_journey::load_definitions(dir)
+            .with_context(|| format!("loading journeys from {}", dir.display()))?
+            .for_workspace(&settings.workspace),
+        None => beckon_journey::Definitions::default(),
     };
-    let journeys: Vec<_> = journeys
-        .into_iter()
-        .filter(|j| j.workspace == settings.workspace)
-        .collect();
-    tracing::info!(journeys = journeys.len(), workspace = %settings.workspace, "journeys loaded");
-    Ok(Arc::new(Engine::new(journeys)))
+    tracing::info!(
+        journeys = defs.journeys.len(),
+        segments = defs.segments.len(),
+        workspace = %settings.workspace,
+        "definitions loaded"
+    );
+    Ok(Arc::new(Engine::from_definitions(defs)))
 }
 
 fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<RedisTarget> {

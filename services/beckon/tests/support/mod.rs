@@ -108,6 +108,17 @@ pub async fn eventually(tries: u32, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// [`eventually`] for checks that call a service.
+pub async fn eventually_async(tries: u32, mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check().await
+}
+
 /// Now, from the system clock: the services under test run on it.
 #[allow(clippy::disallowed_methods)]
 pub fn wall_clock_ms() -> i64 {

@@ -1,0 +1,328 @@
+//! Identity merge through `beckon serve all` on a Redis of the test's own: events in over
+//! gRPC, the merge steps through the Redis Streams partition logs, state read back through the
+//! UserState API.
+
+mod support;
+
+use beckon_core::partition::partition_of;
+use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_proto::v1::user_state_client::UserStateClient;
+use beckon_proto::v1::{BatchRequest, Event, GetUserRequest, UserView, batch_result};
+use beckon_testkit::RedisServer;
+use serde_json::{Value, json};
+use support::{Served, eventually_async, wall_clock_ms};
+use tonic::transport::Channel;
+
+const PARTITIONS: u32 = 8;
+
+const DEFS: &str = "
+id: onboarding
+version: 1
+workspace: default
+entry:
+  event: Signed Up
+steps:
+  - id: wait
+    delay: 2d
+  - id: nudge
+    message:
+      channel: push
+      body: Still there?
+---
+kind: segment
+id: pricing-curious
+version: 1
+workspace: default
+condition:
+  did: {event: Pricing, within: 7d, at_least: 3}
+";
+
+/// Fields drop in order: the service stops before its Redis does.
+struct Setup {
+    served: Served,
+    ingest: IngestClient<Channel>,
+    users: UserStateClient<Channel>,
+    _dir: tempfile::TempDir,
+    _redis: RedisServer,
+}
+
+async fn setup() -> Setup {
+    let redis = RedisServer::start_own(Default::default()).expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("merge.yaml"), DEFS).expect("write definitions");
+    let out = dir.path().join("sent.jsonl");
+    let partitions = PARTITIONS.to_string();
+    let served = Served::start(
+        "all",
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--journeys",
+            dir.path().to_str().unwrap_or_default(),
+            "--messages-out",
+            out.to_str().unwrap_or_default(),
+            "--partitions",
+            &partitions,
+        ],
+    );
+    let ingest = IngestClient::connect(served.url()).await.expect("ingest");
+    let users = UserStateClient::connect(served.url()).await.expect("users");
+    Setup {
+        served,
+        ingest,
+        users,
+        _dir: dir,
+        _redis: redis,
+    }
+}
+
+fn event(kind: &str, user: &str, anonymous: &str, name: &str, id: &str, at_ms: i64) -> Event {
+    Event {
+        r#type: kind.into(),
+        message_id: id.into(),
+        user_id: user.into(),
+        anonymous_id: anonymous.into(),
+        event: name.into(),
+        timestamp: Some(millis_to_timestamp(at_ms)),
+        ..Event::default()
+    }
+}
+
+fn with_traits(mut e: Event, traits: Value) -> Event {
+    e.traits = traits.as_object().map(json_to_struct);
+    e
+}
+
+async fn send(s: &mut Setup, events: Vec<Event>) {
+    let answer = s
+        .ingest
+        .batch(BatchRequest {
+            workspace: "default".into(),
+            events,
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    for r in answer.results {
+        assert!(
+            matches!(r.outcome, Some(batch_result::Outcome::Ack(_))),
+            "{r:?}"
+        );
+    }
+}
+
+async fn view(users: &mut UserStateClient<Channel>, user: &str) -> Option<UserView> {
+    users
+        .get_user(GetUserRequest {
+            workspace: "default".into(),
+            user_id: user.into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// The stored record of the id; null while there is none.
+async fn exported(users: &mut UserStateClient<Channel>, user: &str) -> Value {
+    let request = GetUserRequest {
+        workspace: "default".into(),
+        user_id: user.into(),
+    };
+    match users.export_user(request).await {
+        Ok(r) => serde_json::from_str(&r.into_inner().json).expect("export is JSON"),
+        Err(e) if e.code() == tonic::Code::NotFound => Value::Null,
+        Err(e) => panic!("export failed: {e}"),
+    }
+}
+
+fn views_of(v: &UserView) -> u64 {
+    let state: Value = serde_json::from_str(&v.state_json).unwrap_or_default();
+    state["events"]["Pricing"]["count"].as_u64().unwrap_or(0)
+}
+
+fn on_other_partitions(a: &str, b: &str) {
+    assert_ne!(
+        partition_of("default", a, PARTITIONS),
+        partition_of("default", b, PARTITIONS),
+        "the test wants the two ids on different partitions"
+    );
+}
+
+#[tokio::test]
+async fn the_merged_user_counts_three_views_and_stays_in_the_journey() {
+    let mut s = setup().await;
+    let (anon, known) = ("anon-7f3", "user-42");
+    on_other_partitions(anon, known);
+    let t = wall_clock_ms() - 60 * 60_000;
+
+    send(
+        &mut s,
+        vec![
+            event("page", "", anon, "Pricing", "a1", t),
+            event("page", "", anon, "Pricing", "a2", t + 60_000),
+            event("track", known, "", "Signed Up", "k1", t + 120_000),
+            event("page", known, "", "Pricing", "k2", t + 180_000),
+        ],
+    )
+    .await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, known).await.is_some_and(|v| views_of(&v) == 1)
+                && view(users, anon).await.is_some_and(|v| views_of(&v) == 2)
+        })
+        .await,
+        "both ids are known before the merge"
+    );
+    let before = view(users, known).await.expect("known");
+    assert_eq!(before.journeys[0].journey, "onboarding");
+    assert!(before.segments.is_empty());
+
+    let identify = event("identify", known, anon, "", "k3", t + 240_000);
+    send(&mut s, vec![identify.clone()]).await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, known).await.is_some_and(|v| views_of(&v) == 3)
+        })
+        .await,
+        "the merged user counts three views: {:?}",
+        view(users, known).await
+    );
+    let merged = view(users, known).await.expect("known");
+    let journeys: Vec<&str> = merged.journeys.iter().map(|j| j.journey.as_str()).collect();
+    assert_eq!(journeys, ["onboarding"], "still in the running journey");
+    assert_eq!(merged.journeys[0].entered_at, before.journeys[0].entered_at);
+    assert_eq!(merged.segments, ["pricing-curious"]);
+
+    // The old id's record is a tombstone now: no history of its own.
+    let tombstone = exported(users, anon).await;
+    assert_eq!(tombstone["merged_into"], known, "{tombstone}");
+    assert_eq!(tombstone["total_events"], 0);
+
+    // The same identify again, and a new one naming the same pair, change nothing.
+    send(&mut s, vec![identify]).await;
+    let again = event("identify", known, anon, "", "k4", t + 300_000);
+    send(&mut s, vec![again]).await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            exported(users, known).await["message_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i == "k4"))
+        })
+        .await
+    );
+    let after = view(users, known).await.expect("known");
+    assert_eq!(views_of(&after), 3);
+    let decisions = users
+        .explain(GetUserRequest {
+            workspace: "default".into(),
+            user_id: known.into(),
+        })
+        .await
+        .expect("explain")
+        .into_inner()
+        .decisions;
+    let merges = decisions.iter().filter(|d| d.kind == "merged").count();
+    assert_eq!(merges, 1, "{decisions:?}");
+    let entered = decisions
+        .iter()
+        .filter(|d| d.kind == "segment_entered" && d.journey == "pricing-curious")
+        .count();
+    assert_eq!(entered, 1, "the segment entry fired for the merged user");
+
+    let status = s.served.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn later_events_for_the_old_id_are_forwarded_to_the_known_user() {
+    let mut s = setup().await;
+    let (anon, known) = ("anon-b1", "user-b");
+    on_other_partitions(anon, known);
+    let t = wall_clock_ms() - 60 * 60_000;
+
+    send(&mut s, vec![event("page", "", anon, "Pricing", "b1", t)]).await;
+    // An alias names the old id in previousId.
+    let mut alias = event("alias", known, "", "", "b3", t + 60_000);
+    alias.previous_id = anon.into();
+    send(&mut s, vec![alias]).await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, known).await.is_some_and(|v| views_of(&v) == 1)
+        })
+        .await
+    );
+
+    // Events for the old id alone, after the merge, reach the known user through the
+    // tombstone; a repeated one still applies once.
+    send(
+        &mut s,
+        vec![
+            event("page", "", anon, "Pricing", "b4", t + 120_000),
+            event("page", "", anon, "Pricing", "b4", t + 120_000),
+            event("page", "", anon, "Pricing", "b5", t + 180_000),
+        ],
+    )
+    .await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, known).await.is_some_and(|v| views_of(&v) == 3)
+        })
+        .await,
+        "{:?}",
+        view(users, known).await
+    );
+    let tombstone = exported(users, anon).await;
+    assert_eq!(tombstone["total_events"], 0, "{tombstone}");
+
+    // Reading the old id reads the user it was merged into.
+    let through = view(users, anon).await.expect("view through the tombstone");
+    assert_eq!(through.user_id, known);
+}
+
+#[tokio::test]
+async fn consent_after_a_merge_is_the_stricter_answer() {
+    let mut s = setup().await;
+    let (anon, known) = ("anon-c9", "user-c");
+    on_other_partitions(anon, known);
+    let t = wall_clock_ms() - 60 * 60_000;
+
+    let old = with_traits(
+        event("identify", "", anon, "", "c1", t),
+        json!({"email_opt_out": true, "consent": {"push": false}, "devices": ["ios:aaa"]}),
+    );
+    send(&mut s, vec![old]).await;
+    let users = &mut s.users;
+    assert!(eventually_async(200, async || view(users, anon).await.is_some()).await);
+
+    let newer = with_traits(
+        event("identify", known, anon, "", "c2", t + 60_000),
+        json!({
+            "email_opt_out": false,
+            "consent": {"push": true, "sms": true},
+            "devices": ["fcm:bbb"],
+            "plan": "pro",
+        }),
+    );
+    send(&mut s, vec![newer]).await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            exported(users, known).await["merged"][anon] == "done"
+        })
+        .await
+    );
+    let traits = exported(users, known).await["traits"].clone();
+    assert_eq!(traits["email_opt_out"]["value"], true, "{traits}");
+    assert_eq!(
+        traits["consent"]["value"],
+        json!({"push": false, "sms": true})
+    );
+    assert_eq!(traits["devices"]["value"], json!(["fcm:bbb", "ios:aaa"]));
+    assert_eq!(traits["plan"]["value"], "pro");
+}
