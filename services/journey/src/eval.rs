@@ -28,11 +28,15 @@ use serde_json::{Value, json};
 
 use crate::condition::{Context, props_match};
 use crate::journey::{
-    Definitions, EntryTrigger, Journey, Message, Policy, Segment, StepKind, Target, WaitUntil,
+    Definitions, EntryTrigger, Journey, LiveActivity, LiveValue, Message, Policy, Segment,
+    StepKind, Target, WaitUntil,
 };
 use crate::localtime;
-use crate::spec::{Channel, OnCap, Reentry, SegmentEdge};
+use crate::spec::{Channel, LiveActivityEvent, OnCap, Reentry, SegmentEdge};
 use crate::template::Escape;
+
+/// The channel Live Activity steps send on.
+pub const LIVE_ACTIVITY: &str = "live_activity";
 
 /// Steps one trigger may run for one instance before the instance is stopped; guards against
 /// loops with no waiting step in them.
@@ -903,6 +907,10 @@ impl Run<'_> {
                     Sent::Done => step.next,
                     Sent::Deferred(due) => return self.hold(state, i, due),
                 },
+                StepKind::LiveActivity(l) => {
+                    self.live_activity(state, i, j, &step.id, l, now, props);
+                    step.next
+                }
                 StepKind::Exit => Target::Exit,
             };
         }
@@ -1094,6 +1102,94 @@ impl Run<'_> {
             }
         }
         Sent::Done
+    }
+
+    /// Renders a Live Activity's content and sends it on the `live_activity` channel, whose
+    /// body is the JSON the APNs adapter turns into a `liveactivity` push.
+    #[allow(clippy::too_many_arguments)]
+    fn live_activity(
+        &mut self,
+        state: &mut UserState,
+        i: usize,
+        j: &Journey,
+        step: &str,
+        l: &LiveActivity,
+        now: Ts,
+        props: &Props,
+    ) {
+        let event = match l.event {
+            LiveActivityEvent::Start => "start",
+            LiveActivityEvent::Update => "update",
+            LiveActivityEvent::End => "end",
+        };
+        let paused = self.engine.status(&j.id) == JourneyStatus::Paused;
+        let inst = &state.journeys[i];
+        let data = template_data(state, inst, j, props);
+        let render = |values: &[(String, LiveValue)]| {
+            let mut out = serde_json::Map::new();
+            for (key, value) in values {
+                let v = match value {
+                    LiveValue::Fixed(v) => v.clone(),
+                    LiveValue::Text(t) => Value::from(t.render(data.clone(), Escape::None)?),
+                };
+                out.insert(key.clone(), v);
+            }
+            Ok::<_, crate::template::RenderError>(out)
+        };
+        let rendered =
+            render(&l.content_state).and_then(|content| Ok((content, render(&l.attributes)?)));
+        let (content, attributes) = match rendered {
+            Ok(r) if !paused => r,
+            outcome => {
+                let reason = match outcome {
+                    Err(e) => format!("not sent: {e}"),
+                    Ok(_) => "not sent: the journey is paused".to_string(),
+                };
+                let d = decision(now, &j.id, step, DecisionKind::Skipped, reason);
+                let d = self.about(d, &state.journeys[i]);
+                self.record(state, d);
+                return;
+            }
+        };
+
+        // Dates are unix seconds, as ActivityKit reads them.
+        let seconds = |after: beckon_core::Duration| now.saturating_add(after).0.div_euclid(1_000);
+        let mut body = serde_json::Map::new();
+        body.insert("event".into(), Value::from(event));
+        body.insert("content-state".into(), Value::Object(content));
+        if let Some(kind) = &l.attributes_type {
+            body.insert("attributes-type".into(), Value::from(kind.clone()));
+            body.insert("attributes".into(), Value::Object(attributes));
+        }
+        if let Some(after) = l.stale_after {
+            body.insert("stale-date".into(), Value::from(seconds(after)));
+        }
+        if let Some(after) = l.dismiss_after {
+            body.insert("dismissal-date".into(), Value::from(seconds(after)));
+        }
+
+        let inst = &state.journeys[i];
+        let key = format!(
+            "{}:{}:{}:{}:{}:{}",
+            state.workspace, state.user, j.id, inst.id, step, inst.visits
+        );
+        self.effects.push(Effect::Send(OutboundMessage {
+            idempotency_key: key,
+            workspace: state.workspace.clone(),
+            user_id: state.user.clone(),
+            journey: j.id.clone(),
+            version: j.version,
+            step: step.to_string(),
+            channel: LIVE_ACTIVITY.to_string(),
+            at: now,
+            title: None,
+            subject: None,
+            body: Value::Object(body).to_string(),
+        }));
+        let reason = format!("live activity {event} sent");
+        let d = decision(now, &j.id, step, DecisionKind::Sent, reason);
+        let d = self.about(d, &state.journeys[i]);
+        self.record(state, d);
     }
 
     /// Quiet hours, the step's send window or a frequency cap holding a message back: when to

@@ -8,7 +8,7 @@ use beckon_core::{Duration, Tracking};
 
 use crate::condition::Condition;
 use crate::localtime::{Hours, LocalTime};
-use crate::spec::{Channel, EventMatch, OnCap, Reentry, SegmentEdge};
+use crate::spec::{Channel, EventMatch, LiveActivityEvent, OnCap, Reentry, SegmentEdge};
 use crate::template::Template;
 
 /// Where control goes after a step.
@@ -30,6 +30,23 @@ pub struct Message {
     pub transactional: bool,
     pub on_cap: OnCap,
     pub send_window: Option<Hours>,
+}
+
+/// A value of a Live Activity's content: fixed, or a template rendered at send time.
+#[derive(Debug, Clone)]
+pub enum LiveValue {
+    Fixed(serde_json::Value),
+    Text(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveActivity {
+    pub event: LiveActivityEvent,
+    pub content_state: Vec<(String, LiveValue)>,
+    pub attributes_type: Option<String>,
+    pub attributes: Vec<(String, LiveValue)>,
+    pub dismiss_after: Option<Duration>,
+    pub stale_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +85,7 @@ pub enum StepKind {
     },
     Split(Vec<Arm>),
     Message(Message),
+    LiveActivity(LiveActivity),
     SetTraits(serde_json::Map<String, serde_json::Value>),
     Exit,
 }

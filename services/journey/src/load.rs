@@ -11,12 +11,13 @@ use serde::Deserialize;
 
 use crate::error::{JourneyError, SpecError};
 use crate::journey::{
-    Arm, Cap, Definitions, Entry, EntryTrigger, Journey, Message, Policy, Segment, Step, StepKind,
-    Target, WaitUntil,
+    Arm, Cap, Definitions, Entry, EntryTrigger, Journey, LiveActivity, LiveValue, Message, Policy,
+    Segment, Step, StepKind, Target, WaitUntil,
 };
 use crate::localtime::{Hours, LocalTime};
 use crate::spec::{
-    DelaySpec, HoursSpec, JourneySpec, MessageSpec, PolicySpec, SegmentSpec, StepSpec,
+    DelaySpec, HoursSpec, JourneySpec, LiveActivityEvent, LiveActivitySpec, MessageSpec,
+    PolicySpec, SegmentSpec, StepSpec,
 };
 use crate::template::Template;
 
@@ -597,6 +598,7 @@ fn compile_step(
         s.branch.is_some(),
         s.split.is_some(),
         s.message.is_some(),
+        s.live_activity.is_some(),
         s.set_traits.is_some(),
         s.webhook.is_some(),
         s.exit.is_some(),
@@ -608,7 +610,7 @@ fn compile_step(
             &s.id,
             field.clone(),
             "expected exactly one of delay, wait_for, wait_until, branch, split, message, \
-             set_traits, webhook, exit"
+             live_activity, set_traits, webhook, exit"
                 .into(),
         );
     }
@@ -684,6 +686,8 @@ fn compile_step(
             then: target(ck, "then", &Some(b.then.clone())),
             otherwise: target(ck, "else", &b.otherwise),
         }
+    } else if let Some(l) = &s.live_activity {
+        compile_live_activity(ck, at, &field, l)
     } else if let Some(m) = &s.message {
         // On a template error the checker holds the error and no journey is returned, so the
         // placeholder kind is never run.
@@ -697,6 +701,84 @@ fn compile_step(
         kind,
         next,
     }
+}
+
+/// Compiles string values to templates; an error names the key under `field`.
+fn live_values(
+    ck: &mut Checker<'_>,
+    at: u32,
+    field: &str,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, LiveValue)> {
+    let mut out = Vec::with_capacity(values.len());
+    for (key, value) in values {
+        let compiled = match value {
+            serde_json::Value::String(src) => match Template::compile(src) {
+                Ok(t) => LiveValue::Text(t),
+                Err(e) => {
+                    let first = e.lines().next().unwrap_or("invalid Liquid").to_string();
+                    ck.error(at, key, "", format!("{field}.{key}"), first);
+                    continue;
+                }
+            },
+            other => LiveValue::Fixed(other.clone()),
+        };
+        out.push((key.clone(), compiled));
+    }
+    out
+}
+
+fn compile_live_activity(
+    ck: &mut Checker<'_>,
+    at: u32,
+    field: &str,
+    l: &LiveActivitySpec,
+) -> StepKind {
+    let field = format!("{field}.live_activity");
+    if l.content_state.is_empty() {
+        let message = "must have at least one value".to_string();
+        ck.error(
+            at,
+            "content_state",
+            "",
+            format!("{field}.content_state"),
+            message,
+        );
+    }
+    let start = l.event == LiveActivityEvent::Start;
+    if start && l.attributes_type.is_none() {
+        let message = "a start needs the app's attributes type".to_string();
+        ck.error(at, "event", "", format!("{field}.attributes_type"), message);
+    }
+    if !start && (l.attributes_type.is_some() || l.attributes.is_some()) {
+        let message = "only a start carries attributes".to_string();
+        ck.error(at, "attributes", "", format!("{field}.attributes"), message);
+    }
+    if l.dismiss_after.is_some() && l.event != LiveActivityEvent::End {
+        let message = "only an end is dismissed".to_string();
+        ck.error(
+            at,
+            "dismiss_after",
+            "",
+            format!("{field}.dismiss_after"),
+            message,
+        );
+    }
+
+    let content_field = format!("{field}.content_state");
+    let attributes_field = format!("{field}.attributes");
+    StepKind::LiveActivity(LiveActivity {
+        event: l.event,
+        content_state: live_values(ck, at, &content_field, &l.content_state),
+        attributes_type: l.attributes_type.clone(),
+        attributes: l
+            .attributes
+            .as_ref()
+            .map(|a| live_values(ck, at, &attributes_field, a))
+            .unwrap_or_default(),
+        dismiss_after: l.dismiss_after,
+        stale_after: l.stale_after,
+    })
 }
 
 fn compile_message(ck: &mut Checker<'_>, at: u32, field: &str, m: &MessageSpec) -> Option<Message> {

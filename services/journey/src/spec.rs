@@ -255,6 +255,9 @@ pub struct StepSpec {
     pub branch: Option<BranchSpec>,
     #[serde(default)]
     pub message: Option<MessageSpec>,
+    /// Starts, updates or ends an iOS Live Activity.
+    #[serde(default)]
+    pub live_activity: Option<LiveActivitySpec>,
     /// `exit: true` ends the journey here.
     #[serde(default)]
     pub exit: Option<bool>,
@@ -325,6 +328,36 @@ pub struct ArmSpec {
 pub struct WebhookSpec {
     pub url: String,
     pub body: String,
+}
+
+/// What a Live Activity step asks of the activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveActivityEvent {
+    Start,
+    Update,
+    End,
+}
+
+/// A Live Activity step: the activity's new content state (string values are Liquid
+/// templates, so `status: "{{ event.status }}"` follows an order), sent at once as an APNs
+/// `liveactivity` push. Status updates are not marketing: caps and quiet hours do not apply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveActivitySpec {
+    pub event: LiveActivityEvent,
+    pub content_state: serde_json::Map<String, serde_json::Value>,
+    /// `start` only: the app's `ActivityAttributes` type and its values (templates too).
+    #[serde(default)]
+    pub attributes_type: Option<String>,
+    #[serde(default)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `end` only: how long the ended activity stays on the Lock Screen.
+    #[serde(default)]
+    pub dismiss_after: Option<Duration>,
+    /// When the content counts as out of date unless updated again.
+    #[serde(default)]
+    pub stale_after: Option<Duration>,
 }
 
 /// What a message step does when a frequency cap or quiet hours hold it back.
