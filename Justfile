@@ -27,6 +27,10 @@ up:
     cargo run --release --locked -p beckon -- serve all --listen 127.0.0.1:50051 \
         --journeys {{journeys}} --messages-out out/sent.jsonl
 
+# The five services as separate processes on a redis-server of their own.
+up-services:
+    scripts/up-services
+
 # Replay the public Taobao sample and print throughput.
 bench:
     cargo build --release --locked -p beckon

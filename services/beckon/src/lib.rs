@@ -6,6 +6,7 @@
 pub mod explain;
 pub mod grpc;
 pub mod lint;
+pub mod publish;
 pub mod replay;
 pub mod report;
 pub mod serve;

@@ -70,6 +70,18 @@ enum Command {
         #[arg(long, default_value = "7d")]
         drain: Duration,
     },
+    /// Check, publish or list definitions through a running journey service.
+    Journeys {
+        #[arg(value_enum)]
+        action: beckon::publish::Action,
+        /// A spec file or a folder of them (lint and apply).
+        path: Option<PathBuf>,
+        /// Journey service (or `serve all`) address.
+        #[arg(long, env = "BECKON_URL", default_value = "http://127.0.0.1:50051")]
+        url: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -133,6 +145,12 @@ fn main() -> ExitCode {
             args,
             print_config,
         } => run_serve(service, &args, print_config),
+        Command::Journeys {
+            action,
+            path,
+            url,
+            workspace,
+        } => beckon::publish::run(action, path.as_deref(), &url, &workspace),
         Command::Explain {
             user,
             events,

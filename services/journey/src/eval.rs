@@ -72,6 +72,39 @@ pub struct Engine {
     goal_events: Vec<String>,
 }
 
+/// The evaluator in force now. A new release of the definitions replaces it whole; a trigger
+/// being evaluated keeps the one it started with.
+#[derive(Clone)]
+pub struct CurrentEngine(Arc<arc_swap::ArcSwap<Engine>>);
+
+impl CurrentEngine {
+    pub fn new(engine: Arc<Engine>) -> CurrentEngine {
+        CurrentEngine(Arc::new(arc_swap::ArcSwap::new(engine)))
+    }
+
+    /// The engine in force, cheaply, for one evaluation.
+    pub fn get(&self) -> arc_swap::Guard<Arc<Engine>> {
+        self.0.load()
+    }
+
+    /// Puts a new engine in force for every evaluation that starts from now on.
+    pub fn replace(&self, engine: Arc<Engine>) {
+        self.0.store(engine);
+    }
+}
+
+impl From<Arc<Engine>> for CurrentEngine {
+    fn from(engine: Arc<Engine>) -> CurrentEngine {
+        CurrentEngine::new(engine)
+    }
+}
+
+impl From<Engine> for CurrentEngine {
+    fn from(engine: Engine) -> CurrentEngine {
+        CurrentEngine::new(Arc::new(engine))
+    }
+}
+
 impl Engine {
     pub fn new(journeys: Vec<Journey>) -> Engine {
         Engine::from_definitions(Definitions {

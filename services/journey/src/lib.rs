@@ -16,7 +16,10 @@ pub mod stats;
 pub mod template;
 
 pub use error::{JourneyError, SpecError};
-pub use eval::{Engine, JourneyStatus};
+pub use eval::{CurrentEngine, Engine, JourneyStatus};
 pub use journey::{Definitions, Journey, Policy, Segment};
-pub use load::{load_definitions, load_definitions_str, load_dir, load_str};
+pub use load::{
+    load_definitions, load_definitions_str, load_definitions_texts, load_dir, load_str,
+    read_spec_files,
+};
 pub use sim::Sim;

@@ -100,6 +100,13 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Journey>, JourneyError> {
 /// Loads every definition under `dir` (a folder, or a single file), in file-name order. Fails
 /// with all the errors found when any file has one.
 pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
+    let files = read_spec_files(dir)?;
+    load_definitions_texts(&dir.display().to_string(), &files).map_err(JourneyError::Invalid)
+}
+
+/// The `*.yaml` / `*.yml` files under `dir` (a folder, or a single file) as `(path, text)`, in
+/// file-name order.
+pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError> {
     let io = |source| JourneyError::Io {
         path: dir.display().to_string(),
         source,
@@ -115,16 +122,29 @@ pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
     };
     paths.sort();
 
-    let mut defs = Definitions::default();
-    let mut errors = Vec::new();
-    let mut texts = Vec::new();
+    let mut files = Vec::with_capacity(paths.len());
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|source| JourneyError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        let name = path.display().to_string();
-        match load_definitions_str(&name, &text) {
+        files.push((path.display().to_string(), text));
+    }
+    Ok(files)
+}
+
+/// Parses and checks a set of spec texts as one whole: each `(name, text)` on its own, then
+/// the checks between documents (ids defined twice, segments used but not defined). `origin`
+/// names the set in errors that belong to no single file.
+pub fn load_definitions_texts(
+    origin: &str,
+    files: &[(String, String)],
+) -> Result<Definitions, Vec<SpecError>> {
+    let mut defs = Definitions::default();
+    let mut errors = Vec::new();
+    let mut texts = Vec::new();
+    for (name, text) in files {
+        match load_definitions_str(name, text) {
             Ok(d) => {
                 for j in &d.journeys {
                     texts.push((j.id.clone(), name.clone(), text.clone()));
@@ -136,18 +156,18 @@ pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
             Err(mut es) => errors.append(&mut es),
         }
     }
-    cross_check(dir, &defs, &texts, &mut errors);
+    cross_check(origin, &defs, &texts, &mut errors);
 
     if errors.is_empty() {
         Ok(defs)
     } else {
-        Err(JourneyError::Invalid(errors))
+        Err(errors)
     }
 }
 
 /// Checks between documents: ids defined twice, segments referred to but not defined.
 fn cross_check(
-    dir: &Path,
+    origin: &str,
     defs: &Definitions,
     texts: &[(String, String, String)],
     errors: &mut Vec<SpecError>,
@@ -159,7 +179,7 @@ fn cross_check(
             .is_some()
         {
             errors.push(SpecError {
-                file: dir.display().to_string(),
+                file: origin.to_string(),
                 line: 1,
                 column: 1,
                 field: "id".into(),
@@ -171,7 +191,7 @@ fn cross_check(
     for s in &defs.segments {
         if seen.insert((s.workspace.clone(), s.id.clone()), s.version) == Some(s.version) {
             errors.push(SpecError {
-                file: dir.display().to_string(),
+                file: origin.to_string(),
                 line: 1,
                 column: 1,
                 field: "id".into(),
@@ -202,7 +222,7 @@ fn cross_check(
             let (file, text) = texts
                 .iter()
                 .find(|(jid, _, _)| *jid == j.id)
-                .map_or((dir.display().to_string(), ""), |(_, f, t)| {
+                .map_or((origin.to_string(), ""), |(_, f, t)| {
                     (f.clone(), t.as_str())
                 });
             let (line, column) = locate(text, 1, "segment", id);

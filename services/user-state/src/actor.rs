@@ -1,10 +1,8 @@
 //! The per-user actor.
 
-use std::sync::Arc;
-
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use beckon_core::{Effect, Trigger, UserState};
-use beckon_journey::Engine;
+use beckon_journey::CurrentEngine;
 
 /// Mailbox size per user. A sender that fills it waits, which slows a flood down instead of
 /// growing memory.
@@ -13,11 +11,11 @@ pub const MAILBOX_CAPACITY: usize = 64;
 /// Holds one user's state; evaluates triggers against it.
 pub struct UserActor {
     state: UserState,
-    engine: Arc<Engine>,
+    engine: CurrentEngine,
 }
 
 impl UserActor {
-    pub fn new(state: UserState, engine: Arc<Engine>) -> UserActor {
+    pub fn new(state: UserState, engine: CurrentEngine) -> UserActor {
         UserActor { state, engine }
     }
 }
@@ -39,7 +37,7 @@ impl Handler<Apply> for UserActor {
     type Result = MessageResult<Apply>;
 
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.engine.apply(&mut self.state, &msg.0))
+        MessageResult(self.engine.get().apply(&mut self.state, &msg.0))
     }
 }
 

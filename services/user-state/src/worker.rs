@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use beckon_core::{Duration, Effect, Event, Trigger, Ts, UserState};
-use beckon_journey::Engine;
+use beckon_journey::CurrentEngine;
 
 use crate::actor::{Apply, Snapshot, UserActor};
 use crate::error::StateError;
@@ -32,7 +32,7 @@ struct Active {
 /// the timer first. Must run inside an actix arbiter, since it starts actors.
 pub struct PartitionWorker {
     partition: u32,
-    engine: Arc<Engine>,
+    engine: CurrentEngine,
     store: Arc<dyn StateStore>,
     timers: Timers,
     outlet: Arc<dyn Outlet>,
@@ -46,14 +46,14 @@ pub struct PartitionWorker {
 impl PartitionWorker {
     pub fn new(
         partition: u32,
-        engine: Arc<Engine>,
+        engine: impl Into<CurrentEngine>,
         store: Arc<dyn StateStore>,
         timers: Timers,
         outlet: Arc<dyn Outlet>,
     ) -> PartitionWorker {
         PartitionWorker {
             partition,
-            engine,
+            engine: engine.into(),
             store,
             timers,
             outlet,

@@ -25,9 +25,14 @@ pub struct ServeArgs {
     pub workspace: Option<String>,
     #[arg(long, env = "BECKON_PARTITIONS")]
     pub partitions: Option<u32>,
-    /// Folder of journey specs to load at start.
+    /// Folder (or file) of journey, segment and policy specs. The journey service and `serve
+    /// all` publish it at start; a user-state instance without `--journeys-url` evaluates it
+    /// on its own.
     #[arg(long, env = "BECKON_JOURNEYS")]
     pub journeys: Option<PathBuf>,
+    /// Journey service URL: user-state evaluates the definitions published there.
+    #[arg(long, env = "BECKON_JOURNEYS_URL")]
+    pub journeys_url: Option<String>,
     /// This instance's id among user-state instances (default: host name and process id).
     #[arg(long, env = "BECKON_INSTANCE")]
     pub instance: Option<String>,
@@ -67,6 +72,7 @@ pub struct Settings {
     pub workspace: String,
     pub partitions: u32,
     pub journeys: Option<PathBuf>,
+    pub journeys_url: Option<String>,
     pub instance: String,
     pub lease_ttl_ms: u64,
     pub scheduler_url: Option<String>,
@@ -89,6 +95,7 @@ impl Default for Settings {
             workspace: "default".into(),
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
             journeys: None,
+            journeys_url: None,
             instance: format!("{}-{}", host_name(), std::process::id()),
             lease_ttl_ms: 5_000,
             scheduler_url: None,
@@ -145,6 +152,7 @@ impl Settings {
         layer!(workspace);
         layer!(partitions);
         layer!(opt journeys);
+        layer!(opt journeys_url);
         layer!(instance);
         layer!(lease_ttl_ms);
         layer!(opt scheduler_url);

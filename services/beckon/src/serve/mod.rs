@@ -14,7 +14,10 @@ use beckon_gateway::grpc::GatewayService;
 use beckon_gateway::{DeviceRegistry, EventSink, Recipients};
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{EventLog, LogConfig, MemoryLog, RedisLog};
-use beckon_journey::Engine;
+use beckon_journey::{CurrentEngine, Engine};
+use beckon_journey_service::{
+    DefinitionError, DefinitionStore, JourneysService, MemoryDefinitions, RedisDefinitions,
+};
 use beckon_proto::v1::ingest_server::IngestServer;
 use beckon_proto::v1::scheduler_server::SchedulerServer;
 use beckon_proto::v1::user_state_server::UserStateServer;
@@ -37,6 +40,8 @@ pub enum Service {
     All,
     Ingest,
     UserState,
+    /// Journey, segment and policy definitions, published to Redis.
+    Journey,
     Scheduler,
     Gateway,
 }
@@ -48,6 +53,7 @@ impl Service {
             Service::All => "all",
             Service::Ingest => "ingest",
             Service::UserState => "user-state",
+            Service::Journey => "journey",
             Service::Scheduler => "scheduler",
             Service::Gateway => "gateway",
         }
@@ -69,13 +75,22 @@ pub async fn run(
     // Refuse a configuration that cannot work before taking the port: whoever waits for the
     // `listening` line must be able to trust it.
     match service {
-        Service::Ingest | Service::Scheduler | Service::UserState => {
+        Service::Ingest | Service::Scheduler | Service::UserState | Service::Journey => {
             require_redis(&settings, service.name())?;
         }
         Service::All | Service::Gateway => {}
     }
     if service == Service::UserState && settings.scheduler_url.is_none() {
         anyhow::bail!("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)");
+    }
+    if service == Service::UserState
+        && settings.journeys_url.is_none()
+        && settings.journeys.is_none()
+    {
+        anyhow::bail!(
+            "user-state needs --journeys-url (BECKON_JOURNEYS_URL), or --journeys for a \
+             single instance evaluating a local folder"
+        );
     }
 
     let listener = TcpListener::bind(&settings.listen)
@@ -92,26 +107,59 @@ pub async fn run(
         Service::Ingest => run_ingest(settings, listener, shutdown).await,
         Service::Scheduler => run_scheduler(settings, listener, shutdown).await,
         Service::UserState => run_user_state(settings, listener, shutdown).await,
+        Service::Journey => run_journey(settings, listener, shutdown).await,
         Service::Gateway => run_gateway(settings, listener, shutdown).await,
     }
 }
 
-fn engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
-    // Journeys, segments and the policy: segments keep their members in the state store's
-    // index, and journeys may start on them.
-    let defs = match &settings.journeys {
-        Some(dir) => beckon_journey::load_definitions(dir)
-            .with_context(|| format!("loading journeys from {}", dir.display()))?
-            .for_workspace(&settings.workspace),
-        None => beckon_journey::Definitions::default(),
-    };
-    tracing::info!(
+/// An engine over a local folder of specs, for a user-state instance running without a
+/// journey service.
+fn local_engine(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<CurrentEngine> {
+    let defs = beckon_journey::load_definitions(dir)
+        .with_context(|| format!("loading journeys from {}", dir.display()))?
+        .for_workspace(&settings.workspace);
+    tracing::warn!(
         journeys = defs.journeys.len(),
-        segments = defs.segments.len(),
         workspace = %settings.workspace,
-        "definitions loaded"
+        "evaluating a local folder of specs; other instances do not share it"
     );
-    Ok(Arc::new(Engine::from_definitions(defs)))
+    Ok(CurrentEngine::new(Arc::new(Engine::from_definitions(defs))))
+}
+
+/// Publishes the `--journeys` folder, when given, so a fresh deployment starts with its specs.
+/// Versions published before stay; a changed version is refused, with the reason.
+async fn publish_folder(settings: &Settings, store: &dyn DefinitionStore) -> anyhow::Result<()> {
+    let Some(dir) = &settings.journeys else {
+        return Ok(());
+    };
+    let files = beckon_journey::read_spec_files(dir)
+        .with_context(|| format!("reading specs from {}", dir.display()))?;
+    match beckon_journey_service::publish_files(store, &settings.workspace, &files).await {
+        Ok(p) => {
+            tracing::info!(
+                release = p.release,
+                added = p.added.len(),
+                dir = %dir.display(),
+                "specs published at start"
+            );
+            Ok(())
+        }
+        Err(DefinitionError::Invalid(errors)) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "specs in {} are invalid:\n{}",
+                dir.display(),
+                lines.join("\n")
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An engine with nothing in it yet; the definitions follower fills it before any partition
+/// is taken.
+fn empty_engine() -> CurrentEngine {
+    CurrentEngine::new(Arc::new(Engine::new(Vec::new())))
 }
 
 fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<RedisTarget> {
@@ -182,7 +230,6 @@ async fn run_all(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let engine = engine(&settings)?;
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
     let (log, timers, store): Backends = match RedisTarget::from_settings(&settings) {
@@ -207,7 +254,22 @@ async fn run_all(
     let sink = Arc::new(gateway::AppendSink::new(log.clone()));
     let (gateway, gateway_service) = served_gateway(&settings, Some(store.clone()), sink).await?;
 
+    let definitions: Arc<dyn DefinitionStore> = match RedisTarget::from_settings(&settings) {
+        None => Arc::new(MemoryDefinitions::new()),
+        Some(target) => Arc::new(RedisDefinitions::new(target.connect().await?, "bk")),
+    };
+    publish_folder(&settings, definitions.as_ref()).await?;
+
     let (stop, server_stop) = fan_out(shutdown);
+    let engine = empty_engine();
+    let follower = beckon_journey_service::follow_store(
+        definitions.clone(),
+        &settings.workspace,
+        engine.clone(),
+        stop.clone(),
+    )
+    .await?;
+
     let wake = Arc::new(Notify::new());
     let firing = tokio::spawn(firing::run(
         timers.clone(),
@@ -244,6 +306,7 @@ async fn run_all(
 
     let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)))
         .add_service(UserStateServer::new(UserStateService::new(user_store)))
+        .add_service(JourneysService::new(definitions).into_server())
         .add_service(SchedulerServer::new(SchedulerService::new(
             timers,
             settings.partitions,
@@ -253,6 +316,7 @@ async fn run_all(
     let names = [
         "beckon.v1.Ingest",
         "beckon.v1.UserState",
+        "beckon.v1.Journeys",
         "beckon.v1.Scheduler",
         "beckon.v1.Gateway",
     ];
@@ -261,6 +325,7 @@ async fn run_all(
     // The server stopped taking calls; let the partitions write what they hold.
     let _ = user_state.await;
     let _ = firing.await;
+    let _ = follower.await;
     Ok(())
 }
 
@@ -271,6 +336,29 @@ fn redis_stores(
     let timers = beckon_scheduler::RedisTimers::new(conn.clone(), "bk", partitions);
     let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", partitions);
     (Arc::new(timers), Arc::new(store))
+}
+
+async fn run_journey(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let target = require_redis(&settings, "journey")?;
+    let store = Arc::new(RedisDefinitions::new(target.connect().await?, "bk"));
+    publish_folder(&settings, store.as_ref()).await?;
+
+    // Releases published through other journey instances reach this one's followers too.
+    let (stop, server_stop) = fan_out(shutdown);
+    let listener_task = {
+        let store = store.clone();
+        let client = target.pubsub_client()?;
+        let workspaces = vec![settings.workspace.clone()];
+        tokio::spawn(async move { store.listen(client, workspaces, stopped(stop)).await })
+    };
+    let routes = Routes::new(JourneysService::new(store).into_server());
+    crate::grpc::serve(listener, routes, &["beckon.v1.Journeys"], server_stop).await?;
+    let _ = listener_task.await;
+    Ok(())
 }
 
 async fn run_ingest(
@@ -326,7 +414,28 @@ async fn run_user_state(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let target = require_redis(&settings, "user-state")?;
-    let engine = engine(&settings)?;
+    let (stop, server_stop) = fan_out(shutdown);
+
+    // Definitions first: taking partitions with an engine that lacks the published journeys
+    // would let events pass without entering them.
+    let (engine, follower) = match (&settings.journeys_url, &settings.journeys) {
+        (Some(journeys_url), _) => {
+            let channel = tonic::transport::Endpoint::from_shared(journeys_url.clone())?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy();
+            let engine = empty_engine();
+            let follower = beckon_journey_service::follow_service(
+                channel,
+                &settings.workspace,
+                engine.clone(),
+                stop.clone(),
+            )
+            .await?;
+            (engine, Some(follower))
+        }
+        (None, Some(dir)) => (local_engine(&settings, dir)?, None),
+        (None, None) => anyhow::bail!("user-state needs --journeys-url or --journeys"),
+    };
     let conn = target.connect().await?;
     let log = redis_log(&target, conn.clone(), settings.partitions);
     let (_, store) = redis_stores(conn.clone(), settings.partitions);
@@ -367,7 +476,6 @@ async fn run_user_state(
         userstate::system_clock(),
     );
 
-    let (stop, server_stop) = fan_out(shutdown);
     let ttl = settings.lease_ttl_ms;
     let owner = tokio::spawn(async move {
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
@@ -375,6 +483,9 @@ async fn run_user_state(
     let routes = Routes::new(UserStateServer::new(UserStateService::new(store)));
     crate::grpc::serve(listener, routes, &["beckon.v1.UserState"], server_stop).await?;
     let _ = owner.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     Ok(())
 }
 

@@ -95,6 +95,13 @@ impl RedisTarget {
         self.cluster
     }
 
+    /// A client for pub/sub: any node will do, since a cluster delivers every published
+    /// message to every node's subscribers.
+    pub fn pubsub_client(&self) -> anyhow::Result<redis::Client> {
+        let url = self.urls.first().map_or("", String::as_str);
+        redis::Client::open(url).context("opening a Redis client for pub/sub")
+    }
+
     /// A shared connection for the stores.
     pub async fn connect(&self) -> anyhow::Result<RedisConn> {
         let what = if self.cluster {

@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use actix::Arbiter;
 use beckon_core::Clock;
 use beckon_ingest::log::EventLog;
-use beckon_journey::Engine;
+use beckon_journey::CurrentEngine;
 use beckon_user_state::lease::Leases;
 use beckon_user_state::live::{self, LoopConfig};
 use beckon_user_state::{LogForwarder, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 /// Everything a partition loop needs, shared by all partitions of the instance.
 #[derive(Clone)]
 pub struct Parts {
-    pub engine: Arc<Engine>,
+    pub engine: CurrentEngine,
     pub store: Arc<dyn StateStore>,
     pub log: Arc<dyn EventLog>,
     pub timers: Arc<dyn TimerSink>,

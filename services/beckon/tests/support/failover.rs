@@ -1,6 +1,7 @@
 //! The failover scenario run by the single-server and the cluster tests: separate processes
-//! (ingest, scheduler, gateway, three user-state instances) on one Redis deployment; one
-//! user-state instance is killed with SIGKILL mid-stream and started again later.
+//! (ingest, journey, scheduler, gateway, three user-state instances evaluating what the
+//! journey service published) on one Redis deployment; one user-state instance is killed with
+//! SIGKILL mid-stream and started again later.
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +48,10 @@ pub async fn killed_instance_loses_and_duplicates_nothing(target: RedisTarget, r
     let gateway = Served::start("gateway", &gateway_args);
     let gateway_url = gateway.url();
     let ingest = Served::start("ingest", &common);
+    let mut journey_args = common.to_vec();
+    journey_args.extend(["--journeys", journeys]);
+    let journey = Served::start("journey", &journey_args);
+    let journeys_url = journey.url();
     let sched_url = scheduler.url();
     let user_state = |n: usize| {
         let instance = format!("us-{n}");
@@ -56,8 +61,8 @@ pub async fn killed_instance_loses_and_duplicates_nothing(target: RedisTarget, r
             sched_url.as_str(),
             "--gateway-url",
             gateway_url.as_str(),
-            "--journeys",
-            journeys,
+            "--journeys-url",
+            journeys_url.as_str(),
             "--lease-ttl-ms",
             "1500",
             "--instance",

@@ -1,0 +1,102 @@
+//! `beckon journeys lint|apply|list`: specs checked and published through a running journey
+//! service (or `serve all`), so every user-state instance evaluates the same release.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use beckon_proto::v1 as pb;
+use beckon_proto::v1::journeys_client::JourneysClient;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Action {
+    /// Check specs against what is published, without publishing.
+    Lint,
+    /// Publish the new versions in the specs.
+    Apply,
+    /// List every published journey version.
+    List,
+}
+
+/// Runs one action; the exit code is 1 when the specs have errors.
+pub fn run(
+    action: Action,
+    path: Option<&Path>,
+    url: &str,
+    workspace: &str,
+) -> anyhow::Result<ExitCode> {
+    let files = match (action, path) {
+        (Action::List, _) => Vec::new(),
+        (_, Some(p)) => beckon_journey::read_spec_files(p)?
+            .into_iter()
+            .map(|(name, yaml)| pb::SpecFile { name, yaml })
+            .collect(),
+        (_, None) => anyhow::bail!("a spec file or folder is needed"),
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = JourneysClient::connect(url.to_string())
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let workspace = workspace.to_string();
+        let mut out = std::io::stdout().lock();
+        match action {
+            Action::Lint => {
+                let r = client
+                    .lint(pb::LintRequest { workspace, files })
+                    .await?
+                    .into_inner();
+                for e in &r.errors {
+                    writeln!(
+                        out,
+                        "{}:{}:{}: {}: {}",
+                        e.file, e.line, e.column, e.field, e.message
+                    )?;
+                }
+                if !r.errors.is_empty() {
+                    return Ok(ExitCode::from(1));
+                }
+                writeln!(out, "ok: {} journeys, {} segments", r.journeys, r.segments)?;
+            }
+            Action::Apply => {
+                let r = match client.apply(pb::ApplyRequest { workspace, files }).await {
+                    Ok(r) => r.into_inner(),
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        writeln!(out, "{}", status.message())?;
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(status) => anyhow::bail!("{}: {}", status.code(), status.message()),
+                };
+                for j in &r.published {
+                    writeln!(out, "published journey {} version {}", j.id, j.version)?;
+                }
+                writeln!(
+                    out,
+                    "release {}: {} journeys, {} segments, {} policies new",
+                    r.release,
+                    r.published.len(),
+                    r.segments,
+                    r.policies
+                )?;
+            }
+            Action::List => {
+                let r = client
+                    .list_journeys(pb::ListJourneysRequest { workspace })
+                    .await?
+                    .into_inner();
+                for j in &r.journeys {
+                    writeln!(
+                        out,
+                        "{}\tv{}\t{} steps\t{}",
+                        j.id, j.version, j.steps, j.status
+                    )?;
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,171 @@
+//! Keeping an evaluator on the newest published definitions.
+//!
+//! A user-state instance reads the current release before it takes any partition (an engine
+//! without the published journeys would let events pass without entering them), then follows
+//! new releases as they are published and swaps its engine whole between two evaluations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use beckon_journey::CurrentEngine;
+use beckon_proto::v1 as pb;
+use beckon_proto::v1::journeys_client::JourneysClient;
+use futures::StreamExt as _;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::documents;
+use crate::error::DefinitionError;
+use crate::store::DefinitionStore;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Builds the engine of a release and puts it in force. A release that cannot be built leaves
+/// the engine in force as it was: stopping evaluation would be worse than evaluating the
+/// previous release.
+fn install(engine: &CurrentEngine, workspace: &str, number: u64, docs: &[(String, String)]) {
+    match documents::engine(workspace, docs) {
+        Ok(e) => {
+            let journeys = e.journeys().len();
+            engine.replace(Arc::new(e));
+            tracing::info!(
+                beckon.workspace = workspace,
+                release = number,
+                journeys,
+                "definitions in force"
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                beckon.workspace = workspace,
+                release = number,
+                error = %e,
+                "release cannot be built; the previous one stays in force"
+            );
+        }
+    }
+}
+
+fn documents_of(release: pb::Release) -> Vec<(String, String)> {
+    release
+        .documents
+        .into_iter()
+        .map(|f| (f.name, f.yaml))
+        .collect()
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Follows the journey service at `channel`. Returns once the current release is in force
+/// (retrying while the service is unreachable), or with an error when `stop` comes first.
+pub async fn follow_service(
+    channel: Channel,
+    workspace: &str,
+    engine: CurrentEngine,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, DefinitionError> {
+    let mut client = JourneysClient::new(channel);
+    let request = pb::GetReleaseRequest {
+        workspace: workspace.to_string(),
+    };
+
+    let mut backoff = FIRST_BACKOFF;
+    let first = loop {
+        match client.get_release(request.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(status) => {
+                tracing::warn!(
+                    code = ?status.code(),
+                    message = status.message(),
+                    "journey service not answering; retrying before taking partitions"
+                );
+            }
+        }
+        tokio::select! {
+            () = stopped(&mut stop) => {
+                let reason = "stopped before definitions arrived".to_string();
+                return Err(DefinitionError::Unavailable(reason));
+            }
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    };
+    let mut in_force = first.number;
+    install(&engine, workspace, first.number, &documents_of(first));
+
+    let workspace = workspace.to_string();
+    Ok(tokio::spawn(async move {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let session = async {
+                let mut stream = client.watch_releases(request.clone()).await?.into_inner();
+                while let Some(release) = stream.next().await {
+                    let release = release?;
+                    backoff = FIRST_BACKOFF;
+                    if release.number > in_force {
+                        in_force = release.number;
+                        install(&engine, &workspace, release.number, &documents_of(release));
+                    }
+                }
+                Ok::<(), tonic::Status>(())
+            };
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                result = session => match result {
+                    Ok(()) => tracing::warn!("release stream ended; reconnecting"),
+                    Err(status) => tracing::warn!(
+                        code = ?status.code(),
+                        message = status.message(),
+                        "release stream interrupted; reconnecting"
+                    ),
+                },
+            }
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }))
+}
+
+/// Follows a store in the same process (`serve all`). The current release is in force when
+/// this returns.
+pub async fn follow_store(
+    store: Arc<dyn DefinitionStore>,
+    workspace: &str,
+    engine: CurrentEngine,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, DefinitionError> {
+    let mut announcements = store.announcements();
+    let first = store.release(workspace).await?;
+    let mut in_force = first.number;
+    install(&engine, workspace, first.number, &first.documents);
+
+    let workspace = workspace.to_string();
+    Ok(tokio::spawn(async move {
+        loop {
+            let heard = tokio::select! {
+                () = stopped(&mut stop) => return,
+                heard = announcements.recv() => heard,
+            };
+            match heard {
+                Ok(a) if a.workspace != workspace || a.release <= in_force => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            match store.release(&workspace).await {
+                Ok(r) if r.number > in_force => {
+                    in_force = r.number;
+                    install(&engine, &workspace, r.number, &r.documents);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading a new release failed"),
+            }
+        }
+    }))
+}

@@ -1,0 +1,312 @@
+//! The `beckon.v1.Journeys` gRPC service: lint, publish, list and follow definitions.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use beckon_journey::SpecError;
+use beckon_proto::v1 as pb;
+use beckon_proto::v1::journeys_server::{Journeys, JourneysServer};
+use futures::Stream;
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+
+use crate::documents;
+use crate::error::DefinitionError;
+use crate::store::{Announcement, DefinitionStore, Published, Release};
+
+/// Files in one request at most, and bytes of YAML in all of them.
+const MAX_FILES: usize = 1_000;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct JourneysService {
+    store: Arc<dyn DefinitionStore>,
+}
+
+impl JourneysService {
+    pub fn new(store: Arc<dyn DefinitionStore>) -> JourneysService {
+        JourneysService { store }
+    }
+
+    pub fn into_server(self) -> JourneysServer<JourneysService> {
+        JourneysServer::new(self).max_decoding_message_size(MAX_BYTES + 64 * 1024)
+    }
+}
+
+fn workspace(ws: &str) -> Result<&str, DefinitionError> {
+    if ws.is_empty() {
+        return Err(DefinitionError::InvalidArgument {
+            field: "workspace",
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(ws)
+}
+
+fn files(files: Vec<pb::SpecFile>) -> Result<Vec<(String, String)>, DefinitionError> {
+    if files.is_empty() {
+        return Err(DefinitionError::InvalidArgument {
+            field: "files",
+            reason: "must hold at least one spec file".into(),
+        });
+    }
+    if files.len() > MAX_FILES {
+        return Err(DefinitionError::InvalidArgument {
+            field: "files",
+            reason: format!("{} files; at most {MAX_FILES} per request", files.len()),
+        });
+    }
+    let bytes: usize = files.iter().map(|f| f.yaml.len()).sum();
+    if bytes > MAX_BYTES {
+        return Err(DefinitionError::InvalidArgument {
+            field: "files",
+            reason: format!("{bytes} bytes of YAML; at most {MAX_BYTES} per request"),
+        });
+    }
+    Ok(files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = if f.name.is_empty() {
+                format!("files[{i}]")
+            } else {
+                f.name
+            };
+            (name, f.yaml)
+        })
+        .collect())
+}
+
+fn spec_error(e: SpecError) -> pb::SpecError {
+    pb::SpecError {
+        file: e.file,
+        line: e.line,
+        column: e.column,
+        field: e.field,
+        message: e.message,
+    }
+}
+
+fn release_message(r: Release) -> pb::Release {
+    pb::Release {
+        workspace: r.workspace,
+        number: r.number,
+        documents: r
+            .documents
+            .into_iter()
+            .map(|(name, yaml)| pb::SpecFile { name, yaml })
+            .collect(),
+    }
+}
+
+/// Journeys in a release, every version, the newest of each marked active.
+fn summaries(release: &Release) -> Result<Vec<pb::JourneySummary>, DefinitionError> {
+    let defs = beckon_journey::load_definitions_texts("release", &release.documents).map_err(
+        |errors| DefinitionError::Corrupt {
+            key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
+            reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
+        },
+    )?;
+    let mut newest: HashMap<&str, u32> = HashMap::new();
+    for j in &defs.journeys {
+        let v = newest.entry(j.id.as_str()).or_insert(j.version);
+        *v = (*v).max(j.version);
+    }
+    let mut out: Vec<pb::JourneySummary> = defs
+        .journeys
+        .iter()
+        .map(|j| pb::JourneySummary {
+            id: j.id.clone(),
+            version: j.version,
+            steps: u32::try_from(j.steps.len()).unwrap_or(u32::MAX),
+            status: if newest.get(j.id.as_str()) == Some(&j.version) {
+                "active".into()
+            } else {
+                "superseded".into()
+            },
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id).then(a.version.cmp(&b.version)));
+    Ok(out)
+}
+
+type ReleaseStream = Pin<Box<dyn Stream<Item = Result<pb::Release, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Journeys for JourneysService {
+    async fn lint(
+        &self,
+        request: Request<pb::LintRequest>,
+    ) -> Result<Response<pb::LintResponse>, Status> {
+        let r = request.into_inner();
+        let ws = workspace(&r.workspace)?.to_string();
+        let files = files(r.files)?;
+        let current = self.store.release(&ws).await?;
+        match documents::check_with(&ws, &files, &current.documents) {
+            Ok(docs) => Ok(Response::new(pb::LintResponse {
+                errors: Vec::new(),
+                journeys: count(&docs, "journey"),
+                segments: count(&docs, "segment"),
+            })),
+            Err(DefinitionError::Invalid(errors)) => Ok(Response::new(pb::LintResponse {
+                errors: errors.into_iter().map(spec_error).collect(),
+                journeys: 0,
+                segments: 0,
+            })),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = request.into_inner();
+        let ws = workspace(&r.workspace)?.to_string();
+        let files = files(r.files)?;
+        let published = publish_files(self.store.as_ref(), &ws, &files)
+            .await
+            .map_err(invalid_with_every_error)?;
+        let release = self.store.release(&ws).await?;
+        let journeys = summaries(&release)?
+            .into_iter()
+            .filter(|s| {
+                published
+                    .added
+                    .contains(&format!("journey/{}@{}", s.id, s.version))
+            })
+            .collect();
+        let added = |kind: &str| {
+            let n = published
+                .added
+                .iter()
+                .filter(|k| k.starts_with(kind))
+                .count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        tracing::info!(
+            beckon.workspace = %ws,
+            release = published.release,
+            added = published.added.len(),
+            "definitions published"
+        );
+        Ok(Response::new(pb::ApplyResponse {
+            published: journeys,
+            release: published.release,
+            segments: added("segment/"),
+            policies: added("policy/"),
+        }))
+    }
+
+    async fn list_journeys(
+        &self,
+        request: Request<pb::ListJourneysRequest>,
+    ) -> Result<Response<pb::ListJourneysResponse>, Status> {
+        let r = request.into_inner();
+        let release = self.store.release(workspace(&r.workspace)?).await?;
+        Ok(Response::new(pb::ListJourneysResponse {
+            journeys: summaries(&release)?,
+        }))
+    }
+
+    async fn get_release(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::Release>, Status> {
+        let r = request.into_inner();
+        let release = self.store.release(workspace(&r.workspace)?).await?;
+        Ok(Response::new(release_message(release)))
+    }
+
+    type WatchReleasesStream = ReleaseStream;
+
+    async fn watch_releases(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<Self::WatchReleasesStream>, Status> {
+        let ws = workspace(&request.get_ref().workspace)?.to_string();
+
+        // Subscribe before reading, so a release published in between is not missed.
+        let announcements = self.store.announcements();
+        let first = self.store.release(&ws).await?;
+        let state = Watch {
+            store: self.store.clone(),
+            workspace: ws,
+            announcements,
+            sent: None,
+            first: Some(first),
+        };
+        let stream = futures::stream::unfold(state, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Checks spec files and publishes what is new in them. The files are checked together with
+/// everything published before (a new journey may use a segment published earlier), so a
+/// release that is refused leaves the running one as it was.
+pub async fn publish_files(
+    store: &dyn DefinitionStore,
+    workspace: &str,
+    files: &[(String, String)],
+) -> Result<Published, DefinitionError> {
+    let current = store.release(workspace).await?;
+    let docs = documents::check_with(workspace, files, &current.documents)?;
+    store.publish(workspace, &docs).await
+}
+
+fn count(docs: &[documents::Document], kind: &str) -> u32 {
+    u32::try_from(docs.iter().filter(|d| d.kind == kind).count()).unwrap_or(u32::MAX)
+}
+
+/// Every spec error in the status message, one per line, so a client shows them all.
+fn invalid_with_every_error(e: DefinitionError) -> Status {
+    match e {
+        DefinitionError::Invalid(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Status::invalid_argument(lines.join("\n"))
+        }
+        other => other.into(),
+    }
+}
+
+struct Watch {
+    store: Arc<dyn DefinitionStore>,
+    workspace: String,
+    announcements: broadcast::Receiver<Announcement>,
+    sent: Option<u64>,
+    first: Option<Release>,
+}
+
+impl Watch {
+    /// The next release to send: the current one first, then each newer one. `None` ends
+    /// the stream (the store is gone).
+    async fn next(&mut self) -> Option<Result<pb::Release, Status>> {
+        if let Some(first) = self.first.take() {
+            self.sent = Some(first.number);
+            return Some(Ok(release_message(first)));
+        }
+        loop {
+            let wanted = match self.announcements.recv().await {
+                Ok(a) if a.workspace == self.workspace => a.release,
+                Ok(_) => continue,
+                // Behind: whatever was missed, the current release covers it.
+                Err(broadcast::error::RecvError::Lagged(_)) => u64::MAX,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            if self.sent.is_some_and(|s| s >= wanted) {
+                continue;
+            }
+            match self.store.release(&self.workspace).await {
+                Ok(r) if self.sent.is_some_and(|s| s >= r.number) => continue,
+                Ok(r) => {
+                    self.sent = Some(r.number);
+                    return Some(Ok(release_message(r)));
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
