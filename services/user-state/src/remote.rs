@@ -22,10 +22,17 @@ use crate::outlet::{Outlet, TimerSink};
 const ATTEMPTS: u32 = 4;
 const DEADLINE: StdDuration = StdDuration::from_secs(2);
 
+/// Answers after which the call may succeed if made again. `Cancelled` is what a call gets
+/// when the serving process goes away mid-call (a restart's drain closing the connection):
+/// the target may or may not have acted, and its idempotency makes the repeat safe.
 fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
     )
 }
 

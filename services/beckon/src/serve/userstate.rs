@@ -162,17 +162,26 @@ pub async fn run_with_leases<C>(
                         tracing::warn!(partition = p, error = %e, "lease not released");
                     }
                 }
-                for p in &changes.acquired {
-                    instance.start_partition(*p);
-                }
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
         }
-        // A lease we could not renew in time may already be someone else's: stop acting on it.
+
+        // Work on exactly the partitions whose lease is good now. A lease renewed late (a
+        // slow tick, Redis away for a moment) may have lapsed in between: its loop stops,
+        // and starts again once a renewal makes the lease good again.
         for p in instance.partitions() {
             if !leases.holds(p) {
                 instance.stop_partition(p).await;
             }
+        }
+        let good: Vec<u32> = leases
+            .held()
+            .keys()
+            .copied()
+            .filter(|p| leases.holds(*p))
+            .collect();
+        for p in good {
+            instance.start_partition(p);
         }
 
         tokio::select! {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod deployment;
 pub mod failover;
 
 use std::io::{BufRead, BufReader};
@@ -20,12 +21,18 @@ pub struct Served {
 }
 
 impl Served {
-    /// Starts `beckon serve <service> <args>` and waits for its `listening` line.
+    /// Starts `beckon serve <service> <args>` on a free port and waits for its `listening`
+    /// line.
     pub fn start(service: &str, args: &[&str]) -> Served {
+        Served::start_on(service, "127.0.0.1:0", args)
+    }
+
+    /// Like [`Served::start`], on the given address (a restart keeps its clients' URL).
+    pub fn start_on(service: &str, listen: &str, args: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
             .arg("serve")
             .arg(service)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("BECKON_LOG", "info")
             .stdin(Stdio::null())

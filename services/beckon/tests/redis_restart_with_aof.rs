@@ -1,0 +1,58 @@
+//! Redis is killed with SIGKILL and started again, with its append-only file fsynced on
+//! every write (`appendfsync always`), while the services run and a client keeps sending.
+//! Nothing acknowledged is lost: every acknowledged event is applied exactly once, and every
+//! cart reminder goes out once.
+
+mod support;
+
+use std::time::Duration as StdDuration;
+
+use beckon_testkit::{Fsync, Options, RedisServer};
+use support::deployment::{Deployment, Load, PARTITIONS, duplicate_sends, reminders, wait_applied};
+use support::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start_with(Options::aof(Fsync::Always)).expect("redis-server");
+    if redis.is_external() {
+        return; // a shared server cannot be killed by a test
+    }
+    let url = redis.url();
+    let deployment = Deployment::start(&url, "1s", 2, 1_500);
+    let load = Load::start(deployment.ingest.url(), 200, 20);
+
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    redis.kill();
+    // Down long enough for calls to fail and leases to lapse.
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    redis.restart().expect("start redis again");
+    assert_eq!(redis.url(), url, "same address after the restart");
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+
+    let report = load.stop().await;
+    eprintln!(
+        "acknowledged {} events; retried calls by code: {:?}",
+        report.total(),
+        report.retried
+    );
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    assert!(
+        !report.retried.is_empty(),
+        "the client saw Redis go away (else the crash tested nothing)"
+    );
+
+    let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).expect("url"))
+        .await
+        .expect("connect");
+    let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", PARTITIONS);
+    let off = wait_applied(&store, &report.acked, 600).await;
+    assert!(off.is_empty(), "(user, applied, acked): {off:?}");
+
+    let users = report.acked.len();
+    let all = eventually(600, || reminders(&deployment.messages()).len() == users).await;
+    let messages = deployment.messages();
+    let sent = reminders(&messages);
+    assert!(all, "reminders for {} of {users} users", sent.len());
+    assert!(sent.values().all(|n| *n == 1), "a reminder went out twice");
+    assert!(duplicate_sends(&messages).is_empty());
+}
