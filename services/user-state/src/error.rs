@@ -14,6 +14,11 @@ pub enum StateError {
     #[error("the state store is unavailable: {0}")]
     Unavailable(String),
 
+    /// The partition's lease was taken over since this writer acquired it (its fencing token
+    /// is older than the current one): the write is refused and this writer must stop.
+    #[error("partition lease moved on: token {held} is stale (current {current})")]
+    Fenced { held: u64, current: String },
+
     /// The actor system is shutting down.
     #[error("user-state is stopping")]
     Stopping,
@@ -26,6 +31,7 @@ impl From<StateError> for tonic::Status {
     fn from(e: StateError) -> Self {
         match &e {
             StateError::Conflict { .. } => tonic::Status::aborted(e.to_string()),
+            StateError::Fenced { .. } => tonic::Status::failed_precondition(e.to_string()),
             StateError::Corrupt { .. } => tonic::Status::data_loss(e.to_string()),
             StateError::Unavailable(_) | StateError::Stopping => {
                 tonic::Status::unavailable(e.to_string())

@@ -84,6 +84,13 @@ pub async fn run_partition(
                 report.batches += 1;
                 worker.evict_idle(config.idle);
             }
+            Err(e @ StateError::Fenced { .. }) => {
+                // Another instance owns the partition now; retrying could only fail again.
+                report.failures += 1;
+                let discarded = worker.discard_unsaved();
+                tracing::warn!(partition = p, error = %e, discarded, "fenced off; stopping");
+                return report;
+            }
             Err(e) => {
                 report.failures += 1;
                 let discarded = worker.discard_unsaved();

@@ -226,9 +226,10 @@ where
                     expected,
                 })
             }
-            _ => Err(StateError::Unavailable(format!(
-                "partition lease moved on (token {detail:?}); not writing"
-            ))),
+            _ => Err(StateError::Fenced {
+                held: fence.unwrap_or_default(),
+                current: detail,
+            }),
         }
     }
 
@@ -454,6 +455,15 @@ where
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(self.commit(state, expected, &[], None, None))
+    }
+
+    fn save_fenced<'a>(
+        &'a self,
+        state: &'a UserState,
+        expected: u64,
+        fence: u64,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(self.commit(state, expected, &[], None, Some(fence)))
     }
 
     fn forget<'a>(

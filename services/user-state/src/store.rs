@@ -23,6 +23,20 @@ pub trait StateStore: Send + Sync + 'static {
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StateError>>;
 
+    /// Like [`StateStore::save`], but only while the partition's lease token is still
+    /// `fence`: a writer whose lease was taken over gets [`StateError::Fenced`] and writes
+    /// nothing. Stores without leases (the embedded one: one process owns every partition)
+    /// have nothing to check.
+    fn save_fenced<'a>(
+        &'a self,
+        state: &'a UserState,
+        expected: u64,
+        fence: u64,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let _ = fence;
+        self.save(state, expected)
+    }
+
     /// Removes everything kept for the user; returns the number of records removed.
     fn forget<'a>(
         &'a self,

@@ -40,6 +40,8 @@ pub struct PartitionWorker {
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     actors: HashMap<String, HashMap<String, Active>>,
     now: Ts,
+    /// The lease's fencing token, when a lease grants the partition: every write checks it.
+    fence: Option<u64>,
     stats: Stats,
 }
 
@@ -60,6 +62,7 @@ impl PartitionWorker {
             forwarder: None,
             actors: HashMap::new(),
             now: Ts::MIN,
+            fence: None,
             stats: Stats::default(),
         }
     }
@@ -73,6 +76,14 @@ impl PartitionWorker {
 
     pub fn partition(&self) -> u32 {
         self.partition
+    }
+
+    /// Makes every state write of this worker conditional on the partition's lease still
+    /// carrying `token`, so a worker that lost its lease unnoticed cannot overwrite the new
+    /// owner's writes.
+    pub fn with_fence(mut self, token: u64) -> PartitionWorker {
+        self.fence = Some(token);
+        self
     }
 
     /// The partition's current time: the latest event or timer it has applied.
@@ -157,7 +168,10 @@ impl PartitionWorker {
             .filter(|a| a.dirty)
         {
             let state = active.addr.send(Snapshot).await?;
-            self.store.save(&state, active.stored).await?;
+            match self.fence {
+                Some(token) => self.store.save_fenced(&state, active.stored, token).await?,
+                None => self.store.save(&state, active.stored).await?,
+            }
             active.stored = state.version;
             active.dirty = false;
             written += 1;

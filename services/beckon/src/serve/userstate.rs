@@ -71,7 +71,8 @@ impl Instance {
     }
 
     /// Starts the loop of a partition this instance now owns.
-    pub fn start_partition(&mut self, partition: u32) {
+    /// `fence` is the lease's fencing token, when a lease grants the partition.
+    pub fn start_partition(&mut self, partition: u32, fence: Option<u64>) {
         if self.running.contains_key(&partition) {
             return;
         }
@@ -98,6 +99,10 @@ impl Instance {
                 )
                 // Merges reach the other id's partition through the same log.
                 .with_forwarder(Arc::new(LogForwarder(parts.log.clone())));
+                let worker = match fence {
+                    Some(token) => worker.with_fence(token),
+                    None => worker,
+                };
                 let report = live::run_partition(worker, parts.log, config, stop_rx).await;
                 let _ = done_tx.send(report);
             });
@@ -131,7 +136,7 @@ pub async fn run_all_partitions(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     for p in 0..partitions {
-        instance.start_partition(p);
+        instance.start_partition(p, None);
     }
     shutdown.await;
     tracing::info!("draining user-state");
@@ -181,7 +186,8 @@ pub async fn run_with_leases<C>(
             .filter(|p| leases.holds(*p))
             .collect();
         for p in good {
-            instance.start_partition(p);
+            let fence = leases.held().get(&p).map(|h| h.token);
+            instance.start_partition(p, fence);
         }
 
         tokio::select! {
