@@ -33,7 +33,7 @@ enum Command {
         #[arg(value_enum)]
         service: beckon::serve::Service,
         #[command(flatten)]
-        args: beckon::serve::ServeArgs,
+        args: Box<beckon::serve::ServeArgs>,
         /// Print the effective configuration (secrets hidden) and exit.
         #[arg(long)]
         print_config: bool,

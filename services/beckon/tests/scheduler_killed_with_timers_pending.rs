@@ -1,5 +1,6 @@
-//! The scheduler is killed with SIGKILL while 10,000 timers are pending, and started again:
-//! every timer fires, each user's reminder is applied once by user-state and sent once.
+//! The scheduler is killed with SIGKILL while 10,000 timers are pending, and started again;
+//! then killed again in the middle of firing them. Every timer fires, and each user's
+//! reminder is applied once by user-state and sent once.
 
 mod support;
 
@@ -81,6 +82,18 @@ async fn every_pending_timer_fires_once_after_a_scheduler_crash() {
     deployment.kill(Role::Scheduler);
     eprintln!(
         "scheduler killed with {pending} timers pending, {} ms after the first send",
+        wall_clock_ms() - t0
+    );
+    deployment.start_again(Role::Scheduler);
+
+    // Once the first reminders go out, kill it again: now in the middle of firing, with
+    // timers claimed and not all delivered. Their claims lapse and they fire again.
+    let firing = eventually(1_200, || !deployment.messages().is_empty()).await;
+    assert!(firing, "timers fire after the restart");
+    deployment.kill(Role::Scheduler);
+    eprintln!(
+        "scheduler killed again with {} reminders out, {} ms after the first send",
+        reminders(&deployment.messages()).len(),
         wall_clock_ms() - t0
     );
     deployment.start_again(Role::Scheduler);

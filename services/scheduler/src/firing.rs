@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use beckon_core::{Clock, Timer};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use tokio::sync::{Notify, watch};
 
 use crate::AsyncTimerStore;
@@ -50,8 +50,9 @@ pub struct Round {
     pub lateness_ms: Vec<i64>,
 }
 
-/// Fires every due timer of every partition once. Stops at the first delivery failure,
-/// leaving the rest claimed (they come due again at their claim deadline).
+/// Fires every due timer of every partition once. Stops at the first batch with a delivery
+/// failure, leaving what was not delivered claimed (it comes due again at its claim
+/// deadline).
 pub async fn fire_round(
     store: &dyn AsyncTimerStore,
     sink: &dyn FiredSink,
@@ -65,13 +66,26 @@ pub async fn fire_round(
                 let now = clock.now();
                 let due = store.claim_due(workspace, p, now, config.batch).await?;
                 let full = due.len() >= config.batch;
-                for timer in &due {
-                    sink.deliver(timer).await?;
-                    store.ack(timer).await?;
+
+                // A claimed batch is delivered and acknowledged concurrently: one round trip
+                // of waiting per batch instead of two per timer. The requests still leave in
+                // claim order, so a user's timers reach its log in due order.
+                let delivered = join_all(due.iter().map(|t| sink.deliver(t))).await;
+                let (done, failed): (Vec<_>, Vec<_>) = due
+                    .iter()
+                    .zip(delivered)
+                    .partition(|(_, result)| result.is_ok());
+                let acked = join_all(done.iter().map(|(t, _)| store.ack(t))).await;
+                for ((timer, _), ack) in done.iter().zip(acked) {
+                    ack?;
                     round.fired += 1;
                     round
                         .lateness_ms
                         .push(now.as_millis() - timer.due.as_millis());
+                }
+                // Timers not delivered stay claimed and come due again with their claim.
+                if let Some((_, Err(e))) = failed.into_iter().next() {
+                    return Err(e);
                 }
                 if !full {
                     break;

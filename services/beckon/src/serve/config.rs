@@ -38,6 +38,10 @@ pub struct ServeArgs {
     pub instance: Option<String>,
     #[arg(long, env = "BECKON_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// How long a scheduler keeps a due timer it claimed before another firing round (its
+    /// own after a restart, or another scheduler's) may fire it again.
+    #[arg(long, env = "BECKON_TIMER_CLAIM_MS")]
+    pub timer_claim_ms: Option<u64>,
     /// Scheduler service URL, for user-state running alone.
     #[arg(long, env = "BECKON_SCHEDULER_URL")]
     pub scheduler_url: Option<String>,
@@ -75,6 +79,7 @@ pub struct Settings {
     pub journeys_url: Option<String>,
     pub instance: String,
     pub lease_ttl_ms: u64,
+    pub timer_claim_ms: u64,
     pub scheduler_url: Option<String>,
     pub gateway_url: Option<String>,
     pub threads: usize,
@@ -98,6 +103,7 @@ impl Default for Settings {
             journeys_url: None,
             instance: format!("{}-{}", host_name(), std::process::id()),
             lease_ttl_ms: 5_000,
+            timer_claim_ms: 30_000,
             scheduler_url: None,
             gateway_url: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -155,6 +161,7 @@ impl Settings {
         layer!(opt journeys_url);
         layer!(instance);
         layer!(lease_ttl_ms);
+        layer!(timer_claim_ms);
         layer!(opt scheduler_url);
         layer!(opt gateway_url);
         layer!(threads);

@@ -245,7 +245,7 @@ async fn run_all(
         Some(target) => {
             let conn = target.connect().await?;
             let log = redis_log(&target, conn.clone(), settings.partitions);
-            let (timers, store) = redis_stores(conn, settings.partitions);
+            let (timers, store) = redis_stores(conn, &settings);
             (log, timers, store)
         }
     };
@@ -331,9 +331,12 @@ async fn run_all(
 
 fn redis_stores(
     conn: RedisConn,
-    partitions: u32,
+    settings: &Settings,
 ) -> (Arc<dyn AsyncTimerStore>, Arc<dyn StateStore>) {
-    let timers = beckon_scheduler::RedisTimers::new(conn.clone(), "bk", partitions);
+    let partitions = settings.partitions;
+    let claim = beckon_core::Duration(settings.timer_claim_ms.max(1) as i64);
+    let timers =
+        beckon_scheduler::RedisTimers::new(conn.clone(), "bk", partitions).with_claim_lease(claim);
     let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", partitions);
     (Arc::new(timers), Arc::new(store))
 }
@@ -380,7 +383,7 @@ async fn run_scheduler(
     let target = require_redis(&settings, "scheduler")?;
     let conn = target.connect().await?;
     let log = redis_log(&target, conn.clone(), settings.partitions);
-    let (timers, _) = redis_stores(conn, settings.partitions);
+    let (timers, _) = redis_stores(conn, &settings);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
     let (stop, server_stop) = fan_out(shutdown);
@@ -438,7 +441,7 @@ async fn run_user_state(
     };
     let conn = target.connect().await?;
     let log = redis_log(&target, conn.clone(), settings.partitions);
-    let (_, store) = redis_stores(conn.clone(), settings.partitions);
+    let (_, store) = redis_stores(conn.clone(), &settings);
 
     let scheduler_url = settings
         .scheduler_url
@@ -496,7 +499,7 @@ async fn run_gateway(
 ) -> anyhow::Result<()> {
     // With Redis, contacts and devices come from the users' state there.
     let store = match RedisTarget::from_settings(&settings) {
-        Some(target) => Some(redis_stores(target.connect().await?, settings.partitions).1),
+        Some(target) => Some(redis_stores(target.connect().await?, &settings).1),
         None => None,
     };
 

@@ -18,6 +18,9 @@ use super::{Served, examples, recorded, track, wall_clock_ms};
 
 pub const PARTITIONS: u32 = 8;
 pub const WORKSPACE: &str = "default";
+/// How long the scheduler's claim on a due timer lasts: short, so timers claimed by a
+/// scheduler that was killed fire again within the test.
+pub const TIMER_CLAIM_MS: &str = "2000";
 
 /// Which process of the deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +77,10 @@ impl Deployment {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             Served::start_on(service, any, &refs)
         };
-        let scheduler = base("scheduler", &[]);
+        let scheduler = base(
+            "scheduler",
+            &["--timer-claim-ms".into(), TIMER_CLAIM_MS.into()],
+        );
         let gateway = base(
             "gateway",
             &[
@@ -109,7 +115,10 @@ impl Deployment {
             PARTITIONS.to_string(),
         ];
         match role {
-            Role::Scheduler | Role::Ingest => {}
+            Role::Scheduler => {
+                args.extend(["--timer-claim-ms".to_string(), TIMER_CLAIM_MS.to_string()])
+            }
+            Role::Ingest => {}
             Role::Gateway => args.extend([
                 "--messages-out".to_string(),
                 self.messages.to_str().unwrap_or_default().to_string(),
