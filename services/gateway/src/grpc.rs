@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 use crate::channel::Gateway;
 use crate::error::GatewayError;
 use crate::events::{self, EventSink};
-use crate::inbox::{Inbox, InboxMessage, InboxSubscription};
+use crate::inbox::{InboxMessage, InboxStore, InboxSubscription};
 use beckon_core::Props;
 
 /// Longest idempotency key and user id accepted, in bytes.
@@ -39,7 +39,7 @@ const IN_APP: &str = "in_app";
 /// The gRPC face of a [`Gateway`] and its [`Inbox`].
 pub struct GatewayService {
     gateway: Gateway,
-    inbox: Arc<Inbox>,
+    inbox: Arc<dyn InboxStore>,
     clock: Arc<dyn Clock>,
     drain: watch::Sender<bool>,
     /// Where reported outcomes (and inbox reads) go as events; nowhere when absent.
@@ -59,7 +59,7 @@ impl DrainHandle {
 impl GatewayService {
     /// Serves `gateway` and `inbox`. The inbox should also be the gateway's `in_app` adapter,
     /// or nothing sent will show up in it. Time comes from the inbox's clock.
-    pub fn new(gateway: Gateway, inbox: Arc<Inbox>) -> GatewayService {
+    pub fn new(gateway: Gateway, inbox: Arc<dyn InboxStore>) -> GatewayService {
         let (drain, _) = watch::channel(false);
         GatewayService {
             clock: inbox.clock(),
@@ -373,7 +373,7 @@ impl GatewayRpc for GatewayService {
         let r = request.into_inner();
         check_user(&r.workspace, &r.user_id)?;
 
-        let list = self.inbox.list(&r.workspace, &r.user_id);
+        let list = self.inbox.list(&r.workspace, &r.user_id).await?;
         Ok(Response::new(pb::ListInboxResponse {
             messages: list.iter().map(as_outbound).collect(),
             items: list.iter().map(item).collect(),
@@ -392,9 +392,13 @@ impl GatewayRpc for GatewayService {
         let unread = self
             .inbox
             .list(&r.workspace, &r.user_id)
+            .await?
             .into_iter()
             .find(|m| m.id == r.id && !m.read);
-        let found = self.inbox.mark_read(&r.workspace, &r.user_id, &r.id);
+        let found = self
+            .inbox
+            .mark_read(&r.workspace, &r.user_id, &r.id)
+            .await?;
         if let Some(m) = unread.filter(|_| found) {
             let message = OutboundMessage {
                 idempotency_key: m.id,
@@ -422,7 +426,7 @@ impl GatewayRpc for GatewayService {
         check_user(&r.workspace, &r.user_id)?;
         check_id("id", &r.id)?;
 
-        let found = self.inbox.dismiss(&r.workspace, &r.user_id, &r.id);
+        let found = self.inbox.dismiss(&r.workspace, &r.user_id, &r.id).await?;
         Ok(Response::new(pb::InboxItemResponse { found }))
     }
 
@@ -453,7 +457,7 @@ impl GatewayRpc for GatewayService {
 
         // Subscribed before answering, so a message sent once the client has the response
         // headers is not missed.
-        let subscription = self.inbox.subscribe(&r.workspace, &r.user_id);
+        let subscription = self.inbox.subscribe(&r.workspace, &r.user_id).await?;
         let stream = futures::stream::unfold((subscription, self.drain.subscribe()), next_item);
         tracing::debug!(
             rpc.service = "beckon.v1.Gateway",

@@ -1,8 +1,9 @@
 //! The in-app inbox: messages kept per user until they expire, listed by the app, marked read
 //! or dismissed, and pushed at once to apps that hold a subscription open.
 //!
-//! This is the in-memory inbox for one process; the same operations over Redis belong to a
-//! store that several gateway replicas share.
+//! [`InboxStore`] is what the gRPC service needs of an inbox. [`Inbox`] keeps messages in
+//! this process's memory; [`crate::redis_inbox::RedisInbox`] keeps them in Redis, shared by
+//! every gateway replica, and pushes new ones to subscribers of any replica.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,51 @@ use tokio::sync::broadcast;
 use crate::channel::{Channel, Delivery};
 use crate::error::GatewayError;
 
+/// What the gRPC service needs of an inbox, wherever it keeps its messages.
+pub trait InboxStore: Channel {
+    /// The clock messages are dated and expired by.
+    fn clock(&self) -> Arc<dyn Clock>;
+
+    /// The user's unexpired messages, newest first.
+    fn list<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, GatewayError>>;
+
+    /// Marks a message read; false when there is no such message.
+    fn mark_read<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GatewayError>>;
+
+    /// Removes a message; false when there is no such message.
+    fn dismiss<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GatewayError>>;
+
+    /// New messages for one user from now on. Once this answers, no later insert is missed.
+    fn subscribe<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<InboxSubscription, GatewayError>>;
+
+    /// Erases every message of one user (right to be forgotten).
+    fn forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
+}
+
 /// One message in a user's inbox. Its id is the idempotency key of the send.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InboxMessage {
     pub id: String,
     pub workspace: String,
@@ -131,10 +175,7 @@ impl Inbox {
 
     /// New messages for one user, from now on.
     pub fn subscribe(&self, workspace: &str, user: &str) -> InboxSubscription {
-        InboxSubscription {
-            key: Self::key(workspace, user),
-            rx: self.new.subscribe(),
-        }
+        InboxSubscription::new(workspace, user, self.new.subscribe(), None)
     }
 
     fn insert(&self, message: &OutboundMessage) -> Result<bool, GatewayError> {
@@ -177,13 +218,31 @@ impl Inbox {
     }
 }
 
+/// Held by a subscription and dropped with it: lets a store stop listening for the user.
+pub type SubscriptionGuard = Box<dyn std::any::Any + Send + Sync>;
+
 /// A stream of one user's new inbox messages.
 pub struct InboxSubscription {
     key: UserKey,
     rx: broadcast::Receiver<Arc<InboxMessage>>,
+    _guard: Option<SubscriptionGuard>,
 }
 
 impl InboxSubscription {
+    /// The messages of (`workspace`, `user`) among those `rx` receives.
+    pub fn new(
+        workspace: &str,
+        user: &str,
+        rx: broadcast::Receiver<Arc<InboxMessage>>,
+        guard: Option<SubscriptionGuard>,
+    ) -> InboxSubscription {
+        InboxSubscription {
+            key: Inbox::key(workspace, user),
+            rx,
+            _guard: guard,
+        }
+    }
+
     fn mine(&self, message: &InboxMessage) -> bool {
         message.workspace == self.key.0 && message.user_id == self.key.1
     }
@@ -231,5 +290,58 @@ impl Channel for Inbox {
     /// Inserting is keyed by the idempotency key, so a repeat changes nothing.
     fn resends_safely(&self) -> bool {
         true
+    }
+}
+
+impl InboxStore for Inbox {
+    fn clock(&self) -> Arc<dyn Clock> {
+        Inbox::clock(self)
+    }
+
+    fn list<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InboxMessage>, GatewayError>> {
+        let list = Inbox::list(self, workspace, user);
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GatewayError>> {
+        let found = Inbox::mark_read(self, workspace, user, id);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn dismiss<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GatewayError>> {
+        let found = Inbox::dismiss(self, workspace, user, id);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<InboxSubscription, GatewayError>> {
+        let subscription = Inbox::subscribe(self, workspace, user);
+        Box::pin(async move { Ok(subscription) })
+    }
+
+    fn forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.forget_user(workspace, user);
+        Box::pin(async { Ok(()) })
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use beckon_core::Clock;
 use beckon_gateway::grpc::GatewayService;
+use beckon_gateway::inbox::InboxStore;
 use beckon_gateway::{DeviceRegistry, EventSink, Recipients};
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{EventLog, LogConfig, MemoryLog, RedisLog};
@@ -545,24 +546,33 @@ async fn served_gateway(
         });
 
     // Idempotency keys in Redis make a send repeated by any instance, before or after a
-    // crash, go out once.
-    if let Some(target) = RedisTarget::from_settings(settings) {
-        let conn = target.connect().await?;
-        let keys = beckon_gateway::RedisKeyStore::new(
-            conn,
-            beckon_gateway::RedisKeysConfig {
-                partitions: settings.partitions,
-                ..beckon_gateway::RedisKeysConfig::default()
-            },
-        );
-        base = base.with_key_store(Arc::new(keys));
-    }
+    // crash, go out once; the inbox there is shared by every replica.
+    let ttl = beckon_core::Duration::hours(30 * 24);
+    let inbox: Arc<dyn InboxStore> = match RedisTarget::from_settings(settings) {
+        Some(target) => {
+            let conn = target.connect().await?;
+            let keys = beckon_gateway::RedisKeyStore::new(
+                conn.clone(),
+                beckon_gateway::RedisKeysConfig {
+                    partitions: settings.partitions,
+                    ..beckon_gateway::RedisKeysConfig::default()
+                },
+            );
+            base = base.with_key_store(Arc::new(keys));
 
-    let inbox = Arc::new(beckon_gateway::inbox::Inbox::new(
-        clock.clone(),
-        beckon_core::Duration::hours(30 * 24),
-        200,
-    ));
+            let config = beckon_gateway::RedisInboxConfig {
+                partitions: settings.partitions,
+                ttl,
+                ..beckon_gateway::RedisInboxConfig::default()
+            };
+            let pubsub = target.pubsub_client()?;
+            let inbox = beckon_gateway::RedisInbox::start(conn, pubsub, config, clock.clone())
+                .await
+                .context("inbox pub/sub")?;
+            Arc::new(inbox)
+        }
+        None => Arc::new(beckon_gateway::inbox::Inbox::new(clock.clone(), ttl, 200)),
+    };
     let (recipients, devices): (Arc<dyn Recipients>, Arc<dyn DeviceRegistry>) = match store {
         Some(store) => {
             let contacts = Arc::new(gateway::StateContacts::new(store));

@@ -1,0 +1,118 @@
+//! Separate processes on a Redis of the test's own: user-state decides an in-app message and
+//! sends it through one gateway; an app subscribed through gRPC to another gateway receives
+//! it on its stream, pushed through Redis pub/sub, and both gateways list the same inbox.
+
+mod support;
+
+use std::time::Duration;
+
+use beckon_proto::v1::gateway_client::GatewayClient;
+use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_proto::v1::{ListInboxRequest, TrackRequest};
+use beckon_testkit::RedisServer;
+use serde_json::json;
+use support::{Served, track, wall_clock_ms};
+
+pub const JOURNEY: &str = r#"
+id: shipped
+version: 1
+workspace: default
+entry:
+  event: Order Shipped
+steps:
+  - id: notice
+    message:
+      channel: in_app
+      title: On its way
+      body: "Order {{ entry.order_id }} has shipped"
+      transactional: true
+"#;
+
+fn with<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    [common, extra].concat()
+}
+
+#[tokio::test]
+async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
+    let redis = RedisServer::start_own(Default::default()).expect("redis-server");
+    let url = redis.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journeys = dir.path().join("journeys");
+    std::fs::create_dir_all(&journeys).expect("journeys dir");
+    std::fs::write(journeys.join("shipped.yaml"), JOURNEY).expect("journey");
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(&providers, "channels: { in_app: inbox }\n").expect("providers");
+
+    let common = ["--redis-url", url.as_str(), "--partitions", "4"];
+    let providers = providers.to_str().unwrap_or_default();
+    let scheduler = Served::start("scheduler", &common);
+    let ingest = Served::start("ingest", &common);
+    let sending = Served::start("gateway", &with(&common, &["--providers", providers]));
+    let serving_app = Served::start("gateway", &with(&common, &["--providers", providers]));
+    let (scheduler_url, gateway_url) = (scheduler.url(), sending.url());
+    let _user_state = Served::start(
+        "user-state",
+        &with(
+            &common,
+            &[
+                "--scheduler-url",
+                scheduler_url.as_str(),
+                "--gateway-url",
+                gateway_url.as_str(),
+                "--journeys",
+                journeys.to_str().unwrap_or_default(),
+            ],
+        ),
+    );
+
+    // The app holds its stream open on the gateway that will not do the send.
+    let mut app = GatewayClient::connect(serving_app.url())
+        .await
+        .expect("app");
+    let ada = || ListInboxRequest {
+        workspace: "default".into(),
+        user_id: "ada".into(),
+    };
+    let mut stream = app
+        .subscribe_inbox(ada())
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    let mut events = IngestClient::connect(ingest.url()).await.expect("ingest");
+    let shipped = track(
+        "ada",
+        "Order Shipped",
+        "s1",
+        wall_clock_ms(),
+        json!({"order_id": "A-9"}),
+    );
+    let request = TrackRequest {
+        workspace: "default".into(),
+        event: Some(shipped),
+    };
+    events.track(request).await.expect("track");
+
+    // A guard against hanging forever, not a measurement.
+    let pushed = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("a message within a minute")
+        .expect("stream open")
+        .expect("a message");
+    assert_eq!(pushed.body, "Order A-9 has shipped");
+    assert_eq!(
+        (pushed.journey.as_str(), pushed.step.as_str()),
+        ("shipped", "notice")
+    );
+    assert_eq!(pushed.title, "On its way");
+
+    // One inbox, whichever gateway is asked.
+    let mut other = GatewayClient::connect(sending.url())
+        .await
+        .expect("gateway");
+    let listed = other.list_inbox(ada()).await.expect("list").into_inner();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].id, pushed.id);
+    let here = app.list_inbox(ada()).await.expect("list").into_inner();
+    assert_eq!(here.items.len(), 1);
+}
