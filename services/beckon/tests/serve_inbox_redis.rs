@@ -1,6 +1,7 @@
 //! Separate processes on a Redis of the test's own: user-state decides an in-app message and
 //! sends it through one gateway; an app subscribed through gRPC to another gateway receives
 //! it on its stream, pushed through Redis pub/sub, and both gateways list the same inbox.
+//! Reading it there goes back through the Ingest service as `Message Opened`.
 
 mod support;
 
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::ingest_client::IngestClient;
-use beckon_proto::v1::{ListInboxRequest, TrackRequest};
+use beckon_proto::v1::user_state_client::UserStateClient;
+use beckon_proto::v1::{GetUserRequest, InboxItemRequest, ListInboxRequest, TrackRequest};
 use beckon_testkit::RedisServer;
 use serde_json::json;
 use support::{Served, track, wall_clock_ms};
@@ -47,10 +49,20 @@ async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
     let providers = providers.to_str().unwrap_or_default();
     let scheduler = Served::start("scheduler", &common);
     let ingest = Served::start("ingest", &common);
-    let sending = Served::start("gateway", &with(&common, &["--providers", providers]));
-    let serving_app = Served::start("gateway", &with(&common, &["--providers", providers]));
+    let ingest_url = ingest.url();
+    let gateway_args = with(
+        &common,
+        &[
+            "--providers",
+            providers,
+            "--ingest-url",
+            ingest_url.as_str(),
+        ],
+    );
+    let sending = Served::start("gateway", &gateway_args);
+    let serving_app = Served::start("gateway", &gateway_args);
     let (scheduler_url, gateway_url) = (scheduler.url(), sending.url());
-    let _user_state = Served::start(
+    let user_state = Served::start(
         "user-state",
         &with(
             &common,
@@ -115,4 +127,35 @@ async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
     assert_eq!(listed.items[0].id, pushed.id);
     let here = app.list_inbox(ada()).await.expect("list").into_inner();
     assert_eq!(here.items.len(), 1);
+
+    // Reading it is an event of the user, forwarded by the gateway to ingest.
+    let read = InboxItemRequest {
+        workspace: "default".into(),
+        user_id: "ada".into(),
+        id: pushed.id.clone(),
+    };
+    assert!(
+        app.mark_inbox_read(read)
+            .await
+            .expect("read")
+            .into_inner()
+            .found
+    );
+    let mut users = UserStateClient::connect(user_state.url())
+        .await
+        .expect("users");
+    let mut opened = false;
+    for _ in 0..200 {
+        let request = GetUserRequest {
+            workspace: "default".into(),
+            user_id: "ada".into(),
+        };
+        let view = users.get_user(request).await.expect("user").into_inner();
+        if view.state_json.contains("Message Opened") {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(opened, "the read came back as Message Opened");
 }
