@@ -1,7 +1,8 @@
 //! Separate processes on a Redis of the test's own: user-state decides an in-app message and
 //! sends it through one gateway; an app subscribed through gRPC to another gateway receives
 //! it on its stream, pushed through Redis pub/sub, and both gateways list the same inbox.
-//! Reading it there goes back through the Ingest service as `Message Opened`.
+//! Reading it there goes back through the Ingest service as `Message Opened`, and forgetting
+//! the user through UserState erases the inbox.
 
 mod support;
 
@@ -158,4 +159,13 @@ async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(opened, "the read came back as Message Opened");
+
+    // Forgetting the user through UserState erases the inbox too.
+    let forget = GetUserRequest {
+        workspace: "default".into(),
+        user_id: "ada".into(),
+    };
+    users.forget_user(forget).await.expect("forget");
+    let listed = app.list_inbox(ada()).await.expect("list").into_inner();
+    assert!(listed.items.is_empty(), "{:?}", listed.items);
 }

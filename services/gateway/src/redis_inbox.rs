@@ -1,19 +1,20 @@
 //! The in-app inbox in Redis, shared by every gateway replica.
 //!
-//! One key per user, with the user's partition in the hash tag (the same slot as the user's
-//! state and idempotency keys):
+//! One key per user, in the partition key layout ([`beckon_scheduler::keys`]), so it shares
+//! the slot of the user's state and idempotency keys:
 //!
 //! ```text
-//! bk:{<workspace>:<partition>}:inbox:<user>        hash: message id -> message (JSON)
+//! bk:{<workspace>:<partition>}:u:<user>:inbox       hash: message id -> message (JSON)
 //! ```
 //!
-//! [`RedisInbox::user_key`] names it and [`RedisInbox::forget_user`] deletes it, which is all
-//! there is to erase of a user's inbox. Each message carries its own expiry; expired ones are
+//! (workspace and user escaped as the layout says). [`RedisInbox::user_key`] names it and
+//! [`RedisInbox::forget_user`] deletes it, which is all there is to erase of a user's inbox;
+//! the user-state store's ForgetUser deletes the same key with the rest of the user. Each message carries its own expiry; expired ones are
 //! left out of listings and pruned on the next insert, and the key itself expires with its
 //! newest message. An insert keeps at most `per_user` messages (the oldest go first).
 //!
 //! New messages are pushed, not polled: the insert script publishes the message on the
-//! user's channel `bk:{<workspace>:<partition>}:inbox-new:<user>`, and each replica holds
+//! user's channel `bk:{<workspace>:<partition>}:u:<user>:inbox-new`, and each replica holds
 //! one pub/sub connection on which it subscribes to the channels of the users whose apps are
 //! connected to it (and unsubscribes when the last one leaves). A connection lost is
 //! reconnected and every channel subscribed again; messages published in between are not
@@ -22,8 +23,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use beckon_core::partition::{DEFAULT_PARTITIONS, partition_of};
+use beckon_core::partition::DEFAULT_PARTITIONS;
 use beckon_core::{Clock, Duration, OutboundMessage};
+use beckon_scheduler::keys::Keys;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use redis::Script;
@@ -223,19 +225,23 @@ where
         })
     }
 
-    fn prefix(&self, workspace: &str, user: &str) -> String {
-        let partition = partition_of(workspace, user, self.config.partitions);
-        format!("{}:{{{workspace}:{partition}}}", self.config.namespace)
+    fn keys(&self, workspace: &str, user: &str) -> Keys {
+        Keys::of_user(
+            &self.config.namespace,
+            workspace,
+            user,
+            self.config.partitions,
+        )
     }
 
     /// The one key holding the user's inbox.
     pub fn user_key(&self, workspace: &str, user: &str) -> String {
-        format!("{}:inbox:{user}", self.prefix(workspace, user))
+        self.keys(workspace, user).user_inbox(user)
     }
 
     /// The pub/sub channel announcing the user's new messages.
     pub fn user_channel(&self, workspace: &str, user: &str) -> String {
-        format!("{}:inbox-new:{user}", self.prefix(workspace, user))
+        format!("{}-new", self.user_key(workspace, user))
     }
 
     /// Deletes every inbox key of the user; the number of keys removed.
