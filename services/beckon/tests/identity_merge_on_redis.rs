@@ -294,7 +294,7 @@ async fn consent_after_a_merge_is_the_stricter_answer() {
 
     let old = with_traits(
         event("identify", "", anon, "", "c1", t),
-        json!({"email_opt_out": true, "consent": {"push": false}, "devices": ["ios:aaa"]}),
+        json!({"email_opt_out": true, "consent": {"push": false}, "devices": {"ios": ["aaa"]}}),
     );
     send(&mut s, vec![old]).await;
     let users = &mut s.users;
@@ -305,7 +305,7 @@ async fn consent_after_a_merge_is_the_stricter_answer() {
         json!({
             "email_opt_out": false,
             "consent": {"push": true, "sms": true},
-            "devices": ["fcm:bbb"],
+            "devices": {"ios": ["ccc"], "fcm": ["bbb"]},
             "plan": "pro",
         }),
     );
@@ -323,6 +323,6 @@ async fn consent_after_a_merge_is_the_stricter_answer() {
         traits["consent"]["value"],
         json!({"push": false, "sms": true})
     );
-    assert_eq!(traits["devices"]["value"], json!(["fcm:bbb", "ios:aaa"]));
+    assert_eq!(traits["devices"]["value"], json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]}));
     assert_eq!(traits["plan"]["value"], "pro");
 }

@@ -545,7 +545,7 @@ impl UserState {
     /// times the later; funnel progress takes the attempt that got further; traits take the
     /// newer value (this user's on a tie), except that consent takes the stricter answer
     /// (`<channel>_opt_out` and `unsubscribed` true if either says so, a `consent` map false
-    /// per channel if either says so) and `devices` lists are united.
+    /// per channel if either says so) and the `devices` token lists are united per platform.
     pub fn absorb(&mut self, other: &UserState, tracking: &Tracking) {
         self.version += 1;
         self.total_events += other.total_events;
@@ -748,18 +748,34 @@ fn merge_trait(name: &str, ours: &TraitValue, theirs: &TraitValue) -> TraitValue
             }
             Value::Object(out)
         }
-        ("devices", Value::Array(a), Value::Array(b)) => {
+        (crate::devices::DEVICES_TRAIT, Value::Object(a), Value::Object(b)) => {
             let mut out = a.clone();
-            for d in b {
-                if !out.contains(d) {
-                    out.push(d.clone());
-                }
+            for (platform, theirs) in b {
+                let united = match (out.get(platform), theirs) {
+                    (Some(Value::Array(ours)), Value::Array(theirs)) => {
+                        Value::Array(unite(ours, theirs))
+                    }
+                    (Some(ours), _) => ours.clone(),
+                    (None, theirs) => theirs.clone(),
+                };
+                out.insert(platform.clone(), united);
             }
-            Value::Array(out)
+            Value::Object(out)
         }
         _ => newer.value.clone(),
     };
     TraitValue { value, at }
+}
+
+/// `ours`, then whatever of `theirs` it lacks, in order.
+fn unite(ours: &[serde_json::Value], theirs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut out = ours.to_vec();
+    for v in theirs {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
 }
 
 fn merge_journey_history(ours: &mut JourneyHistory, theirs: &JourneyHistory) {

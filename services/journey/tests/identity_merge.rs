@@ -173,7 +173,7 @@ fn consent_takes_the_stricter_answer_and_devices_unite() {
         json!({
             "email_opt_out": true,
             "consent": {"push": false},
-            "devices": ["ios:aaa"],
+            "devices": {"ios": ["aaa"]},
             "plan": "free",
         }),
     );
@@ -186,7 +186,7 @@ fn consent_takes_the_stricter_answer_and_devices_unite() {
         json!({
             "email_opt_out": false,
             "consent": {"push": true, "email": true},
-            "devices": ["fcm:bbb"],
+            "devices": {"ios": ["ccc"], "fcm": ["bbb"]},
             "plan": "pro",
         }),
     ));
@@ -199,7 +199,7 @@ fn consent_takes_the_stricter_answer_and_devices_unite() {
         "an opt-out is never undone"
     );
     assert_eq!(t("consent"), Some(json!({"push": false, "email": true})));
-    assert_eq!(t("devices"), Some(json!(["fcm:bbb", "ios:aaa"])));
+    assert_eq!(t("devices"), Some(json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]})));
     assert_eq!(
         t("plan"),
         Some(json!("pro")),

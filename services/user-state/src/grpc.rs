@@ -1,6 +1,9 @@
 //! The `beckon.v1.UserState` gRPC service: reading, exporting and forgetting users, and
 //! explaining what was decided for them, from the state store.
 //!
+//! Segment members are listed from the index the state store keeps with every write, paged
+//! partition by partition with an opaque page token.
+//!
 //! Reads see the state as of the last write of the user's partition loop, which writes after
 //! every batch it applies.
 
@@ -14,9 +17,65 @@ use beckon_proto::v1::{
     ListSegmentMembersRequest, ListSegmentMembersResponse, SegmentSizesRequest,
     SegmentSizesResponse, UserExport, UserView,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::{Request, Response, Status};
 
-use crate::store::StateStore;
+use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, StateStore};
+
+/// Members per page when the request leaves `page_size` at 0. Larger requests are cut to
+/// [`MAX_MEMBERS_PAGE`].
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// What a `page_token` stands for: where the next page of one segment's members starts. The
+/// token is opaque to clients (URL-safe base64); it carries the workspace and segment so a
+/// token cannot be replayed against another listing.
+#[derive(Debug, PartialEq, Eq)]
+struct PageToken {
+    workspace: String,
+    segment: String,
+    at: MemberCursor,
+}
+
+impl PageToken {
+    const VERSION: &str = "m1";
+
+    fn encode(&self) -> String {
+        let mut text = format!(
+            "{}\n{}\n{}\n{}",
+            Self::VERSION,
+            self.workspace,
+            self.segment,
+            self.at.partition
+        );
+        if let Some(after) = &self.at.after {
+            text.push('\n');
+            text.push_str(after);
+        }
+        URL_SAFE_NO_PAD.encode(text)
+    }
+
+    fn decode(token: &str) -> Option<PageToken> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(5, '\n');
+        if parts.next()? != Self::VERSION {
+            return None;
+        }
+        let workspace = parts.next()?.to_string();
+        let segment = parts.next()?.to_string();
+        let partition = parts.next()?.parse().ok()?;
+        let after = parts.next().map(str::to_string);
+        if after.as_deref() == Some("") {
+            return None;
+        }
+        Some(PageToken {
+            workspace,
+            segment,
+            at: MemberCursor { partition, after },
+        })
+    }
+}
 
 /// Tombstones followed when reading a merged id; a longer chain means the ids were merged in
 /// circles, which merges never do.
@@ -133,20 +192,73 @@ impl UserStateRpc for UserStateService {
 
     async fn list_segment_members(
         &self,
-        _req: Request<ListSegmentMembersRequest>,
+        req: Request<ListSegmentMembersRequest>,
     ) -> Result<Response<ListSegmentMembersResponse>, Status> {
-        Err(Status::unimplemented(
-            "segment membership is kept per user; there is no member index to page through yet",
-        ))
+        let r = req.into_inner();
+        if r.workspace.is_empty() {
+            return Err(Status::invalid_argument("workspace: must not be empty"));
+        }
+        if r.segment.is_empty() {
+            return Err(Status::invalid_argument("segment: must not be empty"));
+        }
+        let limit = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => (n as usize).min(MAX_MEMBERS_PAGE),
+        };
+        let from = if r.page_token.is_empty() {
+            MemberCursor::default()
+        } else {
+            let cursor = PageToken::decode(&r.page_token)
+                .ok_or_else(|| Status::invalid_argument("page_token: not a token of this API"))?;
+            if cursor.workspace != r.workspace || cursor.segment != r.segment {
+                return Err(Status::invalid_argument(format!(
+                    "page_token: issued for segment {:?} of workspace {:?}, not this one",
+                    cursor.segment, cursor.workspace
+                )));
+            }
+            let partitions = self.store.partitions();
+            if cursor.at.partition >= partitions {
+                return Err(Status::invalid_argument(format!(
+                    "page_token: names partition {} of a store with {partitions}",
+                    cursor.at.partition
+                )));
+            }
+            cursor.at
+        };
+
+        let page = self
+            .store
+            .members(&r.workspace, &r.segment, from, limit)
+            .await?;
+        let next_page_token = page
+            .next
+            .map(|at| {
+                PageToken {
+                    workspace: r.workspace.clone(),
+                    segment: r.segment.clone(),
+                    at,
+                }
+                .encode()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(ListSegmentMembersResponse {
+            user_ids: page.users,
+            next_page_token,
+        }))
     }
 
     async fn segment_sizes(
         &self,
-        _req: Request<SegmentSizesRequest>,
+        req: Request<SegmentSizesRequest>,
     ) -> Result<Response<SegmentSizesResponse>, Status> {
-        Err(Status::unimplemented(
-            "segment membership is kept per user; there is no member index to count yet",
-        ))
+        let r = req.into_inner();
+        if r.workspace.is_empty() {
+            return Err(Status::invalid_argument("workspace: must not be empty"));
+        }
+        let sizes = self.store.segment_sizes(&r.workspace).await?;
+        Ok(Response::new(SegmentSizesResponse {
+            sizes: sizes.into_iter().collect(),
+        }))
     }
 
     async fn explain(&self, req: Request<GetUserRequest>) -> Result<Response<Explanation>, Status> {
@@ -166,5 +278,26 @@ impl UserStateRpc for UserStateService {
             user_id: state.user,
             decisions,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_garbage() {
+        let token = PageToken {
+            workspace: "w".into(),
+            segment: "vip".into(),
+            at: MemberCursor {
+                partition: 7,
+                after: Some("user\nwith newline".into()),
+            },
+        };
+        assert_eq!(PageToken::decode(&token.encode()), Some(token));
+        assert_eq!(PageToken::decode("not base64!"), None);
+        assert_eq!(PageToken::decode(&URL_SAFE_NO_PAD.encode("m2\nw\nvip\n0")), None);
+        assert_eq!(PageToken::decode(&URL_SAFE_NO_PAD.encode("m1\nw\nvip\nx")), None);
     }
 }

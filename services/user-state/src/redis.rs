@@ -1,7 +1,10 @@
 //! User state in Redis: one versioned record per user, written with compare-and-set.
 //!
 //! A user's record is the hash `<ns>:{<workspace>:<partition>}:u:<user>` with the fields `v`
-//! (the version, as decimal text) and `d` (the encoded [`UserState`]). The partition in the
+//! (the version, as decimal text), `d` (the encoded [`UserState`]) and `s` (the segments the
+//! record makes the user a member of, one per line). The same script that writes the record
+//! keeps the partition's segment member index (see [`members_key`]) in step with `s`. The
+//! partition in the
 //! hash tag puts every key of a partition in one Cluster slot, so one Lua script can write
 //! the record, append the effects to the partition's outbox stream and acknowledge the log
 //! entry that caused them: either all of it happens or none (see [`RedisStateStore::commit`]).
@@ -22,7 +25,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::error::StateError;
-use crate::store::StateStore;
+use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, member_segments};
 
 /// Entries of the outbox looked at when forgetting a user. The outbox is drained
 /// continuously, so its pending part is short; the bound keeps the script's run time bounded.
@@ -56,34 +59,75 @@ pub struct OutboxEntry {
     pub effect: Effect,
 }
 
+/// Lua helpers shared by the scripts that keep the segment member index: `esc` escapes a
+/// segment id for a key exactly as [`beckon_scheduler::keys::escape`] does, `set` reads a
+/// newline-separated list of segment ids, `unindex` takes a user out of one segment.
+const INDEX_LUA: &str = r"
+local function esc(s)
+    return (s:gsub('[%%{}:]', function(c) return string.format('%%%02X', string.byte(c)) end))
+end
+local function set(text)
+    local t = {}
+    for x in string.gmatch(text, '[^\n]+') do t[x] = true end
+    return t
+end
+local function unindex(prefix, seg, user)
+    if redis.call('ZREM', prefix .. ':seg:' .. esc(seg), user) == 1 then
+        if redis.call('HINCRBY', prefix .. ':segsizes', seg, -1) <= 0 then
+            redis.call('HDEL', prefix .. ':segsizes', seg)
+        end
+        return 1
+    end
+    return 0
+end
+";
+
 // KEYS: record, outbox, log, lease token. ARGV: expected version, new version, data, user,
-// ack group ('' for none), ack id, fencing token ('' for none), effects...
+// ack group ('' for none), ack id, fencing token ('' for none), member segments (one per
+// line), partition key prefix, effects...
 // Versions are compared as text: they are u64 and Lua numbers are doubles.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{INDEX_LUA}
         if ARGV[7] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[7] then
-            return {-1, redis.call('GET', KEYS[4]) or ''}
+            return {{-1, redis.call('GET', KEYS[4]) or ''}}
         end
         local cur = redis.call('HGET', KEYS[1], 'v') or '0'
-        if cur ~= ARGV[1] then return {0, cur} end
-        redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-        for i = 8, #ARGV do
+        if cur ~= ARGV[1] then return {{0, cur}} end
+        local was = redis.call('HGET', KEYS[1], 's') or ''
+        redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[8])
+        if was ~= ARGV[8] then
+            local before, now = set(was), set(ARGV[8])
+            for seg in pairs(before) do
+                if not now[seg] then unindex(ARGV[9], seg, ARGV[4]) end
+            end
+            for seg in pairs(now) do
+                if not before[seg] and
+                    redis.call('ZADD', ARGV[9] .. ':seg:' .. esc(seg), 0, ARGV[4]) == 1 then
+                    redis.call('HINCRBY', ARGV[9] .. ':segsizes', seg, 1)
+                end
+            end
+        end
+        for i = 10, #ARGV do
             redis.call('XADD', KEYS[2], '*', 'u', ARGV[4], 'e', ARGV[i])
         end
         local acked = 0
         if ARGV[5] ~= '' then acked = redis.call('XACK', KEYS[3], ARGV[5], ARGV[6]) end
-        return {1, tostring(acked)}
+        return {{1, tostring(acked)}}
         ",
-    )
+    ))
 });
 
 // KEYS: record, alias set, timer index, inbox, timers, timer bodies, claimed, outbox.
-// ARGV: user, outbox entries to look at. Returns the number of records removed.
+// ARGV: user, outbox entries to look at, partition key prefix. Returns the number of records
+// removed.
 static FORGET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{INDEX_LUA}
         local n = 0
+        for seg in pairs(set(redis.call('HGET', KEYS[1], 's') or '')) do
+            n = n + unindex(ARGV[3], seg, ARGV[1])
+        end
         for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
             redis.call('ZREM', KEYS[5], m)
             redis.call('ZREM', KEYS[7], m)
@@ -100,7 +144,7 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
         end
         return n
         ",
-    )
+    ))
 });
 
 // KEYS: alias lookup. ARGV: user. Deletes the alias only while it still names this user.
@@ -192,7 +236,9 @@ where
             .arg(&state.user)
             .arg(ack.map_or("", |a| a.group.as_str()))
             .arg(ack.map_or("", |a| a.entry_id.as_str()))
-            .arg(fence.map(|f| f.to_string()).unwrap_or_default());
+            .arg(fence.map(|f| f.to_string()).unwrap_or_default())
+            .arg(member_segments(state).join("\n"))
+            .arg(keys.prefix());
         for effect in effects {
             invocation.arg(serde_json::to_vec(effect).map_err(|e| corrupt(&state.user, e))?);
         }
@@ -275,9 +321,32 @@ where
             .map_err(unavailable)
     }
 
-    /// Erases everything kept for the user: record, aliases, timers, inbox and the user's
-    /// pending outbox entries. Returns how many records were removed.
+    /// Erases everything kept for the user: record, member index entries, aliases, timers,
+    /// inbox and the user's pending outbox entries, and the tombstones of the ids merged into
+    /// the user. Returns how many records were removed.
     pub async fn forget_user(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
+        let merged: Vec<String> = match self.load_state(workspace, user).await {
+            Ok(state) => state.map(|s| s.merged.into_keys().collect()).unwrap_or_default(),
+            // A record that cannot be read is still erased; it names no merged ids then.
+            Err(StateError::Corrupt { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut removed = self.forget_one(workspace, user).await?;
+        for id in &merged {
+            // Only a tombstone that still points here: the id may have been forgotten on its
+            // own and seen again since.
+            let points_here = self
+                .load_state(workspace, id)
+                .await?
+                .is_some_and(|s| s.merged_into.as_deref() == Some(user));
+            if points_here {
+                removed += self.forget_one(workspace, id).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn forget_one(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
         let keys = self.keys(workspace, user);
         let mut con = self.con.clone();
 
@@ -309,6 +378,7 @@ where
             .key(keys.outbox())
             .arg(user)
             .arg(FORGET_OUTBOX_SCAN)
+            .arg(keys.prefix())
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
@@ -365,6 +435,87 @@ where
         serde_json::to_value(&export)
             .map(Some)
             .map_err(|e| corrupt(user, e))
+    }
+
+    /// Up to `limit` members of a segment from `from` on, walking partitions in order.
+    pub async fn segment_members(
+        &self,
+        workspace: &str,
+        segment: &str,
+        from: MemberCursor,
+        limit: usize,
+    ) -> Result<MemberPage, StateError> {
+        let limit = limit.clamp(1, MAX_MEMBERS_PAGE);
+        let mut users = Vec::with_capacity(limit);
+        let mut con = self.con.clone();
+        let mut cursor = from;
+        while cursor.partition < self.partitions {
+            let key = members_key(&self.namespace, workspace, cursor.partition, segment);
+            let start = match &cursor.after {
+                Some(after) => format!("({after}"),
+                None => "-".to_string(),
+            };
+            // One more than wanted tells whether this partition has more after the page.
+            let want = limit - users.len();
+            let found: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(&key)
+                .arg(start)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want + 1)
+                .query_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            let more_here = found.len() > want;
+            users.extend(found.into_iter().take(want));
+            if users.len() == limit {
+                let next = if more_here {
+                    Some(MemberCursor {
+                        partition: cursor.partition,
+                        after: users.last().cloned(),
+                    })
+                } else {
+                    (cursor.partition + 1 < self.partitions).then(|| MemberCursor {
+                        partition: cursor.partition + 1,
+                        after: None,
+                    })
+                };
+                return Ok(MemberPage { users, next });
+            }
+            cursor = MemberCursor {
+                partition: cursor.partition + 1,
+                after: None,
+            };
+        }
+        Ok(MemberPage { users, next: None })
+    }
+
+    /// Members per segment, summed over the partitions' counters.
+    pub async fn sizes(
+        &self,
+        workspace: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StateError> {
+        // One command per partition, all at once: on a Cluster the counters sit in different
+        // slots, which one pipeline may not mix.
+        let reads = (0..self.partitions).map(|p| {
+            let key = format!("{}:segsizes", Keys::new(&self.namespace, workspace, p).prefix());
+            let mut con = self.con.clone();
+            async move {
+                redis::cmd("HGETALL")
+                    .arg(key)
+                    .query_async::<Vec<(String, i64)>>(&mut con)
+                    .await
+            }
+        });
+        let counters = futures::future::try_join_all(reads)
+            .await
+            .map_err(unavailable)?;
+        let mut sizes = std::collections::BTreeMap::new();
+        for (segment, n) in counters.into_iter().flatten() {
+            *sizes.entry(segment).or_insert(0u64) += n.max(0) as u64;
+        }
+        Ok(sizes)
     }
 
     /// Up to `count` outbox entries of a partition after `after` (`"-"` for the start).
@@ -473,6 +624,40 @@ where
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(self.forget_user(workspace, user))
     }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn members<'a>(
+        &'a self,
+        workspace: &'a str,
+        segment: &'a str,
+        from: MemberCursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<MemberPage, StateError>> {
+        Box::pin(self.segment_members(workspace, segment, from, limit))
+    }
+
+    fn segment_sizes<'a>(
+        &'a self,
+        workspace: &'a str,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StateError>> {
+        Box::pin(self.sizes(workspace))
+    }
+}
+
+/// The sorted set of a segment's members in one partition (all scores 0, so members sort by
+/// their bytes): `<ns>:{<workspace>:<p>}:seg:<segment>`, beside the per-partition counters
+/// in `<ns>:{<workspace>:<p>}:segsizes`. Both are written only by the commit and forget
+/// scripts, together with the record.
+pub fn members_key(namespace: &str, workspace: &str, partition: u32, segment: &str) -> String {
+    let keys = Keys::new(namespace, workspace, partition);
+    format!(
+        "{}:seg:{}",
+        keys.prefix(),
+        beckon_scheduler::keys::escape(segment)
+    )
 }
 
 /// Encodes a record.

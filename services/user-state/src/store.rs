@@ -1,12 +1,44 @@
-//! Where user state is kept between activations.
+//! Where user state is kept between activations, with the index of segment members.
+//!
+//! The member index is written in the same step as the record that changes membership, so
+//! it never disagrees with the stored users: a user is in a segment's index exactly when the
+//! user's stored record says it is a member.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use beckon_core::UserState;
 use futures::future::BoxFuture;
 
 use crate::error::StateError;
+
+/// Largest page of segment members a store hands out at once.
+pub const MAX_MEMBERS_PAGE: usize = 1000;
+
+/// A place in a segment's member list: members are listed partition by partition, each in
+/// byte order of the user id; `after` is the last user already returned in `partition`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberCursor {
+    pub partition: u32,
+    pub after: Option<String>,
+}
+
+/// One page of a segment's members, and where the next page starts (none after the last).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberPage {
+    pub users: Vec<String>,
+    pub next: Option<MemberCursor>,
+}
+
+/// The segments a stored record says the user is a member of, sorted.
+pub fn member_segments(state: &UserState) -> Vec<String> {
+    state
+        .segments
+        .iter()
+        .filter(|(_, m)| m.member)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
 
 /// One versioned record per user, written with compare-and-set on the version.
 pub trait StateStore: Send + Sync + 'static {
@@ -37,12 +69,31 @@ pub trait StateStore: Send + Sync + 'static {
         self.save(state, expected)
     }
 
-    /// Removes everything kept for the user; returns the number of records removed.
+    /// Removes everything kept for the user, and for the ids merged into it: records,
+    /// tombstones, member index entries. Returns the number of records removed.
     fn forget<'a>(
         &'a self,
         workspace: &'a str,
         user: &'a str,
     ) -> BoxFuture<'a, Result<u64, StateError>>;
+
+    /// How many partitions member listings walk through; a cursor names one of them.
+    fn partitions(&self) -> u32;
+
+    /// Up to `limit` members of `segment` from `from` on (at most [`MAX_MEMBERS_PAGE`]).
+    fn members<'a>(
+        &'a self,
+        workspace: &'a str,
+        segment: &'a str,
+        from: MemberCursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<MemberPage, StateError>>;
+
+    /// Members per segment with at least one member.
+    fn segment_sizes<'a>(
+        &'a self,
+        workspace: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, StateError>>;
 }
 
 /// (workspace, user)
@@ -50,11 +101,64 @@ type UserKey = (String, String);
 /// (version, encoded state)
 type Stored = (u64, Vec<u8>);
 
+/// Records, and members by (workspace, segment), changed together under one lock.
+#[derive(Default)]
+struct Records {
+    records: HashMap<UserKey, Stored>,
+    members: BTreeMap<(String, String), BTreeSet<String>>,
+    /// The segments each stored record says its user is in, so a write needs no decoding.
+    member_of: HashMap<UserKey, Vec<String>>,
+}
+
+impl Records {
+    /// Moves the user's index entries from what the old record said to what `now` says.
+    fn reindex(&mut self, workspace: &str, user: &str, now: &[String]) {
+        let before = self.stored_segments(workspace, user);
+        for segment in before.iter().filter(|s| !now.contains(s)) {
+            let key = (workspace.to_string(), segment.clone());
+            if let Some(set) = self.members.get_mut(&key) {
+                set.remove(user);
+                if set.is_empty() {
+                    self.members.remove(&key);
+                }
+            }
+        }
+        for segment in now.iter().filter(|s| !before.contains(s)) {
+            self.members
+                .entry((workspace.to_string(), segment.clone()))
+                .or_default()
+                .insert(user.to_string());
+        }
+        let key = (workspace.to_string(), user.to_string());
+        if now.is_empty() {
+            self.member_of.remove(&key);
+        } else {
+            self.member_of.insert(key, now.to_vec());
+        }
+    }
+
+    fn stored_segments(&self, workspace: &str, user: &str) -> Vec<String> {
+        self.member_of
+            .get(&(workspace.to_string(), user.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remove(&mut self, workspace: &str, user: &str) -> Option<UserState> {
+        self.reindex(workspace, user, &[]);
+        let (_, bytes) = self
+            .records
+            .remove(&(workspace.to_string(), user.to_string()))?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
 /// The embedded store: serialized records in memory. Serializing (rather than keeping the
 /// live struct) keeps it honest: what is loaded is exactly what a durable store would return.
+/// It has one partition as far as member listings go.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    records: Arc<Mutex<HashMap<UserKey, Stored>>>,
+    records: Arc<Mutex<Records>>,
 }
 
 impl MemoryStore {
@@ -63,7 +167,7 @@ impl MemoryStore {
     }
 
     pub fn len(&self) -> usize {
-        self.records.lock().map(|r| r.len()).unwrap_or(0)
+        self.records.lock().map(|r| r.records.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -83,7 +187,8 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<UserState>, StateError>> {
         Box::pin(async move {
             let records = self.records.lock().map_err(|_| poisoned())?;
-            let Some((_, bytes)) = records.get(&(workspace.to_string(), user.to_string())) else {
+            let key = (workspace.to_string(), user.to_string());
+            let Some((_, bytes)) = records.records.get(&key) else {
                 return Ok(None);
             };
             serde_json::from_slice(bytes)
@@ -107,14 +212,15 @@ impl StateStore for MemoryStore {
             })?;
             let mut records = self.records.lock().map_err(|_| poisoned())?;
             let key = (state.workspace.clone(), state.user.clone());
-            let stored = records.get(&key).map_or(0, |(v, _)| *v);
+            let stored = records.records.get(&key).map_or(0, |(v, _)| *v);
             if stored != expected {
                 return Err(StateError::Conflict {
                     user: state.user.clone(),
                     expected,
                 });
             }
-            records.insert(key, (state.version, bytes));
+            records.reindex(&state.workspace, &state.user, &member_segments(state));
+            records.records.insert(key, (state.version, bytes));
             Ok(())
         })
     }
@@ -126,8 +232,84 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             let mut records = self.records.lock().map_err(|_| poisoned())?;
-            let removed = records.remove(&(workspace.to_string(), user.to_string()));
-            Ok(u64::from(removed.is_some()))
+            let Some(state) = records.remove(workspace, user) else {
+                return Ok(0);
+            };
+            let mut removed = 1;
+            for id in state.merged.keys() {
+                // Only tombstones that still point here: the id may have been forgotten and
+                // seen again since.
+                let key = (workspace.to_string(), id.clone());
+                let tombstone = records
+                    .records
+                    .get(&key)
+                    .and_then(|(_, b)| serde_json::from_slice::<UserState>(b).ok())
+                    .is_some_and(|s| s.merged_into.as_deref() == Some(user));
+                if tombstone && records.remove(workspace, id).is_some() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn partitions(&self) -> u32 {
+        1
+    }
+
+    fn members<'a>(
+        &'a self,
+        workspace: &'a str,
+        segment: &'a str,
+        from: MemberCursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<MemberPage, StateError>> {
+        Box::pin(async move {
+            let records = self.records.lock().map_err(|_| poisoned())?;
+            let limit = limit.clamp(1, MAX_MEMBERS_PAGE);
+            let Some(set) = records
+                .members
+                .get(&(workspace.to_string(), segment.to_string()))
+            else {
+                return Ok(MemberPage::default());
+            };
+            let users: Vec<String> = match &from.after {
+                Some(after) => set
+                    .range::<String, _>((
+                        std::ops::Bound::Excluded(after),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                None => set.iter().take(limit).cloned().collect(),
+            };
+            let more = users
+                .last()
+                .is_some_and(|last| set.range::<String, _>((
+                    std::ops::Bound::Excluded(last),
+                    std::ops::Bound::Unbounded,
+                )).next().is_some());
+            let next = more.then(|| MemberCursor {
+                partition: 0,
+                after: users.last().cloned(),
+            });
+            Ok(MemberPage { users, next })
+        })
+    }
+
+    fn segment_sizes<'a>(
+        &'a self,
+        workspace: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u64>, StateError>> {
+        Box::pin(async move {
+            let records = self.records.lock().map_err(|_| poisoned())?;
+            Ok(records
+                .members
+                .iter()
+                .filter(|((w, _), _)| w == workspace)
+                .map(|((_, segment), users)| (segment.clone(), users.len() as u64))
+                .collect())
         })
     }
 }

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use beckon_core::{Effect, Timer, Ts};
 use beckon_ingest::log::{Consumer, EventLog, LogConfig, RedisLog};
 use beckon_testkit::RedisCluster;
-use beckon_user_state::redis::{LogAck, RedisStateStore};
+use beckon_user_state::redis::{LogAck, RedisStateStore, members_key};
+use beckon_user_state::store::MemberCursor;
 use beckon_user_state::{StateError, StateStore};
 use support::{PARTITIONS, busy_user, track};
 
@@ -53,6 +54,13 @@ async fn cas_commit_and_forget_on_a_cluster() {
             .expect("read");
         let mut next = state.clone();
         next.version += 1;
+        // The member index is written by the same script, in the partition's slot.
+        let member = beckon_core::Membership {
+            member: true,
+            since: Ts(1),
+            due: None,
+        };
+        next.segments.insert("vip".into(), member);
         let timer = Timer {
             id: "t".into(),
             workspace: "w".into(),
@@ -70,6 +78,12 @@ async fn cas_commit_and_forget_on_a_cluster() {
             .commit(&next, state.version, &effects, Some(&ack), None)
             .await
             .expect("commit");
+        let page = store
+            .segment_members("w", "vip", MemberCursor::default(), 100)
+            .await
+            .expect("members");
+        assert_eq!(page.users, [name.clone()]);
+        assert_eq!(store.sizes("w").await.expect("sizes").get("vip"), Some(&1));
         store
             .add_alias("w", &format!("anon-{i}"), &name)
             .await
@@ -92,6 +106,7 @@ async fn cas_commit_and_forget_on_a_cluster() {
             keys.timers(),
             keys.log(),
             log.stream("w", appended.partition),
+            members_key("bk", "w", appended.partition, "vip"),
         ];
         let slots: HashSet<i64> = names
             .iter()
@@ -107,6 +122,7 @@ async fn cas_commit_and_forget_on_a_cluster() {
         slots_used.extend(slots);
 
         assert!(store.forget("w", &name).await.expect("forget") >= 3);
+        assert!(store.sizes("w").await.expect("sizes").is_empty());
         assert_eq!(store.load("w", &name).await.expect("load"), None);
         assert_eq!(
             store
