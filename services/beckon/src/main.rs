@@ -38,16 +38,25 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
-    /// Read, export or forget a user through a running UserState service.
+    /// Read, export or forget a user, or list a segment's members and the segment sizes,
+    /// through a running UserState service.
     User {
         #[arg(value_enum)]
         action: UserAction,
-        user: String,
+        /// The user id; for `members`, the segment id; none for `sizes`.
+        id: Option<String>,
         /// UserState (or `serve all`) address.
         #[arg(long, env = "BECKON_URL", default_value = "http://127.0.0.1:50051")]
         url: String,
         #[arg(long, default_value = "default")]
         workspace: String,
+        /// `members`: users per page (the service caps it at 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// `members`: start at this page, as printed after the previous one; without it,
+        /// every page is listed.
+        #[arg(long)]
+        page_token: Option<String>,
     },
     /// Check journey and segment specs; exits non-zero on any error.
     Lint {
@@ -90,6 +99,10 @@ enum UserAction {
     Export,
     Forget,
     Explain,
+    /// The members of a segment, one user id a line.
+    Members,
+    /// Members per segment.
+    Sizes,
 }
 
 #[derive(clap::Args)]
@@ -136,10 +149,21 @@ fn main() -> ExitCode {
         Command::Lint { path } => run_lint(&path),
         Command::User {
             action,
-            user,
+            id,
             url,
             workspace,
-        } => run_user(action, &user, &url, &workspace),
+            page_size,
+            page_token,
+        } => match action {
+            UserAction::Members | UserAction::Sizes => {
+                let paging = (page_size, page_token);
+                run_segments(action, id.as_deref(), &url, &workspace, paging)
+            }
+            _ => match id {
+                Some(user) => run_user(action, &user, &url, &workspace),
+                None => Err(anyhow::anyhow!("beckon user: this action needs a user id")),
+            },
+        },
         Command::Serve {
             service,
             args,
@@ -302,6 +326,9 @@ fn run_user(
                 )
             }
             UserAction::Export => client.export_user(req).await?.into_inner().json + "\n",
+            UserAction::Members | UserAction::Sizes => {
+                anyhow::bail!("members and sizes are about segments, not one user")
+            }
             UserAction::Forget => {
                 let r = client.forget_user(req).await?.into_inner();
                 format!("forgotten: {} keys removed\n", r.keys_removed)
@@ -331,6 +358,68 @@ fn run_user(
     })?;
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `beckon user members SEGMENT` and `beckon user sizes`.
+fn run_segments(
+    action: UserAction,
+    segment: Option<&str>,
+    url: &str,
+    workspace: &str,
+    (page_size, page_token): (u32, Option<String>),
+) -> anyhow::Result<ExitCode> {
+    use beckon_proto::v1::user_state_client::UserStateClient;
+    use beckon_proto::v1::{ListSegmentMembersRequest, SegmentSizesRequest};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = UserStateClient::connect(url.to_string())
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let mut out = std::io::stdout().lock();
+        let UserAction::Members = action else {
+            let request = SegmentSizesRequest {
+                workspace: workspace.to_string(),
+            };
+            let sizes = client.segment_sizes(request).await?.into_inner().sizes;
+            let sorted: std::collections::BTreeMap<_, _> = sizes.into_iter().collect();
+            for (segment, n) in sorted {
+                writeln!(out, "{segment}\t{n}")?;
+            }
+            return anyhow::Ok(ExitCode::SUCCESS);
+        };
+
+        let Some(segment) = segment else {
+            writeln!(std::io::stderr(), "beckon user members: name the segment")?;
+            return Ok(ExitCode::from(2));
+        };
+        // With a token, one page and where the next starts; without, every page.
+        let one_page = page_token.is_some();
+        let mut token = page_token.unwrap_or_default();
+        loop {
+            let request = ListSegmentMembersRequest {
+                workspace: workspace.to_string(),
+                segment: segment.to_string(),
+                page_size,
+                page_token: token,
+            };
+            let page = client.list_segment_members(request).await?.into_inner();
+            for user in &page.user_ids {
+                writeln!(out, "{user}")?;
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+            if one_page {
+                writeln!(std::io::stderr(), "next page: --page-token {token}")?;
+                break;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_lint(path: &std::path::Path) -> anyhow::Result<ExitCode> {

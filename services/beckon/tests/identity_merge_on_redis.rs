@@ -323,6 +323,98 @@ async fn consent_after_a_merge_is_the_stricter_answer() {
         traits["consent"]["value"],
         json!({"push": false, "sms": true})
     );
-    assert_eq!(traits["devices"]["value"], json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]}));
+    assert_eq!(
+        traits["devices"]["value"],
+        json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]})
+    );
     assert_eq!(traits["plan"]["value"], "pro");
+}
+
+/// Runs `beckon user ARGS --url URL` and returns what it printed.
+fn cli(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .arg("user")
+        .args(args)
+        .args(["--url", url])
+        .output()
+        .expect("run beckon user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn segment_members_follow_the_merge_and_forgetting_leaves_nothing() {
+    let mut s = setup().await;
+    let (anon, known) = ("anon-7f3", "user-42");
+    let t = wall_clock_ms() - 60 * 60_000;
+    let mut views: Vec<Event> = (0..3)
+        .map(|i| event("page", "", anon, "Pricing", &format!("v{i}"), t + i * 1_000))
+        .collect();
+    views.push(event("track", known, "", "Signed Up", "k1", t + 5_000));
+    send(&mut s, views).await;
+    let url = s.served.url();
+    assert!(
+        eventually_async(200, async || cli(&url, &["members", "pricing-curious"])
+            == format!("{anon}\n"))
+        .await,
+        "the anonymous id is a member before the merge"
+    );
+
+    send(
+        &mut s,
+        vec![event("identify", known, anon, "", "k2", t + 6_000)],
+    )
+    .await;
+    assert!(
+        eventually_async(200, async || cli(&url, &["members", "pricing-curious"])
+            == format!("{known}\n"))
+        .await,
+        "the merge moved the membership: {}",
+        cli(&url, &["members", "pricing-curious"])
+    );
+    assert_eq!(cli(&url, &["sizes"]), "pricing-curious\t1\n");
+
+    let forgotten = cli(&url, &["forget", known]);
+    assert!(forgotten.starts_with("forgotten:"), "{forgotten}");
+    assert_eq!(cli(&url, &["sizes"]), "");
+
+    // Nothing of either id is left in Redis: no key names them, no set, hash or sorted set
+    // holds them.
+    let mut con = s._redis.connection().expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("keys");
+    for key in &keys {
+        assert!(!key.contains(anon) && !key.contains(known), "{key}");
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).expect("type");
+        let inside: Vec<String> = match kind.as_str() {
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut con)
+                .expect("zrange"),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(key)
+                .query(&mut con)
+                .expect("set"),
+            "hash" => redis::cmd("HKEYS").arg(key).query(&mut con).expect("hash"),
+            _ => Vec::new(),
+        };
+        assert!(
+            !inside.iter().any(|m| m.contains(anon) || m.contains(known)),
+            "{key}: {inside:?}"
+        );
+    }
+    let gone = s
+        .users
+        .get_user(GetUserRequest {
+            workspace: "default".into(),
+            user_id: anon.into(),
+        })
+        .await
+        .expect_err("the tombstone went with the user");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
 }

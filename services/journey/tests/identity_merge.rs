@@ -199,7 +199,10 @@ fn consent_takes_the_stricter_answer_and_devices_unite() {
         "an opt-out is never undone"
     );
     assert_eq!(t("consent"), Some(json!({"push": false, "email": true})));
-    assert_eq!(t("devices"), Some(json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]})));
+    assert_eq!(
+        t("devices"),
+        Some(json!({"ios": ["ccc", "aaa"], "fcm": ["bbb"]}))
+    );
     assert_eq!(
         t("plan"),
         Some(json!("pro")),

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use beckon_core::UserState;
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::user_state_server::UserState as UserStateRpc;
@@ -17,8 +19,6 @@ use beckon_proto::v1::{
     ListSegmentMembersRequest, ListSegmentMembersResponse, SegmentSizesRequest,
     SegmentSizesResponse, UserExport, UserView,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::{Request, Response, Status};
 
 use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, StateStore};
@@ -297,7 +297,13 @@ mod tests {
         };
         assert_eq!(PageToken::decode(&token.encode()), Some(token));
         assert_eq!(PageToken::decode("not base64!"), None);
-        assert_eq!(PageToken::decode(&URL_SAFE_NO_PAD.encode("m2\nw\nvip\n0")), None);
-        assert_eq!(PageToken::decode(&URL_SAFE_NO_PAD.encode("m1\nw\nvip\nx")), None);
+        assert_eq!(
+            PageToken::decode(&URL_SAFE_NO_PAD.encode("m2\nw\nvip\n0")),
+            None
+        );
+        assert_eq!(
+            PageToken::decode(&URL_SAFE_NO_PAD.encode("m1\nw\nvip\nx")),
+            None
+        );
     }
 }

@@ -326,7 +326,9 @@ where
     /// the user. Returns how many records were removed.
     pub async fn forget_user(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
         let merged: Vec<String> = match self.load_state(workspace, user).await {
-            Ok(state) => state.map(|s| s.merged.into_keys().collect()).unwrap_or_default(),
+            Ok(state) => state
+                .map(|s| s.merged.into_keys().collect())
+                .unwrap_or_default(),
             // A record that cannot be read is still erased; it names no merged ids then.
             Err(StateError::Corrupt { .. }) => Vec::new(),
             Err(e) => return Err(e),
@@ -499,7 +501,10 @@ where
         // One command per partition, all at once: on a Cluster the counters sit in different
         // slots, which one pipeline may not mix.
         let reads = (0..self.partitions).map(|p| {
-            let key = format!("{}:segsizes", Keys::new(&self.namespace, workspace, p).prefix());
+            let key = format!(
+                "{}:segsizes",
+                Keys::new(&self.namespace, workspace, p).prefix()
+            );
             let mut con = self.con.clone();
             async move {
                 redis::cmd("HGETALL")

@@ -284,12 +284,14 @@ impl StateStore for MemoryStore {
                     .collect(),
                 None => set.iter().take(limit).cloned().collect(),
             };
-            let more = users
-                .last()
-                .is_some_and(|last| set.range::<String, _>((
+            let more = users.last().is_some_and(|last| {
+                set.range::<String, _>((
                     std::ops::Bound::Excluded(last),
                     std::ops::Bound::Unbounded,
-                )).next().is_some());
+                ))
+                .next()
+                .is_some()
+            });
             let next = more.then(|| MemberCursor {
                 partition: 0,
                 after: users.last().cloned(),

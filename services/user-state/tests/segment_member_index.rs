@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use beckon_core::{MergeStage, Membership, Ts, UserState};
+use beckon_core::{Membership, MergeStage, Ts, UserState};
 use beckon_proto::v1::user_state_client::UserStateClient;
 use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_proto::v1::{GetUserRequest, ListSegmentMembersRequest, SegmentSizesRequest};
@@ -118,7 +118,11 @@ async fn index_follows_writes(store: Arc<dyn StateStore>) {
     );
 
     // Leaving a segment, in the same write as the rest of the record.
-    let mut left = store.load("w", "user-00").await.expect("load").expect("user");
+    let mut left = store
+        .load("w", "user-00")
+        .await
+        .expect("load")
+        .expect("user");
     let expected = left.version;
     left.version += 1;
     left.segments.remove("vip");
@@ -153,7 +157,11 @@ async fn index_follows_writes(store: Arc<dyn StateStore>) {
         .await
         .expect_err("token of another segment");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("issued for segment \"vip\""), "{}", e.message());
+    assert!(
+        e.message().contains("issued for segment \"vip\""),
+        "{}",
+        e.message()
+    );
     let e = client
         .list_segment_members(bad("", ""))
         .await

@@ -82,7 +82,7 @@ async fn cas_commit_and_forget_on_a_cluster() {
             .segment_members("w", "vip", MemberCursor::default(), 100)
             .await
             .expect("members");
-        assert_eq!(page.users, [name.clone()]);
+        assert_eq!(page.users, std::slice::from_ref(&name));
         assert_eq!(store.sizes("w").await.expect("sizes").get("vip"), Some(&1));
         store
             .add_alias("w", &format!("anon-{i}"), &name)
