@@ -103,7 +103,10 @@ async fn commit_writes_state_outbox_and_ack_together() {
         .commit(&user, 0, &effects, Some(&ack), Some(4))
         .await
         .expect_err("fenced");
-    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+    assert!(
+        matches!(err, StateError::Fenced { held: 4, ref current } if current == "5"),
+        "{err:?}"
+    );
     assert!(store.load_state("w", "u1").await.expect("load").is_none());
 
     // The current writer: state, both effects and the acknowledgement at once.
