@@ -1,6 +1,6 @@
-//! Identity merge through `beckon serve all` on a Redis of the test's own: events in over
-//! gRPC, the merge steps through the Redis Streams partition logs, state read back through the
-//! UserState API.
+//! Identity merge through `beckon serve all` on a Redis of the test's own (and once on the
+//! embedded store): events in over gRPC, the merge steps through the partition logs, state
+//! read back through the UserState API and the `beckon user` command.
 
 mod support;
 
@@ -44,28 +44,33 @@ struct Setup {
     ingest: IngestClient<Channel>,
     users: UserStateClient<Channel>,
     _dir: tempfile::TempDir,
-    _redis: RedisServer,
+    redis: Option<RedisServer>,
 }
 
 async fn setup() -> Setup {
     let redis = RedisServer::start_own(Default::default()).expect("redis-server");
+    let url = redis.url();
+    let mut s = setup_with(&["--redis-url", &url]).await;
+    s.redis = Some(redis);
+    s
+}
+
+/// `serve all` with extra arguments (none: the embedded store and log).
+async fn setup_with(extra: &[&str]) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("merge.yaml"), DEFS).expect("write definitions");
     let out = dir.path().join("sent.jsonl");
     let partitions = PARTITIONS.to_string();
-    let served = Served::start(
-        "all",
-        &[
-            "--redis-url",
-            &redis.url(),
-            "--journeys",
-            dir.path().to_str().unwrap_or_default(),
-            "--messages-out",
-            out.to_str().unwrap_or_default(),
-            "--partitions",
-            &partitions,
-        ],
-    );
+    let mut args = vec![
+        "--journeys",
+        dir.path().to_str().unwrap_or_default(),
+        "--messages-out",
+        out.to_str().unwrap_or_default(),
+        "--partitions",
+        &partitions,
+    ];
+    args.extend_from_slice(extra);
+    let served = Served::start("all", &args);
     let ingest = IngestClient::connect(served.url()).await.expect("ingest");
     let users = UserStateClient::connect(served.url()).await.expect("users");
     Setup {
@@ -73,7 +78,7 @@ async fn setup() -> Setup {
         ingest,
         users,
         _dir: dir,
-        _redis: redis,
+        redis: None,
     }
 }
 
@@ -237,6 +242,49 @@ async fn the_merged_user_counts_three_views_and_stays_in_the_journey() {
     assert!(status.success(), "{status:?}");
 }
 
+/// The embedded store and log take the same steps.
+#[tokio::test]
+async fn serve_all_embedded_merges_the_same_way() {
+    let mut s = setup_with(&[]).await;
+    let (anon, known) = ("anon-7f3", "user-42");
+    let t = wall_clock_ms() - 60 * 60_000;
+    send(
+        &mut s,
+        vec![
+            event("page", "", anon, "Pricing", "a1", t),
+            event("page", "", anon, "Pricing", "a2", t + 60_000),
+            event("track", known, "", "Signed Up", "k1", t + 120_000),
+            event("page", known, "", "Pricing", "k2", t + 180_000),
+        ],
+    )
+    .await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, anon).await.is_some_and(|v| views_of(&v) == 2)
+                && view(users, known)
+                    .await
+                    .is_some_and(|v| !v.journeys.is_empty())
+        })
+        .await
+    );
+    send(
+        &mut s,
+        vec![event("identify", known, anon, "", "k3", t + 240_000)],
+    )
+    .await;
+    let users = &mut s.users;
+    assert!(
+        eventually_async(200, async || {
+            view(users, known).await.is_some_and(|v| views_of(&v) == 3)
+        })
+        .await
+    );
+    let merged = view(users, known).await.expect("known");
+    assert_eq!(merged.journeys[0].journey, "onboarding");
+    assert_eq!(merged.segments, ["pricing-curious"]);
+}
+
 #[tokio::test]
 async fn later_events_for_the_old_id_are_forwarded_to_the_known_user() {
     let mut s = setup().await;
@@ -384,7 +432,12 @@ async fn segment_members_follow_the_merge_and_forgetting_leaves_nothing() {
 
     // Nothing of either id is left in Redis: no key names them, no set, hash or sorted set
     // holds them.
-    let mut con = s._redis.connection().expect("redis");
+    let mut con = s
+        .redis
+        .as_ref()
+        .expect("on Redis")
+        .connection()
+        .expect("redis");
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("keys");
     for key in &keys {
         assert!(!key.contains(anon) && !key.contains(known), "{key}");
