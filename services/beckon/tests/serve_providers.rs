@@ -1,9 +1,13 @@
 //! `beckon serve all` as a real process with its webhook channel routed to a local webhook
-//! receiver and its in-app channel to the inbox: a journey's message arrives signed at the
-//! receiver, a refusal comes back as a `Message Failed` event the journey branches on, and
-//! opening the fallback inbox message (`Message Opened`) moves the journey on again.
+//! receiver, email to a local SMTP server (aiosmtpd) and in-app to the inbox: a journey's
+//! message arrives signed at the receiver, an email reaches the address in the user's traits,
+//! a refusal comes back as a `Message Failed` event the journey branches on, and opening the
+//! fallback inbox message (`Message Opened`) moves the journey on again.
 
 mod support;
+
+#[path = "../../gateway/tests/support/smtp.rs"]
+mod smtp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +58,21 @@ steps:
     message:
       channel: webhook
       body: "Inbox read for order {{ entry.order_id }}"
+"#;
+
+const MAIL: &str = r#"
+id: shipping-mail
+version: 1
+workspace: default
+entry:
+  event: Order Shipped
+steps:
+  - id: mail
+    message:
+      channel: email
+      subject: "Order {{ entry.order_id }} shipped"
+      body: "<p>Your order {{ entry.order_id }} is on its way.</p>"
+      transactional: true
 "#;
 
 /// What the receiver saw: signature header and body of each request.
@@ -107,13 +126,24 @@ async fn providers_route_messages_and_outcomes_steer_the_journey() {
     let secret = dir.path().join("webhook.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
 
+    std::fs::write(journeys.join("mail.yaml"), MAIL).expect("mail journey");
+    let unsubscribe = dir.path().join("unsubscribe.secret");
+    std::fs::write(&unsubscribe, "unsub-key-0123456789\n").expect("secret");
+
     let (url, seen) = start_receiver().await;
+    let smtp = smtp::start().await;
     let providers = dir.path().join("providers.yaml");
     let config = format!(
-        "channels: {{ webhook: webhook, in_app: inbox }}\n\
+        "channels: {{ webhook: webhook, in_app: inbox, email: smtp }}\n\
          webhook:\n  url: {url}\n  secret: {{ file: {} }}\n  \
-         policy: {{ retry: {{ max_attempts: 2, base_delay: 10 }} }}\n",
-        secret.display()
+         policy: {{ retry: {{ max_attempts: 2, base_delay: 10 }} }}\n\
+         smtp:\n  host: 127.0.0.1\n  port: {}\n  security: none\n  \
+         from: Shop <shop@example.com>\n  \
+         unsubscribe_url: https://shop.example.com/unsubscribe\n  \
+         unsubscribe_secret: {{ file: {} }}\n",
+        secret.display(),
+        smtp.port,
+        unsubscribe.display()
     );
     std::fs::write(&providers, config).expect("providers");
     let providers = providers.to_str().unwrap_or_default();
@@ -140,6 +170,21 @@ async fn providers_route_messages_and_outcomes_steer_the_journey() {
     );
     let mut ingest = IngestClient::connect(served.url()).await.expect("ingest");
     let now = wall_clock_ms();
+    let ada = beckon_proto::v1::Event {
+        r#type: "identify".into(),
+        message_id: "u-ok-identify".into(),
+        user_id: "u-ok".into(),
+        traits: json!({"email": "ada@example.com"})
+            .as_object()
+            .map(beckon_proto::convert::json_to_struct),
+        timestamp: Some(beckon_proto::convert::millis_to_timestamp(now - 1_000)),
+        ..Default::default()
+    };
+    let request = beckon_proto::v1::IdentifyRequest {
+        workspace: "default".into(),
+        event: Some(ada),
+    };
+    ingest.identify(request).await.expect("identify");
     for (user, order) in [("u-ok", "A-1"), ("u-refused", "REFUSE-2")] {
         let event = track(
             user,
@@ -174,6 +219,17 @@ async fn providers_route_messages_and_outcomes_steer_the_journey() {
         Duration::from_secs(300),
     )
     .expect("a valid signature");
+
+    // The email went to the address in the user's traits, over SMTP.
+    assert!(
+        eventually(200, || !smtp.messages().is_empty()).await,
+        "no email arrived"
+    );
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "only the user with an address gets one");
+    let mail = String::from_utf8_lossy(&mails[0]).to_string();
+    assert!(mail.contains("To: ada@example.com"), "{mail}");
+    assert!(mail.contains("Order A-1 shipped"), "{mail}");
 
     // The refusal came back as `Message Failed`, and the journey took its fallback: an inbox
     // message for that user only.
