@@ -310,9 +310,14 @@ fn run_user(
         .enable_all()
         .build()?;
     let text = runtime.block_on(async {
-        let mut client = UserStateClient::connect(url.to_string())
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("invalid URL {url}"))?
+            .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
+        // Calls carry the caller's trace context, when there is one.
+        let mut client =
+            UserStateClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
         let req = GetUserRequest {
             workspace: workspace.to_string(),
             user_id: user.to_string(),

@@ -115,6 +115,10 @@ pub struct Timer {
     /// The journey id, or the segment id of a segment timer.
     pub journey: String,
     pub instance: u64,
+    /// W3C trace context of the work that set the timer (`traceparent[ tracestate]`), so the
+    /// span of its firing can link back to it. Not part of the timer's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl Timer {
@@ -136,6 +140,7 @@ impl Timer {
             due,
             journey: segment.to_string(),
             instance: 0,
+            trace: None,
         }
     }
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beckon_core::{Clock, OutboundMessage, Props, SystemClock};
+use beckon_telemetry::{CircuitState, Metrics};
 use futures::future::BoxFuture;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::channel::{Channel, Delivery};
 use crate::error::GatewayError;
@@ -145,6 +147,7 @@ pub struct Adapter<P> {
     limiter: RateLimiter,
     breaker: CircuitBreaker,
     deps: Deps,
+    metrics: Metrics,
 }
 
 impl<P: Provider> Adapter<P> {
@@ -155,7 +158,69 @@ impl<P: Provider> Adapter<P> {
             provider,
             policy,
             deps,
+            metrics: Metrics::global(),
         }
+    }
+
+    /// Records provider latency and circuit state on `metrics` instead of the global meter.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Adapter<P> {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Publishes the breaker's state as `beckon.circuit.state`.
+    fn report_circuit(&self, channel: &str) {
+        let state = match self.breaker.state() {
+            BreakerState::Closed { .. } => CircuitState::Closed,
+            BreakerState::HalfOpen { .. } => CircuitState::HalfOpen,
+            BreakerState::Open { .. } => CircuitState::Open,
+        };
+        self.metrics
+            .set_circuit_state(channel, self.provider.name(), state);
+    }
+
+    /// One call to the provider, in a client span, timed into `beckon.provider.duration`.
+    async fn timed_attempt(
+        &self,
+        message: &OutboundMessage,
+        target: &Target,
+        attempt: u32,
+    ) -> Attempt {
+        let name = self.provider.name();
+        let span = tracing::info_span!(
+            "provider.attempt",
+            otel.name = %format_args!("{name} send"),
+            otel.kind = "client",
+            beckon.provider = name,
+            beckon.channel = %message.channel,
+            beckon.attempt = attempt,
+            beckon.outcome = tracing::field::Empty,
+        );
+        let recorded = span.clone();
+
+        // Provider latency needs sub-millisecond monotonic time; the injected clock keeps
+        // domain time, which a test may hold still.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "measures elapsed time of a network call"
+        )]
+        let started = std::time::Instant::now();
+        let answer = self
+            .provider
+            .attempt(message, target)
+            .instrument(span)
+            .await;
+        let ms = started.elapsed().as_secs_f64() * 1_000.0;
+        self.metrics
+            .record_provider_call(&message.channel, name, ms);
+
+        let outcome = match &answer {
+            Attempt::Accepted { .. } => "accepted",
+            Attempt::Retry { .. } => "retry",
+            Attempt::Reject { .. } => "rejected",
+        };
+        recorded.record("beckon.outcome", outcome);
+        answer
     }
 
     pub fn provider_ref(&self) -> &P {
@@ -235,7 +300,9 @@ impl<P: Provider> Adapter<P> {
         loop {
             attempt += 1;
 
-            if !self.breaker.allow(self.deps.clock.now()) {
+            let allowed = self.breaker.allow(self.deps.clock.now());
+            self.report_circuit(&message.channel);
+            if !allowed {
                 tracing::debug!(beckon.provider = name, "circuit open; not calling provider");
                 return Outcome::Retryable("circuit open".into());
             }
@@ -245,10 +312,11 @@ impl<P: Provider> Adapter<P> {
                 self.deps.sleeper.sleep(wait).await;
             }
 
-            let answer = self.provider.attempt(message, target).await;
+            let answer = self.timed_attempt(message, target, attempt).await;
             match answer {
                 Attempt::Accepted { provider_id } => {
                     self.breaker.record_success();
+                    self.report_circuit(&message.channel);
                     tracing::debug!(
                         beckon.provider = name,
                         beckon.idempotency_key = %message.idempotency_key,
@@ -263,6 +331,7 @@ impl<P: Provider> Adapter<P> {
                 } => {
                     // A refusal is an answer from a healthy provider.
                     self.breaker.record_success();
+                    self.report_circuit(&message.channel);
                     tracing::debug!(
                         beckon.provider = name,
                         beckon.idempotency_key = %message.idempotency_key,
@@ -283,6 +352,7 @@ impl<P: Provider> Adapter<P> {
                             "circuit opened"
                         );
                     }
+                    self.report_circuit(&message.channel);
                     if attempt >= max_attempts {
                         return Outcome::Retryable(reason);
                     }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use beckon_core::OutboundMessage;
+use beckon_telemetry::Metrics;
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 
 use crate::error::GatewayError;
 use crate::keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
@@ -47,6 +49,7 @@ pub trait Channel: Send + Sync + 'static {
 pub struct Gateway {
     adapters: HashMap<String, Arc<dyn Channel>>,
     keys: Arc<dyn KeyStore>,
+    metrics: Metrics,
 }
 
 impl Default for Gateway {
@@ -54,6 +57,7 @@ impl Default for Gateway {
         Gateway {
             adapters: HashMap::new(),
             keys: Arc::new(MemoryKeyStore::new()),
+            metrics: Metrics::global(),
         }
     }
 }
@@ -75,12 +79,46 @@ impl Gateway {
         self
     }
 
+    /// Counts deliveries on `metrics` instead of the global meter.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Gateway {
+        self.metrics = metrics;
+        self
+    }
+
     /// The key store this gateway records sends in.
     pub fn key_store(&self) -> &Arc<dyn KeyStore> {
         &self.keys
     }
 
+    /// Delivers `message` once per idempotency key, inside a `gateway.send` span, and counts
+    /// the outcome in `beckon.deliveries`.
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
+        let span = tracing::info_span!(
+            "gateway.send",
+            beckon.workspace = %message.workspace,
+            beckon.journey = %message.journey,
+            beckon.step = %message.step,
+            beckon.channel = %message.channel,
+            beckon.provider = tracing::field::Empty,
+            beckon.outcome = tracing::field::Empty,
+        );
+        let recorded = span.clone();
+        let result = self.route(message).instrument(span).await;
+
+        // The channel is a label only when an adapter serves it; anything else a caller sent
+        // would add a time series per distinct value.
+        let (channel, provider) = match self.adapters.get(&message.channel) {
+            Some(adapter) => (message.channel.as_str(), adapter.provider()),
+            None => ("other", "none"),
+        };
+        let outcome = outcome(&result);
+        recorded.record("beckon.provider", provider);
+        recorded.record("beckon.outcome", outcome);
+        self.metrics.delivery(channel, provider, outcome);
+        result
+    }
+
+    async fn route(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
         let adapter = self
             .adapters
             .get(&message.channel)
@@ -122,5 +160,18 @@ impl Gateway {
             tracing::warn!(beckon.idempotency_key = key, error = %e, "key not recorded");
         }
         result
+    }
+}
+
+/// The `outcome` label of a delivery: `sent`, `duplicate` (answered from the key store),
+/// `failed` (may succeed later), `in_doubt` (an earlier attempt may have gone out) or
+/// `rejected` (final).
+fn outcome(result: &Result<Delivery, GatewayError>) -> &'static str {
+    match result {
+        Ok(d) if d.duplicate => "duplicate",
+        Ok(_) => "sent",
+        Err(GatewayError::InDoubt { .. }) => "in_doubt",
+        Err(e) if e.is_retryable() => "failed",
+        Err(_) => "rejected",
     }
 }

@@ -20,6 +20,7 @@ use beckon_proto::v1::gateway_server::{Gateway as GatewayRpc, GatewayServer};
 use futures::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::channel::Gateway;
 use crate::error::GatewayError;
@@ -335,9 +336,12 @@ impl GatewayRpc for GatewayService {
         // doubt by the cancellation.
         let gateway = self.gateway.clone();
         let task_message = message.clone();
-        let result = tokio::spawn(async move { gateway.send(&task_message).await })
-            .await
-            .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
+        // The spawned task keeps the call's span: it is the same send, in the same trace.
+        let span = tracing::Span::current();
+        let result =
+            tokio::spawn(async move { gateway.send(&task_message).await }.instrument(span))
+                .await
+                .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
         let outcome = match &result {
             Ok(d) if d.duplicate => "duplicate",
             Ok(_) => "sent",

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 
 use crate::error::GatewayError;
 use crate::events::EventSink;
@@ -70,6 +71,9 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<IngestClient<Channel
 struct Queued {
     workspace: String,
     event: Event,
+    /// Trace context of the send that produced the event: the forwarding call continues it,
+    /// although it runs later on the forwarder's task.
+    trace: Option<String>,
 }
 
 /// An [`EventSink`] that forwards to ingest through a bounded queue.
@@ -117,6 +121,7 @@ impl EventSink for IngestSink {
         let queued = Queued {
             workspace: workspace.to_string(),
             event,
+            trace: beckon_telemetry::current_trace_string(),
         };
         if let Err(e) = self.tx.try_send(queued) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -161,7 +166,18 @@ async fn forward_all(
     let (client, config, sleeper) = (&client, &config, &sleeper);
     queue
         .for_each_concurrent(config.concurrency.max(1), |queued| {
-            forward(client.clone(), config, sleeper.as_ref(), queued)
+            let span = tracing::info_span!(
+                "ingest.forward",
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.service = "beckon.v1.Ingest",
+                rpc.method = "Track",
+                beckon.workspace = %queued.workspace,
+            );
+            if let Some(trace) = &queued.trace {
+                beckon_telemetry::set_parent_from_trace_string(&span, trace);
+            }
+            forward(client.clone(), config, sleeper.as_ref(), queued).instrument(span)
         })
         .await;
 }
@@ -194,6 +210,10 @@ async fn forward(
             event: Some(event.clone()),
         });
         request.set_timeout(config.timeout);
+        beckon_telemetry::inject_metadata(
+            &beckon_telemetry::propagation::current_context(),
+            request.metadata_mut(),
+        );
 
         let status = match client.track(request).await {
             Ok(_) => {

@@ -9,6 +9,7 @@ use beckon_proto::v1::{
     Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
     TrackRequest, batch_result,
 };
+use beckon_telemetry::Metrics;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
@@ -26,17 +27,48 @@ pub struct IngestService {
     log: Arc<dyn EventLog>,
     /// Appends in flight; a full house answers RESOURCE_EXHAUSTED instead of queueing.
     inflight: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 impl IngestService {
+    /// Records on the process's global meter; see [`IngestService::with_metrics`].
     pub fn new(log: Arc<dyn EventLog>, max_inflight: usize) -> IngestService {
         IngestService {
             log,
             inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
+            metrics: Metrics::global(),
         }
     }
 
+    pub fn with_metrics(mut self, metrics: Metrics) -> IngestService {
+        self.metrics = metrics;
+        self
+    }
+
+    /// [`IngestService::accept_unmetered`], counting refusals by reason and duplicates.
     async fn accept(
+        &self,
+        workspace: &str,
+        event: Option<beckon_proto::v1::Event>,
+        kind: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Result<Ack, IngestError> {
+        let result = self
+            .accept_unmetered(workspace, event, kind, traceparent)
+            .await;
+        match &result {
+            Ok(ack) if !ack.appended => self.metrics.event_rejected("duplicate_message_id"),
+            Ok(_) => {}
+            Err(IngestError::Invalid(rejection)) => {
+                self.metrics.event_rejected(rejection.reason.as_str());
+            }
+            Err(IngestError::Overloaded) => self.metrics.event_rejected("overloaded"),
+            Err(IngestError::LogUnavailable(_)) => self.metrics.event_rejected("log_unavailable"),
+        }
+        result
+    }
+
+    async fn accept_unmetered(
         &self,
         workspace: &str,
         event: Option<beckon_proto::v1::Event>,
@@ -55,8 +87,9 @@ impl IngestService {
             .map_err(|_| IngestError::Overloaded)?;
         let appended = self.log.append(workspace, &event, traceparent).await?;
         tracing::debug!(
-            workspace,
-            partition = appended.partition,
+            beckon.workspace = workspace,
+            messaging.destination.partition.id = appended.partition,
+            messaging.message.id = %event.message_id,
             duplicate = appended.duplicate,
             "event appended"
         );
@@ -144,11 +177,14 @@ fn prefix_field(mut r: Rejection) -> Rejection {
     r
 }
 
+/// The trace context stored with the appended entries: this call's server span, which
+/// continues the caller's `traceparent`, so the reader's span becomes its child. Without a
+/// telemetry pipeline there is no span, and the caller's own context is kept instead.
 fn traceparent<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    beckon_telemetry::current_trace_string().or_else(|| {
+        let caller = beckon_telemetry::extract_metadata(req.metadata());
+        beckon_telemetry::to_trace_string(&caller)
+    })
 }
 
 #[tonic::async_trait]

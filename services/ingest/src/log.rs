@@ -152,6 +152,16 @@ pub trait EventLog: Send + Sync + 'static {
         min_idle: Duration,
         count: usize,
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>>;
+    /// Entries of a partition not yet acknowledged (delivered or not): the partition's lag,
+    /// since acknowledged entries leave the log. `None` when the log cannot count cheaply.
+    fn backlog<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<u64>, IngestError>> {
+        let _ = (workspace, partition);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The dedup id of a fired timer: the same firing always gets the same id, and a timer set

@@ -16,6 +16,7 @@ fn timer(due: i64) -> Timer {
         due: Ts(due),
         journey: "cart".into(),
         instance: 1,
+        trace: None,
     }
 }
 

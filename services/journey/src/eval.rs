@@ -1015,6 +1015,7 @@ impl Run<'_> {
             due,
             journey: inst.journey.clone(),
             instance: inst.id,
+            trace: None,
         }));
     }
 

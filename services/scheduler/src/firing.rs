@@ -8,14 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use beckon_core::{Clock, Timer};
+use beckon_core::{Clock, Timer, Ts};
+use beckon_telemetry::Metrics;
 use futures::future::{BoxFuture, join_all};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use crate::AsyncTimerStore;
 use crate::error::SchedulerError;
 
-/// Where fired timers go (the partition log, in a deployment).
+/// Where fired timers go (the partition log, in a deployment). `deliver` runs inside the
+/// timer's `timer.fire` span, so a sink that stores trace context stores that span's.
 pub trait FiredSink: Send + Sync + 'static {
     fn deliver<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>>;
 }
@@ -29,6 +32,10 @@ pub struct FiringConfig {
     /// Longest sleep between rounds; bounds lateness for timers set through another
     /// scheduler instance, which cannot wake this one.
     pub max_idle_ms: u64,
+    /// How often `beckon.timers.pending` is refreshed, in clock milliseconds: counting
+    /// costs one call per partition, too much for every round.
+    pub pending_every_ms: i64,
+    pub metrics: Metrics,
 }
 
 impl Default for FiringConfig {
@@ -38,6 +45,8 @@ impl Default for FiringConfig {
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
             batch: 512,
             max_idle_ms: 50,
+            pending_every_ms: 1_000,
+            metrics: Metrics::global(),
         }
     }
 }
@@ -70,7 +79,11 @@ pub async fn fire_round(
                 // A claimed batch is delivered and acknowledged concurrently: one round trip
                 // of waiting per batch instead of two per timer. The requests still leave in
                 // claim order, so a user's timers reach its log in due order.
-                let delivered = join_all(due.iter().map(|t| sink.deliver(t))).await;
+                let delivered = join_all(
+                    due.iter()
+                        .map(|t| sink.deliver(t).instrument(fire_span(t, p))),
+                )
+                .await;
                 let (done, failed): (Vec<_>, Vec<_>) = due
                     .iter()
                     .zip(delivered)
@@ -82,6 +95,7 @@ pub async fn fire_round(
                     round
                         .lateness_ms
                         .push(now.as_millis() - timer.due.as_millis());
+                    config.metrics.record_timer_lateness(timer.due, now);
                 }
                 // Timers not delivered stay claimed and come due again with their claim.
                 if let Some((_, Err(e))) = failed.into_iter().next() {
@@ -94,6 +108,43 @@ pub async fn fire_round(
         }
     }
     Ok(round)
+}
+
+/// The span of one firing. The work that set the timer finished long ago, so the firing
+/// starts a trace of its own and links to that work's span instead of joining its trace.
+fn fire_span(timer: &Timer, partition: u32) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "timer.fire",
+        otel.kind = "producer",
+        messaging.system = "beckon",
+        messaging.operation.type = "publish",
+        messaging.destination.partition.id = partition,
+        beckon.workspace = %timer.workspace,
+        beckon.journey = %timer.journey,
+        beckon.timer.id = %timer.id,
+    );
+    if let Some(trace) = &timer.trace {
+        beckon_telemetry::link_to_trace_string(&span, trace);
+    }
+    span
+}
+
+/// Counts timers not yet fired per partition (all workspaces together) into
+/// `beckon.timers.pending`.
+pub async fn record_pending(
+    store: &dyn AsyncTimerStore,
+    config: &FiringConfig,
+) -> Result<(), SchedulerError> {
+    for p in 0..config.partitions {
+        let mut pending = 0;
+        for workspace in &config.workspaces {
+            pending += store.len(workspace, p).await?;
+        }
+        let pending = i64::try_from(pending).unwrap_or(i64::MAX);
+        config.metrics.set_timers_pending(p, pending);
+    }
+    Ok(())
 }
 
 /// Fires timers until `shutdown` turns true. `wake` is notified when a timer is set, so a
@@ -109,7 +160,16 @@ pub async fn run(
 ) {
     tracing::info!(partitions = config.partitions, "timer firing started");
     let idle = StdDuration::from_millis(config.max_idle_ms.max(1));
+    let mut counted = Ts::MIN;
     while !*shutdown.borrow() {
+        let now = clock.now();
+        if now.as_millis().saturating_sub(counted.as_millis()) >= config.pending_every_ms {
+            counted = now;
+            if let Err(e) = record_pending(store.as_ref(), &config).await {
+                tracing::debug!(error = %e, "pending timers not counted");
+            }
+        }
+
         match fire_round(store.as_ref(), sink.as_ref(), clock.as_ref(), &config).await {
             Ok(round) => {
                 if round.fired > 0 {

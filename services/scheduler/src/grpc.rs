@@ -31,6 +31,10 @@ impl SchedulerService {
     }
 }
 
+/// Longest stored trace context: a `traceparent` is 55 characters, and `tracestate` is capped
+/// at 512 by the W3C recommendation.
+const MAX_TRACE_LEN: usize = 600;
+
 /// A timer from its protobuf form, with the field that is wrong when it is invalid.
 pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<Timer, Status> {
     if t.id.is_empty() {
@@ -44,6 +48,11 @@ pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<T
         .as_ref()
         .map(timestamp_to_millis)
         .ok_or_else(|| Status::invalid_argument("timers.due: missing"))?;
+    if t.traceparent.len() > MAX_TRACE_LEN {
+        return Err(Status::invalid_argument(format!(
+            "timers.traceparent: longer than {MAX_TRACE_LEN} characters"
+        )));
+    }
     Ok(Timer {
         id: t.id,
         workspace: workspace.to_string(),
@@ -51,6 +60,7 @@ pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<T
         due: Ts(due),
         journey: t.journey,
         instance: t.instance,
+        trace: Some(t.traceparent).filter(|tp| !tp.is_empty()),
     })
 }
 
@@ -61,7 +71,7 @@ pub fn timer_to_proto(t: &Timer) -> beckon_proto::v1::Timer {
         due: Some(millis_to_timestamp(t.due.as_millis())),
         journey: t.journey.clone(),
         step: String::new(),
-        traceparent: String::new(),
+        traceparent: t.trace.clone().unwrap_or_default(),
         instance: t.instance,
     }
 }
@@ -73,11 +83,18 @@ impl Scheduler for SchedulerService {
         req: Request<SetTimersRequest>,
     ) -> Result<Response<SetTimersResponse>, Status> {
         let r = req.into_inner();
-        let timers = r
+        let mut timers = r
             .timers
             .into_iter()
             .map(|t| timer_from_proto(&r.workspace, t))
             .collect::<Result<Vec<_>, _>>()?;
+
+        // A caller that did not say which work set the timer is that work: this call's span
+        // continues the caller's trace.
+        let here = beckon_telemetry::current_trace_string();
+        for timer in timers.iter_mut().filter(|t| t.trace.is_none()) {
+            timer.trace.clone_from(&here);
+        }
         for timer in &timers {
             self.store.schedule(timer).await?;
         }

@@ -78,6 +78,7 @@ mod tests {
             due: Ts(due),
             journey: "j".into(),
             instance: 0,
+            trace: None,
         }
     }
 

@@ -13,6 +13,7 @@ fn timer(user: &str, id: &str, due: i64) -> Timer {
         due: Ts(due),
         journey: "j".into(),
         instance: 1,
+        trace: None,
     }
 }
 

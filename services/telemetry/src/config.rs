@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `BECKON_LOG`, else `RUST_LOG` | log filter (`info`, `beckon_ingest=debug`, ...) |
 //! | `BECKON_LOG_FORMAT` | `text` (default) or `json` |
+//! | `BECKON_TRACE_USER_IDS` | `true` puts `beckon.user.id` on spans (default `false`) |
 //! | `OTEL_SDK_DISABLED` | `true` turns every exporter off |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC endpoint for traces and metrics |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `..._METRICS_ENDPOINT` | per-signal override |
@@ -71,6 +72,9 @@ pub struct TelemetryConfig {
     pub sampler: SamplerConfig,
     /// Time between two OTLP metric exports.
     pub metrics_interval: Duration,
+    /// Whether spans carry `beckon.user.id`. Off by default: a user id is personal data,
+    /// and traces often go to a vendor outside the data's home.
+    pub export_user_ids: bool,
 }
 
 impl TelemetryConfig {
@@ -85,6 +89,7 @@ impl TelemetryConfig {
             metrics_endpoint: None,
             sampler: SamplerConfig::default(),
             metrics_interval: Duration::from_secs(60),
+            export_user_ids: false,
         }
     }
 
@@ -106,6 +111,18 @@ impl TelemetryConfig {
 
         if let Some(filter) = var("BECKON_LOG").or_else(|| var("RUST_LOG")) {
             config.log_filter = filter;
+        }
+        if let Some(on) = var("BECKON_TRACE_USER_IDS") {
+            config.export_user_ids = match on.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(config_error(
+                        "BECKON_TRACE_USER_IDS",
+                        format!("expected true or false, got {other:?}"),
+                    ));
+                }
+            };
         }
         if let Some(format) = var("BECKON_LOG_FORMAT") {
             config.log_format = parse_log_format(&format)?;

@@ -38,6 +38,16 @@ pub struct TelemetryGuard {
     /// from a synchronous `main`, from inside a single-threaded runtime, or from `Drop`.
     runtime: Option<tokio::runtime::Runtime>,
     shut_down: bool,
+    export_user_ids: bool,
+}
+
+/// Set by [`init`] from [`TelemetryConfig::export_user_ids`].
+static EXPORT_USER_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans may carry user ids (`beckon.user.id`): only when the process's telemetry was
+/// configured so (`BECKON_TRACE_USER_IDS=true`).
+pub fn user_ids_exported() -> bool {
+    EXPORT_USER_IDS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Builds the pipeline and installs it for the whole process: the global `tracing`
@@ -50,6 +60,7 @@ pub fn init(config: TelemetryConfig, clock: Arc<dyn Clock>) -> Result<TelemetryG
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(guard.tracer_provider.clone());
     global::set_meter_provider(guard.meter_provider.clone());
+    EXPORT_USER_IDS.store(guard.export_user_ids, std::sync::atomic::Ordering::Relaxed);
     Ok(guard)
 }
 
@@ -136,6 +147,7 @@ where
         endpoint: MetricsEndpoint::new(registry),
         runtime,
         shut_down: false,
+        export_user_ids: config.export_user_ids,
     })
 }
 

@@ -41,7 +41,7 @@ pub use admin::{MetricsEndpoint, serve_admin};
 pub use config::{LogFormat, SamplerConfig, TelemetryConfig};
 pub use error::{Result, TelemetryError};
 pub use grpc::{GrpcServerLayer, GrpcServerService};
-pub use guard::{TelemetryGuard, build, build_with_writer, init};
+pub use guard::{TelemetryGuard, build, build_with_writer, init, user_ids_exported};
 pub use metrics::{CircuitState, Metrics};
 pub use propagation::{
     TraceInterceptor, current_trace_string, extract_metadata, from_trace_string, inject_metadata,

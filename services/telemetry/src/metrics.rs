@@ -279,38 +279,30 @@ impl Metrics {
         self.timer_lateness.record(late as f64, &[]);
     }
 
-    /// One delivery outcome. All three are fixed codes (`push`/`apns`/`delivered`).
-    pub fn delivery(&self, channel: &'static str, provider: &'static str, outcome: &'static str) {
+    /// One delivery outcome. All three are short codes from a closed set (`push`/`apns`/
+    /// `sent`), never user input: the caller maps anything else to `other`.
+    pub fn delivery(&self, channel: &str, provider: &str, outcome: &'static str) {
         let attrs = [
-            KeyValue::new("channel", channel),
-            KeyValue::new("provider", provider),
+            KeyValue::new("channel", channel.to_owned()),
+            KeyValue::new("provider", provider.to_owned()),
             KeyValue::new("outcome", outcome),
         ];
         self.deliveries.add(1, &attrs);
     }
 
-    pub fn record_provider_call(
-        &self,
-        channel: &'static str,
-        provider: &'static str,
-        duration_ms: f64,
-    ) {
+    /// One call to a provider, whatever it answered.
+    pub fn record_provider_call(&self, channel: &str, provider: &str, duration_ms: f64) {
         let attrs = [
-            KeyValue::new("channel", channel),
-            KeyValue::new("provider", provider),
+            KeyValue::new("channel", channel.to_owned()),
+            KeyValue::new("provider", provider.to_owned()),
         ];
         self.provider_duration.record(duration_ms.max(0.0), &attrs);
     }
 
-    pub fn set_circuit_state(
-        &self,
-        channel: &'static str,
-        provider: &'static str,
-        state: CircuitState,
-    ) {
+    pub fn set_circuit_state(&self, channel: &str, provider: &str, state: CircuitState) {
         let attrs = [
-            KeyValue::new("channel", channel),
-            KeyValue::new("provider", provider),
+            KeyValue::new("channel", channel.to_owned()),
+            KeyValue::new("provider", provider.to_owned()),
         ];
         self.circuit_state.record(state as i64, &attrs);
     }

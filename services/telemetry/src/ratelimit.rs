@@ -46,6 +46,15 @@ pub struct LogRateLimiter {
     windows: Mutex<HashMap<String, Window>>,
 }
 
+impl std::fmt::Debug for LogRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogRateLimiter")
+            .field("limit", &self.limit)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LogRateLimiter {
     /// `limit` of 0 is treated as 1: a limiter that never logs would hide an outage.
     pub fn new(clock: Arc<dyn Clock>, limit: u32, interval: Duration) -> LogRateLimiter {

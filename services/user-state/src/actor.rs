@@ -31,13 +31,36 @@ impl Actor for UserActor {
 /// Apply a trigger; answers with the effects to perform.
 #[derive(Message)]
 #[rtype(result = "Vec<Effect>")]
-pub struct Apply(pub Trigger);
+pub struct Apply {
+    pub trigger: Trigger,
+    /// The sender's span: the evaluation's span is its child. A mailbox does not carry the
+    /// sender's current span across, so the message does.
+    pub parent: tracing::Span,
+}
+
+impl Apply {
+    /// A trigger sent from inside the current span.
+    pub fn new(trigger: Trigger) -> Apply {
+        Apply {
+            trigger,
+            parent: tracing::Span::current(),
+        }
+    }
+}
 
 impl Handler<Apply> for UserActor {
     type Result = MessageResult<Apply>;
 
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.engine.get().apply(&mut self.state, &msg.0))
+        let span = tracing::info_span!(
+            parent: &msg.parent,
+            "journey.evaluate",
+            beckon.effects = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let effects = self.engine.get().apply(&mut self.state, &msg.trigger);
+        span.record("beckon.effects", effects.len());
+        MessageResult(effects)
     }
 }
 

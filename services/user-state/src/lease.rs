@@ -195,6 +195,21 @@ impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
         Ok(changes)
     }
 
+    /// Partitions whose lease nobody holds right now, for `beckon.partitions.unowned`. One
+    /// `EXISTS` per partition in one pipeline; each key is in its own slot, so a cluster
+    /// connection routes them one by one.
+    pub async fn unowned(&mut self) -> Result<u32, StateError> {
+        let mut pipe = redis::pipe();
+        for p in 0..self.config.partitions {
+            pipe.exists(self.lease_key(p));
+        }
+        let held: Vec<bool> = pipe
+            .query_async(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(held.iter().filter(|h| !**h).count() as u32)
+    }
+
     /// Gives a partition back at once, so another instance can take it without waiting for
     /// the lease to expire.
     pub async fn release(&mut self, partition: u32) -> Result<(), StateError> {

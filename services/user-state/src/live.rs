@@ -17,9 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use beckon_core::Duration;
+use beckon_core::{Duration, Trigger};
 use beckon_ingest::log::{Consumer, EventLog, LogEntry};
+use beckon_telemetry::{Admit, LogRateLimiter, Metrics};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::error::StateError;
 use crate::worker::PartitionWorker;
@@ -44,6 +46,10 @@ pub struct LoopConfig {
     pub retry_ms: u64,
     /// Actors of users idle this long (partition time) are stopped after a written batch.
     pub idle: beckon_core::Duration,
+    pub metrics: Metrics,
+    /// Shared by the partitions of an instance: an outage fails every partition at once, and
+    /// one line a few seconds says so as well as hundreds.
+    pub warnings: Arc<LogRateLimiter>,
 }
 
 /// Counts a partition loop reports when it stops.
@@ -74,7 +80,11 @@ pub async fn run_partition(
             _ = stop.changed() => break,
         };
         let result = match entries {
-            Ok(entries) if entries.is_empty() => continue,
+            Ok(entries) if entries.is_empty() => {
+                // Nothing unread and nothing unacknowledged: this partition is caught up.
+                config.metrics.set_log_lag(p, 0);
+                continue;
+            }
             Ok(entries) => apply_batch(&mut worker, log.as_ref(), &config, entries).await,
             Err(e) => Err(e),
         };
@@ -83,6 +93,7 @@ pub async fn run_partition(
                 report.applied += n;
                 report.batches += 1;
                 worker.evict_idle(config.idle);
+                record_lag(log.as_ref(), &reader, &config).await;
             }
             Err(e @ StateError::Fenced { .. }) => {
                 // Another instance owns the partition now; retrying could only fail again.
@@ -94,7 +105,15 @@ pub async fn run_partition(
             Err(e) => {
                 report.failures += 1;
                 let discarded = worker.discard_unsaved();
-                tracing::warn!(partition = p, error = %e, discarded, "batch failed; retrying");
+                if let Admit::Log { suppressed } = config.warnings.admit("batch_failed") {
+                    tracing::warn!(
+                        partition = p,
+                        error = %e,
+                        discarded,
+                        suppressed,
+                        "batch failed; retrying"
+                    );
+                }
                 tokio::time::sleep(StdDuration::from_millis(config.retry_ms)).await;
             }
         }
@@ -143,20 +162,83 @@ async fn apply_batch(
     let offsets: Vec<String> = entries.iter().map(|e| e.offset.clone()).collect();
     let n = entries.len() as u64;
     for entry in entries {
-        tracing::debug!(partition = worker.partition(), entry = %entry.offset, "applying");
-        match entry.trigger {
-            Ok(trigger) => worker.on_trigger(&config.workspace, trigger).await?,
-            // Stored by another version, or damaged: nothing to apply, and stalling the
-            // partition on it would help nobody. It is acknowledged with the batch.
-            Err(reason) => tracing::error!(
-                partition = worker.partition(),
-                entry = %entry.offset,
-                %reason,
-                "unreadable log entry skipped"
-            ),
-        }
+        let span = entry_span(&config.workspace, worker.partition(), &entry);
+        apply_entry(worker, &config.workspace, entry)
+            .instrument(span)
+            .await?;
     }
     worker.flush().await?;
     log.ack(&reader, &offsets).await.map_err(log_error)?;
     Ok(n)
+}
+
+async fn apply_entry(
+    worker: &mut PartitionWorker,
+    workspace: &str,
+    entry: LogEntry,
+) -> Result<(), StateError> {
+    tracing::debug!(partition = worker.partition(), entry = %entry.offset, "applying");
+    match entry.trigger {
+        Ok(trigger) => worker.on_trigger(workspace, trigger).await,
+        // Stored by another version, or damaged: nothing to apply, and stalling the
+        // partition on it would help nobody. It is acknowledged with the batch.
+        Err(reason) => {
+            tracing::error!(
+                partition = worker.partition(),
+                entry = %entry.offset,
+                %reason,
+                "unreadable log entry skipped"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The span of applying one log entry: a child of the span that appended it (ingest's call
+/// for an event, the scheduler's firing for a timer), so an event's trace runs on through the
+/// actor.
+fn entry_span(workspace: &str, partition: u32, entry: &LogEntry) -> tracing::Span {
+    let (kind, journey, user) = match &entry.trigger {
+        Ok(Trigger::Event(e)) => ("event", "", e.user.as_str()),
+        Ok(Trigger::Timer(t)) => ("timer", t.journey.as_str(), t.user.as_str()),
+        Ok(Trigger::Api(a)) => ("api", a.journey.as_str(), a.user.as_str()),
+        Ok(t @ (Trigger::MergeOut(_) | Trigger::MergeIn(_))) => ("merge", "", t.user()),
+        Err(_) => ("unreadable", "", ""),
+    };
+    let span = tracing::info_span!(
+        "user_state.apply",
+        otel.name = %format_args!("process {kind}"),
+        otel.kind = "consumer",
+        messaging.system = "beckon",
+        messaging.operation.type = "process",
+        messaging.destination.partition.id = partition,
+        messaging.message.id = %entry.offset,
+        beckon.workspace = %workspace,
+        beckon.trigger = kind,
+        beckon.journey = journey,
+        beckon.user.id = tracing::field::Empty,
+    );
+    if beckon_telemetry::user_ids_exported() {
+        span.record("beckon.user.id", user);
+    }
+
+    let parented = entry
+        .traceparent
+        .as_deref()
+        .is_some_and(|tp| beckon_telemetry::set_parent_from_trace_string(&span, tp));
+    // A timer appended without the firing's context still points back to its setting.
+    if !parented && let Some(trace) = entry.timer().and_then(|t| t.trace.as_deref()) {
+        beckon_telemetry::link_to_trace_string(&span, trace);
+    }
+    span
+}
+
+async fn record_lag(log: &dyn EventLog, reader: &Consumer, config: &LoopConfig) {
+    match log.backlog(&reader.workspace, reader.partition).await {
+        Ok(Some(n)) => config
+            .metrics
+            .set_log_lag(reader.partition, i64::try_from(n).unwrap_or(i64::MAX)),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(partition = reader.partition, error = %e, "log lag not measured"),
+    }
 }

@@ -10,7 +10,9 @@ use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::scheduler_client::SchedulerClient;
 use beckon_proto::v1::{CancelTimersRequest, SendRequest, SetTimersRequest, TimerRef};
+use beckon_telemetry::TraceInterceptor;
 use futures::future::BoxFuture;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -66,16 +68,19 @@ fn request<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
+/// A channel whose calls carry the caller's W3C trace context.
+type Traced = InterceptedService<Channel, TraceInterceptor>;
+
 /// Timers kept by the scheduler service.
 #[derive(Clone)]
 pub struct RemoteScheduler {
-    client: SchedulerClient<Channel>,
+    client: SchedulerClient<Traced>,
 }
 
 impl RemoteScheduler {
     pub fn new(channel: Channel) -> RemoteScheduler {
         RemoteScheduler {
-            client: SchedulerClient::new(channel),
+            client: SchedulerClient::with_interceptor(channel, TraceInterceptor),
         }
     }
 }
@@ -89,7 +94,7 @@ impl TimerSink for RemoteScheduler {
                 due: Some(millis_to_timestamp(timer.due.as_millis())),
                 journey: timer.journey.clone(),
                 step: String::new(),
-                traceparent: String::new(),
+                traceparent: timer.trace.clone().unwrap_or_default(),
                 instance: timer.instance,
             };
             with_retries("SetTimers", || {
@@ -134,13 +139,13 @@ impl TimerSink for RemoteScheduler {
 /// Messages sent through the gateway service.
 #[derive(Clone)]
 pub struct RemoteGateway {
-    client: GatewayClient<Channel>,
+    client: GatewayClient<Traced>,
 }
 
 impl RemoteGateway {
     pub fn new(channel: Channel) -> RemoteGateway {
         RemoteGateway {
-            client: GatewayClient::new(channel),
+            client: GatewayClient::with_interceptor(channel, TraceInterceptor),
         }
     }
 }

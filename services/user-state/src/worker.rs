@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, Addr};
-use beckon_core::{Duration, Effect, Event, Trigger, Ts, UserState};
+use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Trigger, Ts, UserState};
 use beckon_journey::CurrentEngine;
+use beckon_telemetry::Metrics;
 
 use crate::actor::{Apply, Snapshot, UserActor};
 use crate::error::StateError;
@@ -43,6 +44,7 @@ pub struct PartitionWorker {
     /// The lease's fencing token, when a lease grants the partition: every write checks it.
     fence: Option<u64>,
     stats: Stats,
+    metrics: Metrics,
 }
 
 impl PartitionWorker {
@@ -64,6 +66,7 @@ impl PartitionWorker {
             now: Ts::MIN,
             fence: None,
             stats: Stats::default(),
+            metrics: Metrics::global(),
         }
     }
 
@@ -71,6 +74,13 @@ impl PartitionWorker {
     /// batch that needs to forward fails and is retried.
     pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> PartitionWorker {
         self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// Records actors, applied events, journey and segment changes on `metrics` instead of
+    /// the global meter.
+    pub fn with_metrics(mut self, metrics: Metrics) -> PartitionWorker {
+        self.metrics = metrics;
         self
     }
 
@@ -124,8 +134,10 @@ impl PartitionWorker {
         trigger: Trigger,
     ) -> Result<(), StateError> {
         self.advance(trigger.at()).await?;
-        if let Trigger::Timer(_) = &trigger {
-            self.stats.timers_fired += 1;
+        match &trigger {
+            Trigger::Event(_) => self.metrics.event_applied(),
+            Trigger::Timer(_) => self.stats.timers_fired += 1,
+            Trigger::Api(_) | Trigger::MergeOut(_) | Trigger::MergeIn(_) => {}
         }
         let user = trigger.user().to_string();
         self.apply(workspace, &user, trigger).await
@@ -192,6 +204,7 @@ impl PartitionWorker {
         }
         let stopped = before - self.users();
         if stopped > 0 {
+            self.actors_stopped(stopped);
             tracing::debug!(partition = self.partition, stopped, "idle actors stopped");
         }
         stopped
@@ -205,7 +218,15 @@ impl PartitionWorker {
         for users in self.actors.values_mut() {
             users.retain(|_, a| !a.dirty);
         }
-        before - self.users()
+        let stopped = before - self.users();
+        self.actors_stopped(stopped);
+        stopped
+    }
+
+    fn actors_stopped(&self, n: usize) {
+        for _ in 0..n {
+            self.metrics.actor_stopped();
+        }
     }
 
     /// The live state of a user, loading it when no actor holds it.
@@ -221,7 +242,7 @@ impl PartitionWorker {
         trigger: Trigger,
     ) -> Result<(), StateError> {
         let addr = self.actor(workspace, user).await?;
-        let effects = addr.send(Apply(trigger)).await?;
+        let effects = addr.send(Apply::new(trigger)).await?;
         if let Some(active) = self.actors.get_mut(workspace).and_then(|m| m.get_mut(user)) {
             active.dirty = true;
             active.last_used = self.now;
@@ -238,7 +259,9 @@ impl PartitionWorker {
         let stored = loaded.as_ref().map_or(0, |s| s.version);
         let state = loaded.unwrap_or_else(|| UserState::new(workspace, user));
         let addr = UserActor::new(state, self.engine.clone()).start();
-        tracing::trace!(partition = self.partition, user, "actor started");
+        self.metrics.actor_started();
+        self.metrics.actor_activated();
+        tracing::trace!(partition = self.partition, "actor started");
         self.actors
             .entry(workspace.to_string())
             .or_default()
@@ -260,11 +283,15 @@ impl PartitionWorker {
     async fn perform(&mut self, workspace: &str, effects: Vec<Effect>) -> Result<(), StateError> {
         for effect in effects {
             match effect {
-                Effect::SetTimer(timer) => {
+                Effect::SetTimer(mut timer) => {
                     self.stats.timers_set += 1;
                     match &mut self.timers {
                         Timers::Local(t) => t.schedule(timer),
-                        Timers::Remote(sink) => sink.schedule(&timer).await?,
+                        Timers::Remote(sink) => {
+                            // The firing, much later and elsewhere, links back to this work.
+                            timer.trace = beckon_telemetry::current_trace_string();
+                            sink.schedule(&timer).await?;
+                        }
                     }
                 }
                 Effect::CancelTimer {
@@ -281,7 +308,10 @@ impl PartitionWorker {
                     self.stats.message(&message);
                     self.outlet.send(&message).await?;
                 }
-                Effect::Record(decision) => self.stats.decision(&decision),
+                Effect::Record(decision) => {
+                    record_decision(&self.metrics, &decision);
+                    self.stats.decision(&decision);
+                }
                 Effect::Forward { key, trigger } => {
                     let Some(forwarder) = &self.forwarder else {
                         return Err(StateError::Unavailable(format!(
@@ -294,5 +324,33 @@ impl PartitionWorker {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for PartitionWorker {
+    /// The worker's actors stop with it.
+    fn drop(&mut self) {
+        self.actors_stopped(self.users());
+    }
+}
+
+/// The domain metrics a decision stands for.
+fn record_decision(metrics: &Metrics, d: &Decision) {
+    match d.kind {
+        DecisionKind::Entered => metrics.journey_entered(&d.journey),
+        DecisionKind::ExitedOnGoal => {
+            metrics.journey_exited(&d.journey, "goal");
+        }
+        DecisionKind::Exited => metrics.journey_exited(&d.journey, "exit"),
+        DecisionKind::Completed => metrics.journey_exited(&d.journey, "completed"),
+        DecisionKind::Converted => metrics.journey_converted(&d.journey),
+        DecisionKind::SegmentEntered => metrics.segment_entered(&d.journey),
+        DecisionKind::SegmentLeft => metrics.segment_exited(&d.journey),
+        DecisionKind::NotEntered
+        | DecisionKind::Step
+        | DecisionKind::Sent
+        | DecisionKind::Skipped
+        | DecisionKind::Deferred
+        | DecisionKind::Merged => {}
     }
 }

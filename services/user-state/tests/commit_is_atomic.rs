@@ -61,6 +61,7 @@ async fn commit_writes_state_outbox_and_ack_together() {
         due: Ts(10_000),
         journey: "cart".into(),
         instance: 1,
+        trace: None,
     };
     let effects = [
         Effect::SetTimer(timer),

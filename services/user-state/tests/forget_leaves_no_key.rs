@@ -28,6 +28,7 @@ async fn nothing_of_the_user_is_left() {
         due: Ts(5_000),
         journey: "cart".into(),
         instance: 1,
+        trace: None,
     };
     let effects = [Effect::SetTimer(timer.clone())];
     store

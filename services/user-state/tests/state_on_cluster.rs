@@ -68,6 +68,7 @@ async fn cas_commit_and_forget_on_a_cluster() {
             due: Ts(1),
             journey: "j".into(),
             instance: 1,
+            trace: None,
         };
         let ack = LogAck {
             group: "user-state".into(),

@@ -208,8 +208,10 @@ impl FiredSink for FiredToLog {
         timer: &'a beckon_core::Timer,
     ) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(async move {
+            // Delivery runs in the firing's span: the entry carries its context.
+            let tp = beckon_telemetry::current_trace_string();
             self.0
-                .append_fired(timer, None)
+                .append_fired(timer, tp.as_deref())
                 .await
                 .map(|_| ())
                 .map_err(|e| SchedulerError::Unavailable(e.to_string()))

@@ -9,6 +9,7 @@ use actix::Arbiter;
 use beckon_core::Clock;
 use beckon_ingest::log::EventLog;
 use beckon_journey::CurrentEngine;
+use beckon_telemetry::{LogRateLimiter, Metrics};
 use beckon_user_state::lease::Leases;
 use beckon_user_state::live::{self, LoopConfig};
 use beckon_user_state::{LogForwarder, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
@@ -26,6 +27,9 @@ pub struct Parts {
     pub consumer: String,
 }
 
+/// Repeated failures of one kind are logged a few times per this many milliseconds.
+const WARNING_INTERVAL_MS: i64 = 10_000;
+
 struct Running {
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<live::LoopReport>,
@@ -36,6 +40,7 @@ pub struct Instance {
     parts: Parts,
     arbiters: Vec<Arbiter>,
     running: HashMap<u32, Running>,
+    warnings: Arc<LogRateLimiter>,
     _system: std::thread::JoinHandle<()>,
 }
 
@@ -60,6 +65,11 @@ impl Instance {
             parts,
             arbiters,
             running: HashMap::new(),
+            warnings: Arc::new(LogRateLimiter::new(
+                system_clock(),
+                3,
+                beckon_core::Duration(WARNING_INTERVAL_MS),
+            )),
             _system: system,
         })
     }
@@ -86,6 +96,8 @@ impl Instance {
             block_ms: 200,
             retry_ms: 200,
             idle: beckon_core::Duration::hours(1),
+            metrics: Metrics::global(),
+            warnings: self.warnings.clone(),
         };
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         arbiter.spawn_fn(move || {
@@ -154,6 +166,7 @@ pub async fn run_with_leases<C>(
     C: redis::aio::ConnectionLike + Clone + Send + Sync,
 {
     tokio::pin!(shutdown);
+    let metrics = Metrics::global();
     let period = StdDuration::from_millis((ttl_ms / 3).max(50));
     loop {
         match leases.tick().await {
@@ -169,6 +182,10 @@ pub async fn run_with_leases<C>(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+        match leases.unowned().await {
+            Ok(n) => metrics.set_partitions_unowned(i64::from(n)),
+            Err(e) => tracing::debug!(error = %e, "unowned partitions not counted"),
         }
 
         // Work on exactly the partitions whose lease is good now. A lease renewed late (a

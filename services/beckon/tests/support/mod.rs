@@ -29,15 +29,41 @@ impl Served {
 
     /// Like [`Served::start`], on the given address (a restart keeps its clients' URL).
     pub fn start_on(service: &str, listen: &str, args: &[&str]) -> Served {
+        Served::spawn(service, listen, args, &[], None)
+    }
+
+    /// [`Served::start`] with extra environment variables, and the process's log (stderr)
+    /// written to `log` instead of the test's own.
+    pub fn start_with(
+        service: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Served {
+        Served::spawn(service, "127.0.0.1:0", args, env, log)
+    }
+
+    fn spawn(
+        service: &str,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Served {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
             .arg("serve")
             .arg(service)
             .args(["--listen", listen])
             .args(args)
             .env("BECKON_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start beckon serve");
         let stdout = child.stdout.take().expect("stdout");

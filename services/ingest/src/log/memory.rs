@@ -358,4 +358,15 @@ impl EventLog for MemoryLog {
         let result = self.reclaim_now(consumer, min_idle, count);
         Box::pin(async move { result })
     }
+    fn backlog<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<u64>, IngestError>> {
+        let result = self.lock().map(|inner| {
+            let key = (workspace.to_string(), partition);
+            Some(inner.parts.get(&key).map_or(0, |p| p.entries.len() as u64))
+        });
+        Box::pin(async move { result })
+    }
 }

@@ -474,6 +474,23 @@ where
     ) -> BoxFuture<'a, Result<Vec<LogEntry>, IngestError>> {
         Box::pin(self.autoclaim(consumer, min_idle, count))
     }
+
+    /// Acknowledged entries are deleted, so the stream's length is what is left to apply.
+    fn backlog<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Option<u64>, IngestError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let n: u64 = ::redis::cmd("XLEN")
+                .arg(self.stream(workspace, partition))
+                .query_async(&mut con)
+                .await
+                .map_err(unavailable)?;
+            Ok(Some(n))
+        })
+    }
 }
 
 impl<C: Clone> Readers<C> {

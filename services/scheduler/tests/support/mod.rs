@@ -21,5 +21,6 @@ pub fn timer(user: &str, id: &str, due: i64) -> Timer {
         due: Ts(due),
         journey: "cart".into(),
         instance: 1,
+        trace: None,
     }
 }
