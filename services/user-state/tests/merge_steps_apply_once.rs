@@ -146,6 +146,12 @@ async fn merge_steps_land_once_when_batches_fail_after_forwarding() {
             block_ms: 20,
             retry_ms: 10,
             idle: beckon_core::Duration::hours(1),
+            metrics: beckon_telemetry::Metrics::global(),
+            warnings: Arc::new(beckon_telemetry::LogRateLimiter::new(
+                Arc::new(beckon_core::SystemClock),
+                3,
+                beckon_core::Duration(10_000),
+            )),
         };
         loops.push(actix::spawn(live::run_partition(
             worker,
