@@ -39,9 +39,14 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut client = JourneysClient::connect(url.to_string())
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("invalid URL {url}"))?
+            .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
+        // Calls carry the caller's trace context, when there is one.
+        let mut client =
+            JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
         let workspace = workspace.to_string();
         let mut out = std::io::stdout().lock();
         match action {

@@ -1,8 +1,10 @@
-//! One event through four separate processes (ingest, user-state, scheduler, gateway), each
+//! One event through separate processes (ingest, user-state, scheduler, gateway), each
 //! exporting to a test OTLP collector, arrives as one trace: ingest's call continues the
 //! client's `traceparent`, the actor's span is a child of ingest's, and the scheduler and
 //! gateway calls it makes are its children. The journey's one-second delay fires later as a
-//! trace of its own whose firing span links back to the span that set the timer.
+//! trace of its own whose firing span links back to the span that set the timer. The fifth
+//! process, the journey service, is not on an event's path (user-state evaluates the
+//! definitions it fetched); its trace is the fetch, from user-state into the service.
 //!
 //! Only the structure of the traces is asserted, never how long anything took.
 
@@ -100,13 +102,17 @@ async fn one_event_is_one_trace_across_the_services_and_its_timer_links_back() {
         Served::start_with(name, &args, &env, Some(&log))
     };
 
+    let mut journey = start(
+        "journey",
+        &["--journeys", journeys.to_str().unwrap_or_default()],
+    );
     let mut scheduler = start("scheduler", &[]);
     let mut gateway = start(
         "gateway",
         &["--messages-out", out.to_str().unwrap_or_default()],
     );
     let mut ingest = start("ingest", &[]);
-    let (sched_url, gateway_url) = (scheduler.url(), gateway.url());
+    let (sched_url, gateway_url, journey_url) = (scheduler.url(), gateway.url(), journey.url());
     let mut user_state = start(
         "user-state",
         &[
@@ -114,8 +120,8 @@ async fn one_event_is_one_trace_across_the_services_and_its_timer_links_back() {
             &sched_url,
             "--gateway-url",
             &gateway_url,
-            "--journeys",
-            journeys.to_str().unwrap_or_default(),
+            "--journeys-url",
+            &journey_url,
             "--lease-ttl-ms",
             "600",
         ],
@@ -140,19 +146,40 @@ async fn one_event_is_one_trace_across_the_services_and_its_timer_links_back() {
     assert!(sent, "messages recorded: {:?}", recorded(&out));
 
     // A drained process flushes its spans on the way out.
-    for p in [&mut user_state, &mut ingest, &mut scheduler, &mut gateway] {
+    for p in [
+        &mut user_state,
+        &mut ingest,
+        &mut scheduler,
+        &mut gateway,
+        &mut journey,
+    ] {
         assert!(p.terminate().success(), "a service failed to stop cleanly");
     }
+    let services = [
+        "beckon-ingest",
+        "beckon-user-state",
+        "beckon-scheduler",
+        "beckon-gateway",
+        "beckon-journey",
+    ];
     let spans = collector.wait_for_spans(Duration::from_secs(30), |spans| {
-        [
-            "beckon-ingest",
-            "beckon-user-state",
-            "beckon-scheduler",
-            "beckon-gateway",
-        ]
-        .iter()
-        .all(|name| spans.iter().any(|s| service(s) == *name))
+        services
+            .iter()
+            .all(|name| spans.iter().any(|s| service(s) == *name))
     });
+
+    // The definitions user-state evaluates came from the journey service, in one trace.
+    let fetch = one(&spans, "beckon-user-state", "definitions.fetch", |_| true);
+    let release = one(
+        &spans,
+        "beckon-journey",
+        "beckon.v1.Journeys/GetRelease",
+        |_| true,
+    );
+    assert!(
+        is_child(release, fetch),
+        "the journey service continues the fetch"
+    );
 
     // The event's trace: client → ingest → user-state → scheduler and gateway.
     let in_trace: Vec<CollectedSpan> = spans

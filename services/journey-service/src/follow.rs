@@ -14,6 +14,7 @@ use futures::StreamExt as _;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::documents;
 use crate::error::DefinitionError;
@@ -68,14 +69,24 @@ pub async fn follow_service(
     engine: CurrentEngine,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, DefinitionError> {
-    let mut client = JourneysClient::new(channel);
+    // Calls carry trace context: fetching the definitions is one trace from the follower
+    // into the journey service.
+    let mut client = JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
     let request = pb::GetReleaseRequest {
         workspace: workspace.to_string(),
     };
 
     let mut backoff = FIRST_BACKOFF;
     let first = loop {
-        match client.get_release(request.clone()).await {
+        let fetch = tracing::info_span!(
+            "definitions.fetch",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "beckon.v1.Journeys",
+            rpc.method = "GetRelease",
+            beckon.workspace = %workspace,
+        );
+        match client.get_release(request.clone()).instrument(fetch).await {
             Ok(r) => break r.into_inner(),
             Err(status) => {
                 tracing::warn!(
