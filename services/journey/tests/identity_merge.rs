@@ -268,3 +268,15 @@ fn a_tombstone_passes_a_late_merge_in_on() {
     };
     assert_eq!(trigger.user(), "user-6");
 }
+
+#[test]
+fn a_message_id_applied_under_the_old_id_is_not_applied_again_under_the_known_one() {
+    let engine = engine();
+    let mut sim = Sim::new(&engine, "default");
+    sim.event(page("anon-7", "retried", 0));
+    sim.event(identify_as("user-7", "anon-7", 1, json!({})));
+
+    // A client retries the same message, now sending it with the user id.
+    sim.event(page("user-7", "retried", 0));
+    assert_eq!(pricing_count(&sim, "user-7"), 1);
+}
