@@ -100,6 +100,15 @@ fn dashboard_and_alerts_use_exported_metrics() {
         "beckon_deliveries_total",
         "beckon_circuit_state",
         "beckon_partitions_unowned",
+        "beckon_events_applied_total",
+        "beckon_events_rejected_total",
+        "beckon_actors_live",
+        "beckon_segment_entries_total",
+        "beckon_segment_exits_total",
+        "beckon_journey_entries_total",
+        "beckon_journey_exits_total",
+        "beckon_journey_conversions_total",
+        "beckon_provider_duration_milliseconds_bucket",
     ] {
         assert!(used.contains(must), "{must} is on no panel or rule");
     }
@@ -117,6 +126,8 @@ fn every_alert_has_a_runbook() {
             "BeckonTimerLatenessHigh",
             "BeckonDeliveryFailureRatioHigh",
             "BeckonPartitionsUnowned",
+            "BeckonCircuitOpen",
+            "BeckonEventsRejectedHigh",
         ]
     );
     for (name, _, url) in &alerts {
@@ -147,5 +158,5 @@ fn promtool_accepts_the_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("SUCCESS: 4 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 6 rules found"), "{report}");
 }
