@@ -13,9 +13,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::JsonFields;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 use crate::admin::MetricsEndpoint;
 use crate::config::{LogFormat, SamplerConfig, TelemetryConfig};
@@ -104,7 +105,11 @@ where
     let meter_provider = meter_provider(&config, resource, registry.clone(), runtime.as_ref())?;
 
     let ids = TraceIds::default();
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("beckon"));
+    // Spans are exported whatever the log level: an operator who quiets the logs to `warn`
+    // must not lose traces. Each layer therefore filters on its own.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer("beckon"))
+        .with_filter(LevelFilter::INFO);
     let (text, json) = match config.log_format {
         LogFormat::Text => {
             let format = tracing_subscriber::fmt::format()
@@ -117,7 +122,7 @@ where
                     inner: format,
                     ids: ids.clone(),
                 });
-            (Some(layer), None)
+            (Some(layer.with_filter(filter)), None)
         }
         LogFormat::Json => {
             let layer = tracing_subscriber::fmt::layer()
@@ -127,11 +132,10 @@ where
                     clock: clock.clone(),
                     ids: ids.clone(),
                 });
-            (None, Some(layer))
+            (None, Some(layer.with_filter(filter)))
         }
     };
     let subscriber = tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
         .with(text)
         .with(json);
