@@ -1,0 +1,150 @@
+//! `beckon serve gateway` as a real process, its webhook channel routed to a local receiver
+//! that answers 500 or holds the request past the client's timeout. The failures show on
+//! `/metrics` (failed deliveries, an open circuit), and the process's JSON log lines name
+//! neither the webhook's signing secret nor any message body.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use beckon_proto::convert::millis_to_timestamp;
+use beckon_proto::v1::gateway_client::GatewayClient;
+use beckon_proto::v1::{OutboundMessage, SendRequest};
+use prometheus_parse::{Scrape, Value};
+use support::{Served, http_get, wall_clock_ms};
+
+const SECRET: &str = "whsec-never-in-a-log-8c1e77";
+const BODY: &str = "Private: your test results from Dr. Okafor are ready";
+
+/// Every other request waits past the gateway's timeout; the rest get a 500.
+async fn failing(State(calls): State<Arc<AtomicUsize>>) -> StatusCode {
+    if calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {name} with {labels:?}: {:#?}", scrape.samples));
+    match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        Value::Summary(_) => f64::NAN,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = axum::Router::new()
+        .route("/hooks", axum::routing::post(failing))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let providers = dir.path().join("providers.yaml");
+    let config = format!(
+        "channels: {{ webhook: webhook }}\n\
+         webhook:\n  url: http://{addr}/hooks\n  secret: {{ file: {} }}\n  timeout_ms: 300\n  \
+         policy: {{ retry: {{ max_attempts: 2, base_delay: 10 }}, \
+         breaker: {{ failure_threshold: 3, cool_down: 600000 }} }}\n",
+        secret.display()
+    );
+    std::fs::write(&providers, config).expect("providers");
+
+    let log = dir.path().join("gateway.log");
+    let mut gateway = Served::start_with(
+        "gateway",
+        &[
+            "--providers",
+            providers.to_str().unwrap_or_default(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("BECKON_LOG_FORMAT", "json"), ("BECKON_LOG", "debug")],
+        Some(&log),
+    );
+
+    // Three sends: the first two reach the provider and fail (the third failure opens the
+    // circuit), the last is refused by the open circuit without a call.
+    let mut client = GatewayClient::connect(gateway.url())
+        .await
+        .expect("connect");
+    for n in 0..3 {
+        let message = OutboundMessage {
+            idempotency_key: format!("k-{n}"),
+            user_id: "u-ada".into(),
+            channel: "webhook".into(),
+            journey: "results".into(),
+            step: "notify".into(),
+            body: BODY.into(),
+            at: Some(millis_to_timestamp(wall_clock_ms())),
+            ..OutboundMessage::default()
+        };
+        let answer = client
+            .send(SendRequest {
+                workspace: "default".into(),
+                message: Some(message),
+            })
+            .await;
+        let status = answer.expect_err("the provider never takes a message");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "the open circuit spared the provider"
+    );
+
+    let response = http_get(gateway.admin.as_deref().expect("admin"), "/metrics");
+    let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("text format");
+    let webhook = [("channel", "webhook"), ("provider", "webhook")];
+    let failed = [
+        ("channel", "webhook"),
+        ("provider", "webhook"),
+        ("outcome", "failed"),
+    ];
+    assert_eq!(value(&scrape, "beckon_deliveries_total", &failed), 3.0);
+    assert_eq!(
+        value(&scrape, "beckon_circuit_state", &webhook),
+        2.0,
+        "open"
+    );
+    assert_eq!(
+        value(&scrape, "beckon_provider_duration_milliseconds", &webhook),
+        3.0
+    );
+
+    assert!(gateway.terminate().success());
+    let text = std::fs::read_to_string(&log).expect("log file");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the gateway wrote no log");
+    for line in &lines {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(json.get("level").is_some(), "{line}");
+        assert!(!line.contains(SECRET), "the secret was logged: {line}");
+        assert!(
+            !line.contains("Okafor"),
+            "a message body was logged: {line}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("circuit opened")), "{text}");
+}
