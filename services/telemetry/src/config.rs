@@ -353,6 +353,18 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_stay_off_spans_unless_asked_for() {
+        assert!(!from(&[]).expect("config").export_user_ids);
+        let on = from(&[("BECKON_TRACE_USER_IDS", "true")]).expect("config");
+        assert!(on.export_user_ids);
+        let err = from(&[("BECKON_TRACE_USER_IDS", "yes please")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("BECKON_TRACE_USER_IDS"), "{err}");
+    }
+
+    #[test]
     fn samplers() {
         assert_eq!(
             parse_sampler("parentbased_traceidratio", Some("0.25")).expect("sampler"),

@@ -169,7 +169,10 @@ impl AppendSink {
 impl EventSink for AppendSink {
     fn emit<'a>(&'a self, workspace: &'a str, event: Event) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = self.log.append(workspace, &event, None).await {
+            // Emitted inside the send's span: the outcome's entry continues that trace, so
+            // a journey branching on it is part of the same story.
+            let tp = beckon_telemetry::current_trace_string();
+            if let Err(e) = self.log.append(workspace, &event, tp.as_deref()).await {
                 tracing::warn!(
                     beckon.workspace = %workspace,
                     messaging.message.id = %event.message_id,
