@@ -5,6 +5,7 @@ use std::path::Path;
 
 use beckon::replay::{self, ReplayConfig};
 use beckon_tests::messages_jsonl;
+use serde_json::json;
 
 const DEFS: &str = "
 id: onboarding
@@ -47,40 +48,36 @@ fn events() -> String {
         let known = format!("user-{n}");
         let t = |m: i64| format!("2026-03-0{}T10:{:02}:00.000Z", 1 + n % 5, m);
         for m in 0..2 {
-            lines.push(format!(
-                r#"{{"type":"page","anonymousId":"{anon}","name":"Pricing","messageId":"{anon}-p{m}","timestamp":"{}"}}"#,
-                t(m)
-            ));
+            lines.push(
+                json!({"type": "page", "anonymousId": anon, "name": "Pricing",
+                "messageId": format!("{anon}-p{m}"), "timestamp": t(m)}),
+            );
         }
         if n % 2 == 0 {
-            lines.push(format!(
-                r#"{{"type":"track","anonymousId":"{anon}","event":"Signed Up","messageId":"{anon}-s","timestamp":"{}"}}"#,
-                t(3)
-            ));
+            lines.push(
+                json!({"type": "track", "anonymousId": anon, "event": "Signed Up",
+                "messageId": format!("{anon}-s"), "timestamp": t(3)}),
+            );
         }
-        lines.push(format!(
-            r#"{{"type":"page","userId":"{known}","name":"Pricing","messageId":"{known}-p","timestamp":"{}"}}"#,
-            t(4)
-        ));
-        let merge = if n % 3 == 0 {
-            format!(
-                r#"{{"type":"alias","userId":"{known}","previousId":"{anon}","messageId":"{known}-a","timestamp":"{}"}}"#,
-                t(5)
-            )
+        lines.push(json!({"type": "page", "userId": known, "name": "Pricing",
+            "messageId": format!("{known}-p"), "timestamp": t(4)}));
+        if n % 3 == 0 {
+            lines.push(json!({"type": "alias", "userId": known, "previousId": anon,
+                "messageId": format!("{known}-a"), "timestamp": t(5)}));
         } else {
-            format!(
-                r#"{{"type":"identify","userId":"{known}","anonymousId":"{anon}","traits":{{"name":"N{n}"}},"messageId":"{known}-i","timestamp":"{}"}}"#,
-                t(5)
-            )
-        };
-        lines.push(merge);
+            lines.push(
+                json!({"type": "identify", "userId": known, "anonymousId": anon,
+                "traits": {"name": format!("N{n}")}, "messageId": format!("{known}-i"),
+                "timestamp": t(5)}),
+            );
+        }
         // After the merge, the old id alone: it counts for the known user.
-        lines.push(format!(
-            r#"{{"type":"page","anonymousId":"{anon}","name":"Pricing","messageId":"{anon}-late","timestamp":"{}"}}"#,
-            t(6)
-        ));
+        lines.push(
+            json!({"type": "page", "anonymousId": anon, "name": "Pricing",
+            "messageId": format!("{anon}-late"), "timestamp": t(6)}),
+        );
     }
-    lines.join("\n") + "\n"
+    lines.iter().map(|l| l.to_string() + "\n").collect()
 }
 
 fn run(dir: &Path, workers: usize) -> (String, String) {

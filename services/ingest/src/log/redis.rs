@@ -4,8 +4,9 @@
 //! trigger forwarded from another user, such as a step of a merge), `body` (its JSON)
 //! and `tp` (W3C traceparent, empty when there is none). Deduplication and the append are one
 //! Lua script over keys of the partition's slot (`...:seen:<message id>` for events,
-//! `...:fired:<user:timer:due>` for timers, `...:fwd:<key>` for forwarded triggers), so a repeat can never be appended twice, even
-//! by two appenders racing, and the script works on Redis Cluster.
+//! `...:fired:<user:timer:due>` for timers, `...:fwd:<key>` for forwarded triggers), so a
+//! repeat can never be appended twice, even by two appenders racing, and the script works on
+//! Redis Cluster.
 //!
 //! Acknowledging an entry deletes it (XACK and XDEL in one script), so a stream holds only
 //! entries not yet applied and needs no length cap: a cap would cut off unapplied work.
