@@ -3,9 +3,11 @@
 //! The binary in `main.rs` only parses arguments and calls into here, so tests drive the same
 //! code the command runs.
 
+pub mod bench;
 pub mod explain;
 pub mod grpc;
 pub mod lint;
+pub mod loadgen;
 pub mod publish;
 pub mod replay;
 pub mod report;

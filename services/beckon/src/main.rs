@@ -58,6 +58,10 @@ enum Command {
         #[arg(long)]
         page_token: Option<String>,
     },
+    /// Send synthetic users' events to an Ingest service and report acknowledgements.
+    Loadgen(beckon::loadgen::LoadArgs),
+    /// Measure throughput, latency and memory against references taken in the same run.
+    Bench(beckon::bench::BenchArgs),
     /// Check journey and segment specs; exits non-zero on any error.
     Lint {
         /// A spec file or a folder of them.
@@ -134,6 +138,10 @@ struct ReplayArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Stop the actors of users idle this long in event time (their state is kept in the
+    /// store and reloaded on their next event); `0` keeps every actor to the end.
+    #[arg(long, default_value = "24h")]
+    idle: Duration,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +155,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Lint { path } => run_lint(&path),
+        Command::Loadgen(args) => run_loadgen(&args),
+        Command::Bench(args) => beckon::bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::User {
             action,
             id,
@@ -212,6 +222,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     config.workspace = args.workspace;
     config.drain = args.drain;
     config.progress = !args.no_progress;
+    config.idle = (args.idle.as_millis() > 0).then_some(args.idle);
     if let Some(w) = args.workers {
         config.workers = w.max(1);
     }
@@ -244,6 +255,21 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
     std::io::stdout().write_all(outcome.report.summary().as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_loadgen(args: &beckon::loadgen::LoadArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let clock: std::sync::Arc<dyn beckon_core::Clock> =
+        std::sync::Arc::new(beckon_core::SystemClock);
+    let report = runtime.block_on(beckon::loadgen::run(&args.config(), clock))?;
+    std::io::stdout().write_all(report.render().as_bytes())?;
+    Ok(if report.acked == 0 && report.sent > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_serve(

@@ -59,6 +59,10 @@ pub struct ReplayConfig {
     pub until: Option<Ts>,
     /// Draw a progress bar on standard error when it is a terminal.
     pub progress: bool,
+    /// Users with no event or timer for this long (event time) have their state written to
+    /// the store and their actor stopped, so memory follows the active users, not all users
+    /// ever seen. `None` keeps every actor to the end.
+    pub idle: Option<Duration>,
 }
 
 impl ReplayConfig {
@@ -72,6 +76,7 @@ impl ReplayConfig {
             drain: Duration::hours(7 * 24),
             until: None,
             progress: true,
+            idle: Some(Duration::hours(24)),
         }
     }
 }
@@ -141,7 +146,8 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     for channel in ["push", "in_app", "email", "sms", "webhook"] {
         gateway = gateway.with(channel, Arc::new(recorder.clone()));
     }
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let memory = MemoryStore::new();
+    let store: Arc<dyn StateStore> = Arc::new(memory.clone());
 
     let workers = config.workers.max(1);
     let partitions = config.partitions.max(1);
@@ -161,6 +167,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
             gateway: gateway.clone(),
             forwarder: forwarder.clone(),
             workspace: config.workspace.clone(),
+            idle: config.idle,
         };
         arbiter.spawn_fn(move || {
             actix::spawn(drive(rx, owned, shared));
@@ -270,7 +277,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     }
 
     let mut stats = Stats::default();
-    let (mut users, mut pending) = (0, 0);
+    let (mut live, mut pending) = (0, 0);
     for rx in results {
         let r = rx
             .await
@@ -279,9 +286,11 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
             anyhow::bail!("replay worker failed: {e}");
         }
         stats.merge(r.stats);
-        users += r.users;
+        live += r.users;
         pending += r.pending;
     }
+    // Every user is written by the end; idle ones were stopped long before.
+    let users = (memory.len() as u64).max(live);
     for arbiter in arbiters {
         arbiter.stop();
     }
@@ -434,6 +443,7 @@ struct Shared {
     gateway: Gateway,
     forwarder: Arc<dyn Forwarder>,
     workspace: String,
+    idle: Option<Duration>,
 }
 
 /// One worker thread: owns some partitions, applies their events in arrival order.
@@ -444,6 +454,7 @@ async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
         gateway,
         forwarder,
         workspace,
+        idle,
     } = shared;
     let mut workers: BTreeMap<u32, PartitionWorker> = owned
         .into_iter()
@@ -456,6 +467,8 @@ async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
         })
         .collect();
     let mut errors = Vec::new();
+    // When each partition next looks for idle users: every half idle period of its time.
+    let mut sweeps: BTreeMap<u32, Ts> = BTreeMap::new();
 
     while let Some(work) = rx.recv().await {
         match work {
@@ -482,6 +495,11 @@ async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
                         errors.push(e.to_string());
                     }
                 }
+                if let Some(idle) = idle
+                    && let Err(e) = sweep(&mut workers, &mut sweeps, idle).await
+                {
+                    errors.push(e.to_string());
+                }
             }
             Work::Finish { until, done } => {
                 let mut result = WorkerResult::default();
@@ -502,6 +520,29 @@ async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
             }
         }
     }
+}
+
+/// Writes and stops idle users' actors in partitions whose time passed their next sweep.
+/// Stopping depends only on event time, and a stopped user reloads exactly what was written,
+/// so the output is the same with or without it.
+async fn sweep(
+    workers: &mut BTreeMap<u32, PartitionWorker>,
+    sweeps: &mut BTreeMap<u32, Ts>,
+    idle: Duration,
+) -> Result<(), StateError> {
+    let period = Duration::from_millis((idle.as_millis() / 2).max(1));
+    for (p, worker) in workers.iter_mut() {
+        let now = worker.now();
+        let next = sweeps
+            .entry(*p)
+            .or_insert_with(|| now.saturating_add(period));
+        if now < *next {
+            continue;
+        }
+        worker.retire_idle(idle).await?;
+        *next = now.saturating_add(period);
+    }
+    Ok(())
 }
 
 fn reject(counts: &mut EventCounts, line: u64, reason: &str, field: &str, detail: &str) {

@@ -210,6 +210,34 @@ impl PartitionWorker {
         stopped
     }
 
+    /// Writes the users with no trigger for `idle` of partition time and stops their actors,
+    /// leaving active users alone, written or not. For a replay, whose store needs nothing
+    /// until the end except what leaves memory. Returns how many stopped.
+    pub async fn retire_idle(&mut self, idle: Duration) -> Result<usize, StateError> {
+        let horizon = self.now.saturating_sub(idle);
+        let mut stopped = 0;
+        for users in self.actors.values_mut() {
+            let idle_users: Vec<String> = users
+                .iter()
+                .filter(|(_, a)| a.last_used <= horizon)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for user in idle_users {
+                // Written before it is forgotten: a failed write keeps the actor.
+                if let Some(active) = users.get(&user).filter(|a| a.dirty) {
+                    let state = active.addr.send(Snapshot).await?;
+                    self.store.save(&state, active.stored).await?;
+                }
+                users.remove(&user);
+                stopped += 1;
+            }
+        }
+        if stopped > 0 {
+            tracing::debug!(partition = self.partition, stopped, "idle actors retired");
+        }
+        Ok(stopped)
+    }
+
     /// Stops every actor whose state changed since it was last written, so the next trigger
     /// reloads it from the store. After a failed batch this puts users back where the log's
     /// unacknowledged entries expect them, and applying those entries again is exact.

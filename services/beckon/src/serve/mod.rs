@@ -200,7 +200,7 @@ type Backends = (
 );
 
 /// Fired timers go into their user's partition log, to reach the actor like an event.
-struct FiredToLog(Arc<dyn EventLog>);
+pub struct FiredToLog(pub Arc<dyn EventLog>);
 
 impl FiredSink for FiredToLog {
     fn deliver<'a>(

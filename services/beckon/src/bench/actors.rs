@@ -1,0 +1,307 @@
+//! User actors on Redis: resident memory per idle user, events per second through actors
+//! that persist their state, and activation (load from Redis and start) latency.
+//!
+//! The workers here are the partition workers `serve user-state` runs, with the same stores:
+//! state in Redis, timers in Redis (the scheduler's store), idempotency keys in Redis, and a
+//! recording gateway whose messages are dropped as they come. They run on one actix thread;
+//! the machine's other core is left to Redis.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use anyhow::Context as _;
+use beckon_core::partition::partition_of;
+use beckon_core::{Duration, Event, EventKind, Props, Ts};
+use beckon_gateway::{Gateway, RecordingChannel};
+use beckon_journey::Engine;
+use beckon_user_state::redis::RedisStateStore;
+use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers};
+use hdrhistogram::Histogram;
+use redis::aio::ConnectionManager;
+
+use super::{
+    BenchArgs, Scale, TARGET_BYTES_PER_IDLE_USER, figure, redis, rss_bytes, section, xadd_loop,
+};
+use crate::loadgen::{self, Percentiles, Traffic, TrafficShape};
+
+const PARTITIONS: u32 = beckon_core::partition::DEFAULT_PARTITIONS;
+const WORKSPACE: &str = "default";
+/// Events applied between two writes of changed users, as the live loop's batch.
+const BATCH: usize = 256;
+const IDLE: Duration = Duration(3_600_000);
+const START: Ts = Ts(1_764_000_000_000);
+
+/// Workers and the recorder whose messages are dropped.
+struct Rig {
+    workers: HashMap<u32, PartitionWorker>,
+    recorder: RecordingChannel,
+}
+
+async fn rig(url: &str, args: &BenchArgs) -> anyhow::Result<Rig> {
+    let defs = beckon_journey::load_definitions(&args.journeys)
+        .with_context(|| format!("loading journeys from {}", args.journeys.display()))?
+        .for_workspace(WORKSPACE);
+    let engine = Arc::new(Engine::from_definitions(defs));
+    let con = ConnectionManager::new(redis::Client::open(url)?).await?;
+    let store: Arc<dyn StateStore> = Arc::new(RedisStateStore::new(con.clone(), "bk", PARTITIONS));
+    let timers: Arc<dyn beckon_scheduler::AsyncTimerStore> = Arc::new(
+        beckon_scheduler::RedisTimers::new(con.clone(), "bk", PARTITIONS),
+    );
+    let sink: Arc<dyn TimerSink> = Arc::new(timers);
+    let keys = beckon_gateway::RedisKeyStore::new(
+        con,
+        beckon_gateway::RedisKeysConfig {
+            partitions: PARTITIONS,
+            ..beckon_gateway::RedisKeysConfig::default()
+        },
+    );
+    let recorder = RecordingChannel::new();
+    let gateway = crate::serve::gateway::CHANNELS
+        .iter()
+        .fold(Gateway::new(), |g, c| g.with(c, Arc::new(recorder.clone())))
+        .with_key_store(Arc::new(keys));
+    let outlet: Arc<dyn Outlet> = Arc::new(gateway);
+    let workers = (0..PARTITIONS)
+        .map(|p| {
+            let w = PartitionWorker::new(
+                p,
+                engine.clone(),
+                store.clone(),
+                Timers::Remote(sink.clone()),
+                outlet.clone(),
+            );
+            (p, w)
+        })
+        .collect();
+    Ok(Rig { workers, recorder })
+}
+
+/// Applies each partition's events in order, all partitions at once; writes changed users
+/// every `BATCH` events and at the end. Evicts idle actors after each write when `evict`.
+async fn apply(rig: &mut Rig, events: Vec<Event>, evict: bool) -> anyhow::Result<()> {
+    let mut by_partition: HashMap<u32, Vec<Event>> = HashMap::new();
+    for e in events {
+        by_partition
+            .entry(partition_of(WORKSPACE, &e.user, PARTITIONS))
+            .or_default()
+            .push(e);
+    }
+    let mut tasks = Vec::new();
+    for (p, events) in by_partition {
+        let Some(mut worker) = rig.workers.remove(&p) else {
+            continue;
+        };
+        tasks.push(actix::spawn(async move {
+            for chunk in events.chunks(BATCH) {
+                for e in chunk {
+                    worker.on_event(WORKSPACE, e.clone()).await?;
+                }
+                worker.flush().await?;
+                if evict {
+                    worker.evict_idle(IDLE);
+                }
+            }
+            Ok::<_, beckon_user_state::StateError>(worker)
+        }));
+    }
+    for task in tasks {
+        let worker = task.await.context("a worker task failed")??;
+        rig.workers.insert(worker.partition(), worker);
+    }
+    rig.recorder.take();
+    Ok(())
+}
+
+/// Moves every worker an idle period on and stops idle actors; returns how many stopped.
+async fn evict_all(rig: &mut Rig) -> anyhow::Result<usize> {
+    let mut stopped = 0;
+    for w in rig.workers.values_mut() {
+        let later = w.now().max(START).saturating_add(Duration(IDLE.0 * 2));
+        w.advance(later).await?;
+        stopped += w.evict_idle(IDLE);
+    }
+    // Stopped actors are freed on their arbiter's next turns.
+    actix_rt::time::sleep(StdDuration::from_millis(200)).await;
+    Ok(stopped)
+}
+
+fn live_users(rig: &Rig) -> usize {
+    rig.workers.values().map(PartitionWorker::users).sum()
+}
+
+/// A user's first session: sign-up traits, then two product views.
+fn first_session(i: u64) -> [Event; 3] {
+    let user = format!("mem-{i}");
+    let at = START.saturating_add(Duration(i as i64));
+    let mut traits = Props::new();
+    traits.insert("email".into(), format!("{user}@example.com").into());
+    traits.insert("first_name".into(), "Ada".into());
+    let mut identify = event(&user, EventKind::Identify, "", at, i * 3);
+    identify.traits = traits;
+    let view = |n: u64| {
+        let mut e = event(&user, EventKind::Track, "Product Viewed", at, i * 3 + n);
+        e.properties
+            .insert("category".into(), format!("c{}", i % 40).into());
+        e.properties
+            .insert("product_id".into(), format!("{}", i % 5000).into());
+        e
+    };
+    [identify, view(1), view(2)]
+}
+
+fn event(user: &str, kind: EventKind, name: &str, at: Ts, id: u64) -> Event {
+    Event {
+        kind,
+        message_id: format!("m{id}"),
+        user: user.to_string(),
+        anonymous_id: None,
+        name: name.to_string(),
+        properties: Props::new(),
+        traits: Props::new(),
+        timestamp: at,
+        previous_id: None,
+    }
+}
+
+pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
+    let users = scale.memory_users;
+    section(&format!(
+        "resident memory per idle user, {users} users in actors"
+    ));
+    let server = redis(false)?;
+    let system = actix::System::new();
+    system.block_on(async {
+        let mut rig = rig(&server.url(), args).await?;
+        let before = rss_bytes();
+
+        // Users arrive in chunks so the event list never dominates the process's memory.
+        let chunk = 10_000u64;
+        let start = Instant::now();
+        let mut next = 0;
+        while next < users {
+            let end = (next + chunk).min(users);
+            let events: Vec<Event> = (next..end).flat_map(first_session).collect();
+            apply(&mut rig, events, false).await?;
+            next = end;
+        }
+        let loaded = live_users(&rig);
+        let with_actors = rss_bytes();
+        let per_user = with_actors.saturating_sub(before) as f64 / loaded.max(1) as f64;
+        println!(
+            "{loaded} users loaded (3 events each, state written) in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        figure(
+            "resident per idle user, actors live",
+            per_user,
+            "bytes",
+            Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
+        );
+
+        let stopped = evict_all(&mut rig).await?;
+        let after = rss_bytes();
+        let remaining = after.saturating_sub(before) as f64 / loaded.max(1) as f64;
+        println!(
+            "{stopped} idle actors stopped, {} left; process RSS {} MiB before loading, \
+             {} MiB with actors, {} MiB after eviction",
+            live_users(&rig),
+            before >> 20,
+            with_actors >> 20,
+            after >> 20
+        );
+        figure(
+            "resident per idle user, after idle eviction",
+            remaining,
+            "bytes",
+            Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
+        );
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+pub fn throughput(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
+    section("actors with Redis persistence (state, timers and send keys in Redis, AOF everysec)");
+    let server = redis(true)?;
+    let system = actix::System::new();
+    system.block_on(async {
+        let reference = xadd_loop(&server.url(), scale.xadd_entries, 300).await?;
+        let mut rig = rig(&server.url(), args).await?;
+
+        let events = traffic(scale.actor_events)?;
+        let users: Vec<String> = {
+            let mut seen = std::collections::HashSet::new();
+            events
+                .iter()
+                .filter(|e| seen.insert(e.user.clone()))
+                .map(|e| e.user.clone())
+                .collect()
+        };
+        let n = events.len();
+        let start = Instant::now();
+        apply(&mut rig, events, true).await?;
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        figure(
+            &format!(
+                "events through actors ({} users, written every {BATCH})",
+                users.len()
+            ),
+            rate,
+            "events/s",
+            Some((reference, "XADD loop")),
+        );
+
+        evict_all(&mut rig).await?;
+        let (cold, warm) = activations(&mut rig, &users, scale.activations).await?;
+        println!(
+            "activation (load from Redis, start actor): {}",
+            cold.as_ms()
+        );
+        println!(
+            "same users again, actor live:              {}",
+            warm.as_ms()
+        );
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+/// Synthetic shoppers' events on a virtual clock 20 ms apart.
+fn traffic(count: u64) -> anyhow::Result<Vec<Event>> {
+    let shape = TrafficShape {
+        users: 50_000,
+        ..TrafficShape::default()
+    };
+    let mut t = Traffic::new(shape, 7, "act-");
+    (0..count)
+        .map(|i| {
+            let at = START.as_millis() + i as i64 * 20;
+            beckon_ingest::grpc::from_proto(t.next_event(at), None)
+                .map_err(|e| anyhow::anyhow!("synthetic event rejected: {e}"))
+        })
+        .collect()
+}
+
+/// Loads `count` evicted users one at a time, then reads them again with their actor live.
+async fn activations(
+    rig: &mut Rig,
+    users: &[String],
+    count: u64,
+) -> anyhow::Result<(Percentiles, Percentiles)> {
+    let mut cold: Histogram<u64> = loadgen::histogram();
+    let mut warm: Histogram<u64> = loadgen::histogram();
+    for user in users.iter().take(count as usize) {
+        let p = partition_of(WORKSPACE, user, PARTITIONS);
+        let Some(worker) = rig.workers.get_mut(&p) else {
+            continue;
+        };
+        let start = Instant::now();
+        worker.user(WORKSPACE, user).await?;
+        cold.saturating_record(start.elapsed().as_micros() as u64);
+        let start = Instant::now();
+        worker.user(WORKSPACE, user).await?;
+        warm.saturating_record(start.elapsed().as_micros() as u64);
+    }
+    Ok((Percentiles::of(&cold), Percentiles::of(&warm)))
+}

@@ -1,0 +1,402 @@
+//! A gRPC load generator for the Ingest service.
+//!
+//! Synthetic users ([`traffic`]) send their events through `Track` and `Identify` calls over a
+//! few HTTP/2 connections, with a bounded number of calls in flight. Either at a target rate
+//! (open loop: each event has a planned send time, and its latency counts from that time, so a
+//! server that falls behind shows it instead of slowing the generator down), or as fast as the
+//! server answers (closed loop: latency counts from the call).
+//!
+//! The report gives acknowledged events, duplicates, errors by gRPC code and acknowledgement
+//! latency percentiles.
+
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use beckon_core::Clock;
+use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_proto::v1::{IdentifyRequest, TrackRequest};
+use hdrhistogram::Histogram;
+// Elapsed times are measured with tokio's monotonic clock; event timestamps come from the
+// injected clock.
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+pub use traffic::{Traffic, TrafficShape};
+
+/// How a load run goes.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Ingest (or `serve all`) address, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
+    pub workspace: String,
+    pub seed: u64,
+    pub shape: TrafficShape,
+    /// Starts every user and message id.
+    pub prefix: String,
+    /// Events to send; the run also stops at `duration`, whichever comes first.
+    pub events: u64,
+    pub duration: StdDuration,
+    /// Events per second; `None` sends as fast as the server answers.
+    pub rate: Option<f64>,
+    /// Calls in flight at most.
+    pub concurrency: usize,
+    /// HTTP/2 connections the calls are spread over.
+    pub connections: usize,
+    /// Print a status line every second on standard error (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            url: "http://127.0.0.1:50051".into(),
+            workspace: "default".into(),
+            seed: 42,
+            shape: TrafficShape::default(),
+            prefix: "lg-".into(),
+            events: 100_000,
+            duration: StdDuration::from_secs(60),
+            rate: None,
+            concurrency: 128,
+            connections: 4,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bad ingest address {url}: {source}")]
+    Address {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("a load task failed: {0}")]
+    Task(String),
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            samples: h.len(),
+        }
+    }
+
+    /// `p50 1.2 ms, p99 3.4 ms, p99.9 5.6 ms`
+    pub fn as_ms(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (max {:.2} ms, n={})",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max),
+            self.samples
+        )
+    }
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    /// Acknowledged calls (appended or recognised as duplicates).
+    pub acked: u64,
+    pub duplicates: u64,
+    /// Failed calls by gRPC code name.
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed: StdDuration,
+    pub latency: Percentiles,
+    pub users_seen: usize,
+}
+
+impl LoadReport {
+    pub fn acked_per_sec(&self) -> f64 {
+        self.acked as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A few lines for people.
+    pub fn render(&self) -> String {
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors
+                .iter()
+                .map(|(code, n)| format!("{code}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "sent {} events in {:.2} s; acknowledged {} ({:.0}/s), duplicates {}, users {}\n\
+             errors: {errors}\nack latency: {}\n",
+            self.sent,
+            self.elapsed.as_secs_f64(),
+            self.acked,
+            self.acked_per_sec(),
+            self.duplicates,
+            self.users_seen,
+            self.latency.as_ms()
+        )
+    }
+}
+
+struct Shared {
+    traffic: Mutex<(Traffic, u64)>,
+    acked: AtomicU64,
+}
+
+/// Runs the load until `events` were sent or `duration` passed, and reports.
+pub async fn run(config: &LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport, LoadError> {
+    let channels = connect(config).await?;
+    let shared = Arc::new(Shared {
+        traffic: Mutex::new((
+            Traffic::new(config.shape.clone(), config.seed, &config.prefix),
+            0,
+        )),
+        acked: AtomicU64::new(0),
+    });
+
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let progress = (config.progress && std::io::stderr().is_terminal())
+        .then(|| tokio::spawn(progress_lines(shared.clone())));
+
+    let mut tasks = Vec::with_capacity(config.concurrency);
+    for i in 0..config.concurrency.max(1) {
+        let client = IngestClient::new(channels[i % channels.len()].clone());
+        let (shared, clock, config) = (shared.clone(), clock.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            worker(client, shared, clock, config, start, deadline).await
+        }));
+    }
+
+    let mut report = LoadReport::default();
+    let mut latency = histogram();
+    for task in tasks {
+        let part = task.await.map_err(|e| LoadError::Task(e.to_string()))?;
+        report.sent += part.sent;
+        report.acked += part.acked;
+        report.duplicates += part.duplicates;
+        for (code, n) in part.errors {
+            *report.errors.entry(code).or_default() += n;
+        }
+        latency
+            .add(&part.latency)
+            .map_err(|e| LoadError::Task(e.to_string()))?;
+    }
+    report.elapsed = start.elapsed();
+    report.latency = Percentiles::of(&latency);
+    if let Some(p) = progress {
+        p.abort();
+    }
+    if let Ok(t) = shared.traffic.lock() {
+        report.users_seen = t.0.users_seen();
+    }
+    Ok(report)
+}
+
+async fn connect(config: &LoadConfig) -> Result<Vec<Channel>, LoadError> {
+    let endpoint = Endpoint::from_shared(config.url.clone())
+        .map_err(|source| LoadError::Address {
+            url: config.url.clone(),
+            source,
+        })?
+        .tcp_nodelay(true);
+    let mut channels = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| LoadError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Microseconds from 1 us to 100 s, three significant digits.
+pub fn histogram() -> Histogram<u64> {
+    // Constant bounds that the crate documents as valid: this cannot fail.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+struct Part {
+    sent: u64,
+    acked: u64,
+    duplicates: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+}
+
+async fn worker(
+    mut client: IngestClient<Channel>,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    config: LoadConfig,
+    start: Instant,
+    deadline: Instant,
+) -> Part {
+    let mut part = Part {
+        sent: 0,
+        acked: 0,
+        duplicates: 0,
+        errors: BTreeMap::new(),
+        latency: histogram(),
+    };
+    loop {
+        // Take the next event number; with a rate it also fixes when the event is due.
+        let n = match shared.traffic.lock() {
+            Ok(mut t) if t.1 < config.events => {
+                t.1 += 1;
+                t.1 - 1
+            }
+            _ => break,
+        };
+        let planned = match config.rate {
+            Some(rate) if rate > 0.0 => {
+                let at = start + StdDuration::from_secs_f64(n as f64 / rate);
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            _ => Instant::now(),
+        };
+        if planned >= deadline {
+            break;
+        }
+
+        let now_ms = clock.now().as_millis();
+        let Ok(event) = shared.traffic.lock().map(|mut t| t.0.next_event(now_ms)) else {
+            break;
+        };
+        part.sent += 1;
+        let result = if event.r#type == "identify" {
+            let req = IdentifyRequest {
+                workspace: config.workspace.clone(),
+                event: Some(event),
+            };
+            client.identify(req).await
+        } else {
+            let req = TrackRequest {
+                workspace: config.workspace.clone(),
+                event: Some(event),
+            };
+            client.track(req).await
+        };
+        let micros = planned.elapsed().as_micros() as u64;
+        match result {
+            Ok(ack) => {
+                part.acked += 1;
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                if !ack.into_inner().appended {
+                    part.duplicates += 1;
+                }
+                part.latency.saturating_record(micros.max(1));
+            }
+            Err(status) => {
+                *part
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    part
+}
+
+async fn progress_lines(shared: Arc<Shared>) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        let now = shared.acked.load(Ordering::Relaxed);
+        eprintln!("acknowledged {now} ({}/s)", now - last);
+        last = now;
+    }
+}
+
+/// Flags of `beckon loadgen`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Ingest (or `serve all`) address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub url: String,
+    #[arg(long, default_value = "default")]
+    pub workspace: String,
+    /// Seed of the synthetic users; the same seed sends the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Users in the population.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u32,
+    /// Zipf exponent of user activity.
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Events to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Stop after this long even if events remain (e.g. `30s`, `5m`).
+    #[arg(long, default_value = "60s")]
+    pub duration: beckon_core::Duration,
+    /// Events per second; without it, as fast as the server answers.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Calls in flight at most.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Starts every user and message id; change it to meet new users on the same server.
+    #[arg(long, default_value = "lg-")]
+    pub prefix: String,
+    /// Never print status lines.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl LoadArgs {
+    pub fn config(&self) -> LoadConfig {
+        LoadConfig {
+            url: self.url.clone(),
+            workspace: self.workspace.clone(),
+            seed: self.seed,
+            shape: TrafficShape {
+                users: self.users,
+                zipf: self.zipf,
+                ..TrafficShape::default()
+            },
+            prefix: self.prefix.clone(),
+            events: self.events,
+            duration: StdDuration::from_millis(self.duration.as_millis().max(0) as u64),
+            rate: self.rate,
+            concurrency: self.concurrency,
+            connections: self.connections,
+            progress: !self.no_progress,
+        }
+    }
+}
