@@ -31,8 +31,14 @@ up:
 up-services:
     scripts/up-services
 
-# Replay the public Taobao sample and print throughput.
-bench:
+# Every benchmark figure beside its same-run reference (see BENCHMARKS.md); `just bench
+# --quick` for a few-second check, `just bench --only replay,ingest` for some figures.
+bench *args:
+    cargo build --release --locked -p beckon
+    "${CARGO_TARGET_DIR:-target}/release/beckon" bench {{args}}
+
+# Replay the public Taobao sample and print throughput and peak memory.
+bench-replay:
     cargo build --release --locked -p beckon
     /usr/bin/time -v "${CARGO_TARGET_DIR:-target}/release/beckon" replay \
         --events ../shared/data/taobao-userbehavior/events.segment.jsonl \

@@ -41,7 +41,7 @@ async fn loadgen_gets_every_event_acknowledged() {
         .expect("second run");
     assert_eq!(again.acked, 600);
     assert_eq!(again.duplicates, 600);
-    served.terminate();
+    served.kill();
 }
 
 #[tokio::test]

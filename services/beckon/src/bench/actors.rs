@@ -15,7 +15,7 @@ use beckon_core::partition::partition_of;
 use beckon_core::{Duration, Event, EventKind, Props, Ts};
 use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_journey::Engine;
-use beckon_user_state::redis::RedisStateStore;
+use beckon_user_state::redis::{Encoding, RedisStateStore, encode};
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers};
 use hdrhistogram::Histogram;
 use redis::aio::ConnectionManager;
@@ -199,6 +199,19 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
             Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
         );
 
+        // What one user's state weighs once encoded, as Redis keeps it.
+        if let Some(worker) = rig
+            .workers
+            .get_mut(&partition_of(WORKSPACE, "mem-0", PARTITIONS))
+        {
+            let state = worker.user(WORKSPACE, "mem-0").await?;
+            let encoded = encode(&state, Encoding::MessagePack)?;
+            println!(
+                "one user's state encoded (MessagePack): {} bytes",
+                encoded.len()
+            );
+        }
+
         let stopped = evict_all(&mut rig).await?;
         let after = rss_bytes();
         let remaining = after.saturating_sub(before) as f64 / loaded.max(1) as f64;
@@ -215,6 +228,24 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
             remaining,
             "bytes",
             Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
+        );
+
+        // The allocator keeps freed pages, so RSS hardly falls; loading as many new users
+        // again shows whether the stopped actors' memory is reused.
+        let again = users.min(100_000);
+        let mut next = users;
+        while next < users + again {
+            let end = (next + chunk).min(users + again);
+            let events: Vec<Event> = (next..end).flat_map(first_session).collect();
+            apply(&mut rig, events, false).await?;
+            next = end;
+        }
+        evict_all(&mut rig).await?;
+        let reused = rss_bytes();
+        println!(
+            "{again} more users loaded and stopped: RSS {} MiB (grew {} bytes per new user)",
+            reused >> 20,
+            reused.saturating_sub(after) / again.max(1)
         );
         anyhow::Ok(())
     })?;

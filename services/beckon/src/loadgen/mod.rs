@@ -106,11 +106,11 @@ impl Percentiles {
         }
     }
 
-    /// `p50 1.2 ms, p99 3.4 ms, p99.9 5.6 ms`
+    /// `p50 1.200 ms, p99 3.400 ms, p99.9 5.600 ms (max ..., n=...)`
     pub fn as_ms(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
         format!(
-            "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (max {:.2} ms, n={})",
+            "p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (max {:.3} ms, n={})",
             ms(self.p50),
             ms(self.p99),
             ms(self.p999),
