@@ -127,6 +127,7 @@ async fn schedule_many(
                     due: due(i),
                     journey: "bench".into(),
                     instance: 1,
+                    trace: None,
                 };
                 store.schedule(&timer).await?;
             }
