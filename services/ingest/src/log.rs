@@ -109,11 +109,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends a trigger one user's evaluation addressed to another user (a step of a merge,
     /// or what a merged id's tombstone passes on) to that user's partition, unless `key` was
     /// appended within the dedup window: a retried batch forwards the same trigger once.
+    /// `traceparent` is the forwarding evaluation's context, continued by the reader.
     fn append_trigger<'a>(
         &'a self,
         workspace: &'a str,
         key: &'a str,
         trigger: &'a Trigger,
+        traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
     /// Creates the consumer group of a partition, reading from the start, if it is missing.

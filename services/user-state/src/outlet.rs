@@ -52,8 +52,11 @@ impl Forwarder for LogForwarder {
         trigger: &'a Trigger,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
+            // Forwarded from inside the evaluation's span: the other user's actor continues
+            // this trace.
+            let tp = beckon_telemetry::current_trace_string();
             self.0
-                .append_trigger(workspace, key, trigger)
+                .append_trigger(workspace, key, trigger, tp.as_deref())
                 .await
                 .map(|_| ())
                 .map_err(|e| StateError::Unavailable(e.to_string()))

@@ -303,13 +303,14 @@ impl EventLog for MemoryLog {
         workspace: &'a str,
         key: &'a str,
         trigger: &'a Trigger,
+        traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>> {
         let result = self.append_now(
             workspace,
             trigger.user(),
             format!("forward:{key}"),
             trigger.clone(),
-            None,
+            traceparent,
         );
         Box::pin(async move { result })
     }

@@ -242,12 +242,20 @@ where
         workspace: &str,
         key: &str,
         trigger: &Trigger,
+        traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
         let body = serde_json::to_vec(trigger)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode trigger: {e}")))?;
         let seen = format!("fwd:{}", escape(key));
         let appended = self
-            .push(workspace, trigger.user(), seen, KIND_TRIGGER, body, None)
+            .push(
+                workspace,
+                trigger.user(),
+                seen,
+                KIND_TRIGGER,
+                body,
+                traceparent,
+            )
             .await?;
         debug!(
             beckon.workspace = %workspace,
@@ -431,8 +439,9 @@ where
         workspace: &'a str,
         key: &'a str,
         trigger: &'a Trigger,
+        traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>> {
-        Box::pin(self.append_forwarded(workspace, key, trigger))
+        Box::pin(self.append_forwarded(workspace, key, trigger, traceparent))
     }
 
     fn ensure_group<'a>(
