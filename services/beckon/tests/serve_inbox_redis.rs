@@ -168,4 +168,10 @@ async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
     users.forget_user(forget).await.expect("forget");
     let listed = app.list_inbox(ada()).await.expect("list").into_inner();
     assert!(listed.items.is_empty(), "{:?}", listed.items);
+
+    // A draining gateway ends the open streams instead of waiting on them.
+    let mut serving_app = serving_app;
+    assert!(serving_app.terminate().success());
+    let ended = stream.message().await;
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
 }

@@ -61,6 +61,9 @@ impl Service {
     }
 }
 
+/// How long a stopping gateway keeps forwarding queued delivery events to ingest.
+const FORWARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
 const MAX_INFLIGHT: usize = 4096;
 
@@ -256,6 +259,7 @@ async fn run_all(
     // Delivery outcomes go straight into the log, as ingest would append them.
     let sink = Arc::new(gateway::AppendSink::new(log.clone()));
     let (gateway, gateway_service) = served_gateway(&settings, Some(store.clone()), sink).await?;
+    let inbox_drain = gateway_service.drain_handle();
 
     let definitions: Arc<dyn DefinitionStore> = match RedisTarget::from_settings(&settings) {
         None => Arc::new(MemoryDefinitions::new()),
@@ -316,6 +320,7 @@ async fn run_all(
             wake,
         )))
         .add_service(gateway_service.into_server());
+    let server_stop = ending_inbox_streams(server_stop, inbox_drain);
     let names = [
         "beckon.v1.Ingest",
         "beckon.v1.UserState",
@@ -522,14 +527,30 @@ async fn run_gateway(
     };
 
     let (_, service) = served_gateway(&settings, store, sink).await?;
+    let shutdown = ending_inbox_streams(shutdown, service.drain_handle());
     let routes = Routes::new(service.into_server());
     crate::grpc::serve(listener, routes, &["beckon.v1.Gateway"], shutdown).await?;
 
-    // The server is down and with it every sender; forward what is still queued.
-    if let Some(forwarder) = forwarder {
-        forwarder.drained().await;
+    // Give the queue a moment to reach ingest. Connections the drain cut may still hold a
+    // sender, so the forwarder is not waited on for ever.
+    if let Some(forwarder) = forwarder
+        && tokio::time::timeout(FORWARD_DRAIN, forwarder.drained())
+            .await
+            .is_err()
+    {
+        tracing::info!("delivery events still queued at exit were not forwarded");
     }
     Ok(())
+}
+
+/// `shutdown`, which also ends the open `SubscribeInbox` streams: an app would otherwise
+/// hold its stream open through the whole drain.
+async fn ending_inbox_streams(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: beckon_gateway::grpc::DrainHandle,
+) {
+    shutdown.await;
+    drain.drain();
 }
 
 /// The gateway of a served process and its gRPC service: recorder channels, then the
