@@ -49,6 +49,15 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, services = ?names, "serving gRPC");
 
+    // Scripts and tests that start a service wait for this line (port 0 picks the port), so
+    // it comes only when everything the service needs is connected.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening {local}")?;
+        out.flush()?;
+    }
+
     // The shutdown signal is shared: one copy starts the drain, the other bounds it.
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut started = rx.clone();

@@ -28,6 +28,9 @@ pub struct IngestService {
     /// Appends in flight; a full house answers RESOURCE_EXHAUSTED instead of queueing.
     inflight: Arc<Semaphore>,
     metrics: Metrics,
+    /// The workspaces this deployment evaluates; events for any other would be acknowledged
+    /// and never applied, so they are refused. `None` takes every workspace.
+    served: Option<Vec<String>>,
 }
 
 impl IngestService {
@@ -37,6 +40,27 @@ impl IngestService {
             log,
             inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
             metrics: Metrics::global(),
+            served: None,
+        }
+    }
+
+    /// Refuses events for workspaces other than these.
+    pub fn with_workspaces(mut self, workspaces: Vec<String>) -> IngestService {
+        self.served = Some(workspaces);
+        self
+    }
+
+    fn check_workspace(&self, workspace: &str) -> Result<(), IngestError> {
+        check_workspace(workspace)?;
+        match &self.served {
+            Some(served) if !served.iter().any(|w| w == workspace) => {
+                Err(IngestError::Invalid(Rejection::new(
+                    RejectReason::BadField,
+                    "workspace",
+                    format!("`{workspace}` is not served here (this deployment serves {served:?})"),
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -75,7 +99,7 @@ impl IngestService {
         kind: Option<&str>,
         traceparent: Option<&str>,
     ) -> Result<Ack, IngestError> {
-        check_workspace(workspace)?;
+        self.check_workspace(workspace)?;
         let event = event.ok_or_else(|| {
             IngestError::Invalid(Rejection::new(RejectReason::BadField, "event", "missing"))
         })?;
@@ -219,7 +243,7 @@ impl Ingest for IngestService {
     async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        check_workspace(&r.workspace)?;
+        self.check_workspace(&r.workspace)?;
         if r.events.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
                 "events: {} events in one batch; at most {MAX_BATCH}",

@@ -3,6 +3,10 @@
 //! A user-state instance reads the current release before it takes any partition (an engine
 //! without the published journeys would let events pass without entering them), then follows
 //! new releases as they are published and swaps its engine whole between two evaluations.
+//!
+//! Any release number other than the one in force is taken, not only a higher one: a number
+//! that goes down means the store lost its data and was published to again, and what it holds
+//! now is what the journey service lists and what must be evaluated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +121,7 @@ pub async fn follow_service(
                 while let Some(release) = stream.next().await {
                     let release = release?;
                     backoff = FIRST_BACKOFF;
-                    if release.number > in_force {
+                    if release.number != in_force {
                         in_force = release.number;
                         install(&engine, &workspace, release.number, &documents_of(release));
                     }
@@ -165,12 +169,12 @@ pub async fn follow_store(
                 heard = announcements.recv() => heard,
             };
             match heard {
-                Ok(a) if a.workspace != workspace || a.release <= in_force => continue,
+                Ok(a) if a.workspace != workspace || a.release == in_force => continue,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
             match store.release(&workspace).await {
-                Ok(r) if r.number > in_force => {
+                Ok(r) if r.number != in_force => {
                     in_force = r.number;
                     install(&engine, &workspace, r.number, &r.documents);
                 }

@@ -296,11 +296,11 @@ impl Watch {
                 Err(broadcast::error::RecvError::Lagged(_)) => u64::MAX,
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            if self.sent.is_some_and(|s| s >= wanted) {
+            if self.sent == Some(wanted) {
                 continue;
             }
             match self.store.release(&self.workspace).await {
-                Ok(r) if self.sent.is_some_and(|s| s >= r.number) => continue,
+                Ok(r) if self.sent == Some(r.number) => continue,
                 Ok(r) => {
                     self.sent = Some(r.number);
                     return Some(Ok(release_message(r)));

@@ -5,7 +5,6 @@ pub mod gateway;
 pub mod redis_target;
 pub mod userstate;
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -101,11 +100,8 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
 
-    // Announce the bound address (port 0 picks one) for scripts and tests that start us.
-    let addr = listener.local_addr()?;
-    writeln!(std::io::stdout(), "listening {addr}")?;
-    std::io::stdout().flush()?;
-
+    // The port is taken now; `listening` is announced once the service is ready to answer
+    // (stores connected, definitions in force), by the gRPC server itself.
     match service {
         Service::All => run_all(settings, listener, shutdown).await,
         Service::Ingest => run_ingest(settings, listener, shutdown).await,
@@ -164,6 +160,32 @@ async fn publish_folder(settings: &Settings, store: &dyn DefinitionStore) -> any
 /// is taken.
 fn empty_engine() -> CurrentEngine {
     CurrentEngine::new(Arc::new(Engine::new(Vec::new())))
+}
+
+/// The first process of a deployment records its partition count in Redis; every other
+/// process must use the same one. A process with another count would read, lease and key a
+/// different set of partitions, and the events of the partitions nobody reads would be
+/// acknowledged to clients and never applied.
+async fn same_partitions(mut conn: RedisConn, settings: &Settings) -> anyhow::Result<()> {
+    let key = format!("bk:{{{}}}:partitions", settings.workspace);
+    let (_, stored): (Option<String>, u32) = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg(settings.partitions)
+        .arg("NX")
+        .get(&key)
+        .query_async(&mut conn)
+        .await
+        .context("reading the deployment's partition count")?;
+    if stored != settings.partitions {
+        anyhow::bail!(
+            "partitions: this deployment of workspace `{}` uses {stored} partitions, not {}; \
+             every service must be started with the same count",
+            settings.workspace,
+            settings.partitions
+        );
+    }
+    Ok(())
 }
 
 fn require_redis(settings: &Settings, service: &str) -> anyhow::Result<RedisTarget> {
@@ -250,6 +272,7 @@ async fn run_all(
         ),
         Some(target) => {
             let conn = target.connect().await?;
+            same_partitions(conn.clone(), &settings).await?;
             let log = redis_log(&target, conn.clone(), settings.partitions);
             let (timers, store) = redis_stores(conn, &settings);
             (log, timers, store)
@@ -311,15 +334,17 @@ async fn run_all(
         })
     };
 
-    let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)))
-        .add_service(UserStateServer::new(UserStateService::new(user_store)))
-        .add_service(JourneysService::new(definitions).into_server())
-        .add_service(SchedulerServer::new(SchedulerService::new(
-            timers,
-            settings.partitions,
-            wake,
-        )))
-        .add_service(gateway_service.into_server());
+    let routes = Routes::new(IngestServer::new(
+        IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
+    ))
+    .add_service(UserStateServer::new(UserStateService::new(user_store)))
+    .add_service(JourneysService::new(definitions).into_server())
+    .add_service(SchedulerServer::new(SchedulerService::new(
+        timers,
+        settings.partitions,
+        wake,
+    )))
+    .add_service(gateway_service.into_server());
     let server_stop = ending_inbox_streams(server_stop, inbox_drain);
     let names = [
         "beckon.v1.Ingest",
@@ -378,8 +403,12 @@ async fn run_ingest(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let target = require_redis(&settings, "ingest")?;
-    let log = redis_log(&target, target.connect().await?, settings.partitions);
-    let routes = Routes::new(IngestServer::new(IngestService::new(log, MAX_INFLIGHT)));
+    let conn = target.connect().await?;
+    same_partitions(conn.clone(), &settings).await?;
+    let log = redis_log(&target, conn, settings.partitions);
+    let routes = Routes::new(IngestServer::new(
+        IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
+    ));
     crate::grpc::serve(listener, routes, &["beckon.v1.Ingest"], shutdown).await
 }
 
@@ -390,6 +419,7 @@ async fn run_scheduler(
 ) -> anyhow::Result<()> {
     let target = require_redis(&settings, "scheduler")?;
     let conn = target.connect().await?;
+    same_partitions(conn.clone(), &settings).await?;
     let log = redis_log(&target, conn.clone(), settings.partitions);
     let (timers, _) = redis_stores(conn, &settings);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
@@ -448,6 +478,7 @@ async fn run_user_state(
         (None, None) => anyhow::bail!("user-state needs --journeys-url or --journeys"),
     };
     let conn = target.connect().await?;
+    same_partitions(conn.clone(), &settings).await?;
     let log = redis_log(&target, conn.clone(), settings.partitions);
     let (_, store) = redis_stores(conn.clone(), &settings);
 
@@ -507,7 +538,11 @@ async fn run_gateway(
 ) -> anyhow::Result<()> {
     // With Redis, contacts and devices come from the users' state there.
     let store = match RedisTarget::from_settings(&settings) {
-        Some(target) => Some(redis_stores(target.connect().await?, &settings).1),
+        Some(target) => {
+            let conn = target.connect().await?;
+            same_partitions(conn.clone(), &settings).await?;
+            Some(redis_stores(conn, &settings).1)
+        }
         None => None,
     };
 
