@@ -47,21 +47,23 @@ async fn cart_reminder_flows_through_the_running_services() {
     // A repeated message id is acknowledged without a second append.
     assert!(!send(&mut ingest, lamp()).await.appended);
 
-    // An order right after the add cancels that user's reminder.
+    // An order right after the add cancels that user's reminder. This add is recent, so its
+    // reminder is not due yet: one due already could fire between the two appends.
+    let recent = wall_clock_ms() - 30 * 60_000;
     send(
         &mut ingest,
         track(
             "buyer",
             "Product Added",
             "b1",
-            past,
+            recent,
             json!({"name": "Desk"}),
         ),
     )
     .await;
     send(
         &mut ingest,
-        track("buyer", "Order Completed", "b2", past + 60_000, json!({})),
+        track("buyer", "Order Completed", "b2", recent + 60_000, json!({})),
     )
     .await;
 
@@ -116,6 +118,28 @@ async fn cart_reminder_flows_through_the_running_services() {
         kinds.contains(&"entered") && kinds.contains(&"sent"),
         "{kinds:?}"
     );
+
+    // The buyer's order ended the journey, so no reminder is left to fire.
+    let buyer = users
+        .explain(GetUserRequest {
+            workspace: "default".into(),
+            user_id: "buyer".into(),
+        })
+        .await
+        .expect("explain buyer")
+        .into_inner();
+    let kinds: Vec<_> = buyer
+        .decisions
+        .iter()
+        .filter(|d| d.journey == "cart-abandonment")
+        .map(|d| d.kind.as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"entered")
+            && (kinds.contains(&"exited") || kinds.contains(&"exited_on_goal")),
+        "{kinds:?}"
+    );
+
     let forgotten = users.forget_user(who()).await.expect("forget").into_inner();
     assert!(forgotten.keys_removed >= 1);
     let gone = users.get_user(who()).await.expect_err("forgotten");
