@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand};
     about = "Real-time, behavior-driven journeys"
 )]
 struct Cli {
-    /// Log filter, e.g. `info` or `beckon_user_state=debug`.
-    #[arg(long, env = "BECKON_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter, e.g. `info` or `beckon_user_state=debug` (default: `warn`; `info` for
+    /// `serve`).
+    #[arg(long, env = "BECKON_LOG", global = true)]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
 
     // Services log through the telemetry pipeline (trace ids, OTLP); the rest log plainly.
     if !matches!(cli.command, Command::Serve { .. }) {
-        init_logging(&cli.log);
+        init_logging(cli.log.as_deref().unwrap_or("warn"));
     }
 
     let result = match cli.command {
@@ -178,7 +179,7 @@ fn main() -> ExitCode {
             service,
             args,
             print_config,
-        } => run_serve(service, &args, print_config),
+        } => run_serve(service, &args, cli.log.as_deref(), print_config),
         Command::Journeys {
             action,
             path,
@@ -275,6 +276,7 @@ fn run_loadgen(args: &beckon::loadgen::LoadArgs) -> anyhow::Result<ExitCode> {
 fn run_serve(
     service: beckon::serve::Service,
     args: &beckon::serve::ServeArgs,
+    log: Option<&str>,
     print_config: bool,
 ) -> anyhow::Result<ExitCode> {
     let settings = beckon::serve::Settings::resolve(args)?;
@@ -283,7 +285,11 @@ fn run_serve(
         return Ok(ExitCode::SUCCESS);
     }
     let name = format!("beckon-{}", service.name());
-    let telemetry = beckon_telemetry::TelemetryConfig::from_env(&name)?;
+    let mut telemetry = beckon_telemetry::TelemetryConfig::from_env(&name)?;
+    // `--log` names the filter as `BECKON_LOG` does, and wins over it.
+    if let Some(filter) = log {
+        telemetry.log_filter = filter.to_string();
+    }
     let clock: std::sync::Arc<dyn beckon_core::Clock> =
         std::sync::Arc::new(beckon_core::SystemClock);
     let guard = beckon_telemetry::init(telemetry, clock)?;
