@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration as StdDuration;
 
 use beckon_testkit::{Fsync, Options, RedisServer};
-use support::deployment::{Deployment, Load, PARTITIONS, duplicate_sends, reminders, wait_applied};
-use support::eventually;
+use support::deployment::{Deployment, Load, assert_each_applied_and_reminded_once};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_crash_loses_nothing_acknowledged() {
@@ -41,18 +40,5 @@ async fn a_redis_crash_loses_nothing_acknowledged() {
         "the client saw Redis go away (else the crash tested nothing)"
     );
 
-    let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).expect("url"))
-        .await
-        .expect("connect");
-    let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", PARTITIONS);
-    let off = wait_applied(&store, &report.acked, 600).await;
-    assert!(off.is_empty(), "(user, applied, acked): {off:?}");
-
-    let users = report.acked.len();
-    let all = eventually(600, || reminders(&deployment.messages()).len() == users).await;
-    let messages = deployment.messages();
-    let sent = reminders(&messages);
-    assert!(all, "reminders for {} of {users} users", sent.len());
-    assert!(sent.values().all(|n| *n == 1), "a reminder went out twice");
-    assert!(duplicate_sends(&messages).is_empty());
+    assert_each_applied_and_reminded_once(&url, &deployment, &report.acked).await;
 }

@@ -8,10 +8,7 @@ mod support;
 use std::time::Duration as StdDuration;
 
 use beckon_testkit::RedisServer;
-use support::deployment::{
-    Deployment, Load, PARTITIONS, Role, duplicate_sends, reminders, wait_applied,
-};
-use support::eventually;
+use support::deployment::{Deployment, Load, Role, assert_each_applied_and_reminded_once};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_and_duplicates_nothing() {
@@ -39,19 +36,5 @@ async fn a_rolling_restart_loses_and_duplicates_nothing() {
     assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
     assert!(report.total() > 0);
 
-    let conn =
-        redis::aio::ConnectionManager::new(redis::Client::open(redis.url().as_str()).expect("url"))
-            .await
-            .expect("connect");
-    let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", PARTITIONS);
-    let off = wait_applied(&store, &report.acked, 600).await;
-    assert!(off.is_empty(), "(user, applied, acked): {off:?}");
-
-    let users = report.acked.len();
-    let all = eventually(600, || reminders(&deployment.messages()).len() == users).await;
-    let messages = deployment.messages();
-    let sent = reminders(&messages);
-    assert!(all, "reminders for {} of {users} users", sent.len());
-    assert!(sent.values().all(|n| *n == 1), "a reminder went out twice");
-    assert!(duplicate_sends(&messages).is_empty());
+    assert_each_applied_and_reminded_once(&redis.url(), &deployment, &report.acked).await;
 }

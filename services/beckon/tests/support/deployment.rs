@@ -371,3 +371,27 @@ pub fn reminders(messages: &[serde_json::Value]) -> HashMap<String, u32> {
     }
     by_user
 }
+
+/// Waits until every acknowledged event is applied exactly once on the Redis at `url`, and
+/// every user's reminder has gone out exactly once; fails the test otherwise.
+pub async fn assert_each_applied_and_reminded_once(
+    url: &str,
+    deployment: &Deployment,
+    acked: &HashMap<String, u64>,
+) {
+    let client = redis::Client::open(url).expect("url");
+    let conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("connect");
+    let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", PARTITIONS);
+    let off = wait_applied(&store, acked, 600).await;
+    assert!(off.is_empty(), "(user, applied, acked): {off:?}");
+
+    let users = acked.len();
+    let all = super::eventually(600, || reminders(&deployment.messages()).len() == users).await;
+    let messages = deployment.messages();
+    let sent = reminders(&messages);
+    assert!(all, "reminders for {} of {users} users", sent.len());
+    assert!(sent.values().all(|n| *n == 1), "a reminder went out twice");
+    assert!(duplicate_sends(&messages).is_empty());
+}
