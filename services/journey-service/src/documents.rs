@@ -174,14 +174,19 @@ pub fn engine(workspace: &str, docs: &[(String, String)]) -> Result<Engine, Defi
         .filter(|(key, _)| !key.starts_with("policy/") || Some(key) == newest_policy.as_ref())
         .cloned()
         .collect();
-    let defs: Definitions =
-        beckon_journey::load_definitions_texts("release", &files).map_err(|errors| {
-            DefinitionError::Corrupt {
-                key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
-                reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
-            }
-        })?;
+    let defs = load_stored(&files)?;
     Ok(Engine::from_definitions(defs.for_workspace(workspace)))
+}
+
+/// Loads documents read back from the store. They were checked when published, so an error
+/// here means the stored data is damaged.
+pub(crate) fn load_stored(docs: &[(String, String)]) -> Result<Definitions, DefinitionError> {
+    beckon_journey::load_definitions_texts("release", docs).map_err(|errors| {
+        DefinitionError::Corrupt {
+            key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
+            reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -101,12 +101,7 @@ fn release_message(r: Release) -> pb::Release {
 
 /// Journeys in a release, every version, the newest of each marked active.
 fn summaries(release: &Release) -> Result<Vec<pb::JourneySummary>, DefinitionError> {
-    let defs = beckon_journey::load_definitions_texts("release", &release.documents).map_err(
-        |errors| DefinitionError::Corrupt {
-            key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
-            reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
-        },
-    )?;
+    let defs = documents::load_stored(&release.documents)?;
     let mut newest: HashMap<&str, u32> = HashMap::new();
     for j in &defs.journeys {
         let v = newest.entry(j.id.as_str()).or_insert(j.version);
