@@ -45,6 +45,32 @@ async fn loadgen_gets_every_event_acknowledged() {
 }
 
 #[tokio::test]
+async fn loadgen_in_batches_gets_every_event_acknowledged() {
+    let mut served = Served::start("all", &["--partitions", "4"]);
+    let config = LoadConfig {
+        url: served.url(),
+        events: 610,
+        concurrency: 4,
+        connections: 2,
+        batch: 50,
+        progress: false,
+        shape: TrafficShape {
+            users: 200,
+            ..TrafficShape::default()
+        },
+        ..LoadConfig::default()
+    };
+    let clock: Arc<dyn beckon_core::Clock> = Arc::new(beckon_core::SystemClock);
+    let report = loadgen::run(&config, clock).await.expect("load run");
+
+    assert_eq!(report.sent, 610, "the last call carries the 10 left over");
+    assert_eq!(report.acked, 610, "errors: {:?}", report.errors);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.latency.samples, 610);
+    served.kill();
+}
+
+#[tokio::test]
 async fn loadgen_names_an_unreachable_server() {
     let config = LoadConfig {
         url: "http://127.0.0.1:1".into(),

@@ -126,6 +126,56 @@ impl IngestService {
     }
 }
 
+impl IngestService {
+    /// Appends a batch's valid events in one go. A log that cannot take them fails the whole
+    /// call, like an unavailable log fails a single event: the client sends it again, and the
+    /// events that did get in are recognised as duplicates.
+    async fn append_valid(
+        &self,
+        workspace: &str,
+        events: Vec<Event>,
+        traceparent: Option<&str>,
+    ) -> Result<Vec<Ack>, IngestError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let Ok(_permits) = self.inflight.try_acquire_many(wanted) else {
+            for _ in &events {
+                self.metrics.event_rejected("overloaded");
+            }
+            return Err(IngestError::Overloaded);
+        };
+
+        let appended = self.log.append_all(workspace, &events, traceparent).await;
+        let mut acks = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for (event, appended) in events.into_iter().zip(appended) {
+            match appended {
+                Ok(a) => {
+                    if a.duplicate {
+                        self.metrics.event_rejected("duplicate_message_id");
+                    }
+                    acks.push(Ack {
+                        message_id: event.message_id,
+                        appended: !a.duplicate,
+                        partition: a.partition,
+                        offset: a.offset,
+                    });
+                }
+                Err(e) => {
+                    self.metrics.event_rejected("log_unavailable");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(acks),
+        }
+    }
+}
+
 fn check_workspace(workspace: &str) -> Result<(), IngestError> {
     let ok = !workspace.is_empty()
         && workspace.len() <= 64
@@ -186,8 +236,13 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
         obj.insert("timestamp".into(), Value::String(at.to_string()));
     }
 
-    // Ids generated for events without a message id hash the event's content.
-    let raw = Value::Object(obj.clone()).to_string();
+    // Ids generated for events without a message id hash the event's content; only those
+    // need the text.
+    let raw = if obj.contains_key("messageId") {
+        String::new()
+    } else {
+        Value::Object(obj.clone()).to_string()
+    };
     crate::segment::parse_value(Value::Object(obj), &raw)
         .map_err(|r| IngestError::Invalid(prefix_field(r)))
 }
@@ -252,23 +307,36 @@ impl Ingest for IngestService {
         }
 
         // Each event is answered on its own: one bad event loses nothing else.
-        let mut results = Vec::with_capacity(r.events.len());
+        let mut outcomes = Vec::with_capacity(r.events.len());
+        let mut valid = Vec::with_capacity(r.events.len());
         for (i, event) in r.events.into_iter().enumerate() {
-            let outcome = match self
-                .accept(&r.workspace, Some(event), None, tp.as_deref())
-                .await
-            {
-                Ok(ack) => batch_result::Outcome::Ack(ack),
-                Err(IngestError::Invalid(rej)) => batch_result::Outcome::Rejected(FieldViolation {
-                    field: rej.field.replacen("event", &format!("events[{i}]"), 1),
-                    reason: format!("{}: {}", rej.reason, rej.detail),
-                }),
+            match from_proto(event, None) {
+                Ok(event) => {
+                    outcomes.push(None);
+                    valid.push(event);
+                }
+                Err(IngestError::Invalid(rej)) => {
+                    self.metrics.event_rejected(rej.reason.as_str());
+                    outcomes.push(Some(batch_result::Outcome::Rejected(FieldViolation {
+                        field: rej.field.replacen("event", &format!("events[{i}]"), 1),
+                        reason: format!("{}: {}", rej.reason, rej.detail),
+                    })));
+                }
                 Err(e) => return Err(e.into()),
-            };
-            results.push(BatchResult {
-                outcome: Some(outcome),
-            });
+            }
         }
+
+        // The valid events are appended together, in order, and answered one by one.
+        let acks = self
+            .append_valid(&r.workspace, valid, tp.as_deref())
+            .await?;
+        let mut acks = acks.into_iter();
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| BatchResult {
+                outcome: outcome.or_else(|| acks.next().map(batch_result::Outcome::Ack)),
+            })
+            .collect();
         Ok(Response::new(BatchResponse { results }))
     }
 }

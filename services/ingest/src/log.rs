@@ -98,6 +98,23 @@ pub trait EventLog: Send + Sync + 'static {
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
+    /// Appends events in order, each as [`EventLog::append`] would, answering each on its
+    /// own. A log may send them together; by default they go one after another.
+    fn append_all<'a>(
+        &'a self,
+        workspace: &'a str,
+        events: &'a [Event],
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Vec<Result<Appended, IngestError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(events.len());
+            for event in events {
+                out.push(self.append(workspace, event, traceparent).await);
+            }
+            out
+        })
+    }
+
     /// Appends a fired timer to its user's partition, unless this firing (user, timer id,
     /// due time) was appended within the dedup window: a retried delivery appends once.
     fn append_fired<'a>(

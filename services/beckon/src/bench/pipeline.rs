@@ -28,6 +28,8 @@ use crate::loadgen::{self, LoadConfig, LoadReport, Percentiles, TrafficShape};
 /// Size of a log entry's body for a typical synthetic event, for the XADD reference.
 const ENTRY_BYTES: usize = 300;
 const PARTITIONS: u32 = beckon_core::partition::DEFAULT_PARTITIONS;
+/// Events per call in the ingest figure's `Batch` run.
+const BATCH: usize = 100;
 
 pub async fn ingest(_args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
     section("ingest only (gRPC Track/Identify -> Redis stream, AOF everysec)");
@@ -38,6 +40,21 @@ pub async fn ingest(_args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
     let report = load(&ingest.url(), "ing-", scale.ingest_events, None).await?;
     figure(
         "ingest acknowledged",
+        report.acked_per_sec(),
+        "events/s",
+        Some((reference, "XADD loop")),
+    );
+    print_load(&report);
+
+    // Another way of sending, reported apart: a client that buffers and sends `Batch` calls.
+    let config = LoadConfig {
+        batch: BATCH,
+        concurrency: 8,
+        ..load_config(&ingest.url(), "ingb-", scale.ingest_events, None)
+    };
+    let report = loadgen::run(&config, system_clock()).await?;
+    figure(
+        &format!("ingest acknowledged, Batch calls of {BATCH} events, 8 in flight"),
         report.acked_per_sec(),
         "events/s",
         Some((reference, "XADD loop")),
@@ -164,7 +181,12 @@ async fn load(
     events: u64,
     rate: Option<f64>,
 ) -> anyhow::Result<LoadReport> {
-    let config = LoadConfig {
+    let config = load_config(url, prefix, events, rate);
+    Ok(loadgen::run(&config, system_clock()).await?)
+}
+
+fn load_config(url: &str, prefix: &str, events: u64, rate: Option<f64>) -> LoadConfig {
+    LoadConfig {
         url: url.to_string(),
         prefix: prefix.to_string(),
         events,
@@ -178,8 +200,7 @@ async fn load(
             ..TrafficShape::default()
         },
         ..LoadConfig::default()
-    };
-    Ok(loadgen::run(&config, system_clock()).await?)
+    }
 }
 
 fn print_load(report: &LoadReport) {

@@ -6,6 +6,9 @@
 //! server that falls behind shows it instead of slowing the generator down), or as fast as the
 //! server answers (closed loop: latency counts from the call).
 //!
+//! With `batch` above one, each call is a `Batch` of that many events instead: a client that
+//! buffers, as SDKs do. Its figures are those of another way of sending, reported apart.
+//!
 //! The report gives acknowledged events, duplicates, errors by gRPC code and acknowledgement
 //! latency percentiles.
 
@@ -19,7 +22,7 @@ use std::time::Duration as StdDuration;
 
 use beckon_core::Clock;
 use beckon_proto::v1::ingest_client::IngestClient;
-use beckon_proto::v1::{IdentifyRequest, TrackRequest};
+use beckon_proto::v1::{BatchRequest, IdentifyRequest, TrackRequest, batch_result};
 use hdrhistogram::Histogram;
 // Elapsed times are measured with tokio's monotonic clock; event timestamps come from the
 // injected clock.
@@ -47,6 +50,8 @@ pub struct LoadConfig {
     pub concurrency: usize,
     /// HTTP/2 connections the calls are spread over.
     pub connections: usize,
+    /// Events per call: one sends `Track` and `Identify` calls, more sends `Batch` calls.
+    pub batch: usize,
     /// Print a status line every second on standard error (only when it is a terminal).
     pub progress: bool,
 }
@@ -64,6 +69,7 @@ impl Default for LoadConfig {
             rate: None,
             concurrency: 128,
             connections: 4,
+            batch: 1,
             progress: true,
         }
     }
@@ -269,64 +275,114 @@ async fn worker(
         errors: BTreeMap::new(),
         latency: histogram(),
     };
+    let per_call = config.batch.max(1) as u64;
     loop {
-        // Take the next event number; with a rate it also fixes when the event is due.
-        let n = match shared.traffic.lock() {
+        // Take the next event numbers; with a rate they also fix when each event is due.
+        let first = match shared.traffic.lock() {
             Ok(mut t) if t.1 < config.events => {
-                t.1 += 1;
-                t.1 - 1
+                let first = t.1;
+                t.1 = (first + per_call).min(config.events);
+                first..t.1
             }
             _ => break,
         };
-        let planned = match config.rate {
-            Some(rate) if rate > 0.0 => {
-                let at = start + StdDuration::from_secs_f64(n as f64 / rate);
-                tokio::time::sleep_until(at).await;
-                at
-            }
-            _ => Instant::now(),
+        let planned: Vec<Instant> = match config.rate {
+            Some(rate) if rate > 0.0 => first
+                .map(|n| start + StdDuration::from_secs_f64(n as f64 / rate))
+                .collect(),
+            _ => vec![Instant::now(); (first.end - first.start) as usize],
         };
-        if planned >= deadline {
+        let (Some(&earliest), Some(&last)) = (planned.first(), planned.last()) else {
+            break;
+        };
+        if earliest >= deadline {
             break;
         }
+        // A buffering client sends when its last event is due.
+        tokio::time::sleep_until(last).await;
 
         let now_ms = clock.now().as_millis();
-        let Ok(event) = shared.traffic.lock().map(|mut t| t.0.next_event(now_ms)) else {
+        let Ok(events) = shared.traffic.lock().map(|mut t| {
+            (0..planned.len())
+                .map(|_| t.0.next_event(now_ms))
+                .collect::<Vec<_>>()
+        }) else {
             break;
         };
-        part.sent += 1;
-        let result = if event.r#type == "identify" {
-            let req = IdentifyRequest {
-                workspace: config.workspace.clone(),
-                event: Some(event),
-            };
-            client.identify(req).await
-        } else {
-            let req = TrackRequest {
-                workspace: config.workspace.clone(),
-                event: Some(event),
-            };
-            client.track(req).await
-        };
-        let micros = planned.elapsed().as_micros() as u64;
-        match result {
-            Ok(ack) => {
-                part.acked += 1;
-                shared.acked.fetch_add(1, Ordering::Relaxed);
-                if !ack.into_inner().appended {
-                    part.duplicates += 1;
-                }
-                part.latency.saturating_record(micros.max(1));
+        part.sent += events.len() as u64;
+        if per_call == 1 {
+            for event in events {
+                let result = send_one(&mut client, &config.workspace, event).await;
+                part.record(&shared, result, earliest);
             }
-            Err(status) => {
-                *part
-                    .errors
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1;
+        } else {
+            let req = BatchRequest {
+                workspace: config.workspace.clone(),
+                events,
+            };
+            match client.batch(req).await {
+                Ok(reply) => {
+                    let results = reply.into_inner().results;
+                    for (r, at) in results.into_iter().zip(&planned) {
+                        let outcome = match r.outcome {
+                            Some(batch_result::Outcome::Ack(ack)) => Ok(ack.appended),
+                            _ => Err("Rejected".to_string()),
+                        };
+                        part.record(&shared, outcome, *at);
+                    }
+                }
+                Err(status) => {
+                    *part
+                        .errors
+                        .entry(format!("{:?}", status.code()))
+                        .or_default() += planned.len() as u64;
+                }
             }
         }
     }
     part
+}
+
+/// Sends one event by the call of its type; answers whether it was appended.
+async fn send_one(
+    client: &mut IngestClient<Channel>,
+    workspace: &str,
+    event: beckon_proto::v1::Event,
+) -> Result<bool, String> {
+    let result = if event.r#type == "identify" {
+        let req = IdentifyRequest {
+            workspace: workspace.to_string(),
+            event: Some(event),
+        };
+        client.identify(req).await
+    } else {
+        let req = TrackRequest {
+            workspace: workspace.to_string(),
+            event: Some(event),
+        };
+        client.track(req).await
+    };
+    result
+        .map(|ack| ack.into_inner().appended)
+        .map_err(|status| format!("{:?}", status.code()))
+}
+
+impl Part {
+    /// Counts one event's answer; `planned` is when it was due to be sent.
+    fn record(&mut self, shared: &Shared, result: Result<bool, String>, planned: Instant) {
+        let micros = planned.elapsed().as_micros() as u64;
+        match result {
+            Ok(appended) => {
+                self.acked += 1;
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                if !appended {
+                    self.duplicates += 1;
+                }
+                self.latency.saturating_record(micros.max(1));
+            }
+            Err(code) => *self.errors.entry(code).or_default() += 1,
+        }
+    }
 }
 
 async fn progress_lines(shared: Arc<Shared>) {
@@ -371,6 +427,10 @@ pub struct LoadArgs {
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Events per call: 1 sends `Track` and `Identify` calls, more sends `Batch` calls of
+    /// that many events (at most 1,000).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
     /// Starts every user and message id; change it to meet new users on the same server.
     #[arg(long, default_value = "lg-")]
     pub prefix: String,
@@ -396,6 +456,7 @@ impl LoadArgs {
             rate: self.rate,
             concurrency: self.concurrency,
             connections: self.connections,
+            batch: usize::from(self.batch),
             progress: !self.no_progress,
         }
     }

@@ -8,6 +8,12 @@
 //! repeat can never be appended twice, even by two appenders racing, and the script works on
 //! Redis Cluster.
 //!
+//! Appends to one partition are grouped: while one script call of a partition is in flight,
+//! the appends that arrive for it wait, and then go together in the next call, which
+//! deduplicates and appends each of them in arrival order and answers each with its own
+//! result. Under load that makes one round trip and one script run for many events; an
+//! append that finds its partition idle goes out at once.
+//!
 //! Acknowledging an entry deletes it (XACK and XDEL in one script), so a stream holds only
 //! entries not yet applied and needs no length cap: a cap would cut off unapplied work.
 //!
@@ -15,7 +21,7 @@
 //! one clock every consumer of a stream shares.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, PoisonError};
 
 use ::redis::aio::ConnectionLike;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -23,7 +29,7 @@ use ::redis::{RedisError, RedisResult, Script};
 use beckon_core::partition::partition_of;
 use beckon_core::{Duration, Event, Timer, Trigger};
 use futures::future::BoxFuture;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 use tracing::{debug, warn};
 
 use super::{
@@ -59,25 +65,36 @@ impl Default for LogConfig {
 /// Opens a new connection of the log's kind, for a partition's blocking reads.
 pub type Connect<C> = Arc<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
 
-// KEYS: seen marker, log. ARGV: ttl secs, max len ('' for none), workspace, kind, body,
-// traceparent. The marker is set first with NX; it then holds the offset, so a duplicate is
-// answered with the first append's offset.
+/// Most appends one script call takes; a longer queue goes in several calls, so no call holds
+/// Redis (which runs one script at a time) for long.
+const MAX_GROUP: usize = 256;
+
+// KEYS: log, then one seen marker per entry. ARGV: ttl secs, max len ('' for none), workspace,
+// then kind, body and traceparent per entry. Each marker is set first with NX; it then holds
+// the offset, so a duplicate (also one earlier in the same call) is answered with the first
+// append's offset. Answers {fresh, offset} per entry, in order.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if not redis.call('SET', KEYS[1], '', 'NX', 'EX', ARGV[1]) then
-            return {0, redis.call('GET', KEYS[1])}
+        local out = {}
+        for i = 2, #KEYS do
+            local a = 4 + (i - 2) * 3
+            if redis.call('SET', KEYS[i], '', 'NX', 'EX', ARGV[1]) then
+                local id
+                if ARGV[2] ~= '' then
+                    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws', ARGV[3],
+                        'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
+                else
+                    id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[3],
+                        'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
+                end
+                redis.call('SET', KEYS[i], id, 'XX', 'KEEPTTL')
+                out[#out + 1] = {1, id}
+            else
+                out[#out + 1] = {0, redis.call('GET', KEYS[i])}
+            end
         end
-        local id
-        if ARGV[2] ~= '' then
-            id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-                'ws', ARGV[3], 'kind', ARGV[4], 'body', ARGV[5], 'tp', ARGV[6])
-        else
-            id = redis.call('XADD', KEYS[2], '*',
-                'ws', ARGV[3], 'kind', ARGV[4], 'body', ARGV[5], 'tp', ARGV[6])
-        end
-        redis.call('SET', KEYS[1], id, 'XX', 'KEEPTTL')
-        return {1, id}
+        return out
         ",
     )
 });
@@ -100,12 +117,53 @@ struct Readers<C> {
     open: Mutex<HashMap<(String, u32), C>>,
 }
 
+/// One append waiting for its partition's next script call.
+struct Waiting {
+    seen: String,
+    kind: &'static str,
+    body: Vec<u8>,
+    traceparent: String,
+    answer: oneshot::Sender<Result<(bool, String), String>>,
+}
+
+/// An entry on its lane, its answer to come.
+struct Queued {
+    partition: u32,
+    answered: oneshot::Receiver<Result<(bool, String), String>>,
+}
+
+impl Queued {
+    async fn appended(self) -> Result<Appended, IngestError> {
+        let (fresh, offset) = self
+            .answered
+            .await
+            .map_err(|_| IngestError::LogUnavailable("the append was abandoned".into()))?
+            .map_err(IngestError::LogUnavailable)?;
+        Ok(Appended {
+            partition: self.partition,
+            offset,
+            duplicate: !fresh,
+        })
+    }
+}
+
+/// The appends of one partition not yet sent, and whether a call of it is in flight.
+#[derive(Default)]
+struct Lane {
+    waiting: Vec<Waiting>,
+    busy: bool,
+}
+
+/// Lanes by stream key. A lane exists only while its partition has appends in flight.
+type Lanes = std::sync::Mutex<HashMap<String, Lane>>;
+
 /// [`EventLog`] on Redis Streams, single node or Cluster.
 #[derive(Clone)]
 pub struct RedisLog<C> {
     con: C,
     config: LogConfig,
     readers: Option<Arc<Readers<C>>>,
+    lanes: Arc<Lanes>,
 }
 
 impl<C> RedisLog<C>
@@ -120,6 +178,7 @@ where
             con,
             config,
             readers: None,
+            lanes: Arc::default(),
         }
     }
 
@@ -148,41 +207,133 @@ where
         format!("{}:log", self.prefix(workspace, partition))
     }
 
+    /// Queues the entry on its partition's lane and starts the lane's sender when it is
+    /// idle. Queuing happens now, not when the answer is awaited, so entries queued one after
+    /// another by one caller reach their partition in that order.
+    fn enqueue(
+        &self,
+        workspace: &str,
+        user: &str,
+        seen: String,
+        kind: &'static str,
+        body: Vec<u8>,
+        traceparent: Option<&str>,
+    ) -> Queued {
+        let partition = partition_of(workspace, user, self.config.partitions);
+        let prefix = self.prefix(workspace, partition);
+        let stream = format!("{prefix}:log");
+        let (answer, answered) = oneshot::channel();
+        let waiting = Waiting {
+            seen: format!("{prefix}:{seen}"),
+            kind,
+            body,
+            traceparent: traceparent.unwrap_or("").to_string(),
+            answer,
+        };
+
+        let idle = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            let lane = lanes.entry(stream.clone()).or_default();
+            lane.waiting.push(waiting);
+            !std::mem::replace(&mut lane.busy, true)
+        };
+        if idle {
+            // A task of its own, so a caller that goes away cannot strand the others.
+            tokio::spawn(self.clone().send_lane(stream, workspace.to_string()));
+        }
+        Queued {
+            partition,
+            answered,
+        }
+    }
+
     async fn push(
         &self,
         workspace: &str,
         user: &str,
         seen: String,
-        kind: &str,
+        kind: &'static str,
         body: Vec<u8>,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
-        let partition = partition_of(workspace, user, self.config.partitions);
-        let prefix = self.prefix(workspace, partition);
+        self.enqueue(workspace, user, seen, kind, body, traceparent)
+            .appended()
+            .await
+    }
+
+    /// Sends a lane's queued appends, up to [`MAX_GROUP`] per script call, one call at a time,
+    /// until the lane is empty; then removes it.
+    async fn send_lane(self, stream: String, workspace: String) {
         let max_len = self
             .config
             .max_len
             .map(|n| n.to_string())
             .unwrap_or_default();
+        loop {
+            let group: Vec<Waiting> = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(lane) = lanes.get_mut(&stream) else {
+                    return;
+                };
+                if lane.waiting.is_empty() {
+                    lanes.remove(&stream);
+                    return;
+                }
+                let n = lane.waiting.len().min(MAX_GROUP);
+                lane.waiting.drain(..n).collect()
+            };
 
-        let mut con = self.con.clone();
-        let (fresh, offset): (i64, String) = APPEND
-            .key(format!("{prefix}:{seen}"))
-            .key(format!("{prefix}:log"))
-            .arg(self.config.dedup_ttl_secs)
-            .arg(max_len)
-            .arg(workspace)
-            .arg(kind)
-            .arg(body)
-            .arg(traceparent.unwrap_or(""))
-            .invoke_async(&mut con)
-            .await
-            .map_err(unavailable)?;
-        Ok(Appended {
-            partition,
-            offset,
-            duplicate: fresh == 0,
-        })
+            let mut call = APPEND.prepare_invoke();
+            call.key(&stream)
+                .arg(self.config.dedup_ttl_secs)
+                .arg(&max_len)
+                .arg(&workspace);
+            for w in &group {
+                call.key(&w.seen)
+                    .arg(w.kind)
+                    .arg(&w.body)
+                    .arg(&w.traceparent);
+            }
+            let mut con = self.con.clone();
+            let answers: RedisResult<Vec<(i64, String)>> = call.invoke_async(&mut con).await;
+
+            match answers {
+                Ok(answers) if answers.len() == group.len() => {
+                    for (w, (fresh, offset)) in group.into_iter().zip(answers) {
+                        // A caller that went away needs no answer.
+                        let _ = w.answer.send(Ok((fresh == 1, offset)));
+                    }
+                }
+                Ok(answers) => {
+                    let why = format!(
+                        "the append script answered {} entries for {}",
+                        answers.len(),
+                        group.len()
+                    );
+                    for w in group {
+                        let _ = w.answer.send(Err(why.clone()));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for w in group {
+                        let _ = w.answer.send(Err(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_event(
+        &self,
+        workspace: &str,
+        event: &Event,
+        traceparent: Option<&str>,
+    ) -> Result<Queued, IngestError> {
+        let body = serde_json::to_vec(event)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
+        let seen = format!("seen:{}", escape(&event.message_id));
+        Ok(self.enqueue(workspace, &event.user, seen, KIND_EVENT, body, traceparent))
     }
 
     async fn append_event(
@@ -191,21 +342,38 @@ where
         event: &Event,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
-        let body = serde_json::to_vec(event)
-            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
-        let seen = format!("seen:{}", escape(&event.message_id));
         let appended = self
-            .push(workspace, &event.user, seen, KIND_EVENT, body, traceparent)
+            .queue_event(workspace, event, traceparent)?
+            .appended()
             .await?;
-        debug!(
-            beckon.workspace = %workspace,
-            beckon.partition = appended.partition,
-            messaging.message.id = %event.message_id,
-            offset = %appended.offset,
-            duplicate = appended.duplicate,
-            "event appended"
-        );
+        event_appended(workspace, event, &appended);
         Ok(appended)
+    }
+
+    /// Queues every event before waiting for any answer, so the events of one partition go
+    /// in as few script calls as the lane allows, in the order given.
+    async fn append_events(
+        &self,
+        workspace: &str,
+        events: &[Event],
+        traceparent: Option<&str>,
+    ) -> Vec<Result<Appended, IngestError>> {
+        let queued: Vec<_> = events
+            .iter()
+            .map(|e| self.queue_event(workspace, e, traceparent))
+            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        for (event, q) in events.iter().zip(queued) {
+            let appended = match q {
+                Ok(q) => q.appended().await,
+                Err(e) => Err(e),
+            };
+            if let Ok(a) = &appended {
+                event_appended(workspace, event, a);
+            }
+            out.push(appended);
+        }
+        out
     }
 
     async fn append_timer(
@@ -426,6 +594,15 @@ where
         Box::pin(self.append_event(workspace, event, traceparent))
     }
 
+    fn append_all<'a>(
+        &'a self,
+        workspace: &'a str,
+        events: &'a [Event],
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Vec<Result<Appended, IngestError>>> {
+        Box::pin(self.append_events(workspace, events, traceparent))
+    }
+
     fn append_fired<'a>(
         &'a self,
         timer: &'a Timer,
@@ -501,6 +678,17 @@ where
             Ok(Some(n))
         })
     }
+}
+
+fn event_appended(workspace: &str, event: &Event, appended: &Appended) {
+    debug!(
+        beckon.workspace = %workspace,
+        beckon.partition = appended.partition,
+        messaging.message.id = %event.message_id,
+        offset = %appended.offset,
+        duplicate = appended.duplicate,
+        "event appended"
+    );
 }
 
 impl<C: Clone> Readers<C> {
