@@ -70,16 +70,21 @@ pub type Connect<C> = Arc<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send 
 const MAX_GROUP: usize = 256;
 
 // KEYS: log, then one seen marker per entry. ARGV: ttl secs, max len ('' for none), workspace,
-// then kind, body and traceparent per entry. Each marker is set first with NX; it then holds
-// the offset, so a duplicate (also one earlier in the same call) is answered with the first
-// append's offset. Answers {fresh, offset} per entry, in order.
+// then kind, body and traceparent per entry. A marker holds the offset of its entry's first
+// append, so a duplicate (also one earlier in the same call) is answered with that offset.
+// The script runs atomically, so looking the marker up and setting it after the XADD cannot
+// race with another append; a fresh entry costs one write to the marker, not two. Answers
+// {fresh, offset} per entry, in order.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local out = {}
         for i = 2, #KEYS do
             local a = 4 + (i - 2) * 3
-            if redis.call('SET', KEYS[i], '', 'NX', 'EX', ARGV[1]) then
+            local first = redis.call('GET', KEYS[i])
+            if first then
+                out[#out + 1] = {0, first}
+            else
                 local id
                 if ARGV[2] ~= '' then
                     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws', ARGV[3],
@@ -88,10 +93,8 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
                     id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[3],
                         'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
                 end
-                redis.call('SET', KEYS[i], id, 'XX', 'KEEPTTL')
+                redis.call('SET', KEYS[i], id, 'EX', ARGV[1])
                 out[#out + 1] = {1, id}
-            else
-                out[#out + 1] = {0, redis.call('GET', KEYS[i])}
             end
         end
         return out
