@@ -1,6 +1,6 @@
 //! The per-user actor.
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, ActorContext as _, Context, Handler, Message, MessageResult};
 use beckon_core::{Effect, Trigger, UserState};
 use beckon_journey::CurrentEngine;
 
@@ -74,5 +74,20 @@ impl Handler<Snapshot> for UserActor {
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.state.clone())
+    }
+}
+
+/// Hands the state over and stops: the user is going to sleep in compact form, and the state
+/// lives on elsewhere, so this actor must not answer anything after it.
+#[derive(Message)]
+#[rtype(result = "UserState")]
+pub struct Hibernate;
+
+impl Handler<Hibernate> for UserActor {
+    type Result = MessageResult<Hibernate>;
+
+    fn handle(&mut self, _: Hibernate, ctx: &mut Self::Context) -> Self::Result {
+        ctx.stop();
+        MessageResult(std::mem::take(&mut self.state))
     }
 }

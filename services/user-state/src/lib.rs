@@ -6,6 +6,7 @@
 //! timer store, messages to the gateway, decisions to the stats.
 
 pub mod actor;
+pub mod dormant;
 pub mod error;
 pub mod grpc;
 pub mod lease;
@@ -17,7 +18,8 @@ pub mod stats;
 pub mod store;
 pub mod worker;
 
-pub use actor::{Apply, Snapshot, UserActor};
+pub use actor::{Apply, Hibernate, Snapshot, UserActor};
+pub use dormant::Dormitory;
 pub use error::StateError;
 pub use outlet::{Forwarder, LogForwarder, Outlet, TimerSink, Timers};
 pub use stats::{JourneyStats, Stats};

@@ -44,7 +44,11 @@ pub struct LoopConfig {
     pub block_ms: u64,
     /// Pause after a failed batch before it is read again.
     pub retry_ms: u64,
-    /// Actors of users idle this long (partition time) are stopped after a written batch.
+    /// Users idle this long (partition time) hibernate after a written batch: their actor
+    /// stops and their state stays in memory in compact form.
+    pub hibernate: beckon_core::Duration,
+    /// Users idle this long (partition time) leave memory altogether; their next trigger
+    /// loads them from the store.
     pub idle: beckon_core::Duration,
     pub metrics: Metrics,
     /// Shared by the partitions of an instance: an outage fails every partition at once, and
@@ -93,6 +97,10 @@ pub async fn run_partition(
                 report.applied += n;
                 report.batches += 1;
                 worker.evict_idle(config.idle);
+                if let Err(e) = worker.hibernate_idle(config.hibernate).await {
+                    // Only the actor system stopping fails this; the loop ends with it.
+                    tracing::debug!(partition = p, error = %e, "hibernation stopped");
+                }
                 record_lag(log.as_ref(), &reader, &config).await;
             }
             Err(e @ StateError::Fenced { .. }) => {

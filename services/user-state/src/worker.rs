@@ -8,7 +8,8 @@ use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Trigger, Ts, 
 use beckon_journey::CurrentEngine;
 use beckon_telemetry::Metrics;
 
-use crate::actor::{Apply, Snapshot, UserActor};
+use crate::actor::{Apply, Hibernate, Snapshot, UserActor};
+use crate::dormant::{self, Dormitory, Woken};
 use crate::error::StateError;
 use crate::outlet::{Forwarder, Outlet, Timers};
 use crate::stats::Stats;
@@ -40,6 +41,11 @@ pub struct PartitionWorker {
     forwarder: Option<Arc<dyn Forwarder>>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     actors: HashMap<String, HashMap<String, Active>>,
+    /// Written users idle long enough to sleep in compact form, actor stopped.
+    dormant: Dormitory,
+    /// When hibernated users are next looked at for forgetting: a sweep over all of them
+    /// after every batch would cost more than the batch.
+    next_forget: Ts,
     now: Ts,
     /// The lease's fencing token, when a lease grants the partition: every write checks it.
     fence: Option<u64>,
@@ -63,6 +69,8 @@ impl PartitionWorker {
             outlet,
             forwarder: None,
             actors: HashMap::new(),
+            dormant: Dormitory::default(),
+            next_forget: Ts::MIN,
             now: Ts::MIN,
             fence: None,
             stats: Stats::default(),
@@ -108,6 +116,16 @@ impl PartitionWorker {
     /// Users with a live actor.
     pub fn users(&self) -> usize {
         self.actors.values().map(HashMap::len).sum()
+    }
+
+    /// Users hibernated: actor stopped, state kept in compact form.
+    pub fn hibernated(&self) -> usize {
+        self.dormant.len()
+    }
+
+    /// Bytes of the hibernated users' compact records.
+    pub fn hibernated_bytes(&self) -> usize {
+        self.dormant.record_bytes()
     }
 
     /// Timers waiting in the worker; remote timers are counted by the scheduler.
@@ -192,7 +210,8 @@ impl PartitionWorker {
     }
 
     /// Stops the actors of users with no trigger for `idle` of partition time whose state is
-    /// written; their next trigger loads them again from the store. Returns how many stopped.
+    /// written, and forgets hibernated users as idle; their next trigger loads them again
+    /// from the store. Returns how many live actors stopped.
     ///
     /// Time is the partition's, not the wall clock's, so a replay evicts by event time and a
     /// live partition by the time of its latest trigger.
@@ -201,13 +220,67 @@ impl PartitionWorker {
         let before = self.users();
         for users in self.actors.values_mut() {
             users.retain(|_, a| a.dirty || a.last_used > horizon);
+            dormant::shrink(users);
         }
         let stopped = before - self.users();
         if stopped > 0 {
             self.actors_stopped(stopped);
             tracing::debug!(partition = self.partition, stopped, "idle actors stopped");
         }
+
+        if self.now >= self.next_forget {
+            let forgotten = self.dormant.forget_idle(horizon);
+            let period = Duration((idle.0 / 2).max(1));
+            self.next_forget = self.now.saturating_add(period);
+            if forgotten > 0 {
+                tracing::debug!(
+                    partition = self.partition,
+                    forgotten,
+                    "idle hibernated users forgotten"
+                );
+            }
+        }
         stopped
+    }
+
+    /// Hibernates written users with no trigger for `after` of partition time: their actor
+    /// stops and their state stays in memory in compact form, so their next trigger needs no
+    /// store read. Users with unwritten changes keep their actor. Returns how many hibernated.
+    pub async fn hibernate_idle(&mut self, after: Duration) -> Result<usize, StateError> {
+        let horizon = self.now.saturating_sub(after);
+        let mut sleepers = Vec::new();
+        for (workspace, users) in &mut self.actors {
+            let idle: Vec<String> = users
+                .iter()
+                .filter(|(_, a)| !a.dirty && a.last_used <= horizon)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for user in idle {
+                if let Some(active) = users.remove(&user) {
+                    sleepers.push((workspace.clone(), active));
+                }
+            }
+            dormant::shrink(users);
+        }
+
+        let count = sleepers.len();
+        for (workspace, active) in sleepers {
+            let state = active.addr.send(Hibernate).await?;
+            if let Err(e) = self.dormant.put(&state, active.stored, active.last_used) {
+                // The store holds this state: the user is only loaded from there next time.
+                tracing::warn!(
+                    partition = self.partition,
+                    beckon.workspace = %workspace,
+                    error = %e,
+                    "user not hibernated"
+                );
+            }
+        }
+        if count > 0 {
+            self.actors_stopped(count);
+            tracing::debug!(partition = self.partition, count, "idle users hibernated");
+        }
+        Ok(count)
     }
 
     /// Writes the users with no trigger for `idle` of partition time and stops their actors,
@@ -283,9 +356,20 @@ impl PartitionWorker {
             return Ok(active.addr.clone());
         }
 
-        let loaded = self.store.load(workspace, user).await?;
-        let stored = loaded.as_ref().map_or(0, |s| s.version);
-        let state = loaded.unwrap_or_else(|| UserState::new(workspace, user));
+        // A woken user keeps its idle time: only a trigger makes it recent.
+        let (state, stored, last_used) = match self.dormant.take(workspace, user) {
+            Some(Ok(Woken {
+                state,
+                stored,
+                last_used,
+            })) => (state, stored, last_used),
+            Some(Err(e)) => {
+                // The store holds what was hibernated; read it from there instead.
+                tracing::warn!(partition = self.partition, error = %e, "hibernated user unreadable");
+                self.load(workspace, user).await?
+            }
+            None => self.load(workspace, user).await?,
+        };
         let addr = UserActor::new(state, self.engine.clone()).start();
         self.metrics.actor_started();
         self.metrics.actor_activated();
@@ -299,10 +383,18 @@ impl PartitionWorker {
                     addr: addr.clone(),
                     stored,
                     dirty: false,
-                    last_used: self.now,
+                    last_used,
                 },
             );
         Ok(addr)
+    }
+
+    /// A user's state from the store, or a new user's, with the version stored.
+    async fn load(&self, workspace: &str, user: &str) -> Result<(UserState, u64, Ts), StateError> {
+        let loaded = self.store.load(workspace, user).await?;
+        let stored = loaded.as_ref().map_or(0, |s| s.version);
+        let state = loaded.unwrap_or_else(|| UserState::new(workspace, user));
+        Ok((state, stored, self.now))
     }
 
     /// Performs effects in order. Every target is idempotent, so a failure part-way is

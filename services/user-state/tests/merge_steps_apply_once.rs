@@ -145,6 +145,7 @@ async fn merge_steps_land_once_when_batches_fail_after_forwarding() {
             batch: 16,
             block_ms: 20,
             retry_ms: 10,
+            hibernate: beckon_core::Duration(600_000),
             idle: beckon_core::Duration::hours(1),
             metrics: beckon_telemetry::Metrics::global(),
             warnings: Arc::new(beckon_telemetry::LogRateLimiter::new(

@@ -29,8 +29,18 @@ const PARTITIONS: u32 = beckon_core::partition::DEFAULT_PARTITIONS;
 const WORKSPACE: &str = "default";
 /// Events applied between two writes of changed users, as the live loop's batch.
 const BATCH: usize = 256;
-const IDLE: Duration = Duration(3_600_000);
 const START: Ts = Ts(1_764_000_000_000);
+/// Event time between two new users of the memory figure: 20 new users a second, so about
+/// 12,000 users are active within serve's default hibernation period at any time.
+const ARRIVAL: Duration = Duration(50);
+
+/// Serve's defaults: how long users stay live before they hibernate, and before they leave
+/// memory.
+fn idle_periods() -> (Duration, Duration) {
+    let s = crate::serve::config::Settings::default();
+    let ms = |v: u64| Duration(i64::try_from(v).unwrap_or(i64::MAX));
+    (ms(s.hibernate_after_ms), ms(s.evict_after_ms))
+}
 
 /// Workers and the recorder whose messages are dropped.
 struct Rig {
@@ -78,8 +88,10 @@ async fn rig(url: &str, args: &BenchArgs) -> anyhow::Result<Rig> {
 }
 
 /// Applies each partition's events in order, all partitions at once; writes changed users
-/// every `BATCH` events and at the end. Evicts idle actors after each write when `evict`.
-async fn apply(rig: &mut Rig, events: Vec<Event>, evict: bool) -> anyhow::Result<()> {
+/// every `BATCH` events and at the end. After each write, idle users hibernate and leave
+/// memory as serve's partition loop has them do.
+async fn apply(rig: &mut Rig, events: Vec<Event>) -> anyhow::Result<()> {
+    let (hibernate, evict) = idle_periods();
     let mut by_partition: HashMap<u32, Vec<Event>> = HashMap::new();
     for e in events {
         by_partition
@@ -98,9 +110,8 @@ async fn apply(rig: &mut Rig, events: Vec<Event>, evict: bool) -> anyhow::Result
                     worker.on_event(WORKSPACE, e.clone()).await?;
                 }
                 worker.flush().await?;
-                if evict {
-                    worker.evict_idle(IDLE);
-                }
+                worker.evict_idle(evict);
+                worker.hibernate_idle(hibernate).await?;
             }
             Ok::<_, beckon_user_state::StateError>(worker)
         }));
@@ -113,27 +124,50 @@ async fn apply(rig: &mut Rig, events: Vec<Event>, evict: bool) -> anyhow::Result
     Ok(())
 }
 
-/// Moves every worker an idle period on and stops idle actors; returns how many stopped.
+/// Moves every worker past the eviction period and takes every user out of memory; returns
+/// how many live actors stopped.
 async fn evict_all(rig: &mut Rig) -> anyhow::Result<usize> {
+    let (_, evict) = idle_periods();
     let mut stopped = 0;
     for w in rig.workers.values_mut() {
-        let later = w.now().max(START).saturating_add(Duration(IDLE.0 * 2));
+        let later = w.now().max(START).saturating_add(Duration(evict.0 * 2));
         w.advance(later).await?;
-        stopped += w.evict_idle(IDLE);
+        stopped += w.evict_idle(evict);
     }
     // Stopped actors are freed on their arbiter's next turns.
     actix_rt::time::sleep(StdDuration::from_millis(200)).await;
     Ok(stopped)
 }
 
+/// Moves every worker past the hibernation period and hibernates every written user, as the
+/// next batch of each partition would; returns how many hibernated.
+async fn hibernate_all(rig: &mut Rig) -> anyhow::Result<usize> {
+    let (hibernate, _) = idle_periods();
+    let mut slept = 0;
+    for w in rig.workers.values_mut() {
+        let later = w.now().max(START).saturating_add(hibernate);
+        w.advance(later).await?;
+        slept += w.hibernate_idle(hibernate).await?;
+    }
+    // Stopped actors are freed on their arbiter's next turns.
+    actix_rt::time::sleep(StdDuration::from_millis(200)).await;
+    Ok(slept)
+}
+
 fn live_users(rig: &Rig) -> usize {
     rig.workers.values().map(PartitionWorker::users).sum()
+}
+
+fn hibernated_users(rig: &Rig) -> (usize, usize) {
+    rig.workers.values().fold((0, 0), |(n, b), w| {
+        (n + w.hibernated(), b + w.hibernated_bytes())
+    })
 }
 
 /// A user's first session: sign-up traits, then two product views.
 fn first_session(i: u64) -> [Event; 3] {
     let user = format!("mem-{i}");
-    let at = START.saturating_add(Duration(i as i64));
+    let at = START.saturating_add(Duration(i as i64 * ARRIVAL.0));
     let mut traits = Props::new();
     traits.insert("email".into(), format!("{user}@example.com").into());
     traits.insert("first_name".into(), "Ada".into());
@@ -166,8 +200,11 @@ fn event(user: &str, kind: EventKind, name: &str, at: Ts, id: u64) -> Event {
 
 pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
     let users = scale.memory_users;
+    let (hibernate, evict) = idle_periods();
     section(&format!(
-        "resident memory per idle user, {users} users in actors"
+        "resident memory per idle user, {users} users (serve's defaults: hibernate after {}, \
+         leave memory after {})",
+        hibernate, evict
     ));
     let server = redis(false)?;
     let system = actix::System::new();
@@ -175,25 +212,40 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
         let mut rig = rig(&server.url(), args).await?;
         let before = rss_bytes();
 
-        // Users arrive in chunks so the event list never dominates the process's memory.
-        let chunk = 10_000u64;
+        // Users arrive one every `ARRIVAL` of event time, in chunks so the event list never
+        // dominates the process's memory; the workers hibernate idle users as they go.
+        let chunk = 2_000u64;
         let start = Instant::now();
         let mut next = 0;
+        let mut peak_live = 0;
         while next < users {
             let end = (next + chunk).min(users);
             let events: Vec<Event> = (next..end).flat_map(first_session).collect();
-            apply(&mut rig, events, false).await?;
+            apply(&mut rig, events).await?;
+            peak_live = peak_live.max(live_users(&rig));
             next = end;
         }
-        let loaded = live_users(&rig);
-        let with_actors = rss_bytes();
-        let per_user = with_actors.saturating_sub(before) as f64 / loaded.max(1) as f64;
         println!(
-            "{loaded} users loaded (3 events each, state written) in {:.1} s",
+            "{users} users applied (3 events each, one new user every {ARRIVAL} of event time, \
+             state written) in {:.1} s; at most {peak_live} live actors at once",
             start.elapsed().as_secs_f64()
         );
+
+        // The users' last events are behind them: idle for the hibernation period.
+        hibernate_all(&mut rig).await?;
+        let idle = rss_bytes();
+        let live = live_users(&rig);
+        let (slept, record_bytes) = hibernated_users(&rig);
+        let per_user = idle.saturating_sub(before) as f64 / users.max(1) as f64;
+        println!(
+            "state of the users: {slept} hibernated, {live} live actors; compact records {} \
+             bytes per user on average; process RSS {} MiB before, {} MiB after",
+            record_bytes / slept.max(1),
+            before >> 20,
+            idle >> 20
+        );
         figure(
-            "resident per idle user, actors live",
+            "resident per idle user, hibernated",
             per_user,
             "bytes",
             Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
@@ -212,40 +264,14 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
             );
         }
 
-        let stopped = evict_all(&mut rig).await?;
-        let after = rss_bytes();
-        let remaining = after.saturating_sub(before) as f64 / loaded.max(1) as f64;
-        println!(
-            "{stopped} idle actors stopped, {} left; process RSS {} MiB before loading, \
-             {} MiB with actors, {} MiB after eviction",
-            live_users(&rig),
-            before >> 20,
-            with_actors >> 20,
-            after >> 20
-        );
-        figure(
-            "resident per idle user, after idle eviction",
-            remaining,
-            "bytes",
-            Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
-        );
-
-        // The allocator keeps freed pages, so RSS hardly falls; loading as many new users
-        // again shows whether the stopped actors' memory is reused.
-        let again = users.min(100_000);
-        let mut next = users;
-        while next < users + again {
-            let end = (next + chunk).min(users + again);
-            let events: Vec<Event> = (next..end).flat_map(first_session).collect();
-            apply(&mut rig, events, false).await?;
-            next = end;
-        }
+        // Past the eviction period users leave memory; the allocator keeps the pages.
         evict_all(&mut rig).await?;
-        let reused = rss_bytes();
+        let after = rss_bytes();
         println!(
-            "{again} more users loaded and stopped: RSS {} MiB (grew {} bytes per new user)",
-            reused >> 20,
-            reused.saturating_sub(after) / again.max(1)
+            "after the eviction period: {} hibernated, {} live; process RSS {} MiB",
+            hibernated_users(&rig).0,
+            live_users(&rig),
+            after >> 20
         );
         anyhow::Ok(())
     })?;
@@ -271,7 +297,7 @@ pub fn throughput(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
         };
         let n = events.len();
         let start = Instant::now();
-        apply(&mut rig, events, true).await?;
+        apply(&mut rig, events).await?;
         let rate = n as f64 / start.elapsed().as_secs_f64();
         figure(
             &format!(

@@ -48,6 +48,14 @@ pub struct ServeArgs {
     /// Gateway service URL, for user-state running alone.
     #[arg(long, env = "BECKON_GATEWAY_URL")]
     pub gateway_url: Option<String>,
+    /// Users with no trigger for this many milliseconds hibernate: their actor stops and
+    /// their state stays in memory in compact form (default 10 minutes).
+    #[arg(long, env = "BECKON_HIBERNATE_AFTER_MS")]
+    pub hibernate_after_ms: Option<u64>,
+    /// Users with no trigger for this many milliseconds leave memory; their next trigger
+    /// reads them from Redis (default 24 hours).
+    #[arg(long, env = "BECKON_EVICT_AFTER_MS")]
+    pub evict_after_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS")]
     pub threads: Option<usize>,
@@ -82,6 +90,8 @@ pub struct Settings {
     pub timer_claim_ms: u64,
     pub scheduler_url: Option<String>,
     pub gateway_url: Option<String>,
+    pub hibernate_after_ms: u64,
+    pub evict_after_ms: u64,
     pub threads: usize,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
@@ -106,6 +116,8 @@ impl Default for Settings {
             timer_claim_ms: 30_000,
             scheduler_url: None,
             gateway_url: None,
+            hibernate_after_ms: 600_000,
+            evict_after_ms: 86_400_000,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             messages_out: None,
             admin_listen: None,
@@ -164,6 +176,8 @@ impl Settings {
         layer!(timer_claim_ms);
         layer!(opt scheduler_url);
         layer!(opt gateway_url);
+        layer!(hibernate_after_ms);
+        layer!(evict_after_ms);
         layer!(threads);
         layer!(opt messages_out);
         layer!(opt admin_listen);

@@ -324,6 +324,8 @@ async fn run_all(
         outlet: Arc::new(gateway) as Arc<dyn Outlet>,
         workspace: settings.workspace.clone(),
         consumer: settings.instance.clone(),
+        hibernate_after: millis(settings.hibernate_after_ms),
+        evict_after: millis(settings.evict_after_ms),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
     let user_state = {
@@ -505,6 +507,8 @@ async fn run_user_state(
         outlet,
         workspace: settings.workspace.clone(),
         consumer: settings.instance.clone(),
+        hibernate_after: millis(settings.hibernate_after_ms),
+        evict_after: millis(settings.evict_after_ms),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
     let leases = beckon_user_state::lease::Leases::new(
@@ -654,4 +658,9 @@ async fn served_gateway(
         .context("providers")?;
     let service = GatewayService::new(gateway.clone(), inbox).with_outcomes(sink);
     Ok((gateway, service))
+}
+
+/// A duration setting in milliseconds, saturating rather than wrapping.
+fn millis(ms: u64) -> beckon_core::Duration {
+    beckon_core::Duration(i64::try_from(ms).unwrap_or(i64::MAX))
 }

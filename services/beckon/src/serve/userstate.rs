@@ -25,6 +25,10 @@ pub struct Parts {
     pub outlet: Arc<dyn Outlet>,
     pub workspace: String,
     pub consumer: String,
+    /// Users idle this long (partition time) hibernate in compact form.
+    pub hibernate_after: beckon_core::Duration,
+    /// Users idle this long (partition time) leave memory.
+    pub evict_after: beckon_core::Duration,
 }
 
 /// Repeated failures of one kind are logged a few times per this many milliseconds.
@@ -95,7 +99,8 @@ impl Instance {
             batch: 256,
             block_ms: 200,
             retry_ms: 200,
-            idle: beckon_core::Duration::hours(1),
+            hibernate: parts.hibernate_after,
+            idle: parts.evict_after,
             metrics: Metrics::global(),
             warnings: self.warnings.clone(),
         };
