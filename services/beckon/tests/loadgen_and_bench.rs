@@ -103,8 +103,9 @@ fn quick_bench_prints_every_figure() {
 
     for expected in [
         "## resident memory per idle user",
-        "resident per idle user, actors live: ",
-        "resident per idle user, after idle eviction: ",
+        "resident per idle user, hibernated: ",
+        "state of the users: ",
+        "after the eviction period: ",
         "## replay",
         "reference: parse only: ",
         "x parse only)",
