@@ -123,6 +123,24 @@ pub trait EventLog: Send + Sync + 'static {
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
+    /// Appends fired timers as [`EventLog::append_fired`] does each, in order, with
+    /// `traceparents[i]` for `timers[i]`; one result per timer. Logs on a server send them
+    /// in few requests.
+    fn append_fired_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+        traceparents: &'a [Option<String>],
+    ) -> BoxFuture<'a, Vec<Result<Appended, IngestError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(timers.len());
+            for (i, timer) in timers.iter().enumerate() {
+                let tp = traceparents.get(i).and_then(|t| t.as_deref());
+                out.push(self.append_fired(timer, tp).await);
+            }
+            out
+        })
+    }
+
     /// Appends a trigger one user's evaluation addressed to another user (a step of a merge,
     /// or what a merged id's tombstone passes on) to that user's partition, unless `key` was
     /// appended within the dedup window: a retried batch forwards the same trigger once.

@@ -11,14 +11,36 @@ use std::sync::Mutex;
 
 use beckon_core::partition::partition_of;
 use beckon_core::{Timer, Ts};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 
 use crate::error::SchedulerError;
 use crate::{MemoryTimers, TimerStore};
 
+/// What a claim handed out, and when the partition has work again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Claimed {
+    pub timers: Vec<Timer>,
+    /// The earliest due time or claim deadline left in the partition after the claim.
+    pub next: Option<Ts>,
+}
+
 pub trait AsyncTimerStore: Send + Sync + 'static {
     /// Sets or replaces the timer with this (workspace, user, id).
     fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>>;
+
+    /// Sets or replaces each timer, as [`AsyncTimerStore::schedule`] does one after another.
+    /// Stores that talk to a server send them in few requests.
+    fn schedule_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            for timer in timers {
+                self.schedule(timer).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// Removes a timer, pending or claimed; returns whether it existed.
     fn cancel<'a>(
@@ -38,9 +60,38 @@ pub trait AsyncTimerStore: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Timer>, SchedulerError>>;
 
+    /// Claims as [`AsyncTimerStore::claim_due`] does, and tells when the partition has work
+    /// again, so a firing loop can sleep until then.
+    fn claim_due_next<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+        now: Ts,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Claimed, SchedulerError>> {
+        Box::pin(async move {
+            let timers = self.claim_due(workspace, partition, now, limit).await?;
+            let next = self.next_due(workspace, partition).await?;
+            Ok(Claimed { timers, next })
+        })
+    }
+
     /// Forgets a fired timer. Returns false when it was rescheduled or cancelled meanwhile
     /// (then nothing is removed).
     fn ack<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<bool, SchedulerError>>;
+
+    /// Forgets fired timers as [`AsyncTimerStore::ack`] does each; one answer per timer.
+    fn ack_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+    ) -> BoxFuture<'a, Result<Vec<bool>, SchedulerError>> {
+        Box::pin(async move {
+            join_all(timers.iter().map(|t| self.ack(t)))
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
 
     /// When the partition's earliest pending timer is due.
     fn next_due<'a>(

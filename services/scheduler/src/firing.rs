@@ -11,6 +11,7 @@ use std::time::Duration as StdDuration;
 use beckon_core::{Clock, Timer, Ts};
 use beckon_telemetry::Metrics;
 use futures::future::{BoxFuture, join_all};
+use futures::stream::{self, StreamExt as _};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
@@ -21,6 +22,22 @@ use crate::error::SchedulerError;
 /// timer's `timer.fire` span, so a sink that stores trace context stores that span's.
 pub trait FiredSink: Send + Sync + 'static {
     fn deliver<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>>;
+
+    /// Delivers a batch of one partition's timers in order, each in its span (`spans[i]` is
+    /// `timers[i]`'s); one result per timer. Sinks that talk to a server send the batch in
+    /// few requests.
+    fn deliver_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+        spans: &'a [tracing::Span],
+    ) -> BoxFuture<'a, Vec<Result<(), SchedulerError>>> {
+        Box::pin(join_all(
+            timers
+                .iter()
+                .zip(spans)
+                .map(|(t, span)| self.deliver(t).instrument(span.clone())),
+        ))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -29,8 +46,11 @@ pub struct FiringConfig {
     pub partitions: u32,
     /// Timers claimed per partition per round.
     pub batch: usize,
+    /// Partitions fired at once: their requests share the connection's round trips.
+    pub concurrency: usize,
     /// Longest sleep between rounds; bounds lateness for timers set through another
-    /// scheduler instance, which cannot wake this one.
+    /// scheduler instance, which cannot wake this one. A round sleeps less when a timer
+    /// comes due sooner.
     pub max_idle_ms: u64,
     /// How often `beckon.timers.pending` is refreshed, in clock milliseconds: counting
     /// costs one call per partition, too much for every round.
@@ -44,6 +64,7 @@ impl Default for FiringConfig {
             workspaces: vec!["default".into()],
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
             batch: 512,
+            concurrency: 16,
             max_idle_ms: 50,
             pending_every_ms: 1_000,
             metrics: Metrics::global(),
@@ -57,57 +78,114 @@ pub struct Round {
     pub fired: u64,
     /// Milliseconds each fired timer was late by.
     pub lateness_ms: Vec<i64>,
+    /// When the earliest timer left (or claim deadline) comes due, over every partition.
+    pub next: Option<Ts>,
 }
 
-/// Fires every due timer of every partition once. Stops at the first batch with a delivery
-/// failure, leaving what was not delivered claimed (it comes due again at its claim
-/// deadline).
+impl Round {
+    fn add(&mut self, other: Round) {
+        self.fired += other.fired;
+        self.lateness_ms.extend(other.lateness_ms);
+        self.next = match (self.next, other.next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Fires every due timer of every partition once, `config.concurrency` partitions at a time.
+/// A partition stops at its first batch with a delivery failure, leaving what was not
+/// delivered claimed (it comes due again at its claim deadline); the round then reports the
+/// first failure.
 pub async fn fire_round(
     store: &dyn AsyncTimerStore,
     sink: &dyn FiredSink,
     clock: &dyn Clock,
     config: &FiringConfig,
 ) -> Result<Round, SchedulerError> {
-    let mut round = Round::default();
+    let mut partitions: Vec<BoxFuture<'_, Result<Round, SchedulerError>>> = Vec::new();
     for workspace in &config.workspaces {
         for p in 0..config.partitions {
-            loop {
-                let now = clock.now();
-                let due = store.claim_due(workspace, p, now, config.batch).await?;
-                let full = due.len() >= config.batch;
-
-                // A claimed batch is delivered and acknowledged concurrently: one round trip
-                // of waiting per batch instead of two per timer. The requests still leave in
-                // claim order, so a user's timers reach its log in due order.
-                let delivered = join_all(
-                    due.iter()
-                        .map(|t| sink.deliver(t).instrument(fire_span(t, p))),
-                )
-                .await;
-                let (done, failed): (Vec<_>, Vec<_>) = due
-                    .iter()
-                    .zip(delivered)
-                    .partition(|(_, result)| result.is_ok());
-                let acked = join_all(done.iter().map(|(t, _)| store.ack(t))).await;
-                for ((timer, _), ack) in done.iter().zip(acked) {
-                    ack?;
-                    round.fired += 1;
-                    round
-                        .lateness_ms
-                        .push(now.as_millis() - timer.due.as_millis());
-                    config.metrics.record_timer_lateness(timer.due, now);
-                }
-                // Timers not delivered stay claimed and come due again with their claim.
-                if let Some((_, Err(e))) = failed.into_iter().next() {
-                    return Err(e);
-                }
-                if !full {
-                    break;
-                }
-            }
+            partitions.push(Box::pin(fire_partition(
+                store, sink, clock, config, workspace, p,
+            )));
         }
     }
-    Ok(round)
+    let results: Vec<_> = stream::iter(partitions)
+        .buffer_unordered(config.concurrency.max(1))
+        .collect()
+        .await;
+    let mut round = Round::default();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(r) => round.add(r),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(round),
+    }
+}
+
+/// Fires one partition's due timers, batch after batch, so a user's timers reach its log in
+/// due order.
+async fn fire_partition(
+    store: &dyn AsyncTimerStore,
+    sink: &dyn FiredSink,
+    clock: &dyn Clock,
+    config: &FiringConfig,
+    workspace: &str,
+    p: u32,
+) -> Result<Round, SchedulerError> {
+    let mut round = Round::default();
+    loop {
+        let now = clock.now();
+        let claimed = store
+            .claim_due_next(workspace, p, now, config.batch)
+            .await?;
+        round.next = claimed.next;
+        let due = claimed.timers;
+        if due.is_empty() {
+            return Ok(round);
+        }
+        let full = due.len() >= config.batch;
+
+        // The batch is delivered and acknowledged in one request each when the stores allow.
+        let spans: Vec<tracing::Span> = due.iter().map(|t| fire_span(t, p)).collect();
+        let delivered = sink.deliver_many(&due, &spans).await;
+        let failure = delivered.iter().position(Result::is_err);
+        let some_delivered: Vec<Timer>;
+        let done = match failure {
+            None => &due[..],
+            Some(_) => {
+                some_delivered = due
+                    .iter()
+                    .zip(&delivered)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                &some_delivered[..]
+            }
+        };
+        store.ack_many(done).await?;
+        for timer in done {
+            round.fired += 1;
+            round
+                .lateness_ms
+                .push(now.as_millis() - timer.due.as_millis());
+            config.metrics.record_timer_lateness(timer.due, now);
+        }
+
+        // Timers not delivered stay claimed and come due again with their claim.
+        if let Some(Err(e)) = failure.and_then(|i| delivered.into_iter().nth(i)) {
+            return Err(e);
+        }
+        if !full {
+            return Ok(round);
+        }
+    }
 }
 
 /// The span of one firing. The work that set the timer finished long ago, so the firing
@@ -159,7 +237,7 @@ pub async fn run(
     on_round: impl Fn(&Round) + Send,
 ) {
     tracing::info!(partitions = config.partitions, "timer firing started");
-    let idle = StdDuration::from_millis(config.max_idle_ms.max(1));
+    let max_idle = config.max_idle_ms.max(1);
     let mut counted = Ts::MIN;
     while !*shutdown.borrow() {
         let now = clock.now();
@@ -170,16 +248,25 @@ pub async fn run(
             }
         }
 
+        let mut idle = max_idle;
         match fire_round(store.as_ref(), sink.as_ref(), clock.as_ref(), &config).await {
             Ok(round) => {
                 if round.fired > 0 {
                     tracing::debug!(fired = round.fired, "timers fired");
                 }
                 on_round(&round);
+
+                // Sleep until the earliest timer left is due, if that is sooner; at least a
+                // millisecond, the clock's resolution.
+                if let Some(next) = round.next {
+                    let wait = next.as_millis().saturating_sub(clock.now().as_millis());
+                    idle = idle.min(u64::try_from(wait).unwrap_or(0).max(1));
+                }
             }
             Err(e) => tracing::warn!(error = %e, "timer round failed; retrying"),
         }
 
+        let idle = StdDuration::from_millis(idle);
         tokio::select! {
             _ = shutdown.changed() => {},
             _ = wake.notified() => {},

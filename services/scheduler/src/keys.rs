@@ -32,7 +32,7 @@ pub fn timer_member(user: &str, id: &str) -> String {
 }
 
 /// Key builder for one (workspace, partition).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Keys {
     prefix: String,
 }

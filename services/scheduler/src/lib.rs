@@ -11,7 +11,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 
-pub use async_store::{AsyncTimerStore, MemoryAsyncTimers};
+pub use async_store::{AsyncTimerStore, Claimed, MemoryAsyncTimers};
 pub use error::SchedulerError;
 pub use memory::MemoryTimers;
 pub use redis::RedisTimers;

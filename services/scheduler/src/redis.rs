@@ -8,16 +8,17 @@
 //! Due times are compared with the `now` the caller passes (from its clock), never with the
 //! Redis server's clock, so replay and tests drive firing.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use beckon_core::partition::partition_of;
 use beckon_core::{Duration, Timer, Ts};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use redis::Script;
 use redis::aio::ConnectionLike;
 use tracing::debug;
 
-use crate::async_store::AsyncTimerStore;
+use crate::async_store::{AsyncTimerStore, Claimed};
 use crate::error::SchedulerError;
 use crate::keys::{Keys, timer_member};
 
@@ -39,6 +40,36 @@ static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+// KEYS: timers, bodies, claimed, then the user index of each timer. ARGV: member, due, body
+// of each timer. The same as SCHEDULE once per timer, in order, with one call of each command
+// for the partition's keys.
+static SCHEDULE_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local n = #ARGV / 3
+        local scored, bodies, members = {}, {}, {}
+        for i = 1, n do
+            local m = ARGV[3 * i - 2]
+            scored[2 * i - 1] = ARGV[3 * i - 1]
+            scored[2 * i] = m
+            bodies[2 * i - 1] = m
+            bodies[2 * i] = ARGV[3 * i]
+            members[i] = m
+        end
+        redis.call('ZADD', KEYS[1], unpack(scored))
+        redis.call('HSET', KEYS[2], unpack(bodies))
+        redis.call('ZREM', KEYS[3], unpack(members))
+        for i = 1, n do
+            redis.call('SADD', KEYS[3 + i], members[i])
+        end
+        return n
+        ",
+    )
+});
+
+/// Timers per SCHEDULE_MANY call: Lua's `unpack` takes a few thousand values at most.
+const SCHEDULE_CHUNK: usize = 256;
+
 // KEYS: timers, bodies, claimed, user index. ARGV: member.
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -53,7 +84,8 @@ static CANCEL: LazyLock<Script> = LazyLock::new(|| {
 
 // KEYS: timers, bodies, claimed. ARGV: now, claim deadline, limit.
 // Expired claims (their scheduler died or stalled) go first: they are the oldest work.
-// Returns the bodies of the claimed timers.
+// Returns the bodies of the claimed timers, then the first score left in the pending set and
+// in the claimed set ('' when empty), so the caller knows when the partition has work again.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -75,7 +107,9 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
                 redis.call('ZREM', KEYS[3], m)
             end
         end
-        return out
+        local pending = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ''
+        local claimed = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] or ''
+        return {out, pending, claimed}
         ",
     )
 });
@@ -91,6 +125,27 @@ static ACK: LazyLock<Script> = LazyLock::new(|| {
         redis.call('HDEL', KEYS[2], ARGV[1])
         redis.call('SREM', KEYS[4], ARGV[1])
         return 1
+        ",
+    )
+});
+
+// KEYS: timers, bodies, claimed, then the user index of each timer. ARGV: member and body as
+// claimed, of each timer. ACK once per timer; returns 1 or 0 per timer.
+static ACK_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local out = {}
+        for i = 1, #ARGV / 2 do
+            local m = ARGV[2 * i - 1]
+            out[i] = 0
+            if redis.call('HGET', KEYS[2], m) == ARGV[2 * i]
+                and redis.call('ZREM', KEYS[3], m) == 1 then
+                redis.call('HDEL', KEYS[2], m)
+                redis.call('SREM', KEYS[3 + i], m)
+                out[i] = 1
+            end
+        end
+        return out
         ",
     )
 });
@@ -156,6 +211,41 @@ where
         Ok(())
     }
 
+    /// One SCHEDULE_MANY call per chunk of a partition's timers, all sent at once: the
+    /// connection pipelines them.
+    async fn schedule_timers(&self, timers: &[Timer]) -> Result<(), SchedulerError> {
+        let calls = by_partition(timers, |t| self.keys_of(&t.workspace, &t.user))
+            .into_iter()
+            .flat_map(|(keys, group)| {
+                group
+                    .chunks(SCHEDULE_CHUNK)
+                    .map(|chunk| (keys.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .map(|(keys, chunk)| async move {
+                let mut call = SCHEDULE_MANY.prepare_invoke();
+                call.key(keys.timers())
+                    .key(keys.timer_bodies())
+                    .key(keys.timers_claimed());
+                for t in &chunk {
+                    call.key(keys.user_timers(&t.user));
+                }
+                for t in &chunk {
+                    let member = timer_member(&t.user, &t.id);
+                    let body = encode(t, &member)?;
+                    call.arg(member).arg(t.due.0).arg(body);
+                }
+                let mut con = self.con.clone();
+                let _: i64 = call.invoke_async(&mut con).await?;
+                Ok::<_, SchedulerError>(())
+            });
+        for result in join_all(calls).await {
+            result?;
+        }
+        debug!(scheduled = timers.len(), "timers scheduled");
+        Ok(())
+    }
+
     async fn cancel_timer(
         &self,
         workspace: &str,
@@ -183,14 +273,11 @@ where
         partition: u32,
         now: Ts,
         limit: usize,
-    ) -> Result<Vec<Timer>, SchedulerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Claimed, SchedulerError> {
         let keys = Keys::new(&self.namespace, workspace, partition);
         let deadline = now.saturating_add(self.claim_lease);
         let mut con = self.con.clone();
-        let bodies: Vec<Vec<u8>> = CLAIM
+        let (bodies, pending, claimed): (Vec<Vec<u8>>, String, String) = CLAIM
             .key(keys.timers())
             .key(keys.timer_bodies())
             .key(keys.timers_claimed())
@@ -216,7 +303,13 @@ where
                 "timers claimed"
             );
         }
-        Ok(timers)
+        // Scores of millisecond times print as integers.
+        let next = [pending, claimed]
+            .iter()
+            .filter_map(|s| s.parse::<f64>().ok())
+            .map(|score| Ts(score as i64))
+            .min();
+        Ok(Claimed { timers, next })
     }
 
     async fn ack_timer(&self, timer: &Timer) -> Result<bool, SchedulerError> {
@@ -234,6 +327,38 @@ where
             .invoke_async(&mut con)
             .await?;
         Ok(removed > 0)
+    }
+
+    /// One ACK_MANY call per partition among the timers.
+    async fn ack_timers(&self, timers: &[Timer]) -> Result<Vec<bool>, SchedulerError> {
+        let mut acked = vec![false; timers.len()];
+        let indexed: Vec<(usize, &Timer)> = timers.iter().enumerate().collect();
+        let groups = by_partition(&indexed, |(_, t)| self.keys_of(&t.workspace, &t.user));
+        let calls = groups.into_iter().map(|(keys, group)| async move {
+            let mut call = ACK_MANY.prepare_invoke();
+            call.key(keys.timers())
+                .key(keys.timer_bodies())
+                .key(keys.timers_claimed());
+            for (_, t) in &group {
+                call.key(keys.user_timers(&t.user));
+            }
+            for (_, t) in &group {
+                let member = timer_member(&t.user, &t.id);
+                let body = encode(t, &member)?;
+                call.arg(member).arg(body);
+            }
+            let mut con = self.con.clone();
+            let removed: Vec<i64> = call.invoke_async(&mut con).await?;
+            let at: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+            Ok::<_, SchedulerError>((at, removed))
+        });
+        for result in join_all(calls).await {
+            let (at, removed) = result?;
+            for (i, r) in at.into_iter().zip(removed) {
+                acked[i] = r > 0;
+            }
+        }
+        Ok(acked)
     }
 
     async fn earliest(
@@ -269,6 +394,21 @@ where
     }
 }
 
+/// Groups items by the keys of their partition, keeping their order within each group.
+fn by_partition<T: Clone>(items: &[T], keys_of: impl Fn(&T) -> Keys) -> Vec<(Keys, Vec<T>)> {
+    let mut groups: Vec<(Keys, Vec<T>)> = Vec::new();
+    let mut index: HashMap<Keys, usize> = HashMap::new();
+    for item in items {
+        let keys = keys_of(item);
+        let at = *index.entry(keys.clone()).or_insert_with(|| {
+            groups.push((keys, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(item.clone());
+    }
+    groups
+}
+
 fn encode(timer: &Timer, member: &str) -> Result<String, SchedulerError> {
     serde_json::to_string(timer).map_err(|e| SchedulerError::Corrupt {
         member: member.to_string(),
@@ -282,6 +422,13 @@ where
 {
     fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.schedule_timer(timer))
+    }
+
+    fn schedule_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(self.schedule_timers(timers))
     }
 
     fn cancel<'a>(
@@ -300,11 +447,33 @@ where
         now: Ts,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Timer>, SchedulerError>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(self.claim(workspace, partition, now, limit).await?.timers)
+        })
+    }
+
+    fn claim_due_next<'a>(
+        &'a self,
+        workspace: &'a str,
+        partition: u32,
+        now: Ts,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Claimed, SchedulerError>> {
         Box::pin(self.claim(workspace, partition, now, limit))
     }
 
     fn ack<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<bool, SchedulerError>> {
         Box::pin(self.ack_timer(timer))
+    }
+
+    fn ack_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+    ) -> BoxFuture<'a, Result<Vec<bool>, SchedulerError>> {
+        Box::pin(self.ack_timers(timers))
     }
 
     fn next_due<'a>(

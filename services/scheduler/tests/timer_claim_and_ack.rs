@@ -109,3 +109,54 @@ async fn a_late_ack_does_not_remove_a_rescheduled_timer() {
     );
     assert_eq!(store.next_due("w", 0).await.expect("next"), Some(Ts(900)));
 }
+
+#[tokio::test]
+async fn batched_calls_do_what_single_calls_do() {
+    let server = RedisServer::start().expect("redis");
+    let store = timers(&server, 4).await;
+
+    // The second "a"/"t" replaces the first, as two schedule calls in a row would.
+    let batch = vec![
+        timer("a", "t", 50),
+        timer("b", "t", 20),
+        timer("c", "t", 10),
+        timer("a", "t", 30),
+        timer("d", "t", 900),
+    ];
+    store.schedule_many(&batch).await.expect("schedule many");
+    let mut pending = 0;
+    for p in 0..4 {
+        pending += store.len("w", p).await.expect("len");
+    }
+    assert_eq!(pending, 4);
+
+    let mut fired = Vec::new();
+    let mut next = Vec::new();
+    for p in 0..4 {
+        let claimed = store
+            .claim_due_next("w", p, Ts(100), 10)
+            .await
+            .expect("claim");
+        assert!(claimed.timers.iter().all(|t| t.due <= Ts(100)));
+        next.extend(claimed.next);
+        fired.extend(claimed.timers);
+    }
+    fired.sort_by(|x, y| x.user.cmp(&y.user));
+    let due: Vec<_> = fired.iter().map(|t| (t.user.as_str(), t.due.0)).collect();
+    assert_eq!(due, [("a", 30), ("b", 20), ("c", 10)]);
+    assert_eq!(next.iter().min(), Some(&Ts(900)), "d is due next");
+
+    // "b" is set again while its firing is applied: its ack must leave the new one.
+    store
+        .schedule(&timer("b", "t", 700))
+        .await
+        .expect("reschedule");
+    let acked = store.ack_many(&fired).await.expect("ack many");
+    assert_eq!(acked, [true, false, true]);
+    let mut left = Vec::new();
+    for p in 0..4 {
+        left.extend(store.next_due("w", p).await.expect("next"));
+    }
+    left.sort();
+    assert_eq!(left, [Ts(700), Ts(900)]);
+}

@@ -45,6 +45,24 @@ async fn schedule_claim_ack_and_cancel_on_a_cluster() {
     }
     assert_eq!(fired, users.len() - 1);
 
+    // The batched scripts too: each call's keys are one partition's.
+    let batch: Vec<_> = users.iter().map(|u| timer(u, "b", 50)).collect();
+    store.schedule_many(&batch).await.expect("schedule many");
+    let mut claimed = Vec::new();
+    for p in 0..PARTITIONS {
+        let c = store
+            .claim_due_next("w", p, Ts(1_000), 100)
+            .await
+            .expect("claim");
+        claimed.extend(c.timers);
+    }
+    assert_eq!(claimed.len(), users.len());
+    let acked = store.ack_many(&claimed).await.expect("ack many");
+    assert!(acked.iter().all(|a| *a));
+    for p in 0..PARTITIONS {
+        assert_eq!(store.len("w", p).await.expect("len"), 0);
+    }
+
     // One slot per partition, and the partitions land on more than one master.
     let mut node = cluster.nodes()[0].connection().expect("node");
     let mut slots = HashSet::new();

@@ -5,6 +5,7 @@
 //! This Redis runs without an append-only file: ten million timers would write gigabytes of
 //! it to a disk the machine shares.
 
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration as StdDuration, Instant};
 use beckon_core::{Clock, Duration, Timer, Ts};
 use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
 use beckon_scheduler::{AsyncTimerStore, RedisTimers};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, watch};
 
 use super::{Scale, figure, redis, section, system_clock, xadd_loop};
@@ -21,7 +22,13 @@ use crate::serve::FiredToLog;
 use beckon_ingest::log::{EventLog, LogConfig, RedisLog};
 
 const PARTITIONS: u32 = beckon_core::partition::DEFAULT_PARTITIONS;
-const CONCURRENCY: u64 = 128;
+/// Scheduling calls in flight, each with a batch of timers.
+const CONCURRENCY: u64 = 8;
+/// Timers per scheduling call: split by partition into one script per partition.
+const BATCH: u64 = 2_048;
+/// Longest wait for one Redis reply. Loading ten million timers on a loaded machine stalls
+/// replies for longer than the client's default half second; this is generous, not endless.
+const RESPONSE_TIMEOUT: StdDuration = StdDuration::from_secs(60);
 /// Timers per synthetic user among the pending ones.
 const PER_USER: u64 = 100;
 
@@ -32,10 +39,18 @@ pub async fn timers(scale: &Scale) -> anyhow::Result<()> {
     ));
     let server = redis(false)?;
     let reference = xadd_loop(&server.url(), scale.xadd_entries, 200).await?;
-    let con = ConnectionManager::new(redis::Client::open(server.url())?).await?;
+    let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let con =
+        ConnectionManager::new_with_config(redis::Client::open(server.url())?, config).await?;
     let store: Arc<dyn AsyncTimerStore> = Arc::new(RedisTimers::new(con.clone(), "bk", PARTITIONS));
     let clock = system_clock();
     let now = clock.now();
+
+    let mut c = con.clone();
+    let memory: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+    let used_before = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse::<u64>().ok());
 
     // Pending: due a month from now, so none fires while the rest is measured.
     let far = now.saturating_add(Duration::hours(30 * 24));
@@ -51,10 +66,19 @@ pub async fn timers(scale: &Scale) -> anyhow::Result<()> {
         "timers/s",
         Some((reference, "XADD loop")),
     );
-    let mut c = con.clone();
     let memory: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-    if let Some(used) = memory.lines().find(|l| l.starts_with("used_memory_human:")) {
-        println!("redis {used}");
+    let used = |name: &str| {
+        memory
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    if let Some(used) = used("used_memory:") {
+        let empty = used_before.unwrap_or(0);
+        println!(
+            "redis used memory {} MiB, {} bytes per pending timer",
+            used / (1 << 20),
+            used.saturating_sub(empty) / scale.pending_timers.max(1)
+        );
     }
 
     // Due now: claimed, appended to the partition log, acknowledged.
@@ -104,6 +128,8 @@ pub async fn timers(scale: &Scale) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Schedules `count` timers, `BATCH` per call with `CONCURRENCY` calls in flight. Shows
+/// progress once a second when standard error is a terminal.
 async fn schedule_many(
     store: &Arc<dyn AsyncTimerStore>,
     prefix: &'static str,
@@ -111,32 +137,57 @@ async fn schedule_many(
     due: impl Fn(u64) -> Ts + Send + Sync + Clone + 'static,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (store, next, due) = (store.clone(), next.clone(), due.clone());
+        let (store, next, done, due) = (store.clone(), next.clone(), done.clone(), due.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
+                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                if first >= count {
                     return Ok::<_, beckon_scheduler::SchedulerError>(());
                 }
-                let timer = Timer {
-                    id: format!("t{}", i % PER_USER),
-                    workspace: "default".into(),
-                    user: format!("{prefix}-{}", i / PER_USER),
-                    due: due(i),
-                    journey: "bench".into(),
-                    instance: 1,
-                    trace: None,
-                };
-                store.schedule(&timer).await?;
+                let batch: Vec<Timer> = (first..(first + BATCH).min(count))
+                    .map(|i| Timer {
+                        id: format!("t{}", i % PER_USER),
+                        workspace: "default".into(),
+                        user: format!("{prefix}-{}", i / PER_USER),
+                        due: due(i),
+                        journey: "bench".into(),
+                        instance: 1,
+                        trace: None,
+                    })
+                    .collect();
+                store.schedule_many(&batch).await?;
+                done.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
         }));
     }
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                let n = done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{prefix}: {n} of {count} timers scheduled, {:.0}/s   ",
+                    n as f64 / start.elapsed().as_secs_f64()
+                );
+            }
+        })
+    });
+    let mut result = Ok(());
     for t in tasks {
-        t.await??;
+        if let Err(e) = t.await? {
+            result = Err(e);
+        }
     }
-    Ok(())
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    Ok(result?)
 }
 
 /// Timers due evenly over the next `lateness_secs`, fired by the scheduler's loop.

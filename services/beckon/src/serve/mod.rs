@@ -242,6 +242,29 @@ impl FiredSink for FiredToLog {
                 .map_err(|e| SchedulerError::Unavailable(e.to_string()))
         })
     }
+
+    fn deliver_many<'a>(
+        &'a self,
+        timers: &'a [beckon_core::Timer],
+        spans: &'a [tracing::Span],
+    ) -> BoxFuture<'a, Vec<Result<(), SchedulerError>>> {
+        Box::pin(async move {
+            // Each entry carries the context of its own firing's span.
+            let traceparents: Vec<Option<String>> = spans
+                .iter()
+                .map(|span| span.in_scope(beckon_telemetry::current_trace_string))
+                .collect();
+            self.0
+                .append_fired_many(timers, &traceparents)
+                .await
+                .into_iter()
+                .map(|r| {
+                    r.map(|_| ())
+                        .map_err(|e| SchedulerError::Unavailable(e.to_string()))
+                })
+                .collect()
+        })
+    }
 }
 
 /// The partition log on Redis, each partition's blocking reads on a connection of its own.

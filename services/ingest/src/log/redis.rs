@@ -102,6 +102,35 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+// KEYS: log, then the seen marker of each entry. ARGV: ttl secs, max len ('' for none), then
+// workspace, kind, body and traceparent of each entry. APPEND once per entry, in order;
+// returns fresh (1 or 0) and offset of each entry.
+static APPEND_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local out = {}
+        for i = 1, #KEYS - 1 do
+            local seen, a = KEYS[i + 1], 4 * i - 1
+            if redis.call('SET', seen, '', 'NX', 'EX', ARGV[1]) then
+                local id
+                if ARGV[2] ~= '' then
+                    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws',
+                        ARGV[a], 'kind', ARGV[a + 1], 'body', ARGV[a + 2], 'tp', ARGV[a + 3])
+                else
+                    id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[a], 'kind', ARGV[a + 1],
+                        'body', ARGV[a + 2], 'tp', ARGV[a + 3])
+                end
+                redis.call('SET', seen, id, 'XX', 'KEEPTTL')
+                out[2 * i - 1], out[2 * i] = 1, id
+            else
+                out[2 * i - 1], out[2 * i] = 0, redis.call('GET', seen)
+            end
+        end
+        return out
+        ",
+    )
+});
+
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -408,6 +437,114 @@ where
         Ok(appended)
     }
 
+    /// One APPEND_MANY call per partition among the timers, all sent at once.
+    async fn append_timers(
+        &self,
+        timers: &[Timer],
+        traceparents: &[Option<String>],
+    ) -> Vec<Result<Appended, IngestError>> {
+        // A firing batch is one partition's, so the groups are few.
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (i, timer) in timers.iter().enumerate() {
+            let p = partition_of(&timer.workspace, &timer.user, self.config.partitions);
+            let same = |j: &usize| timers[*j].workspace == timer.workspace;
+            match groups
+                .iter_mut()
+                .find(|(q, at)| *q == p && at.first().is_some_and(same))
+            {
+                Some((_, at)) => at.push(i),
+                None => groups.push((p, vec![i])),
+            }
+        }
+        let max_len = self
+            .config
+            .max_len
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let calls = groups.into_iter().map(|(p, at)| {
+            let max_len = max_len.clone();
+            async move {
+                let result = self
+                    .append_group(timers, traceparents, p, &at, max_len)
+                    .await;
+                (at, result)
+            }
+        });
+
+        let mut out: Vec<Option<Result<Appended, IngestError>>> =
+            (0..timers.len()).map(|_| None).collect();
+        for (at, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(appended) => {
+                    for (i, a) in at.into_iter().zip(appended) {
+                        out[i] = Some(Ok(a));
+                    }
+                }
+                Err(e) => {
+                    for i in at {
+                        out[i] = Some(Err(IngestError::LogUnavailable(e.to_string())));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(IngestError::LogUnavailable("no reply".to_string()))))
+            .collect()
+    }
+
+    async fn append_group(
+        &self,
+        timers: &[Timer],
+        traceparents: &[Option<String>],
+        partition: u32,
+        at: &[usize],
+        max_len: String,
+    ) -> Result<Vec<Appended>, IngestError> {
+        let Some(first) = at.first().map(|&i| &timers[i]) else {
+            return Ok(Vec::new());
+        };
+        let prefix = self.prefix(&first.workspace, partition);
+        let mut call = APPEND_MANY.prepare_invoke();
+        call.key(format!("{prefix}:log"))
+            .arg(self.config.dedup_ttl_secs)
+            .arg(max_len);
+        for &i in at {
+            let timer = &timers[i];
+            let body = serde_json::to_vec(timer)
+                .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
+            let tp = traceparents.get(i).and_then(|t| t.as_deref());
+            call.key(format!("{prefix}:fired:{}", escape(&fired_id(timer))))
+                .arg(&timer.workspace)
+                .arg(KIND_TIMER)
+                .arg(body)
+                .arg(tp.unwrap_or(""));
+        }
+        let mut con = self.con.clone();
+        let reply: Vec<(i64, String)> = call.invoke_async(&mut con).await.map_err(unavailable)?;
+        let appended: Vec<Appended> = reply
+            .into_iter()
+            .map(|(fresh, offset)| Appended {
+                partition,
+                offset,
+                duplicate: fresh == 0,
+            })
+            .collect();
+        if appended.len() != at.len() {
+            return Err(IngestError::LogUnavailable(format!(
+                "{} fired timers appended, {} answers",
+                at.len(),
+                appended.len()
+            )));
+        }
+        debug!(
+            beckon.workspace = %first.workspace,
+            beckon.partition = partition,
+            appended = appended.len(),
+            "fired timers appended"
+        );
+        Ok(appended)
+    }
+
     async fn append_forwarded(
         &self,
         workspace: &str,
@@ -612,6 +749,14 @@ where
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>> {
         Box::pin(self.append_timer(timer, traceparent))
+    }
+
+    fn append_fired_many<'a>(
+        &'a self,
+        timers: &'a [Timer],
+        traceparents: &'a [Option<String>],
+    ) -> BoxFuture<'a, Vec<Result<Appended, IngestError>>> {
+        Box::pin(self.append_timers(timers, traceparents))
     }
 
     fn append_trigger<'a>(
