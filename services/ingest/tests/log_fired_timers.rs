@@ -77,3 +77,44 @@ async fn redis_log_carries_fired_timers() {
 async fn memory_log_carries_fired_timers() {
     timers_and_events_share_a_partition(&memory_log(&VirtualClock::new(Ts(0)))).await;
 }
+
+/// A batch appends as the same single appends in order would: a firing already appended, or
+/// twice in the batch, is a duplicate with the first offset; each entry keeps its context.
+async fn batches_append_like_single_calls(log: &dyn EventLog) {
+    let first = log.append_fired(&timer(1_000), None).await.expect("fire");
+    let mut other = timer(3_000);
+    other.user = "u2".into();
+    let batch = [timer(1_000), timer(2_000), other.clone(), timer(2_000)];
+    let traces: Vec<Option<String>> = (0..batch.len())
+        .map(|i| Some(format!("00-{:032x}-{:016x}-01", i + 1, i + 1)))
+        .collect();
+    let appended = log.append_fired_many(&batch, &traces).await;
+    let appended: Vec<_> = appended.into_iter().map(|r| r.expect("append")).collect();
+    let duplicate: Vec<_> = appended.iter().map(|a| a.duplicate).collect();
+    assert_eq!(duplicate, [true, false, false, true]);
+    assert_eq!(appended[0].offset, first.offset);
+    assert_eq!(appended[3].offset, appended[1].offset);
+
+    let p = appended[1].partition;
+    let reader = Consumer::new("w", p, "user-state", "p");
+    log.ensure_group(&reader).await.expect("group");
+    let entries = log.read(&reader, 10, Duration(0)).await.expect("read");
+    let fired: Vec<_> = entries.iter().filter_map(|e| e.timer().cloned()).collect();
+    let mut expected = vec![timer(1_000), timer(2_000)];
+    if appended[2].partition == p {
+        expected.push(other);
+    }
+    assert_eq!(fired, expected);
+    assert_eq!(entries[1].traceparent, traces[1]);
+}
+
+#[tokio::test]
+async fn redis_log_appends_fired_timers_in_batches() {
+    let server = RedisServer::start().expect("redis");
+    batches_append_like_single_calls(&redis_log(&server).await).await;
+}
+
+#[tokio::test]
+async fn memory_log_appends_fired_timers_in_batches() {
+    batches_append_like_single_calls(&memory_log(&VirtualClock::new(Ts(0)))).await;
+}

@@ -95,9 +95,7 @@ impl Scheduler for SchedulerService {
         for timer in timers.iter_mut().filter(|t| t.trace.is_none()) {
             timer.trace.clone_from(&here);
         }
-        for timer in &timers {
-            self.store.schedule(timer).await?;
-        }
+        self.store.schedule_many(&timers).await?;
         self.wake.notify_one();
         Ok(Response::new(SetTimersResponse {
             created: timers.len() as u32,

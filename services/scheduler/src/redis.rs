@@ -97,15 +97,21 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
             for _, m in ipairs(due) do table.insert(members, m) end
         end
         local out = {}
-        for _, m in ipairs(members) do
-            redis.call('ZREM', KEYS[1], m)
-            local body = redis.call('HGET', KEYS[2], m)
-            if body then
-                redis.call('ZADD', KEYS[3], ARGV[2], m)
-                table.insert(out, body)
-            else
-                redis.call('ZREM', KEYS[3], m)
+        if #members > 0 then
+            redis.call('ZREM', KEYS[1], unpack(members))
+            local bodies = redis.call('HMGET', KEYS[2], unpack(members))
+            local claimed, gone = {}, {}
+            for i, m in ipairs(members) do
+                if bodies[i] then
+                    claimed[#claimed + 1] = ARGV[2]
+                    claimed[#claimed + 1] = m
+                    out[#out + 1] = bodies[i]
+                else
+                    gone[#gone + 1] = m
+                end
             end
+            if #claimed > 0 then redis.call('ZADD', KEYS[3], unpack(claimed)) end
+            if #gone > 0 then redis.call('ZREM', KEYS[3], unpack(gone)) end
         end
         local pending = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ''
         local claimed = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2] or ''
@@ -113,6 +119,9 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+/// Most timers one CLAIM hands out: Lua's `unpack` takes a few thousand values at most.
+const MAX_CLAIM: usize = 2_048;
 
 // KEYS: timers, bodies, claimed, user index. ARGV: member, body as claimed.
 // Only the firing that was claimed is removed: a rescheduled timer has left the claimed set
@@ -134,21 +143,33 @@ static ACK: LazyLock<Script> = LazyLock::new(|| {
 static ACK_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local out = {}
-        for i = 1, #ARGV / 2 do
-            local m = ARGV[2 * i - 1]
+        local n = #ARGV / 2
+        local members = {}
+        for i = 1, n do members[i] = ARGV[2 * i - 1] end
+        local bodies = redis.call('HMGET', KEYS[2], unpack(members))
+        local claimed = redis.call('ZMSCORE', KEYS[3], unpack(members))
+        local out, done, acked = {}, {}, {}
+        for i = 1, n do
+            local m = members[i]
             out[i] = 0
-            if redis.call('HGET', KEYS[2], m) == ARGV[2 * i]
-                and redis.call('ZREM', KEYS[3], m) == 1 then
-                redis.call('HDEL', KEYS[2], m)
+            if bodies[i] == ARGV[2 * i] and claimed[i] and not done[m] then
+                done[m] = true
+                acked[#acked + 1] = m
                 redis.call('SREM', KEYS[3 + i], m)
                 out[i] = 1
             end
+        end
+        if #acked > 0 then
+            redis.call('ZREM', KEYS[3], unpack(acked))
+            redis.call('HDEL', KEYS[2], unpack(acked))
         end
         return out
         ",
     )
 });
+
+/// Timers per ACK_MANY call, for the same reason as `SCHEDULE_CHUNK`.
+const ACK_CHUNK: usize = 1_024;
 
 /// Timers in Redis (single node or Cluster: `C` is a connection manager or a cluster
 /// connection; both are cheap to clone and multiplex requests).
@@ -283,7 +304,7 @@ where
             .key(keys.timers_claimed())
             .arg(now.0)
             .arg(deadline.0)
-            .arg(limit)
+            .arg(limit.min(MAX_CLAIM))
             .invoke_async(&mut con)
             .await?;
         let timers = bodies
@@ -333,8 +354,15 @@ where
     async fn ack_timers(&self, timers: &[Timer]) -> Result<Vec<bool>, SchedulerError> {
         let mut acked = vec![false; timers.len()];
         let indexed: Vec<(usize, &Timer)> = timers.iter().enumerate().collect();
-        let groups = by_partition(&indexed, |(_, t)| self.keys_of(&t.workspace, &t.user));
-        let calls = groups.into_iter().map(|(keys, group)| async move {
+        let groups = by_partition(&indexed, |(_, t)| self.keys_of(&t.workspace, &t.user))
+            .into_iter()
+            .flat_map(|(keys, group)| {
+                group
+                    .chunks(ACK_CHUNK)
+                    .map(|chunk| (keys.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            });
+        let calls = groups.map(|(keys, group)| async move {
             let mut call = ACK_MANY.prepare_invoke();
             call.key(keys.timers())
                 .key(keys.timer_bodies())

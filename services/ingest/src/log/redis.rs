@@ -103,16 +103,19 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
 });
 
 // KEYS: log, then the seen marker of each entry. ARGV: ttl secs, max len ('' for none), then
-// workspace, kind, body and traceparent of each entry. APPEND once per entry, in order;
-// returns fresh (1 or 0) and offset of each entry.
+// workspace, kind, body and traceparent of each entry. APPEND once per entry, in order, with
+// the markers read in one call; returns fresh (1 or 0) and offset of each entry.
 static APPEND_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local out = {}
+        local marks = redis.call('MGET', unpack(KEYS, 2))
+        local out, fresh = {}, {}
         for i = 1, #KEYS - 1 do
             local seen, a = KEYS[i + 1], 4 * i - 1
-            if redis.call('SET', seen, '', 'NX', 'EX', ARGV[1]) then
-                local id
+            local id = marks[i] or fresh[seen]
+            if id then
+                out[2 * i - 1], out[2 * i] = 0, id
+            else
                 if ARGV[2] ~= '' then
                     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws',
                         ARGV[a], 'kind', ARGV[a + 1], 'body', ARGV[a + 2], 'tp', ARGV[a + 3])
@@ -120,16 +123,18 @@ static APPEND_MANY: LazyLock<Script> = LazyLock::new(|| {
                     id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[a], 'kind', ARGV[a + 1],
                         'body', ARGV[a + 2], 'tp', ARGV[a + 3])
                 end
-                redis.call('SET', seen, id, 'XX', 'KEEPTTL')
+                redis.call('SET', seen, id, 'EX', ARGV[1])
+                fresh[seen] = id
                 out[2 * i - 1], out[2 * i] = 1, id
-            else
-                out[2 * i - 1], out[2 * i] = 0, redis.call('GET', seen)
             end
         end
         return out
         ",
     )
 });
+
+/// Fired timers per APPEND_MANY call: Lua's `unpack` takes a few thousand values at most.
+const APPEND_CHUNK: usize = 1_024;
 
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
@@ -456,6 +461,14 @@ where
                 None => groups.push((p, vec![i])),
             }
         }
+        let groups: Vec<(u32, Vec<usize>)> = groups
+            .into_iter()
+            .flat_map(|(p, at)| {
+                at.chunks(APPEND_CHUNK)
+                    .map(|chunk| (p, chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let max_len = self
             .config
             .max_len
