@@ -102,40 +102,6 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-// KEYS: log, then the seen marker of each entry. ARGV: ttl secs, max len ('' for none), then
-// workspace, kind, body and traceparent of each entry. APPEND once per entry, in order, with
-// the markers read in one call; returns fresh (1 or 0) and offset of each entry.
-static APPEND_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local marks = redis.call('MGET', unpack(KEYS, 2))
-        local out, fresh = {}, {}
-        for i = 1, #KEYS - 1 do
-            local seen, a = KEYS[i + 1], 4 * i - 1
-            local id = marks[i] or fresh[seen]
-            if id then
-                out[2 * i - 1], out[2 * i] = 0, id
-            else
-                if ARGV[2] ~= '' then
-                    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws',
-                        ARGV[a], 'kind', ARGV[a + 1], 'body', ARGV[a + 2], 'tp', ARGV[a + 3])
-                else
-                    id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[a], 'kind', ARGV[a + 1],
-                        'body', ARGV[a + 2], 'tp', ARGV[a + 3])
-                end
-                redis.call('SET', seen, id, 'EX', ARGV[1])
-                fresh[seen] = id
-                out[2 * i - 1], out[2 * i] = 1, id
-            end
-        end
-        return out
-        ",
-    )
-});
-
-/// Fired timers per APPEND_MANY call: Lua's `unpack` takes a few thousand values at most.
-const APPEND_CHUNK: usize = 1_024;
-
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -413,149 +379,54 @@ where
         out
     }
 
+    fn queue_timer(&self, timer: &Timer, traceparent: Option<&str>) -> Result<Queued, IngestError> {
+        let body = serde_json::to_vec(timer)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
+        let seen = format!("fired:{}", escape(&fired_id(timer)));
+        Ok(self.enqueue(
+            &timer.workspace,
+            &timer.user,
+            seen,
+            KIND_TIMER,
+            body,
+            traceparent,
+        ))
+    }
+
     async fn append_timer(
         &self,
         timer: &Timer,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
-        let body = serde_json::to_vec(timer)
-            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
-        let seen = format!("fired:{}", escape(&fired_id(timer)));
-        let appended = self
-            .push(
-                &timer.workspace,
-                &timer.user,
-                seen,
-                KIND_TIMER,
-                body,
-                traceparent,
-            )
-            .await?;
-        debug!(
-            beckon.workspace = %timer.workspace,
-            beckon.partition = appended.partition,
-            beckon.timer.id = %timer.id,
-            offset = %appended.offset,
-            duplicate = appended.duplicate,
-            "fired timer appended"
-        );
+        let appended = self.queue_timer(timer, traceparent)?.appended().await?;
+        timer_appended(timer, &appended);
         Ok(appended)
     }
 
-    /// One APPEND_MANY call per partition among the timers, all sent at once.
+    /// Queues every fired timer before waiting for any answer, as `append_events` does, so
+    /// a firing batch goes in as few script calls as its partition's lane allows.
     async fn append_timers(
         &self,
         timers: &[Timer],
         traceparents: &[Option<String>],
     ) -> Vec<Result<Appended, IngestError>> {
-        // A firing batch is one partition's, so the groups are few.
-        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-        for (i, timer) in timers.iter().enumerate() {
-            let p = partition_of(&timer.workspace, &timer.user, self.config.partitions);
-            let same = |j: &usize| timers[*j].workspace == timer.workspace;
-            match groups
-                .iter_mut()
-                .find(|(q, at)| *q == p && at.first().is_some_and(same))
-            {
-                Some((_, at)) => at.push(i),
-                None => groups.push((p, vec![i])),
-            }
-        }
-        let groups: Vec<(u32, Vec<usize>)> = groups
-            .into_iter()
-            .flat_map(|(p, at)| {
-                at.chunks(APPEND_CHUNK)
-                    .map(|chunk| (p, chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
+        let queued: Vec<_> = timers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.queue_timer(t, traceparents.get(i).and_then(|t| t.as_deref())))
             .collect();
-        let max_len = self
-            .config
-            .max_len
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let calls = groups.into_iter().map(|(p, at)| {
-            let max_len = max_len.clone();
-            async move {
-                let result = self
-                    .append_group(timers, traceparents, p, &at, max_len)
-                    .await;
-                (at, result)
+        let mut out = Vec::with_capacity(timers.len());
+        for (timer, q) in timers.iter().zip(queued) {
+            let appended = match q {
+                Ok(q) => q.appended().await,
+                Err(e) => Err(e),
+            };
+            if let Ok(a) = &appended {
+                timer_appended(timer, a);
             }
-        });
-
-        let mut out: Vec<Option<Result<Appended, IngestError>>> =
-            (0..timers.len()).map(|_| None).collect();
-        for (at, result) in futures::future::join_all(calls).await {
-            match result {
-                Ok(appended) => {
-                    for (i, a) in at.into_iter().zip(appended) {
-                        out[i] = Some(Ok(a));
-                    }
-                }
-                Err(e) => {
-                    for i in at {
-                        out[i] = Some(Err(IngestError::LogUnavailable(e.to_string())));
-                    }
-                }
-            }
+            out.push(appended);
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(IngestError::LogUnavailable("no reply".to_string()))))
-            .collect()
-    }
-
-    async fn append_group(
-        &self,
-        timers: &[Timer],
-        traceparents: &[Option<String>],
-        partition: u32,
-        at: &[usize],
-        max_len: String,
-    ) -> Result<Vec<Appended>, IngestError> {
-        let Some(first) = at.first().map(|&i| &timers[i]) else {
-            return Ok(Vec::new());
-        };
-        let prefix = self.prefix(&first.workspace, partition);
-        let mut call = APPEND_MANY.prepare_invoke();
-        call.key(format!("{prefix}:log"))
-            .arg(self.config.dedup_ttl_secs)
-            .arg(max_len);
-        for &i in at {
-            let timer = &timers[i];
-            let body = serde_json::to_vec(timer)
-                .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
-            let tp = traceparents.get(i).and_then(|t| t.as_deref());
-            call.key(format!("{prefix}:fired:{}", escape(&fired_id(timer))))
-                .arg(&timer.workspace)
-                .arg(KIND_TIMER)
-                .arg(body)
-                .arg(tp.unwrap_or(""));
-        }
-        let mut con = self.con.clone();
-        let reply: Vec<(i64, String)> = call.invoke_async(&mut con).await.map_err(unavailable)?;
-        let appended: Vec<Appended> = reply
-            .into_iter()
-            .map(|(fresh, offset)| Appended {
-                partition,
-                offset,
-                duplicate: fresh == 0,
-            })
-            .collect();
-        if appended.len() != at.len() {
-            return Err(IngestError::LogUnavailable(format!(
-                "{} fired timers appended, {} answers",
-                at.len(),
-                appended.len()
-            )));
-        }
-        debug!(
-            beckon.workspace = %first.workspace,
-            beckon.partition = partition,
-            appended = appended.len(),
-            "fired timers appended"
-        );
-        Ok(appended)
+        out
     }
 
     async fn append_forwarded(
@@ -894,6 +765,17 @@ fn escape(part: &str) -> String {
         }
     }
     out
+}
+
+fn timer_appended(timer: &Timer, appended: &Appended) {
+    debug!(
+        beckon.workspace = %timer.workspace,
+        beckon.partition = appended.partition,
+        beckon.timer.id = %timer.id,
+        offset = %appended.offset,
+        duplicate = appended.duplicate,
+        "fired timer appended"
+    );
 }
 
 fn unavailable(e: RedisError) -> IngestError {
