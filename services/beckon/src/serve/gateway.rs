@@ -4,8 +4,8 @@
 //! delivery outcomes go back into the event log as events.
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use beckon_core::{Event, OutboundMessage, devices};
 use beckon_gateway::{
@@ -19,20 +19,72 @@ use futures::future::BoxFuture;
 /// The channels a served gateway records to.
 pub const CHANNELS: [&str; 6] = ["push", "in_app", "email", "sms", "webhook", "live_activity"];
 
+/// Lines queued for the writer at most per batch, so one slow sync cannot hold an unbounded
+/// amount of memory.
+const FILE_BATCH: usize = 4096;
+
+/// A line to append and where to say it is on disk.
+struct Queued {
+    line: String,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
 /// Appends each message as one JSON line: a channel for development and for tests that run
 /// the services as processes and need to see what went out.
+///
+/// Sends queue their line for a writer thread, which appends everything queued in one write
+/// and syncs once for the whole batch; each send returns once its batch is on disk. A sync
+/// costs milliseconds, and sends from many partitions wait for it together instead of in
+/// turn, off the threads that run actors and requests.
 pub struct FileChannel {
-    path: PathBuf,
-    lock: Mutex<()>,
+    queue: std::sync::mpsc::Sender<Queued>,
 }
 
 impl FileChannel {
     pub fn new(path: PathBuf) -> FileChannel {
-        FileChannel {
-            path,
-            lock: Mutex::new(()),
+        let (queue, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("beckon-file-channel".into())
+            .spawn(move || write_batches(&path, &rx));
+        if let Err(e) = spawned {
+            // The queue's receiver is gone with the closure: every send reports it.
+            tracing::error!(error = %e, "message file writer not started");
+        }
+        FileChannel { queue }
+    }
+}
+
+/// The writer thread: runs until every [`FileChannel`] handle is dropped.
+fn write_batches(path: &Path, rx: &std::sync::mpsc::Receiver<Queued>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < FILE_BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+
+        let mut bytes = Vec::with_capacity(batch.iter().map(|q| q.line.len()).sum());
+        for q in &batch {
+            bytes.extend_from_slice(q.line.as_bytes());
+        }
+        let result = append_synced(path, &bytes).map_err(|e| e.to_string());
+        for q in batch {
+            // A sender that gave up waiting needs no answer.
+            let _ = q.done.send(result.clone());
         }
     }
+}
+
+/// One append of whole lines, then one sync: processes sharing the file append whole lines.
+fn append_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
 }
 
 impl Channel for FileChannel {
@@ -45,24 +97,21 @@ impl Channel for FileChannel {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
         Box::pin(async move {
-            let unavailable = |e: std::io::Error| GatewayError::Unavailable {
+            let unavailable = |reason: String| GatewayError::Unavailable {
                 provider: "file".into(),
-                reason: e.to_string(),
+                reason,
             };
-            // One write per line: processes sharing the file append whole lines.
             let mut line = crate::replay::message_json(message).to_string();
             line.push('\n');
-            let _guard = self.lock.lock().map_err(|_| GatewayError::Unavailable {
-                provider: "file".into(),
-                reason: "lock poisoned".into(),
-            })?;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
+
+            let (done, written) = tokio::sync::oneshot::channel();
+            self.queue
+                .send(Queued { line, done })
+                .map_err(|_| unavailable("the file writer has stopped".into()))?;
+            written
+                .await
+                .map_err(|_| unavailable("the file writer has stopped".into()))?
                 .map_err(unavailable)?;
-            f.write_all(line.as_bytes()).map_err(unavailable)?;
-            f.sync_data().map_err(unavailable)?;
             Ok(Delivery {
                 provider_id: message.idempotency_key.clone(),
                 duplicate: false,
@@ -192,5 +241,63 @@ impl EventSink for NoSink {
     fn emit<'a>(&'a self, _workspace: &'a str, event: Event) -> BoxFuture<'a, ()> {
         tracing::debug!(messaging.message.id = %event.message_id, "delivery event not forwarded");
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use beckon_core::Ts;
+    use futures::future::join_all;
+
+    use super::*;
+
+    fn message(n: usize) -> OutboundMessage {
+        OutboundMessage {
+            idempotency_key: format!("key-{n}"),
+            workspace: "default".into(),
+            user_id: format!("user-{n}"),
+            journey: "welcome".into(),
+            version: 1,
+            step: "hello".into(),
+            channel: "push".into(),
+            at: Ts::from_millis(1_700_000_000_000),
+            title: None,
+            subject: Some("x".repeat(n % 97)),
+            body: "b".repeat(n),
+        }
+    }
+
+    /// Two handles on one file stand for two processes: sends made together land once each,
+    /// as whole lines, and each is on disk when its send returns.
+    #[tokio::test]
+    async fn sends_made_together_land_once_each_as_whole_lines() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("sent.jsonl");
+        let (a, b) = (
+            FileChannel::new(path.clone()),
+            FileChannel::new(path.clone()),
+        );
+        let messages: Vec<OutboundMessage> = (0..400).map(message).collect();
+
+        let sends = messages.iter().enumerate().map(|(i, m)| {
+            let channel = if i % 2 == 0 { &a } else { &b };
+            channel.send(m)
+        });
+        let deliveries = join_all(sends).await;
+
+        assert!(deliveries.iter().all(Result::is_ok));
+        let text = std::fs::read_to_string(&path).expect("messages file");
+        let keys: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+                v["idempotency_key"].as_str().expect("a key").to_string()
+            })
+            .collect();
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(keys.len(), 400);
+        assert_eq!(distinct.len(), 400);
     }
 }
