@@ -4,7 +4,10 @@
 //! freely. The in-memory deduper keeps a bounded number of recent ids; the durable one (Redis)
 //! keeps them for a configured time.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ahash::AHashSet;
 
 /// Remembers message ids per workspace.
 pub trait Deduper: Send {
@@ -16,24 +19,31 @@ pub trait Deduper: Send {
 #[derive(Debug)]
 pub struct MemoryDeduper {
     capacity: usize,
-    seen: HashSet<String>,
-    order: VecDeque<String>,
+    /// One allocation per id, shared by the set and the eviction order.
+    seen: AHashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
+    /// Reused to build the key looked up, so a repeated id allocates nothing.
+    key: String,
 }
 
 impl MemoryDeduper {
     pub fn new(capacity: usize) -> MemoryDeduper {
         MemoryDeduper {
             capacity: capacity.max(1),
-            seen: HashSet::new(),
+            seen: AHashSet::new(),
             order: VecDeque::new(),
+            key: String::new(),
         }
     }
 }
 
 impl Deduper for MemoryDeduper {
     fn first_time(&mut self, workspace: &str, message_id: &str) -> bool {
-        let key = format!("{workspace}\u{0}{message_id}");
-        if self.seen.contains(&key) {
+        self.key.clear();
+        self.key.push_str(workspace);
+        self.key.push('\u{0}');
+        self.key.push_str(message_id);
+        if self.seen.contains(self.key.as_str()) {
             return false;
         }
         if self.order.len() >= self.capacity
@@ -41,6 +51,7 @@ impl Deduper for MemoryDeduper {
         {
             self.seen.remove(&old);
         }
+        let key: Arc<str> = Arc::from(self.key.as_str());
         self.seen.insert(key.clone());
         self.order.push_back(key);
         true

@@ -10,9 +10,167 @@ use crate::error::{RejectReason, Rejection};
 
 /// Parses one JSON line.
 pub fn parse_line(line: &str) -> Result<Event, Rejection> {
+    // Most lines are well-formed events: read their fields straight from the text. Anything
+    // the direct read does not take (bad JSON, a field of another type, a rule broken) goes the
+    // general way, which accepts or rejects it with the precise reason.
+    if let Some(event) = parse_direct(line) {
+        return Ok(event);
+    }
     let value: Value = serde_json::from_str(line)
         .map_err(|e| Rejection::new(RejectReason::MalformedJson, "", e.to_string()))?;
     parse_value(value, line)
+}
+
+/// The fields of a Segment event as they appear in a line: each text field a string or
+/// absent (`null` counts as absent), properties and traits objects. A repeated key keeps its
+/// last value, as in a decoded JSON object.
+#[derive(Default)]
+struct Fields {
+    kind: Option<String>,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    timestamp: Option<String>,
+    event: Option<String>,
+    name: Option<String>,
+    previous_id: Option<String>,
+    message_id: Option<String>,
+    properties: Option<Props>,
+    traits: Option<Props>,
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Segment event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Type => f.kind = map.next_value()?,
+                Key::UserId => f.user_id = map.next_value()?,
+                Key::AnonymousId => f.anonymous_id = map.next_value()?,
+                Key::Timestamp => f.timestamp = map.next_value()?,
+                Key::Event => f.event = map.next_value()?,
+                Key::Name => f.name = map.next_value()?,
+                Key::PreviousId => f.previous_id = map.next_value()?,
+                Key::MessageId => f.message_id = map.next_value()?,
+                Key::Properties => f.properties = map.next_value()?,
+                Key::Traits => f.traits = map.next_value()?,
+                // Decoded in full, not skipped: a value the general way refuses (a number out
+                // of range, a broken escape) must fail here too.
+                Key::Other => {
+                    map.next_value::<Value>()?;
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// A top-level key, recognised without copying it.
+enum Key {
+    Type,
+    UserId,
+    AnonymousId,
+    Timestamp,
+    Event,
+    Name,
+    PreviousId,
+    MessageId,
+    Properties,
+    Traits,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl serde::de::Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "type" => Key::Type,
+            "userId" => Key::UserId,
+            "anonymousId" => Key::AnonymousId,
+            "timestamp" => Key::Timestamp,
+            "event" => Key::Event,
+            "name" => Key::Name,
+            "previousId" => Key::PreviousId,
+            "messageId" => Key::MessageId,
+            "properties" => Key::Properties,
+            "traits" => Key::Traits,
+            _ => Key::Other,
+        })
+    }
+}
+
+/// The event of a well-formed line, built by the same rules as [`parse_value`]; `None` for
+/// anything else, which the general way then judges.
+fn parse_direct(line: &str) -> Option<Event> {
+    let f: Fields = serde_json::from_str(line).ok()?;
+    let kind = EventKind::parse(f.kind.as_deref()?)?;
+    let user_id = f.user_id.filter(|s| !s.is_empty());
+    let anonymous_id = f.anonymous_id.filter(|s| !s.is_empty());
+    let user = user_id.clone().or_else(|| anonymous_id.clone())?;
+    let timestamp = Ts::parse_rfc3339(f.timestamp.as_deref()?).ok()?;
+
+    let name = match kind {
+        EventKind::Track => f.event.filter(|s| !s.is_empty())?,
+        EventKind::Page => f.name.unwrap_or_else(|| "Page Viewed".into()),
+        EventKind::Screen => f.name.unwrap_or_else(|| "Screen Viewed".into()),
+        EventKind::Identify => "Identify".into(),
+        EventKind::Alias => "Alias".into(),
+    };
+    if kind == EventKind::Alias && f.previous_id.is_none() {
+        return None;
+    }
+
+    // As in `parse_value`: only an identify's own traits count.
+    let traits = match kind {
+        EventKind::Identify => f.traits.unwrap_or_default(),
+        _ => Props::new(),
+    };
+    let message_id = match f.message_id {
+        Some(id) if !id.is_empty() => id,
+        _ => derived_id(line),
+    };
+
+    Some(Event {
+        kind,
+        message_id,
+        user,
+        anonymous_id: if user_id.is_some() {
+            anonymous_id
+        } else {
+            None
+        },
+        name,
+        properties: f.properties.unwrap_or_default(),
+        traits,
+        timestamp,
+        previous_id: f.previous_id,
+    })
 }
 
 /// Validates a decoded event. `raw` seeds the generated message id when none is given.
@@ -208,6 +366,41 @@ mod tests {
             reason(r#"{"type":"track","userId":"u","timestamp":"2017-11-25T00:00:00Z"}"#),
             Some(RejectReason::MissingEvent)
         );
+    }
+
+    #[test]
+    fn direct_read_agrees_with_the_general_way() {
+        let lines = [
+            r#"{"type":"track","userId":"u1","event":"Product Added","properties":{"sku":"a","n":1.5},"messageId":"m1","timestamp":"2017-11-25T00:00:00.000Z"}"#,
+            r#"{"type":"identify","userId":"u1","anonymousId":"a1","traits":{"plan":"pro"},"context":{"ip":"1.2.3.4"},"timestamp":"2017-11-25T00:00:00Z"}"#,
+            r#"{"type":"page","anonymousId":"a1","name":null,"properties":null,"timestamp":"2017-11-25T00:00:00Z"}"#,
+            r#"{"type":"screen","userId":"","anonymousId":"a2","timestamp":"2017-11-25T00:00:00Z","messageId":""}"#,
+            r#"{"type":"alias","userId":"u1","previousId":"a1","timestamp":"2017-11-25T00:00:00Z"}"#,
+            r#"{"type":"track","userId":"u1","event":"A","event":"B","properties":{"x":1},"properties":{"y":2},"timestamp":"2017-11-25T00:00:00Z"}"#,
+            r#"{"typ\u0065":"track","userId":"u1","event":"x","traits":{"a":1},"timestamp":"2017-11-25T00:00:00Z"}"#,
+        ];
+        for line in lines {
+            let general = serde_json::from_str(line)
+                .ok()
+                .and_then(|v| parse_value(v, line).ok());
+            assert!(general.is_some(), "{line}");
+            assert_eq!(parse_direct(line), general, "{line}");
+        }
+    }
+
+    #[test]
+    fn lines_the_direct_read_leaves_get_the_general_answer() {
+        let numeric =
+            r#"{"type":"track","userId":42,"event":"x","timestamp":"2017-11-25T00:00:00Z"}"#;
+        assert!(parse_direct(numeric).is_none());
+        assert_eq!(parse_line(numeric).ok().map(|e| e.user), Some("42".into()));
+
+        let bad_escape = r#"{"type":"track","userId":"u","event":"x","extra":"\ud800","timestamp":"2017-11-25T00:00:00Z"}"#;
+        assert!(parse_direct(bad_escape).is_none());
+        assert_eq!(reason(bad_escape), Some(RejectReason::MalformedJson));
+
+        let bad_traits = r#"{"type":"track","userId":"u","event":"x","traits":[1],"timestamp":"2017-11-25T00:00:00Z"}"#;
+        assert_eq!(reason(bad_traits), Some(RejectReason::BadField));
     }
 
     #[test]
