@@ -149,7 +149,7 @@ impl Records {
         let (_, bytes) = self
             .records
             .remove(&(workspace.to_string(), user.to_string()))?;
-        serde_json::from_slice(&bytes).ok()
+        crate::redis::decode(&bytes, user).ok()
     }
 }
 
@@ -191,12 +191,7 @@ impl StateStore for MemoryStore {
             let Some((_, bytes)) = records.records.get(&key) else {
                 return Ok(None);
             };
-            serde_json::from_slice(bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    user: user.to_string(),
-                    reason: e.to_string(),
-                })
+            crate::redis::decode(bytes, user).map(Some)
         })
     }
 
@@ -206,10 +201,8 @@ impl StateStore for MemoryStore {
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
-            let bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
-                user: state.user.clone(),
-                reason: e.to_string(),
-            })?;
+            // The compact encoding the Redis store writes: cheaper to write and read than JSON.
+            let bytes = crate::redis::encode(state, crate::redis::Encoding::MessagePack)?;
             let mut records = self.records.lock().map_err(|_| poisoned())?;
             let key = (state.workspace.clone(), state.user.clone());
             let stored = records.records.get(&key).map_or(0, |(v, _)| *v);
@@ -243,7 +236,7 @@ impl StateStore for MemoryStore {
                 let tombstone = records
                     .records
                     .get(&key)
-                    .and_then(|(_, b)| serde_json::from_slice::<UserState>(b).ok())
+                    .and_then(|(_, b)| crate::redis::decode(b, id).ok())
                     .is_some_and(|s| s.merged_into.as_deref() == Some(user));
                 if tombstone && records.remove(workspace, id).is_some() {
                     removed += 1;
