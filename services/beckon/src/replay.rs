@@ -229,7 +229,9 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         first = first.min(event.timestamp);
         last = last.max(event.timestamp);
         let mut event = event;
-        event.user = merges.resolve(&event.user);
+        if let Some(into) = merges.resolve(&event.user) {
+            event.user = into;
+        }
         let p = partition_of(&config.workspace, &event.user, partitions);
         let w = p as usize % workers;
         if merges.asks_for_merge(&event) {
@@ -387,8 +389,11 @@ struct Merges {
 }
 
 impl Merges {
-    /// The id that now holds `user`'s state: `user`, or the user it was merged into.
-    fn resolve(&self, user: &str) -> String {
+    /// The user `user` was merged into, when it was; its events go there.
+    fn resolve(&self, user: &str) -> Option<String> {
+        if self.merged_into.is_empty() {
+            return None;
+        }
         let mut id = user;
         // Bounded: a merge never points back at an id that was merged away.
         for _ in 0..self.merged_into.len() {
@@ -397,7 +402,7 @@ impl Merges {
                 None => break,
             }
         }
-        id.to_string()
+        (id != user).then(|| id.to_string())
     }
 
     /// Whether the event names a second id not yet asked about for this user.

@@ -60,8 +60,9 @@ pub struct Engine {
     /// The newest version of each journey, in id order, for entries.
     latest: Vec<Arc<Journey>>,
     latest_index: AHashMap<String, usize>,
-    /// Every version, for instances that entered an older one.
-    versions: AHashMap<(String, u32), Arc<Journey>>,
+    /// Every version, by id then version, for instances that entered an older one. Two
+    /// levels, so a lookup borrows the instance's journey id instead of copying it.
+    versions: AHashMap<String, AHashMap<u32, Arc<Journey>>>,
     /// The newest version of each segment, in id order.
     segments: Vec<Arc<Segment>>,
     policy: Policy,
@@ -121,7 +122,11 @@ impl Engine {
         for j in defs.journeys {
             j.track(&mut engine.tracking);
             let j = Arc::new(j);
-            engine.versions.insert((j.id.clone(), j.version), j.clone());
+            engine
+                .versions
+                .entry(j.id.clone())
+                .or_default()
+                .insert(j.version, j.clone());
             let newer = latest.get(&j.id).is_none_or(|cur| cur.version < j.version);
             if newer {
                 latest.insert(j.id.clone(), j);
@@ -135,7 +140,7 @@ impl Engine {
             .enumerate()
             .map(|(i, j)| (j.id.clone(), i))
             .collect();
-        for j in engine.versions.values() {
+        for j in engine.versions.values().flat_map(|v| v.values()) {
             if let Some(g) = &j.goal
                 && !engine.goal_events.contains(&g.event)
             {
@@ -596,13 +601,9 @@ impl Run<'_> {
             let d = decision(call.at, &j.id, "", DecisionKind::NotEntered, reason);
             return self.record(state, d);
         }
-        self.try_enter(
-            state,
-            &j,
-            call.at,
-            &call.properties,
-            "entered by API call".into(),
-        );
+        self.try_enter(state, &j, call.at, &call.properties, || {
+            "entered by API call".into()
+        });
     }
 
     fn enter_on_event(&mut self, state: &mut UserState, event: &Event) {
@@ -616,7 +617,8 @@ impl Run<'_> {
             if !matches {
                 continue;
             }
-            let why = match &j.entry.trigger {
+            // Worded only when needed: most matching events enter nothing.
+            let why = || match &j.entry.trigger {
                 EntryTrigger::FirstSeen => {
                     format!("entered on the first event seen ({})", event.name)
                 }
@@ -633,7 +635,7 @@ impl Run<'_> {
         j: &Arc<Journey>,
         now: Ts,
         props: &Props,
-        why: String,
+        why: impl FnOnce() -> String,
     ) {
         let status = self.engine.status(&j.id);
         if status != JourneyStatus::Active {
@@ -678,7 +680,14 @@ impl Run<'_> {
 
         let holdout = j.holdout > 0 && bucket(&[&j.id, &state.user]) < j.holdout;
         let arm = holdout.then(|| HOLDOUT_ARM.to_string());
-        let hist = state.history.entry(j.id.clone()).or_default();
+        if !state.history.contains_key(&j.id) {
+            state
+                .history
+                .insert(j.id.clone(), beckon_core::state::JourneyHistory::default());
+        }
+        let Some(hist) = state.history.get_mut(&j.id) else {
+            return;
+        };
         hist.entries += 1;
         hist.last_entered = now;
         hist.attribution_until = Some(now.saturating_add(j.conversion_window));
@@ -695,7 +704,7 @@ impl Run<'_> {
         let id = state.next_instance;
         state.next_instance += 1;
         if holdout {
-            let mut d = decision(now, &j.id, "", DecisionKind::Entered, why);
+            let mut d = decision(now, &j.id, "", DecisionKind::Entered, why());
             d.arm = arm.clone();
             d.instance = id;
             self.record(state, d);
@@ -726,7 +735,7 @@ impl Run<'_> {
         });
         let i = state.journeys.len() - 1;
         let d = self.about(
-            decision(now, &j.id, "", DecisionKind::Entered, why),
+            decision(now, &j.id, "", DecisionKind::Entered, why()),
             &state.journeys[i],
         );
         self.record(state, d);
@@ -841,7 +850,7 @@ impl Run<'_> {
                 };
                 if *id == segment && *want == edge {
                     let verb = if member { "entering" } else { "leaving" };
-                    let why = format!("entered on {verb} segment {segment}");
+                    let why = || format!("entered on {verb} segment {segment}");
                     self.try_enter(state, j, now, props, why);
                 }
             }
@@ -1322,7 +1331,8 @@ impl Run<'_> {
     fn journey_of(&self, inst: &JourneyInstance) -> Option<Arc<Journey>> {
         self.engine
             .versions
-            .get(&(inst.journey.clone(), inst.version))
+            .get(inst.journey.as_str())
+            .and_then(|v| v.get(&inst.version))
             .cloned()
     }
 

@@ -12,6 +12,8 @@ type Key = (String, String, String);
 pub struct MemoryTimers {
     by_due: BTreeMap<(Ts, Key), Timer>,
     due_of: HashMap<Key, Ts>,
+    /// Reused to look timers up by id, so a cancel allocates nothing.
+    probe: Key,
 }
 
 impl MemoryTimers {
@@ -34,11 +36,18 @@ impl TimerStore for MemoryTimers {
     }
 
     fn cancel(&mut self, workspace: &str, user: &str, id: &str) -> bool {
-        let key = key_of(workspace, user, id);
-        match self.due_of.remove(&key) {
-            Some(due) => self.by_due.remove(&(due, key)).is_some(),
-            None => false,
+        let (w, u, i) = &mut self.probe;
+        for (to, from) in [(w, workspace), (u, user), (i, id)] {
+            to.clear();
+            to.push_str(from);
         }
+        let Some(due) = self.due_of.remove(&self.probe) else {
+            return false;
+        };
+        let probe = (due, std::mem::take(&mut self.probe));
+        let removed = self.by_due.remove(&probe).is_some();
+        self.probe = probe.1;
+        removed
     }
 
     fn pop_due(&mut self, now: Ts, limit: usize) -> Vec<Timer> {

@@ -30,11 +30,17 @@ impl Stats {
         if d.kind == DecisionKind::Merged {
             return;
         }
-        let j = self.journeys.entry(d.journey.clone()).or_default();
+        let Some(j) = slot(&mut self.journeys, &d.journey) else {
+            return;
+        };
         match d.kind {
             DecisionKind::Entered => j.entered += 1,
             DecisionKind::NotEntered => j.not_entered += 1,
-            DecisionKind::Step => *j.steps.entry(d.step.clone()).or_default() += 1,
+            DecisionKind::Step => {
+                if let Some(n) = slot(&mut j.steps, &d.step) {
+                    *n += 1;
+                }
+            }
             DecisionKind::Sent => {}
             DecisionKind::Skipped => j.skipped += 1,
             DecisionKind::ExitedOnGoal => j.exited_on_goal += 1,
@@ -51,8 +57,11 @@ impl Stats {
     }
 
     pub fn message(&mut self, m: &OutboundMessage) {
-        let j = self.journeys.entry(m.journey.clone()).or_default();
-        *j.messages.entry(m.channel.clone()).or_default() += 1;
+        if let Some(n) =
+            slot(&mut self.journeys, &m.journey).and_then(|j| slot(&mut j.messages, &m.channel))
+        {
+            *n += 1;
+        }
     }
 
     pub fn merge(&mut self, other: Stats) {
@@ -74,4 +83,13 @@ impl Stats {
             }
         }
     }
+}
+
+/// The entry for `key`, created empty when missing: the key is copied only then, not on every
+/// count. Always `Some`.
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key)
 }
