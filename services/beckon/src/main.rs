@@ -133,9 +133,10 @@ struct ReplayArgs {
     /// Stop virtual time at this instant (RFC 3339) instead.
     #[arg(long)]
     until: Option<String>,
-    /// Worker threads; the default is one per core.
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Worker threads (1 to 256; each is an OS thread with its own event loop); the default
+    /// is one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -225,7 +226,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     config.progress = !args.no_progress;
     config.idle = (args.idle.as_millis() > 0).then_some(args.idle);
     if let Some(w) = args.workers {
-        config.workers = w.max(1);
+        config.workers = usize::from(w);
     }
     if let Some(until) = &args.until {
         config.until = Some(Ts::parse_rfc3339(until).context("--until")?);
