@@ -187,6 +187,20 @@ async fn every_service_exports_its_domain_metrics_with_labels() {
         &[("rpc_method", "Track")],
     );
 
+    // The journey's exit after the email is counted when the user's batch is done, which can
+    // come just after the message reached the file.
+    let completed = [("journey", "hello"), ("reason", "completed")];
+    let counted = eventually(200, || {
+        value(
+            &scrape(&user_state),
+            "beckon_journey_exits_total",
+            &completed,
+        )
+        .is_some()
+    })
+    .await;
+    assert!(counted, "the completed exit of hello is counted");
+
     // The user-state loop counts lag after each batch; the email is out, so it is idle.
     let applied = scrape(&user_state);
     assert_eq!(has(&applied, "beckon_events_applied_total", &[]), 3.0);
@@ -196,7 +210,6 @@ async fn every_service_exports_its_domain_metrics_with_labels() {
     assert_eq!(has(&applied, "beckon_partitions_unowned", &[]), 0.0);
     let journey = [("journey", "hello")];
     assert_eq!(has(&applied, "beckon_journey_entries_total", &journey), 2.0);
-    let completed = [("journey", "hello"), ("reason", "completed")];
     assert_eq!(has(&applied, "beckon_journey_exits_total", &completed), 1.0);
     let goal = [("journey", "hello"), ("reason", "goal")];
     assert_eq!(has(&applied, "beckon_journey_exits_total", &goal), 1.0);
