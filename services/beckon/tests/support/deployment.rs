@@ -217,6 +217,13 @@ pub struct Load {
     task: JoinHandle<LoadReport>,
 }
 
+/// A failure of the client's connection (a GOAWAY from a server shutting down, say), not an
+/// answer from the server: as safe to repeat as an unavailable server.
+fn from_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
 /// Codes a client may retry with the same message ids: the call may or may not have been
 /// applied, and the log's dedup makes a repeat harmless.
 fn retryable(code: Code) -> bool {
@@ -296,7 +303,7 @@ async fn send_until_stopped(
                     }
                     break;
                 }
-                Err(status) if retryable(status.code()) => {
+                Err(status) if retryable(status.code()) || from_transport(&status) => {
                     *report
                         .retried
                         .entry(format!("{:?}", status.code()))
