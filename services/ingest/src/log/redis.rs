@@ -365,18 +365,10 @@ where
             .iter()
             .map(|e| self.queue_event(workspace, e, traceparent))
             .collect();
-        let mut out = Vec::with_capacity(events.len());
-        for (event, q) in events.iter().zip(queued) {
-            let appended = match q {
-                Ok(q) => q.appended().await,
-                Err(e) => Err(e),
-            };
-            if let Ok(a) = &appended {
-                event_appended(workspace, event, a);
-            }
-            out.push(appended);
-        }
-        out
+        answers(events, queued, |event, a| {
+            event_appended(workspace, event, a)
+        })
+        .await
     }
 
     fn queue_timer(&self, timer: &Timer, traceparent: Option<&str>) -> Result<Queued, IngestError> {
@@ -415,18 +407,7 @@ where
             .enumerate()
             .map(|(i, t)| self.queue_timer(t, traceparents.get(i).and_then(|t| t.as_deref())))
             .collect();
-        let mut out = Vec::with_capacity(timers.len());
-        for (timer, q) in timers.iter().zip(queued) {
-            let appended = match q {
-                Ok(q) => q.appended().await,
-                Err(e) => Err(e),
-            };
-            if let Ok(a) = &appended {
-                timer_appended(timer, a);
-            }
-            out.push(appended);
-        }
-        out
+        answers(timers, queued, timer_appended).await
     }
 
     async fn append_forwarded(
@@ -736,6 +717,26 @@ impl<C: Clone> Readers<C> {
     async fn put(&self, key: (String, u32), con: C) {
         self.open.lock().await.insert(key, con);
     }
+}
+
+/// Waits for each queued append in order, noting every one that went in.
+async fn answers<T>(
+    items: &[T],
+    queued: Vec<Result<Queued, IngestError>>,
+    noted: impl Fn(&T, &Appended),
+) -> Vec<Result<Appended, IngestError>> {
+    let mut out = Vec::with_capacity(items.len());
+    for (item, q) in items.iter().zip(queued) {
+        let appended = match q {
+            Ok(q) => q.appended().await,
+            Err(e) => Err(e),
+        };
+        if let Ok(a) = &appended {
+            noted(item, a);
+        }
+        out.push(appended);
+    }
+    out
 }
 
 fn entry_of(id: &StreamId) -> LogEntry {
