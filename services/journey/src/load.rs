@@ -105,22 +105,15 @@ pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
 }
 
 /// The `*.yaml` / `*.yml` files under `dir` (a folder, or a single file) as `(path, text)`, in
-/// file-name order.
+/// path order. Sub-folders are read too, so specs can be grouped by team or product; folders
+/// whose name starts with `.` (version control, editors) are skipped.
 pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError> {
-    let io = |source| JourneyError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut paths: Vec<_> = if dir.is_file() {
-        vec![dir.to_path_buf()]
+    let mut paths = Vec::new();
+    if dir.is_file() {
+        paths.push(dir.to_path_buf());
     } else {
-        std::fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect()
-    };
-    paths.sort();
+        collect_spec_paths(dir, &mut paths)?;
+    }
 
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
@@ -131,6 +124,40 @@ pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError
         files.push((path.display().to_string(), text));
     }
     Ok(files)
+}
+
+/// Appends the spec files of `dir` and of its sub-folders, depth first. Entries are sorted by
+/// name at each level, so the order (and with it the order of errors) is the same on every
+/// machine, whatever order the file system lists them in.
+fn collect_spec_paths(dir: &Path, paths: &mut Vec<std::path::PathBuf>) -> Result<(), JourneyError> {
+    let io = |source| JourneyError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+
+    for entry in entries {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        // The entry's own type: a symbolic link to a folder is not followed, so a link
+        // back up the tree cannot loop.
+        let is_dir = entry.file_type().map_err(io)?.is_dir();
+        if is_dir && !hidden {
+            collect_spec_paths(&path, paths)?;
+        } else if !is_dir
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        {
+            paths.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Parses and checks a set of spec texts as one whole: each `(name, text)` on its own, then

@@ -1,0 +1,99 @@
+//! `beckon lint` on a tree of spec folders: every sub-folder is read, in the same order on
+//! every machine, and each error names its file, line and column.
+
+use std::path::Path;
+use std::process::Command;
+
+const GOOD: &str = "\
+id: welcome
+version: 1
+workspace: default
+entry:
+  event: Signed Up
+steps:
+  - id: hello
+    message:
+      channel: push
+      title: Hello
+      body: Good to see you.
+";
+
+/// A step whose delay is not a duration: the step on line 7, column 5.
+const BAD_DELAY: &str = "\
+id: nudge
+version: 1
+workspace: default
+entry:
+  event: Signed Up
+steps:
+  - id: wait
+    delay: soon
+";
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create folder");
+    }
+    std::fs::write(path, text).expect("write spec");
+}
+
+fn lint(path: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .arg("lint")
+        .arg(path)
+        .output()
+        .expect("beckon runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn lint_walks_sub_folders_and_names_each_error_by_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(root, "top.yaml", GOOD);
+    write(root, "teams/growth/nudge.yaml", BAD_DELAY);
+    write(
+        root,
+        "teams/billing/dunning.yml",
+        &BAD_DELAY.replace("nudge", "dunning"),
+    );
+    write(root, "teams/notes.txt", "not a spec");
+    // Hidden folders (version control, editors) are not specs.
+    write(root, ".git/broken.yaml", "id: [");
+
+    let (code, stdout, stderr) = lint(root);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+
+    let billing = root.join("teams/billing/dunning.yml");
+    let growth = root.join("teams/growth/nudge.yaml");
+    let places: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(".yaml:") || l.contains(".yml:"))
+        .collect();
+    assert_eq!(places.len(), 2, "{stderr}");
+    // Sorted by path at each level: billing before growth.
+    let expected = [billing, growth];
+    for (line, file) in places.iter().zip(expected) {
+        let prefix = format!("{}:7:5: steps[0]", file.display());
+        assert!(line.starts_with(&prefix), "{line} should start {prefix}");
+        assert!(line.contains("Delay"), "{line}");
+    }
+    assert!(!stderr.contains(".git"), "{stderr}");
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+
+    // The same tree without the bad files loads every journey in it, however deep.
+    std::fs::remove_dir_all(root.join("teams/billing")).expect("remove");
+    write(
+        root,
+        "teams/growth/nudge.yaml",
+        &GOOD.replace("welcome", "nudge"),
+    );
+    let (code, stdout, stderr) = lint(root);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("ok: 2 journey(s)"), "{stdout}");
+}
