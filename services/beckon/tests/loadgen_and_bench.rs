@@ -126,6 +126,13 @@ fn quick_bench_prints_every_figure() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    // At 2,000 users the RSS growth is mostly fixed costs: no per-user figure to misread.
+    assert!(
+        text.contains("resident per idle user, hibernated: not shown below 100000 users"),
+        "{text}"
+    );
+    assert!(!text.contains("x target 1 KiB"), "{text}");
+
     // Every ratio is a number, and nothing failed on the way.
     assert!(!text.contains("NaN") && !text.contains("inf "), "{text}");
     assert!(!text.contains("errors: Unavailable"), "{text}");

@@ -42,6 +42,18 @@ fn idle_periods() -> (Duration, Duration) {
     (ms(s.hibernate_after_ms), ms(s.evict_after_ms))
 }
 
+/// Fewest users whose memory figure is printed. Growth of the process's RSS is all the
+/// figure can see, and part of it does not scale with users: the actors live at once within
+/// the hibernation window (about 12,000 at the arrival rate here) and the pages the allocator
+/// keeps after them. A few thousand users would read as several KiB each.
+pub const MIN_MEMORY_USERS: u64 = 100_000;
+
+/// Resident bytes per user from the RSS growth over `users`, when there are enough users for
+/// it to mean something.
+pub fn per_user_figure(users: u64, grown: u64) -> Option<f64> {
+    (users >= MIN_MEMORY_USERS).then(|| grown as f64 / users as f64)
+}
+
 /// Workers and the recorder whose messages are dropped.
 struct Rig {
     workers: HashMap<u32, PartitionWorker>,
@@ -236,7 +248,6 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
         let idle = rss_bytes();
         let live = live_users(&rig);
         let (slept, record_bytes) = hibernated_users(&rig);
-        let per_user = idle.saturating_sub(before) as f64 / users.max(1) as f64;
         println!(
             "state of the users: {slept} hibernated, {live} live actors; compact records {} \
              bytes per user on average; process RSS {} MiB before, {} MiB after",
@@ -244,12 +255,21 @@ pub fn memory(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
             before >> 20,
             idle >> 20
         );
-        figure(
-            "resident per idle user, hibernated",
-            per_user,
-            "bytes",
-            Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
-        );
+        match per_user_figure(users, idle.saturating_sub(before)) {
+            Some(per_user) => figure(
+                "resident per idle user, hibernated",
+                per_user,
+                "bytes",
+                Some((TARGET_BYTES_PER_IDLE_USER, "target 1 KiB")),
+            ),
+            None => println!(
+                "resident per idle user, hibernated: not shown below {MIN_MEMORY_USERS} users \
+                 (RSS grew {} KiB for {users}; at this size the actors live within the \
+                 hibernation window and the allocator's reserve outweigh the users; run with \
+                 --memory-users {MIN_MEMORY_USERS} or more for the figure)",
+                idle.saturating_sub(before) >> 10
+            ),
+        }
 
         // What one user's state weighs once encoded, as Redis keeps it.
         if let Some(worker) = rig
@@ -361,4 +381,21 @@ async fn activations(
         warm.saturating_record(start.elapsed().as_micros() as u64);
     }
     Ok((Percentiles::of(&cold), Percentiles::of(&warm)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_figure_needs_enough_users_to_outweigh_fixed_costs() {
+        // 2,000 users over 26 MiB of growth would read as 13 KiB each: not shown.
+        assert_eq!(per_user_figure(2_000, 26 << 20), None);
+        assert_eq!(per_user_figure(MIN_MEMORY_USERS - 1, 170 << 20), None);
+        assert_eq!(
+            per_user_figure(1_000_000, 689_000_000),
+            Some(689.0),
+            "a full run shows its figure"
+        );
+    }
 }
