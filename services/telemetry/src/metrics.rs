@@ -45,6 +45,7 @@ pub struct Metrics {
     events_applied: Counter<u64>,
     events_rejected: Counter<u64>,
     actors_live: UpDownCounter<i64>,
+    users_hibernated: Gauge<i64>,
     actors_activations: Counter<u64>,
     segment_entries: Counter<u64>,
     segment_exits: Counter<u64>,
@@ -127,6 +128,11 @@ impl Metrics {
                 .with_unit("{actor}")
                 .with_description("User actors currently running")
                 .build(),
+            users_hibernated: gauge(
+                "beckon.users.hibernated",
+                "{user}",
+                "Users held in compact form with no actor running, per partition",
+            ),
             actors_activations: counter(
                 "beckon.actors.activations",
                 "{actor}",
@@ -231,6 +237,13 @@ impl Metrics {
 
     pub fn actor_stopped(&self) {
         self.actors_live.add(-1, &[]);
+    }
+
+    /// How many users of a partition are hibernated: in memory in compact form, with no
+    /// actor. Zero once the partition stops here, since its users leave with it.
+    pub fn set_users_hibernated(&self, partition: u32, users: i64) {
+        self.users_hibernated
+            .record(users, &[partition_attr(partition)]);
     }
 
     /// An actor was started from stored state (as opposed to found already running).

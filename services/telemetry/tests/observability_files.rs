@@ -103,6 +103,7 @@ fn dashboard_and_alerts_use_exported_metrics() {
         "beckon_events_applied_total",
         "beckon_events_rejected_total",
         "beckon_actors_live",
+        "beckon_users_hibernated",
         "beckon_segment_entries_total",
         "beckon_segment_exits_total",
         "beckon_journey_entries_total",

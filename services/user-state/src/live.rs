@@ -101,6 +101,9 @@ pub async fn run_partition(
                     // Only the actor system stopping fails this; the loop ends with it.
                     tracing::debug!(partition = p, error = %e, "hibernation stopped");
                 }
+                config
+                    .metrics
+                    .set_users_hibernated(p, gauge_value(worker.hibernated()));
                 record_lag(log.as_ref(), &reader, &config).await;
             }
             Err(e @ StateError::Fenced { .. }) => {
@@ -108,6 +111,7 @@ pub async fn run_partition(
                 report.failures += 1;
                 let discarded = worker.discard_unsaved();
                 tracing::warn!(partition = p, error = %e, discarded, "fenced off; stopping");
+                config.metrics.set_users_hibernated(p, 0);
                 return report;
             }
             Err(e) => {
@@ -130,8 +134,14 @@ pub async fn run_partition(
     if let Err(e) = worker.flush().await {
         tracing::warn!(partition = p, error = %e, "final write failed; the log redelivers");
     }
+    // The worker and its hibernated users go with the partition.
+    config.metrics.set_users_hibernated(p, 0);
     tracing::info!(partition = p, applied = report.applied, "partition stopped");
     report
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Entries read before and never acknowledged (a failed batch, or a crashed previous owner's)

@@ -144,6 +144,7 @@ pub fn record_everything(metrics: &beckon_telemetry::Metrics) {
     metrics.actor_started();
     metrics.actor_stopped();
     metrics.actor_activated();
+    metrics.set_users_hibernated(3, 1_200);
     metrics.segment_entered("cart_abandoners");
     metrics.segment_exited("cart_abandoners");
     metrics.journey_entered("cart_reminder");
