@@ -135,7 +135,8 @@ struct ReplayArgs {
     until: Option<String>,
     /// Worker threads (1 to 256; each is an OS thread with its own event loop); the default
     /// is one per core.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
     /// Never draw a progress bar.
     #[arg(long)]

@@ -1,11 +1,12 @@
-//! Command-line values outside what the process can honour are refused by name before any
-//! work starts, instead of failing halfway (too many threads, open files).
+//! Settings outside what the process can honour are refused by name before any work starts,
+//! instead of failing halfway (too many threads, open files) or being quietly clamped: flags,
+//! environment variables and config file values alike.
 
 use std::process::Command;
 
 #[test]
 fn replay_refuses_a_worker_count_out_of_range_naming_the_flag() {
-    for workers in ["0", "257", "100000"] {
+    for workers in ["0", "257", "100000", "-1"] {
         let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
             .args(["replay", "--events", "missing.jsonl", "--workers", workers])
             .output()
@@ -17,4 +18,97 @@ fn replay_refuses_a_worker_count_out_of_range_naming_the_flag() {
         assert!(stderr.contains("1..=256"), "{workers}: {stderr}");
         assert!(!stderr.contains("panicked"), "{workers}: {stderr}");
     }
+}
+
+/// `beckon serve all --print-config` with these flags, environment and config file text:
+/// exit code and stderr.
+fn serve_config(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_beckon"));
+    command.args(["serve", "all", "--print-config"]).args(args);
+    if let Some(text) = file {
+        let path = dir.path().join("beckon.yaml");
+        std::fs::write(&path, text).expect("write config");
+        command.arg("--config").arg(path);
+    }
+    let out = command
+        .envs(env.iter().copied())
+        .output()
+        .expect("beckon runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("--hibernate-after-ms", "0", "1000..=31536000000"),
+        (
+            "--hibernate-after-ms",
+            "18446744073709551615",
+            "1000..=31536000000",
+        ),
+        ("--evict-after-ms", "-5", "1000..=31536000000"),
+        (
+            "--evict-after-ms",
+            "99999999999999999999999",
+            "1000..=31536000000",
+        ),
+        ("--lease-ttl-ms", "0", "300..=600000"),
+        ("--timer-claim-ms", "-1", "1000..=86400000"),
+        ("--partitions", "0", "1..=4096"),
+        ("--partitions", "-8", "1..=4096"),
+        ("--threads", "0", "1..=256"),
+        ("--threads", "100000", "1..=256"),
+    ];
+    for (flag, value, range) in cases {
+        // A negative number as a separate argument is a value, not an unknown flag.
+        let (code, stderr) = serve_config(&[flag, value], &[], None);
+        let case = format!("{flag} {value}: {stderr}");
+        assert_eq!(code, Some(2), "{case}");
+        assert!(stderr.contains(flag), "{case}");
+        assert!(stderr.contains(range), "{case}");
+        assert!(!stderr.contains("unexpected argument"), "{case}");
+        assert!(!stderr.contains("panicked"), "{case}");
+    }
+
+    // The environment goes through the same check.
+    let (code, stderr) = serve_config(&[], &[("BECKON_HIBERNATE_AFTER_MS", "0")], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("hibernate-after-ms"), "{stderr}");
+    assert!(stderr.contains("1000..=31536000000"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_config_file_values_out_of_range_with_line_and_column() {
+    let file = "workspace: shop\nevict_after_ms: 18446744073709551615\n";
+    let (code, stderr) = serve_config(&[], &[], Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("evict_after_ms"), "{stderr}");
+    assert!(stderr.contains("1000..=31536000000"), "{stderr}");
+    assert!(stderr.contains("line 2 column 17"), "{stderr}");
+
+    let file = "partitions: 16\nthreads: -2\n";
+    let (code, stderr) = serve_config(&[], &[], Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("threads: -2 is out of range"), "{stderr}");
+    assert!(stderr.contains("line 2 column 10"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_an_eviction_period_shorter_than_hibernation() {
+    // Each layer alone is in range; together they are not.
+    let file = "hibernate_after_ms: 600000\n";
+    let (code, stderr) = serve_config(&["--evict-after-ms", "60000"], &[], Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("evict_after_ms: 60000"), "{stderr}");
+    assert!(stderr.contains("hibernate_after_ms (600000)"), "{stderr}");
+
+    // Equal periods, and the defaults, are accepted.
+    let (code, stderr) = serve_config(&["--evict-after-ms", "600000"], &[], Some(file));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = serve_config(&[], &[], None);
+    assert_eq!(code, Some(0), "{stderr}");
 }

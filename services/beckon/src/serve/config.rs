@@ -23,7 +23,8 @@ pub struct ServeArgs {
     pub redis_cluster: Option<bool>,
     #[arg(long, env = "BECKON_WORKSPACE")]
     pub workspace: Option<String>,
-    #[arg(long, env = "BECKON_PARTITIONS")]
+    #[arg(long, env = "BECKON_PARTITIONS", allow_negative_numbers = true,
+          value_parser = |t: &str| PARTITIONS.parse_arg::<u32>(t))]
     pub partitions: Option<u32>,
     /// Folder (or file) of journey, segment and policy specs. The journey service and `serve
     /// all` publish it at start; a user-state instance without `--journeys-url` evaluates it
@@ -36,11 +37,15 @@ pub struct ServeArgs {
     /// This instance's id among user-state instances (default: host name and process id).
     #[arg(long, env = "BECKON_INSTANCE")]
     pub instance: Option<String>,
-    #[arg(long, env = "BECKON_LEASE_TTL_MS")]
+    /// How long a user-state instance's partition lease lasts without renewal; a crashed
+    /// instance's partitions move after it.
+    #[arg(long, env = "BECKON_LEASE_TTL_MS", allow_negative_numbers = true,
+          value_parser = |t: &str| LEASE_TTL_MS.parse_arg::<u64>(t))]
     pub lease_ttl_ms: Option<u64>,
     /// How long a scheduler keeps a due timer it claimed before another firing round (its
     /// own after a restart, or another scheduler's) may fire it again.
-    #[arg(long, env = "BECKON_TIMER_CLAIM_MS")]
+    #[arg(long, env = "BECKON_TIMER_CLAIM_MS", allow_negative_numbers = true,
+          value_parser = |t: &str| TIMER_CLAIM_MS.parse_arg::<u64>(t))]
     pub timer_claim_ms: Option<u64>,
     /// Scheduler service URL, for user-state running alone.
     #[arg(long, env = "BECKON_SCHEDULER_URL")]
@@ -50,14 +55,17 @@ pub struct ServeArgs {
     pub gateway_url: Option<String>,
     /// Users with no trigger for this many milliseconds hibernate: their actor stops and
     /// their state stays in memory in compact form (default 10 minutes).
-    #[arg(long, env = "BECKON_HIBERNATE_AFTER_MS")]
+    #[arg(long, env = "BECKON_HIBERNATE_AFTER_MS", allow_negative_numbers = true,
+          value_parser = |t: &str| HIBERNATE_AFTER_MS.parse_arg::<u64>(t))]
     pub hibernate_after_ms: Option<u64>,
     /// Users with no trigger for this many milliseconds leave memory; their next trigger
     /// reads them from Redis (default 24 hours).
-    #[arg(long, env = "BECKON_EVICT_AFTER_MS")]
+    #[arg(long, env = "BECKON_EVICT_AFTER_MS", allow_negative_numbers = true,
+          value_parser = |t: &str| EVICT_AFTER_MS.parse_arg::<u64>(t))]
     pub evict_after_ms: Option<u64>,
     /// Actor threads.
-    #[arg(long, env = "BECKON_THREADS")]
+    #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
+          value_parser = |t: &str| THREADS.parse_arg::<usize>(t))]
     pub threads: Option<usize>,
     /// Where the gateway records every message it sends, one JSON object per line.
     #[arg(long, env = "BECKON_MESSAGES_OUT")]
@@ -74,6 +82,176 @@ pub struct ServeArgs {
     pub ingest_url: Option<String>,
 }
 
+/// The values a numeric setting accepts. Flags and environment variables are checked when
+/// they are parsed, the file as it is read (so the error names its line and column), and the
+/// merged result once more, so no layer can slip a value past and nothing is clamped.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// The setting's name in the file (the flag is the same with dashes).
+    pub name: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The range in words, for people who think in minutes rather than milliseconds.
+    pub words: &'static str,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Each partition is a log stream with a reader loop and a blocking connection of its own.
+pub const PARTITIONS: Bounds = Bounds {
+    name: "partitions",
+    min: 1,
+    max: 4096,
+    words: "1 to 4096 partitions",
+};
+
+/// Renewal runs every third of the lease, and no more often than every 50 ms; a lease much
+/// longer than minutes leaves a dead instance's users waiting as long.
+pub const LEASE_TTL_MS: Bounds = Bounds {
+    name: "lease_ttl_ms",
+    min: 300,
+    max: 600_000,
+    words: "300 ms to 10 minutes",
+};
+
+/// A claim shorter than a firing round would let rounds fire the same timer over and over.
+pub const TIMER_CLAIM_MS: Bounds = Bounds {
+    name: "timer_claim_ms",
+    min: 1_000,
+    max: DAY_MS,
+    words: "1 second to 24 hours",
+};
+
+/// Both idle periods are counted in partition time against the users' last trigger.
+pub const HIBERNATE_AFTER_MS: Bounds = Bounds {
+    name: "hibernate_after_ms",
+    min: 1_000,
+    max: 365 * DAY_MS,
+    words: "1 second to 365 days",
+};
+
+pub const EVICT_AFTER_MS: Bounds = Bounds {
+    name: "evict_after_ms",
+    min: 1_000,
+    max: 365 * DAY_MS,
+    words: "1 second to 365 days, and no shorter than hibernate_after_ms",
+};
+
+/// Each actor thread is an OS thread with an event loop of its own.
+pub const THREADS: Bounds = Bounds {
+    name: "threads",
+    min: 1,
+    max: 256,
+    words: "1 to 256 threads",
+};
+
+impl Bounds {
+    /// `value` if it lies in the range; otherwise why not, without the setting's name (the
+    /// caller knows how the setting was spelled: flag, variable or key).
+    pub fn check(&self, value: u64) -> Result<u64, String> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("{value} is out of range; {}", self.allowed()))
+        }
+    }
+
+    fn allowed(&self) -> String {
+        format!("allowed {}..={} ({})", self.min, self.max, self.words)
+    }
+
+    /// Parses a flag or environment value. A negative number or one too large for any
+    /// integer gets the same message as any other value out of range.
+    pub fn parse_arg<T: TryFrom<u64>>(&self, text: &str) -> Result<T, String> {
+        let text = text.trim();
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "`{text}` is not a whole number; {}",
+                self.allowed()
+            ));
+        }
+        if text.starts_with('-') {
+            return Err(format!("{text} is negative; {}", self.allowed()));
+        }
+        let value = text
+            .parse::<u64>()
+            .map_err(|_| format!("{text} is out of range; {}", self.allowed()))?;
+        let value = self.check(value)?;
+        T::try_from(value).map_err(|_| format!("{value} is out of range; {}", self.allowed()))
+    }
+
+    /// Reads the setting from the config file. The check runs while the value is read, so
+    /// the YAML reader adds the value's line and column to the error.
+    fn deserialize<'de, D, T>(self, deserializer: D) -> Result<T, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        let value = deserializer.deserialize_i128(Checked(self))?;
+        // In range, so it fits the field's type, which the range was chosen for.
+        T::try_from(value)
+            .map_err(|_| serde::de::Error::custom(format!("{}: {value} does not fit", self.name)))
+    }
+}
+
+/// Checks a number against its [`Bounds`] as the YAML reader hands it over.
+struct Checked(Bounds);
+
+impl Checked {
+    /// The error leaves out the setting's name: the YAML reader puts the key's path in front.
+    fn verdict<E: serde::de::Error>(&self, value: i128) -> Result<u64, E> {
+        let bounds = &self.0;
+        u64::try_from(value)
+            .map_err(|_| format!("{value} is out of range; {}", bounds.allowed()))
+            .and_then(|v| bounds.check(v))
+            .map_err(E::custom)
+    }
+}
+
+impl serde::de::Visitor<'_> for Checked {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a whole number, {}", self.0.allowed())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        self.verdict(i128::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        self.verdict(i128::from(v))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<u64, E> {
+        self.verdict(v)
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<u64, E> {
+        self.verdict(i128::try_from(v).unwrap_or(i128::MAX))
+    }
+}
+
+macro_rules! bounded_field {
+    ($($fn:ident: $bounds:ident as $t:ty;)*) => {
+        $(
+            fn $fn<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<$t, D::Error> {
+                $bounds.deserialize(deserializer)
+            }
+        )*
+    };
+}
+
+bounded_field! {
+    de_partitions: PARTITIONS as u32;
+    de_lease_ttl_ms: LEASE_TTL_MS as u64;
+    de_timer_claim_ms: TIMER_CLAIM_MS as u64;
+    de_hibernate_after_ms: HIBERNATE_AFTER_MS as u64;
+    de_evict_after_ms: EVICT_AFTER_MS as u64;
+    de_threads: THREADS as usize;
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -82,16 +260,22 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub redis_cluster: bool,
     pub workspace: String,
+    #[serde(deserialize_with = "de_partitions")]
     pub partitions: u32,
     pub journeys: Option<PathBuf>,
     pub journeys_url: Option<String>,
     pub instance: String,
+    #[serde(deserialize_with = "de_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
+    #[serde(deserialize_with = "de_timer_claim_ms")]
     pub timer_claim_ms: u64,
     pub scheduler_url: Option<String>,
     pub gateway_url: Option<String>,
+    #[serde(deserialize_with = "de_hibernate_after_ms")]
     pub hibernate_after_ms: u64,
+    #[serde(deserialize_with = "de_evict_after_ms")]
     pub evict_after_ms: u64,
+    #[serde(deserialize_with = "de_threads")]
     pub threads: usize,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
@@ -118,7 +302,9 @@ impl Default for Settings {
             gateway_url: None,
             hibernate_after_ms: 600_000,
             evict_after_ms: 86_400_000,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(THREADS.max as usize),
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
@@ -189,10 +375,39 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
 
-        if s.partitions == 0 {
-            anyhow::bail!("partitions: must be at least 1");
-        }
+        s.validate()?;
         Ok(s)
+    }
+
+    /// Checks every numeric setting against its range, and the settings that depend on each
+    /// other. The layers check their own values as they are read; this catches a
+    /// combination no single layer sees, and settings built in code.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks = [
+            (PARTITIONS, u64::from(self.partitions)),
+            (LEASE_TTL_MS, self.lease_ttl_ms),
+            (TIMER_CLAIM_MS, self.timer_claim_ms),
+            (HIBERNATE_AFTER_MS, self.hibernate_after_ms),
+            (EVICT_AFTER_MS, self.evict_after_ms),
+            (THREADS, u64::try_from(self.threads).unwrap_or(u64::MAX)),
+        ];
+        for (bounds, value) in checks {
+            bounds
+                .check(value)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", bounds.name))?;
+        }
+
+        // Eviction drops a user from memory, hibernation included: evicting first would
+        // leave hibernation nothing to do, and every idle user would come back from Redis.
+        if self.evict_after_ms < self.hibernate_after_ms {
+            anyhow::bail!(
+                "evict_after_ms: {} is shorter than hibernate_after_ms ({}); users must \
+                 hibernate before they leave memory, so it must be at least as long",
+                self.evict_after_ms,
+                self.hibernate_after_ms
+            );
+        }
+        Ok(())
     }
 
     /// YAML of the effective configuration with secrets (passwords in URLs) hidden.
