@@ -5,9 +5,12 @@
 //! shutdown future resolves, finishes the calls in flight, then returns.
 
 use std::future::Future;
+use std::path::Path;
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -28,8 +31,17 @@ pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     names: &[&str],
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // A certificate that does not load stops the process before it says it is listening.
+    let builder = match tls {
+        Some(tls) => tonic::transport::Server::builder()
+            .tls_config(tls)
+            .context("tls_cert, tls_key: not a usable certificate and key")?,
+        None => tonic::transport::Server::builder(),
+    };
+
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
         reporter
@@ -75,7 +87,7 @@ pub async fn serve(
         Some(m) => beckon_telemetry::GrpcServerLayer::new().with_metrics(m.clone()),
         None => beckon_telemetry::GrpcServerLayer::new(),
     };
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .layer(layer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, draining);
@@ -93,6 +105,55 @@ pub async fn serve(
     }
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())
+}
+
+/// The server side of TLS, from a PEM certificate chain and key, when both are set. The files
+/// are read here, at start, so a missing one is reported with the setting's name.
+pub fn server_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let cert =
+        std::fs::read(cert).with_context(|| format!("tls_cert: reading {}", cert.display()))?;
+    let key = std::fs::read(key).with_context(|| format!("tls_key: reading {}", key.display()))?;
+    Ok(Some(
+        ServerTlsConfig::new().identity(Identity::from_pem(cert, key)),
+    ))
+}
+
+/// Refuses a peer URL that is not `http://` or `https://`: anything else would be taken as
+/// plaintext, or fail only at the first call.
+pub fn check_peer_url(url: &str) -> anyhow::Result<()> {
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|e| anyhow::anyhow!("`{url}`: {e}"))?;
+    match endpoint.uri().scheme_str() {
+        Some("http" | "https") => Ok(()),
+        Some(other) => anyhow::bail!("`{url}`: the scheme must be http or https, not {other}"),
+        None => anyhow::bail!("`{url}`: no scheme; write http://HOST:PORT or https://HOST:PORT"),
+    }
+}
+
+/// An endpoint for a peer service. `https://` speaks TLS, and the peer's certificate must
+/// chain to a public web root or to one of the authorities in the PEM file `ca`; `http://`
+/// speaks plaintext. `setting` names the URL's setting in errors.
+pub fn peer_endpoint(setting: &str, url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+    check_peer_url(url).with_context(|| setting.to_string())?;
+    let endpoint = Endpoint::from_shared(url.to_string())?;
+    if endpoint.uri().scheme_str() != Some("https") {
+        return Ok(endpoint);
+    }
+
+    let mut tls = ClientTlsConfig::new().with_webpki_roots();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("tls_ca: reading {}", ca.display()))?;
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    endpoint
+        .tls_config(tls)
+        .with_context(|| format!("{setting}: TLS for `{url}`"))
 }
 
 /// How long calls in flight may take to finish once shutdown began.

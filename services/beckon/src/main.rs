@@ -51,6 +51,10 @@ enum Command {
         url: String,
         #[arg(long, default_value = "default")]
         workspace: String,
+        /// PEM certificates of authorities trusted for an `https://` URL besides the public
+        /// web roots.
+        #[arg(long, env = "BECKON_TLS_CA")]
+        tls_ca: Option<PathBuf>,
         /// `members`: users per page (the service caps it at 1000).
         #[arg(long, default_value_t = 100)]
         page_size: u32,
@@ -95,6 +99,10 @@ enum Command {
         url: String,
         #[arg(long, default_value = "default")]
         workspace: String,
+        /// PEM certificates of authorities trusted for an `https://` URL besides the public
+        /// web roots.
+        #[arg(long, env = "BECKON_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -165,15 +173,17 @@ fn main() -> ExitCode {
             id,
             url,
             workspace,
+            tls_ca,
             page_size,
             page_token,
         } => match action {
             UserAction::Members | UserAction::Sizes => {
                 let paging = (page_size, page_token);
-                run_segments(action, id.as_deref(), &url, &workspace, paging)
+                let peer = (url.as_str(), tls_ca.as_deref());
+                run_segments(action, id.as_deref(), peer, &workspace, paging)
             }
             _ => match id {
-                Some(user) => run_user(action, &user, &url, &workspace),
+                Some(user) => run_user(action, &user, (&url, tls_ca.as_deref()), &workspace),
                 None => Err(anyhow::anyhow!("beckon user: this action needs a user id")),
             },
         },
@@ -187,7 +197,8 @@ fn main() -> ExitCode {
             path,
             url,
             workspace,
-        } => beckon::publish::run(action, path.as_deref(), &url, &workspace),
+            tls_ca,
+        } => beckon::publish::run(action, path.as_deref(), &url, &workspace, tls_ca.as_deref()),
         Command::Explain {
             user,
             events,
@@ -334,7 +345,7 @@ fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<Ex
 fn run_user(
     action: UserAction,
     user: &str,
-    url: &str,
+    (url, tls_ca): (&str, Option<&std::path::Path>),
     workspace: &str,
 ) -> anyhow::Result<ExitCode> {
     use beckon_proto::v1::GetUserRequest;
@@ -344,8 +355,7 @@ fn run_user(
         .enable_all()
         .build()?;
     let text = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .with_context(|| format!("invalid URL {url}"))?
+        let channel = beckon::grpc::peer_endpoint("--url", url, tls_ca)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
@@ -403,7 +413,7 @@ fn run_user(
 fn run_segments(
     action: UserAction,
     segment: Option<&str>,
-    url: &str,
+    (url, tls_ca): (&str, Option<&std::path::Path>),
     workspace: &str,
     (page_size, page_token): (u32, Option<String>),
 ) -> anyhow::Result<ExitCode> {
@@ -414,9 +424,11 @@ fn run_segments(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut client = UserStateClient::connect(url.to_string())
+        let channel = beckon::grpc::peer_endpoint("--url", url, tls_ca)?
+            .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
+        let mut client = UserStateClient::new(channel);
         let mut out = std::io::stdout().lock();
         let UserAction::Members = action else {
             let request = SegmentSizesRequest {

@@ -25,6 +25,7 @@ pub fn run(
     path: Option<&Path>,
     url: &str,
     workspace: &str,
+    tls_ca: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let files = match (action, path) {
         (Action::List, _) => Vec::new(),
@@ -39,8 +40,7 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .with_context(|| format!("invalid URL {url}"))?
+        let channel = crate::grpc::peer_endpoint("--url", url, tls_ca)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;

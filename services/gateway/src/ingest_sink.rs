@@ -65,7 +65,12 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<IngestClient<Channel
         field: "ingest.url".into(),
         reason: e.to_string(),
     })?;
-    Ok(IngestClient::new(endpoint.timeout(timeout).connect_lazy()))
+    Ok(lazy_client(endpoint, timeout))
+}
+
+/// [`connect_lazy`] for an endpoint already built (with TLS, say).
+pub fn lazy_client(endpoint: Endpoint, timeout: Duration) -> IngestClient<Channel> {
+    IngestClient::new(endpoint.timeout(timeout).connect_lazy())
 }
 
 struct Queued {

@@ -226,12 +226,18 @@ pub async fn run(config: &LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadRepor
 }
 
 async fn connect(config: &LoadConfig) -> Result<Vec<Channel>, LoadError> {
-    let endpoint = Endpoint::from_shared(config.url.clone())
-        .map_err(|source| LoadError::Address {
-            url: config.url.clone(),
-            source,
-        })?
+    let address = |source| LoadError::Address {
+        url: config.url.clone(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(config.url.clone())
+        .map_err(address)?
         .tcp_nodelay(true);
+    // An ingest behind a public certificate: TLS checked against the bundled web roots.
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        endpoint = endpoint.tls_config(tls).map_err(address)?;
+    }
     let mut channels = Vec::new();
     for _ in 0..config.connections.max(1) {
         let channel = endpoint

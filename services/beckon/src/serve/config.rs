@@ -80,6 +80,17 @@ pub struct ServeArgs {
     /// Ingest service URL, where a gateway running alone sends delivery events.
     #[arg(long, env = "BECKON_INGEST_URL")]
     pub ingest_url: Option<String>,
+    /// PEM certificate chain to serve gRPC with; with `--tls-key`, the service port speaks
+    /// TLS only, and peers reach it with `https://` URLs.
+    #[arg(long, env = "BECKON_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "BECKON_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates of authorities trusted for `https://` peer URLs besides the public
+    /// web roots: a deployment's private CA.
+    #[arg(long, env = "BECKON_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The values a numeric setting accepts. Flags and environment variables are checked when
@@ -280,6 +291,9 @@ pub struct Settings {
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
     pub ingest_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     /// Which provider each channel uses, and their settings; credentials are named by file
     /// or environment variable, never written here.
     pub providers: beckon_gateway::ProvidersConfig,
@@ -308,6 +322,9 @@ impl Default for Settings {
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             providers: beckon_gateway::ProvidersConfig::default(),
         }
     }
@@ -368,6 +385,9 @@ impl Settings {
         layer!(opt messages_out);
         layer!(opt admin_listen);
         layer!(opt ingest_url);
+        layer!(opt tls_cert);
+        layer!(opt tls_key);
+        layer!(opt tls_ca);
         if let Some(path) = &args.providers {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
@@ -395,6 +415,25 @@ impl Settings {
             bounds
                 .check(value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bounds.name))?;
+        }
+
+        // A peer URL that is neither would otherwise fail only at the first call, long
+        // after the process announced it was ready.
+        let peers = [
+            ("journeys_url", &self.journeys_url),
+            ("scheduler_url", &self.scheduler_url),
+            ("gateway_url", &self.gateway_url),
+            ("ingest_url", &self.ingest_url),
+        ];
+        for (name, url) in peers {
+            if let Some(url) = url {
+                crate::grpc::check_peer_url(url).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => anyhow::bail!("tls_key: needed with tls_cert, to serve TLS"),
+            (None, Some(_)) => anyhow::bail!("tls_cert: needed with tls_key, to serve TLS"),
+            _ => {}
         }
 
         // Eviction drops a user from memory, hibernation included: evicting first would

@@ -96,6 +96,9 @@ pub async fn run(
         );
     }
 
+    // The certificate files are read now, so a missing one is named before the port is taken.
+    served_tls(&settings)?;
+
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -378,7 +381,14 @@ async fn run_all(
         "beckon.v1.Scheduler",
         "beckon.v1.Gateway",
     ];
-    crate::grpc::serve(listener, routes, &names, server_stop).await?;
+    crate::grpc::serve(
+        listener,
+        routes,
+        &names,
+        served_tls(&settings)?,
+        server_stop,
+    )
+    .await?;
 
     // The server stopped taking calls; let the partitions write what they hold.
     let _ = user_state.await;
@@ -417,7 +427,14 @@ async fn run_journey(
         tokio::spawn(async move { store.listen(client, workspaces, stopped(stop)).await })
     };
     let routes = Routes::new(JourneysService::new(store).into_server());
-    crate::grpc::serve(listener, routes, &["beckon.v1.Journeys"], server_stop).await?;
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.Journeys"],
+        served_tls(&settings)?,
+        server_stop,
+    )
+    .await?;
     let _ = listener_task.await;
     Ok(())
 }
@@ -434,7 +451,14 @@ async fn run_ingest(
     let routes = Routes::new(IngestServer::new(
         IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
     ));
-    crate::grpc::serve(listener, routes, &["beckon.v1.Ingest"], shutdown).await
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.Ingest"],
+        served_tls(&settings)?,
+        shutdown,
+    )
+    .await
 }
 
 async fn run_scheduler(
@@ -469,7 +493,14 @@ async fn run_scheduler(
         settings.partitions,
         wake,
     )));
-    crate::grpc::serve(listener, routes, &["beckon.v1.Scheduler"], server_stop).await?;
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.Scheduler"],
+        served_tls(&settings)?,
+        server_stop,
+    )
+    .await?;
     let _ = firing.await;
     Ok(())
 }
@@ -486,7 +517,7 @@ async fn run_user_state(
     // would let events pass without entering them.
     let (engine, follower) = match (&settings.journeys_url, &settings.journeys) {
         (Some(journeys_url), _) => {
-            let channel = tonic::transport::Endpoint::from_shared(journeys_url.clone())?
+            let channel = peer(&settings, "journeys_url", journeys_url)?
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .connect_lazy();
             let engine = empty_engine();
@@ -511,12 +542,12 @@ async fn run_user_state(
         .scheduler_url
         .clone()
         .context("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)")?;
-    let scheduler = tonic::transport::Endpoint::from_shared(scheduler_url)?.connect_lazy();
+    let scheduler = peer(&settings, "scheduler_url", &scheduler_url)?.connect_lazy();
     let timers: Arc<dyn TimerSink> =
         Arc::new(beckon_user_state::remote::RemoteScheduler::new(scheduler));
     let outlet: Arc<dyn Outlet> = match &settings.gateway_url {
         Some(u) => {
-            let channel = tonic::transport::Endpoint::from_shared(u.clone())?.connect_lazy();
+            let channel = peer(&settings, "gateway_url", u)?.connect_lazy();
             Arc::new(beckon_user_state::remote::RemoteGateway::new(channel))
         }
         None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())),
@@ -550,7 +581,14 @@ async fn run_user_state(
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
     let routes = Routes::new(UserStateServer::new(UserStateService::new(store)));
-    crate::grpc::serve(listener, routes, &["beckon.v1.UserState"], server_stop).await?;
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.UserState"],
+        served_tls(&settings)?,
+        server_stop,
+    )
+    .await?;
     let _ = owner.await;
     if let Some(f) = follower {
         let _ = f.await;
@@ -577,7 +615,8 @@ async fn run_gateway(
     let (sink, forwarder): (Arc<dyn EventSink>, _) = match &settings.ingest_url {
         Some(url) => {
             let config = beckon_gateway::IngestSinkConfig::default();
-            let client = beckon_gateway::ingest_sink::connect_lazy(url, config.timeout)?;
+            let endpoint = peer(&settings, "ingest_url", url)?;
+            let client = beckon_gateway::ingest_sink::lazy_client(endpoint, config.timeout);
             let sleeper = Arc::new(beckon_gateway::TokioSleeper);
             let (sink, forwarder) = beckon_gateway::IngestSink::start(client, config, sleeper);
             (Arc::new(sink), Some(forwarder))
@@ -591,7 +630,14 @@ async fn run_gateway(
     let (_, service) = served_gateway(&settings, store, sink).await?;
     let shutdown = ending_inbox_streams(shutdown, service.drain_handle());
     let routes = Routes::new(service.into_server());
-    crate::grpc::serve(listener, routes, &["beckon.v1.Gateway"], shutdown).await?;
+    crate::grpc::serve(
+        listener,
+        routes,
+        &["beckon.v1.Gateway"],
+        served_tls(&settings)?,
+        shutdown,
+    )
+    .await?;
 
     // Give the queue a moment to reach ingest. Connections the drain cut may still hold a
     // sender, so the forwarder is not waited on for ever.
@@ -681,6 +727,20 @@ async fn served_gateway(
         .context("providers")?;
     let service = GatewayService::new(gateway.clone(), inbox).with_outcomes(sink);
     Ok((gateway, service))
+}
+
+/// TLS for this process's gRPC port, when a certificate and key are set.
+fn served_tls(settings: &Settings) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    crate::grpc::server_tls(settings.tls_cert.as_deref(), settings.tls_key.as_deref())
+}
+
+/// An endpoint for the peer service at `url`, with TLS when it is an `https://` URL.
+fn peer(
+    settings: &Settings,
+    setting: &str,
+    url: &str,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    crate::grpc::peer_endpoint(setting, url, settings.tls_ca.as_deref())
 }
 
 /// A duration setting in milliseconds, saturating rather than wrapping.
