@@ -1,11 +1,13 @@
 //! A timestamp outside the calendar is refused by name over gRPC, by a running `beckon serve
-//! all`: `Track` answers INVALID_ARGUMENT, and a `Batch` refuses only the bad event while the
-//! others that came with it are appended.
+//! all`: `Track` answers INVALID_ARGUMENT, a `Batch` refuses only the bad event while the
+//! others that came with it are appended, and the scheduler refuses a timer due at such a time.
 
 mod support;
 
+use beckon_proto::v1::batch_result;
 use beckon_proto::v1::ingest_client::IngestClient;
-use beckon_proto::v1::{BatchRequest, TrackRequest, batch_result};
+use beckon_proto::v1::scheduler_client::SchedulerClient;
+use beckon_proto::v1::{BatchRequest, PendingRequest, SetTimersRequest, Timer, TrackRequest};
 use serde_json::json;
 use support::{Served, track, wall_clock_ms};
 
@@ -87,4 +89,43 @@ async fn out_of_range_timestamps_are_refused_by_field() {
             other => panic!("unexpected outcome {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_timer_due_outside_the_calendar_is_refused_by_field() {
+    let served = Served::start("all", &["--partitions", "4"]);
+    let mut scheduler = SchedulerClient::connect(served.url())
+        .await
+        .expect("connect");
+
+    let mut due = beckon_proto::convert::millis_to_timestamp(wall_clock_ms());
+    due.seconds = NANOS_AS_SECONDS;
+    let timer = Timer {
+        id: "t1".into(),
+        user_id: "u1".into(),
+        due: Some(due),
+        journey: "j".into(),
+        ..Timer::default()
+    };
+    let status = scheduler
+        .set_timers(SetTimersRequest {
+            workspace: "default".into(),
+            timers: vec![timer],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("timers.due"), "{status:?}");
+    assert!(status.message().contains("out of range"), "{status:?}");
+
+    let pending = scheduler
+        .pending(PendingRequest {
+            workspace: "default".into(),
+            partitions: Vec::new(),
+        })
+        .await
+        .expect("pending")
+        .into_inner()
+        .pending;
+    assert_eq!(pending, 0, "nothing was scheduled");
 }

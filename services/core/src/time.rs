@@ -39,6 +39,24 @@ impl Ts {
         Ok(Ts(ts.as_millisecond()))
     }
 
+    /// The instant of a protobuf-style timestamp (whole seconds since the epoch and the
+    /// nanoseconds past them), when it lies within years -9999 to 9999. Outside that range
+    /// the parts are refused, with why, rather than saturated: a client that sends
+    /// nanoseconds where seconds go would otherwise land at the end of time.
+    pub fn from_parts(seconds: i64, nanos: i32) -> Result<Ts, String> {
+        if !(0..1_000_000_000).contains(&nanos) {
+            return Err(format!("nanos {nanos} out of range 0..=999999999"));
+        }
+        let min = jiff::Timestamp::MIN.as_second();
+        let max = jiff::Timestamp::MAX.as_second();
+        if !(min..=max).contains(&seconds) {
+            return Err(format!(
+                "seconds {seconds} out of range {min}..={max} (years -9999 to 9999)"
+            ));
+        }
+        Ok(Ts(seconds * 1000 + i64::from(nanos / 1_000_000)))
+    }
+
     pub fn to_jiff(self) -> jiff::Timestamp {
         jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::MAX)
     }
@@ -166,6 +184,22 @@ impl<'de> Deserialize<'de> for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamp_parts_outside_the_calendar_are_refused() {
+        assert_eq!(
+            Ts::from_parts(1_511_568_000, 123_000_000),
+            Ok(Ts(1_511_568_000_123))
+        );
+        assert_eq!(Ts::from_parts(-1, 999_000_000), Ok(Ts(-1)));
+        for (seconds, nanos) in [(i64::MAX, 0), (i64::MIN, 0), (1 << 60, 0), (0, -1)] {
+            let err = Ts::from_parts(seconds, nanos).expect_err("refused");
+            assert!(err.contains("out of range"), "{err}");
+        }
+        let max = jiff::Timestamp::MAX.as_second();
+        assert!(Ts::from_parts(max, 999_999_999).is_ok());
+        assert!(Ts::from_parts(max + 1, 0).is_err());
+    }
 
     #[test]
     fn durations_parse_compound_units() {

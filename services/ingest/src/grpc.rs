@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use beckon_core::Event;
-use beckon_proto::convert::{struct_to_json, timestamp_to_millis};
+use beckon_proto::convert::struct_to_json;
 use beckon_proto::v1::ingest_server::Ingest;
 use beckon_proto::v1::{
     Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
@@ -232,7 +232,9 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
         obj.insert("traits".into(), Value::Object(struct_to_json(t)));
     }
     if let Some(ts) = &e.timestamp {
-        let at = checked_timestamp(ts).map_err(|detail| {
+        // Refused rather than saturated: a client sending nanoseconds as seconds would
+        // otherwise put the event at year 9999.
+        let at = beckon_core::Ts::from_parts(ts.seconds, ts.nanos).map_err(|detail| {
             IngestError::Invalid(Rejection::new(
                 RejectReason::BadTimestamp,
                 "event.timestamp",
@@ -251,24 +253,6 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
     };
     crate::segment::parse_value(Value::Object(obj), &raw)
         .map_err(|r| IngestError::Invalid(prefix_field(r)))
-}
-
-/// A protobuf timestamp as an instant events can carry. Seconds far outside the calendar
-/// (a client sending nanoseconds as seconds, say) would otherwise saturate and turn into the
-/// largest date there is, and the event would sit in the log at year 9999.
-fn checked_timestamp(ts: &prost_types::Timestamp) -> Result<beckon_core::Ts, String> {
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(format!("nanos {} out of range 0..=999999999", ts.nanos));
-    }
-    let min = jiff::Timestamp::MIN.as_second();
-    let max = jiff::Timestamp::MAX.as_second();
-    if !(min..=max).contains(&ts.seconds) {
-        return Err(format!(
-            "seconds {} out of range {min}..={max} (years -9999 to 9999)",
-            ts.seconds
-        ));
-    }
-    Ok(beckon_core::Ts(timestamp_to_millis(ts)))
 }
 
 fn prefix_field(mut r: Rejection) -> Rejection {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use beckon_core::{Timer, Ts};
-use beckon_proto::convert::{millis_to_timestamp, timestamp_to_millis};
+use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::scheduler_server::Scheduler;
 use beckon_proto::v1::{
     CancelTimersRequest, CancelTimersResponse, PendingRequest, PendingResponse, SetTimersRequest,
@@ -46,8 +46,10 @@ pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<T
     let due = t
         .due
         .as_ref()
-        .map(timestamp_to_millis)
         .ok_or_else(|| Status::invalid_argument("timers.due: missing"))?;
+    // Out of range is refused, not saturated: a timer due at the end of time never fires.
+    let due = Ts::from_parts(due.seconds, due.nanos)
+        .map_err(|e| Status::invalid_argument(format!("timers.due: {e}")))?;
     if t.traceparent.len() > MAX_TRACE_LEN {
         return Err(Status::invalid_argument(format!(
             "timers.traceparent: longer than {MAX_TRACE_LEN} characters"
@@ -57,7 +59,7 @@ pub fn timer_from_proto(workspace: &str, t: beckon_proto::v1::Timer) -> Result<T
         id: t.id,
         workspace: workspace.to_string(),
         user: t.user_id,
-        due: Ts(due),
+        due,
         journey: t.journey,
         instance: t.instance,
         trace: Some(t.traceparent).filter(|tp| !tp.is_empty()),
