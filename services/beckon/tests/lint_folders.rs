@@ -97,3 +97,26 @@ fn lint_walks_sub_folders_and_names_each_error_by_place() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("ok: 2 journey(s)"), "{stdout}");
 }
+
+#[test]
+fn an_id_defined_in_two_folders_is_reported_at_the_second_naming_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(root, "a/welcome.yaml", GOOD);
+    write(
+        root,
+        "b/copy.yaml",
+        &format!("# the same journey again\n{GOOD}"),
+    );
+
+    let (code, stdout, stderr) = lint(root);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let first = root.join("a/welcome.yaml");
+    let second = root.join("b/copy.yaml");
+    let expected = format!(
+        "{}:2:1: id: journey welcome version 1 is defined twice (also in {})",
+        second.display(),
+        first.display()
+    );
+    assert!(stderr.contains(&expected), "{expected}\nin:\n{stderr}");
+}

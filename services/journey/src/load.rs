@@ -170,11 +170,18 @@ pub fn load_definitions_texts(
     let mut defs = Definitions::default();
     let mut errors = Vec::new();
     let mut texts = Vec::new();
+    // The file and text each journey and segment came from, in the order of `defs`, so an
+    // error between documents can point at one of them.
+    let mut sources = Sources::default();
     for (name, text) in files {
         match load_definitions_str(name, text) {
             Ok(d) => {
                 for j in &d.journeys {
                     texts.push((j.id.clone(), name.clone(), text.clone()));
+                    sources.journeys.push((name.as_str(), text.as_str()));
+                }
+                for _ in &d.segments {
+                    sources.segments.push((name.as_str(), text.as_str()));
                 }
                 defs.journeys.extend(d.journeys);
                 defs.segments.extend(d.segments);
@@ -183,7 +190,7 @@ pub fn load_definitions_texts(
             Err(mut es) => errors.append(&mut es),
         }
     }
-    cross_check(origin, &defs, &texts, &mut errors);
+    cross_check(origin, &defs, &texts, &sources, &mut errors);
 
     if errors.is_empty() {
         Ok(defs)
@@ -193,37 +200,47 @@ pub fn load_definitions_texts(
 }
 
 /// Checks between documents: ids defined twice, segments referred to but not defined.
+/// `(file, text)` of each journey and segment, in the order of [`Definitions`].
+#[derive(Default)]
+struct Sources<'a> {
+    journeys: Vec<(&'a str, &'a str)>,
+    segments: Vec<(&'a str, &'a str)>,
+}
+
+/// An id defined twice, reported at the second definition's `id:` line, naming the first.
+fn defined_twice(what: &str, id: &str, version: u32, at: (&str, &str), first: &str) -> SpecError {
+    let (file, text) = at;
+    let (line, column) = locate(text, 1, "id", id);
+    SpecError {
+        file: file.to_string(),
+        line,
+        column,
+        field: "id".into(),
+        message: format!("{what} {id} version {version} is defined twice (also in {first})"),
+    }
+}
+
 fn cross_check(
     origin: &str,
     defs: &Definitions,
     texts: &[(String, String, String)],
+    sources: &Sources<'_>,
     errors: &mut Vec<SpecError>,
 ) {
     let mut seen = AHashMap::new();
-    for j in &defs.journeys {
-        if seen
-            .insert((j.workspace.clone(), j.id.clone(), j.version), ())
-            .is_some()
-        {
-            errors.push(SpecError {
-                file: origin.to_string(),
-                line: 1,
-                column: 1,
-                field: "id".into(),
-                message: format!("journey {} version {} is defined twice", j.id, j.version),
-            });
+    for (j, at) in defs.journeys.iter().zip(&sources.journeys) {
+        let key = (j.workspace.clone(), j.id.clone(), j.version);
+        if let Some(first) = seen.insert(key, at.0) {
+            errors.push(defined_twice("journey", &j.id, j.version, *at, first));
         }
     }
     let mut seen = AHashMap::new();
-    for s in &defs.segments {
-        if seen.insert((s.workspace.clone(), s.id.clone()), s.version) == Some(s.version) {
-            errors.push(SpecError {
-                file: origin.to_string(),
-                line: 1,
-                column: 1,
-                field: "id".into(),
-                message: format!("segment {} version {} is defined twice", s.id, s.version),
-            });
+    for (s, at) in defs.segments.iter().zip(&sources.segments) {
+        let key = (s.workspace.clone(), s.id.clone());
+        if let Some((version, first)) = seen.insert(key, (s.version, at.0))
+            && version == s.version
+        {
+            errors.push(defined_twice("segment", &s.id, s.version, *at, first));
         }
     }
 
