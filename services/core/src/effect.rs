@@ -13,8 +13,8 @@ use crate::state::UserState;
 use crate::time::Ts;
 
 /// Something that happened to a user: an event, one of the user's timers coming due, a
-/// backend asking for the user to enter a journey, or one step of merging two ids of the same
-/// person (see [`MergeOut`] and [`MergeIn`]).
+/// backend asking for the user to enter a journey, one step of merging two ids of the same
+/// person (see [`MergeOut`] and [`MergeIn`]), or the order to forget the user ([`Forget`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]
 pub enum Trigger {
@@ -23,6 +23,7 @@ pub enum Trigger {
     Api(ApiEntry),
     MergeOut(MergeOut),
     MergeIn(MergeIn),
+    Forget(Forget),
 }
 
 impl Trigger {
@@ -35,6 +36,7 @@ impl Trigger {
             Trigger::Api(a) => a.at,
             Trigger::MergeOut(m) => m.at,
             Trigger::MergeIn(m) => m.at,
+            Trigger::Forget(f) => f.at,
         }
     }
 
@@ -46,6 +48,7 @@ impl Trigger {
             Trigger::Api(a) => &a.user,
             Trigger::MergeOut(m) => &m.user,
             Trigger::MergeIn(m) => &m.user,
+            Trigger::Forget(f) => &f.user,
         }
     }
 }
@@ -73,6 +76,16 @@ pub struct MergeIn {
     pub at: Ts,
     pub cause: String,
     pub snapshot: Box<UserState>,
+}
+
+/// The order to forget `user` (right to be forgotten), placed in the user's partition log so
+/// it takes effect in log order: whatever holds the user then (a live actor, a hibernated
+/// record, local timers) lets go of it, and the next trigger for the id starts from an empty
+/// user. `at` is when the order was accepted; it is kept for the record and moves no clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    pub user: String,
+    pub at: Ts,
 }
 
 /// "Put this user into this journey now", from a backend (an order service sending a receipt

@@ -15,8 +15,8 @@ pub mod time;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use effect::{
-    ApiEntry, Decision, DecisionKind, Effect, HOLDOUT_ARM, MergeIn, MergeOut, OutboundMessage,
-    SEGMENT_TIMER_PREFIX, Timer, TimerKind, Trigger,
+    ApiEntry, Decision, DecisionKind, Effect, Forget, HOLDOUT_ARM, MergeIn, MergeOut,
+    OutboundMessage, SEGMENT_TIMER_PREFIX, Timer, TimerKind, Trigger,
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, Props};

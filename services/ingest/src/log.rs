@@ -7,6 +7,10 @@
 //! is answered with the offset of the first append and is not appended again, so a client
 //! may retry until it hears back.
 //!
+//! The order to forget a user goes through the same log ([`EventLog::append_forget`]), so the
+//! partition's owner lets go of the user in log order: triggers appended before it apply to
+//! the user as it was, triggers appended after it find an empty user.
+//!
 //! Readers form a consumer group per partition. An entry stays pending until its consumer
 //! acknowledges it (after the state write that applied it); acknowledging also removes it,
 //! so the log holds only work not yet applied. A restarted consumer of the same name finds
@@ -22,7 +26,7 @@ mod redis;
 pub use memory::MemoryLog;
 pub use redis::{Connect, LogConfig, RedisLog};
 
-use beckon_core::{Duration, Event, Timer, Trigger};
+use beckon_core::{Duration, Event, Forget, Timer, Trigger};
 use futures::future::BoxFuture;
 
 use crate::error::IngestError;
@@ -153,6 +157,16 @@ pub trait EventLog: Send + Sync + 'static {
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Appended, IngestError>>;
 
+    /// Appends the order to forget a user to the user's partition, behind everything already
+    /// appended there. Never deduplicated: a forget repeated by a retrying client only
+    /// forgets again, and no marker naming the user is left behind.
+    fn append_forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        forget: &'a Forget,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>>;
+
     /// Creates the consumer group of a partition, reading from the start, if it is missing.
     fn ensure_group<'a>(&'a self, consumer: &'a Consumer)
     -> BoxFuture<'a, Result<(), IngestError>>;
@@ -211,7 +225,8 @@ fn fired_id(timer: &Timer) -> String {
 /// How an entry is stored: its kind and its body.
 const KIND_EVENT: &str = "event";
 const KIND_TIMER: &str = "timer";
-/// Any trigger, tagged with its variant: the steps of a merge and forwarded triggers.
+/// Any trigger, tagged with its variant: the steps of a merge, forwarded triggers and
+/// forgets.
 const KIND_TRIGGER: &str = "trigger";
 
 fn decode(kind: &str, body: &[u8]) -> Result<Trigger, String> {

@@ -198,6 +198,13 @@ impl Engine {
 
     /// Applies a trigger to a user and returns what must happen as a result.
     pub fn apply(&self, state: &mut UserState, trigger: &Trigger) -> Vec<Effect> {
+        // Forgetting leaves nothing to evaluate: the user is empty again, a tombstone included
+        // (it forwards nothing more). Timers and stored data are let go of by whoever keeps
+        // them, in the same log order.
+        if let Trigger::Forget(_) = trigger {
+            *state = UserState::new(&state.workspace, &state.user);
+            return Vec::new();
+        }
         let mut run = Run {
             engine: self,
             effects: Vec::new(),
@@ -219,6 +226,7 @@ impl Engine {
                 }
             },
             Trigger::Api(call) => run.on_api(state, call),
+            Trigger::Forget(_) => {}
         }
         state.clock = state.clock.max(trigger.at());
         run.effects
@@ -449,7 +457,7 @@ impl Run<'_> {
                 }
                 return;
             }
-            Trigger::Timer(_) => return,
+            Trigger::Timer(_) | Trigger::Forget(_) => return,
         };
         tracing::debug!(user = %state.user, into, "forwarded to the merged user");
         self.effects.push(Effect::Forward { key, trigger });

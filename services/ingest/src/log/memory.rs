@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration as StdDuration;
 
 use beckon_core::partition::partition_of;
-use beckon_core::{Clock, Duration, Event, Timer, Trigger, Ts};
+use beckon_core::{Clock, Duration, Event, Forget, Timer, Trigger, Ts};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
@@ -77,7 +77,7 @@ impl MemoryLog {
         &self,
         workspace: &str,
         user: &str,
-        dedup_id: String,
+        dedup_id: Option<String>,
         trigger: Trigger,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
@@ -91,17 +91,18 @@ impl MemoryLog {
         Ok(appended)
     }
 
+    /// Appends under `dedup_id`, or without deduplication when it is `None`.
     fn append_locked(
         &self,
         workspace: &str,
         partition: u32,
-        dedup_id: String,
+        dedup_id: Option<String>,
         trigger: Trigger,
         traceparent: Option<&str>,
     ) -> Result<Appended, IngestError> {
         let mut inner = self.lock()?;
-        let id = (workspace.to_string(), dedup_id);
-        if let Some(offset) = inner.seen.get(&id) {
+        let id = dedup_id.map(|d| (workspace.to_string(), d));
+        if let Some(offset) = id.as_ref().and_then(|id| inner.seen.get(id)) {
             return Ok(Appended {
                 partition,
                 offset: offset.clone(),
@@ -125,13 +126,15 @@ impl MemoryLog {
         );
         let offset = offset_of(seq);
 
-        if inner.seen_order.len() >= self.dedup_capacity
-            && let Some(old) = inner.seen_order.pop_front()
-        {
-            inner.seen.remove(&old);
+        if let Some(id) = id {
+            if inner.seen_order.len() >= self.dedup_capacity
+                && let Some(old) = inner.seen_order.pop_front()
+            {
+                inner.seen.remove(&old);
+            }
+            inner.seen.insert(id.clone(), offset.clone());
+            inner.seen_order.push_back(id);
         }
-        inner.seen.insert(id.clone(), offset.clone());
-        inner.seen_order.push_back(id);
         Ok(Appended {
             partition,
             offset,
@@ -276,7 +279,7 @@ impl EventLog for MemoryLog {
         let result = self.append_now(
             workspace,
             &event.user,
-            format!("event:{}", event.message_id),
+            Some(format!("event:{}", event.message_id)),
             Trigger::Event(event.clone()),
             traceparent,
         );
@@ -291,7 +294,7 @@ impl EventLog for MemoryLog {
         let result = self.append_now(
             &timer.workspace,
             &timer.user,
-            format!("timer:{}", fired_id(timer)),
+            Some(format!("timer:{}", fired_id(timer))),
             Trigger::Timer(timer.clone()),
             traceparent,
         );
@@ -308,8 +311,24 @@ impl EventLog for MemoryLog {
         let result = self.append_now(
             workspace,
             trigger.user(),
-            format!("forward:{key}"),
+            Some(format!("forward:{key}")),
             trigger.clone(),
+            traceparent,
+        );
+        Box::pin(async move { result })
+    }
+
+    fn append_forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        forget: &'a Forget,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        let result = self.append_now(
+            workspace,
+            &forget.user,
+            None,
+            Trigger::Forget(forget.clone()),
             traceparent,
         );
         Box::pin(async move { result })

@@ -1,12 +1,14 @@
 //! The log on Redis Streams: one stream per partition, `<ns>:{<workspace>:<p>}:log`.
 //!
 //! Entries have the fields `ws` (workspace), `kind` (`event`, `timer`, or `trigger` for a
-//! trigger forwarded from another user, such as a step of a merge), `body` (its JSON)
-//! and `tp` (W3C traceparent, empty when there is none). Deduplication and the append are one
-//! Lua script over keys of the partition's slot (`...:seen:<message id>` for events,
-//! `...:fired:<user:timer:due>` for timers, `...:fwd:<key>` for forwarded triggers), so a
+//! trigger forwarded from another user, such as a step of a merge, and for a forget), `body`
+//! (its JSON) and `tp` (W3C traceparent, empty when there is none). Deduplication and the
+//! append are one Lua script over keys of the partition's slot (`...:seen:<message id>` for
+//! events, `...:fired:<digest>` for timers, `...:fwd:<digest>` for forwarded triggers), so a
 //! repeat can never be appended twice, even by two appenders racing, and the script works on
-//! Redis Cluster.
+//! Redis Cluster. The markers of timers and forwarded triggers are named by the SHA-1 of their
+//! dedup id, which names a user: a marker outlives a forgotten user by up to the dedup window
+//! and must not carry the user's id. Forgets are not deduplicated and leave no marker.
 //!
 //! Appends to one partition are grouped: while one script call of a partition is in flight,
 //! the appends that arrive for it wait, and then go together in the next call, which
@@ -27,7 +29,7 @@ use ::redis::aio::ConnectionLike;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use ::redis::{RedisError, RedisResult, Script};
 use beckon_core::partition::partition_of;
-use beckon_core::{Duration, Event, Timer, Trigger};
+use beckon_core::{Duration, Event, Forget, Timer, Trigger};
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex, oneshot};
 use tracing::{debug, warn};
@@ -69,9 +71,10 @@ pub type Connect<C> = Arc<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send 
 /// Redis (which runs one script at a time) for long.
 const MAX_GROUP: usize = 256;
 
-// KEYS: log, then one seen marker per entry. ARGV: ttl secs, max len ('' for none), workspace,
-// then kind, body and traceparent per entry. A marker holds the offset of its entry's first
-// append, so a duplicate (also one earlier in the same call) is answered with that offset.
+// KEYS: log, then one seen marker per entry (the log itself for an entry never deduplicated).
+// ARGV: ttl secs, max len ('' for none), workspace, then kind, body and traceparent per entry.
+// A marker holds the offset of its entry's first append, so a duplicate (also one earlier in
+// the same call) is answered with that offset.
 // The script runs atomically, so looking the marker up and setting it after the XADD cannot
 // race with another append; a fresh entry costs one write to the marker, not two. Answers
 // {fresh, offset} per entry, in order.
@@ -81,7 +84,8 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
         local out = {}
         for i = 2, #KEYS do
             local a = 4 + (i - 2) * 3
-            local first = redis.call('GET', KEYS[i])
+            local dedup = KEYS[i] ~= KEYS[1]
+            local first = dedup and redis.call('GET', KEYS[i])
             if first then
                 out[#out + 1] = {0, first}
             else
@@ -93,7 +97,7 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
                     id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[3],
                         'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
                 end
-                redis.call('SET', KEYS[i], id, 'EX', ARGV[1])
+                if dedup then redis.call('SET', KEYS[i], id, 'EX', ARGV[1]) end
                 out[#out + 1] = {1, id}
             end
         end
@@ -122,6 +126,7 @@ struct Readers<C> {
 
 /// One append waiting for its partition's next script call.
 struct Waiting {
+    /// The marker's key, or the log's own for an entry never deduplicated.
     seen: String,
     kind: &'static str,
     body: Vec<u8>,
@@ -212,12 +217,13 @@ where
 
     /// Queues the entry on its partition's lane and starts the lane's sender when it is
     /// idle. Queuing happens now, not when the answer is awaited, so entries queued one after
-    /// another by one caller reach their partition in that order.
+    /// another by one caller reach their partition in that order. `seen` names the entry's
+    /// dedup marker within the partition; `None` appends it whatever came before.
     fn enqueue(
         &self,
         workspace: &str,
         user: &str,
-        seen: String,
+        seen: Option<String>,
         kind: &'static str,
         body: Vec<u8>,
         traceparent: Option<&str>,
@@ -227,7 +233,10 @@ where
         let stream = format!("{prefix}:log");
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting {
-            seen: format!("{prefix}:{seen}"),
+            seen: match seen {
+                Some(seen) => format!("{prefix}:{seen}"),
+                None => stream.clone(),
+            },
             kind,
             body,
             traceparent: traceparent.unwrap_or("").to_string(),
@@ -254,7 +263,7 @@ where
         &self,
         workspace: &str,
         user: &str,
-        seen: String,
+        seen: Option<String>,
         kind: &'static str,
         body: Vec<u8>,
         traceparent: Option<&str>,
@@ -336,7 +345,14 @@ where
         let body = serde_json::to_vec(event)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
         let seen = format!("seen:{}", escape(&event.message_id));
-        Ok(self.enqueue(workspace, &event.user, seen, KIND_EVENT, body, traceparent))
+        Ok(self.enqueue(
+            workspace,
+            &event.user,
+            Some(seen),
+            KIND_EVENT,
+            body,
+            traceparent,
+        ))
     }
 
     async fn append_event(
@@ -374,11 +390,11 @@ where
     fn queue_timer(&self, timer: &Timer, traceparent: Option<&str>) -> Result<Queued, IngestError> {
         let body = serde_json::to_vec(timer)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
-        let seen = format!("fired:{}", escape(&fired_id(timer)));
+        let seen = format!("fired:{}", digest(&fired_id(timer)));
         Ok(self.enqueue(
             &timer.workspace,
             &timer.user,
-            seen,
+            Some(seen),
             KIND_TIMER,
             body,
             traceparent,
@@ -419,12 +435,12 @@ where
     ) -> Result<Appended, IngestError> {
         let body = serde_json::to_vec(trigger)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode trigger: {e}")))?;
-        let seen = format!("fwd:{}", escape(key));
+        let seen = format!("fwd:{}", digest(key));
         let appended = self
             .push(
                 workspace,
                 trigger.user(),
-                seen,
+                Some(seen),
                 KIND_TRIGGER,
                 body,
                 traceparent,
@@ -437,6 +453,34 @@ where
             offset = %appended.offset,
             duplicate = appended.duplicate,
             "forwarded trigger appended"
+        );
+        Ok(appended)
+    }
+
+    async fn append_forget_entry(
+        &self,
+        workspace: &str,
+        forget: &Forget,
+        traceparent: Option<&str>,
+    ) -> Result<Appended, IngestError> {
+        let trigger = Trigger::Forget(forget.clone());
+        let body = serde_json::to_vec(&trigger)
+            .map_err(|e| IngestError::LogUnavailable(format!("cannot encode forget: {e}")))?;
+        let appended = self
+            .push(
+                workspace,
+                &forget.user,
+                None,
+                KIND_TRIGGER,
+                body,
+                traceparent,
+            )
+            .await?;
+        debug!(
+            beckon.workspace = %workspace,
+            beckon.partition = appended.partition,
+            offset = %appended.offset,
+            "forget appended"
         );
         Ok(appended)
     }
@@ -634,6 +678,15 @@ where
         Box::pin(self.append_forwarded(workspace, key, trigger, traceparent))
     }
 
+    fn append_forget<'a>(
+        &'a self,
+        workspace: &'a str,
+        forget: &'a Forget,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, IngestError>> {
+        Box::pin(self.append_forget_entry(workspace, forget, traceparent))
+    }
+
     fn ensure_group<'a>(
         &'a self,
         consumer: &'a Consumer,
@@ -766,6 +819,12 @@ fn escape(part: &str) -> String {
         }
     }
     out
+}
+
+/// The name a marker gets for a dedup id that names a user: its SHA-1 in hex, the same for
+/// every appender, and no longer the user's id.
+fn digest(id: &str) -> String {
+    sha1_smol::Sha1::from(id).digest().to_string()
 }
 
 fn timer_appended(timer: &Timer, appended: &Appended) {
