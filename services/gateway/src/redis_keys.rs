@@ -8,7 +8,10 @@
 //! bk:{<workspace>:<partition>}:sent-by:<user>           set of the user's idempotency keys
 //! ```
 //!
-//! The per-user set exists so [`KeyStore::forget_user`] finds a user's keys without a scan.
+//! The names come from the shared layout ([`Keys`]), with its escaping, so they share the slot
+//! of the user's state. The per-user set exists so [`KeyStore::forget_user`] finds a user's
+//! keys without a scan, and so does UserState's ForgetUser, which erases them with the rest of
+//! the user.
 //! Both expire after the configured TTL; every write renews the set's expiry, so it always
 //! outlives its members. A key left in flight by a gateway that died stays in doubt until
 //! its TTL runs out, exactly as the in-memory store would keep it until the process ends.
@@ -19,7 +22,8 @@
 use std::sync::LazyLock;
 
 use beckon_core::Duration;
-use beckon_core::partition::{DEFAULT_PARTITIONS, partition_of};
+use beckon_core::partition::DEFAULT_PARTITIONS;
+use beckon_scheduler::keys::Keys;
 use futures::future::BoxFuture;
 use redis::Script;
 use redis::aio::ConnectionLike;
@@ -109,23 +113,27 @@ where
         RedisKeyStore { conn, config }
     }
 
+    fn keys(&self, workspace: &str, user: &str) -> Keys {
+        Keys::of_user(
+            &self.config.namespace,
+            workspace,
+            user,
+            self.config.partitions,
+        )
+    }
+
     /// `bk:{<workspace>:<partition>}`: the prefix of all of one user's keys.
     pub fn user_prefix(&self, workspace: &str, user: &str) -> String {
-        let partition = partition_of(workspace, user, self.config.partitions);
-        format!("{}:{{{workspace}:{partition}}}", self.config.namespace)
+        self.keys(workspace, user).prefix().to_string()
     }
 
     /// The Redis key holding one idempotency key.
     pub fn key_name(&self, key: SendKey<'_>) -> String {
-        format!(
-            "{}:sent:{}",
-            self.user_prefix(key.workspace, key.user),
-            key.key
-        )
+        self.keys(key.workspace, key.user).sent(key.key)
     }
 
     fn index_name(&self, workspace: &str, user: &str) -> String {
-        format!("{}:sent-by:{user}", self.user_prefix(workspace, user))
+        self.keys(workspace, user).sent_by(user)
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -187,8 +195,8 @@ where
     /// while forgetting is not left behind. Every command names its keys, all in one slot.
     async fn forget(&self, workspace: &str, user: &str) -> Result<(), GatewayError> {
         let mut conn = self.conn.clone();
-        let index = self.index_name(workspace, user);
-        let prefix = self.user_prefix(workspace, user);
+        let keys = self.keys(workspace, user);
+        let index = keys.sent_by(user);
         loop {
             let members: Vec<String> = redis::cmd("SRANDMEMBER")
                 .arg(&index)
@@ -200,10 +208,7 @@ where
                 return Ok(());
             }
 
-            let names: Vec<String> = members
-                .iter()
-                .map(|k| format!("{prefix}:sent:{k}"))
-                .collect();
+            let names: Vec<String> = members.iter().map(|k| keys.sent(k)).collect();
             redis::pipe()
                 .atomic()
                 .del(&names)

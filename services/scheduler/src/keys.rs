@@ -78,6 +78,17 @@ impl Keys {
         format!("{}:u:{}:inbox", self.prefix, escape(user))
     }
 
+    /// The gateway's record of one idempotency key (in flight or delivered). Keys are unique
+    /// within a workspace and name their user already, so the user is not repeated.
+    pub fn sent(&self, idempotency_key: &str) -> String {
+        format!("{}:sent:{idempotency_key}", self.prefix)
+    }
+
+    /// Set of the user's idempotency keys, so forgetting the user finds them without a scan.
+    pub fn sent_by(&self, user: &str) -> String {
+        format!("{}:sent-by:{}", self.prefix, escape(user))
+    }
+
     /// Alias lookup: lives in the alias's own partition, since it is found by the alias.
     pub fn alias(&self, alias: &str) -> String {
         format!("{}:al:{}", self.prefix, escape(alias))

@@ -26,6 +26,9 @@ pub trait TimerStore: Send {
     /// Removes a timer; returns whether it existed.
     fn cancel(&mut self, workspace: &str, user: &str, id: &str) -> bool;
 
+    /// Removes every timer of a user (who is being forgotten); returns how many there were.
+    fn cancel_user(&mut self, workspace: &str, user: &str) -> usize;
+
     /// Removes and returns up to `limit` timers due at or before `now`, earliest first (ties in
     /// workspace, user and id order, so firing is deterministic).
     fn pop_due(&mut self, now: Ts, limit: usize) -> Vec<Timer>;

@@ -50,6 +50,17 @@ impl TimerStore for MemoryTimers {
         removed
     }
 
+    /// Walks every timer: forgetting is rare, and an index by user would cost every
+    /// schedule and cancel.
+    fn cancel_user(&mut self, workspace: &str, user: &str) -> usize {
+        let before = self.due_of.len();
+        self.due_of
+            .retain(|(w, u, _), _| !(w == workspace && u == user));
+        self.by_due
+            .retain(|(_, (w, u, _)), _| !(w == workspace && u == user));
+        before - self.due_of.len()
+    }
+
     fn pop_due(&mut self, now: Ts, limit: usize) -> Vec<Timer> {
         let mut out = Vec::new();
         while out.len() < limit {
@@ -101,6 +112,18 @@ mod tests {
         let fired: Vec<_> = t.pop_due(Ts(20), 10).into_iter().map(|t| t.user).collect();
         assert_eq!(fired, ["a", "b"]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn cancel_user_removes_only_that_users_timers() {
+        let mut t = MemoryTimers::new();
+        t.schedule(timer("a", "x", 10));
+        t.schedule(timer("a", "y", 30));
+        t.schedule(timer("b", "x", 20));
+        assert_eq!(t.cancel_user("w", "a"), 2);
+        assert_eq!(t.len(), 1);
+        let left: Vec<_> = t.pop_due(Ts(100), 10).into_iter().map(|t| t.user).collect();
+        assert_eq!(left, ["b"]);
     }
 
     #[test]
