@@ -108,6 +108,20 @@ impl Dormitory {
         }))
     }
 
+    /// Drops a hibernated user's record without reading it; returns whether there was one.
+    pub fn remove(&mut self, workspace: &str, user: &str) -> bool {
+        let Some(users) = self.users.get_mut(workspace) else {
+            return false;
+        };
+        let Some(record) = users.remove(user) else {
+            return false;
+        };
+        self.len -= 1;
+        self.bytes -= record.bytes.len();
+        shrink(users);
+        true
+    }
+
     /// Forgets users whose last trigger was at or before `horizon`; their next trigger loads
     /// them from the store. Returns how many were forgotten.
     pub fn forget_idle(&mut self, horizon: Ts) -> usize {

@@ -6,12 +6,21 @@
 //!
 //! Reads see the state as of the last write of the user's partition loop, which writes after
 //! every batch it applies.
+//!
+//! Forgetting goes through the user's partition log as well as the store: ForgetUser appends
+//! a forget entry for the user (and for each id merged into it) and then erases what the
+//! store keeps, answering only once both are durable. The erase is what the answer
+//! guarantees about Redis; the entry is what reaches the copy in memory: the partition's
+//! owner, whichever instance it is, drops its live actor and hibernated record when it
+//! applies the entry, in log order, and erases the store again for anything triggers ordered
+//! before the forget wrote meanwhile. Triggers appended after the forget find an empty user.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use beckon_core::UserState;
+use beckon_core::{Clock, Forget, UserState};
+use beckon_ingest::log::EventLog;
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::user_state_server::UserState as UserStateRpc;
 use beckon_proto::v1::{
@@ -21,6 +30,7 @@ use beckon_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::error::StateError;
 use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, StateStore};
 
 /// Members per page when the request leaves `page_size` at 0. Larger requests are cut to
@@ -83,11 +93,42 @@ const MAX_MERGE_HOPS: usize = 8;
 
 pub struct UserStateService {
     store: Arc<dyn StateStore>,
+    /// The partition logs, where forgets go so the users' owners let go of them in order.
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
 }
 
 impl UserStateService {
-    pub fn new(store: Arc<dyn StateStore>) -> UserStateService {
-        UserStateService { store }
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+    ) -> UserStateService {
+        UserStateService { store, log, clock }
+    }
+
+    /// The id and the ids merged into it whose tombstones still point at it: the ids a
+    /// forget must reach, each in its own partition.
+    async fn ids_to_forget(&self, workspace: &str, user: &str) -> Result<Vec<String>, Status> {
+        let mut ids = vec![user.to_string()];
+        let merged = match self.store.load(workspace, user).await {
+            Ok(state) => state.map(|s| s.merged).unwrap_or_default(),
+            // A record that cannot be read is still erased; it names no merged ids then.
+            Err(StateError::Corrupt { .. }) => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        for id in merged.into_keys() {
+            // An id forgotten on its own and seen again since is another user now.
+            let points_here = match self.store.load(workspace, &id).await {
+                Ok(state) => state.is_some_and(|s| s.merged_into.as_deref() == Some(user)),
+                Err(StateError::Corrupt { .. }) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if points_here {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// The stored record of the id, as it is (a merged id's tombstone included).
@@ -180,13 +221,37 @@ impl UserStateRpc for UserStateService {
         req: Request<GetUserRequest>,
     ) -> Result<Response<ForgetUserResponse>, Status> {
         let r = req.into_inner();
-        if r.workspace.is_empty() || r.user_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "workspace and user_id: must not be empty",
-            ));
+        if r.workspace.is_empty() {
+            return Err(Status::invalid_argument("workspace: must not be empty"));
         }
+        if r.user_id.is_empty() {
+            return Err(Status::invalid_argument("user_id: must not be empty"));
+        }
+
+        // The entries first: once one is in the log, the owner lets go of the user even if
+        // the erase below fails (it erases the store itself), and a retried call only
+        // appends another.
+        let ids = self.ids_to_forget(&r.workspace, &r.user_id).await?;
+        let at = self.clock.now();
+        let traceparent = beckon_telemetry::current_trace_string();
+        for id in &ids {
+            let forget = Forget {
+                user: id.clone(),
+                at,
+            };
+            self.log
+                .append_forget(&r.workspace, &forget, traceparent.as_deref())
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        }
+
         let keys_removed = self.store.forget(&r.workspace, &r.user_id).await?;
-        tracing::info!(workspace = %r.workspace, keys_removed, "user forgotten");
+        tracing::info!(
+            beckon.workspace = %r.workspace,
+            ids = ids.len(),
+            keys_removed,
+            "user forgotten"
+        );
         Ok(Response::new(ForgetUserResponse { keys_removed }))
     }
 

@@ -2,7 +2,7 @@
 //! log, apply what it says, and acknowledge only what is applied and written.
 //!
 //! Order of work for a batch read from a partition's log:
-//! 1. apply each entry (event or fired timer) to its user's actor;
+//! 1. apply each entry (event, fired timer, merge step or forget) to its user's actor;
 //! 2. perform the effects (timers to the scheduler, messages to the gateway), each
 //!    idempotent by its id;
 //! 3. write every changed user's state with compare-and-set;
@@ -221,6 +221,7 @@ fn entry_span(workspace: &str, partition: u32, entry: &LogEntry) -> tracing::Spa
         Ok(Trigger::Timer(t)) => ("timer", t.journey.as_str(), t.user.as_str()),
         Ok(Trigger::Api(a)) => ("api", a.journey.as_str(), a.user.as_str()),
         Ok(t @ (Trigger::MergeOut(_) | Trigger::MergeIn(_))) => ("merge", "", t.user()),
+        Ok(Trigger::Forget(f)) => ("forget", "", f.user.as_str()),
         Err(_) => ("unreadable", "", ""),
     };
     let span = tracing::info_span!(

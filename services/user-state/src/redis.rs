@@ -118,9 +118,10 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-// KEYS: record, alias set, timer index, inbox, timers, timer bodies, claimed, outbox.
-// ARGV: user, outbox entries to look at, partition key prefix. Returns the number of records
-// removed.
+// KEYS: record, alias set, timer index, inbox, timers, timer bodies, claimed, outbox, the
+// gateway's set of the user's idempotency keys. ARGV: user, outbox entries to look at,
+// partition key prefix, prefix of the gateway's idempotency keys. Returns the number of
+// records removed.
 static FORGET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_LUA}
@@ -133,7 +134,10 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
             redis.call('ZREM', KEYS[7], m)
             n = n + redis.call('HDEL', KEYS[6], m)
         end
-        n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+        for _, k in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+            n = n + redis.call('DEL', ARGV[4] .. k)
+        end
+        n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[9])
         for _, e in ipairs(redis.call('XRANGE', KEYS[8], '-', '+', 'COUNT', ARGV[2])) do
             local f = e[2]
             for i = 1, #f, 2 do
@@ -322,8 +326,9 @@ where
     }
 
     /// Erases everything kept for the user: record, member index entries, aliases, timers,
-    /// inbox and the user's pending outbox entries, and the tombstones of the ids merged into
-    /// the user. Returns how many records were removed.
+    /// inbox, the gateway's idempotency keys of the user's sends and the user's pending outbox
+    /// entries, and the tombstones of the ids merged into the user. Returns how many records
+    /// were removed.
     pub async fn forget_user(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
         let merged: Vec<String> = match self.load_state(workspace, user).await {
             Ok(state) => state
@@ -378,9 +383,11 @@ where
             .key(keys.timer_bodies())
             .key(keys.timers_claimed())
             .key(keys.outbox())
+            .key(keys.sent_by(user))
             .arg(user)
             .arg(FORGET_OUTBOX_SCAN)
             .arg(keys.prefix())
+            .arg(keys.sent(""))
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;

@@ -144,18 +144,23 @@ impl PartitionWorker {
     }
 
     /// Applies a trigger read from the partition's log: an event, a timer the scheduler
-    /// fired, or a step of a merge. Local timers due by then fire first. A redelivered entry
-    /// the user already applied changes nothing.
+    /// fired, a step of a merge, or the order to forget a user. Local timers due by then fire
+    /// first. A redelivered entry the user already applied changes nothing.
     pub async fn on_trigger(
         &mut self,
         workspace: &str,
         trigger: Trigger,
     ) -> Result<(), StateError> {
+        if let Trigger::Forget(f) = &trigger {
+            // The order's time is the wall clock's when it was accepted, not the partition's
+            // event time: it must not fire timers ahead of the events around it.
+            return self.forget(workspace, &f.user).await.map(drop);
+        }
         self.advance(trigger.at()).await?;
         match &trigger {
             Trigger::Event(_) => self.metrics.event_applied(),
             Trigger::Timer(_) => self.stats.timers_fired += 1,
-            Trigger::Api(_) | Trigger::MergeOut(_) | Trigger::MergeIn(_) => {}
+            Trigger::Api(_) | Trigger::MergeOut(_) | Trigger::MergeIn(_) | Trigger::Forget(_) => {}
         }
         let user = trigger.user().to_string();
         self.apply(workspace, &user, trigger).await
@@ -178,6 +183,40 @@ impl PartitionWorker {
         }
         self.now = self.now.max(to);
         Ok(())
+    }
+
+    /// Lets go of a user, in log order: the live actor (with whatever it applied and did not
+    /// write) and the hibernated record are dropped, local timers cancelled, and what the
+    /// store keeps of the user erased again, since triggers ordered before this one may have
+    /// written it after the ForgetUser call erased it. The next trigger for the id starts
+    /// from an empty user. Returns whether anything was held in memory.
+    pub async fn forget(&mut self, workspace: &str, user: &str) -> Result<bool, StateError> {
+        let live = self
+            .actors
+            .get_mut(workspace)
+            .and_then(|users| users.remove(user))
+            .is_some();
+        if live {
+            self.actors_stopped(1);
+        }
+        let hibernated = self.dormant.remove(workspace, user);
+        let timers = match &mut self.timers {
+            Timers::Local(t) => t.cancel_user(workspace, user),
+            // The scheduler's timers are erased with the rest of the user in the store.
+            Timers::Remote(_) => 0,
+        };
+
+        let removed = self.store.forget(workspace, user).await?;
+        tracing::debug!(
+            partition = self.partition,
+            beckon.workspace = %workspace,
+            live,
+            hibernated,
+            timers,
+            removed,
+            "user let go of"
+        );
+        Ok(live || hibernated)
     }
 
     /// When the next local timer is due, if any.
@@ -332,8 +371,10 @@ impl PartitionWorker {
 
     /// The live state of a user, loading it when no actor holds it.
     pub async fn user(&mut self, workspace: &str, user: &str) -> Result<UserState, StateError> {
-        let addr = self.actor(workspace, user).await?;
-        Ok(addr.send(Snapshot).await?)
+        match self.actor(workspace, user, false).await? {
+            Some(addr) => Ok(addr.send(Snapshot).await?),
+            None => Err(StateError::NotFound(user.to_string())),
+        }
     }
 
     async fn apply(
@@ -342,7 +383,18 @@ impl PartitionWorker {
         user: &str,
         trigger: Trigger,
     ) -> Result<(), StateError> {
-        let addr = self.actor(workspace, user).await?;
+        // A timer belongs to state that set it. With none held or stored, the user was
+        // forgotten after the timer was set (or claimed), and the timer has nothing to act on:
+        // applying it would only bring the id back into the store.
+        let known_only = matches!(trigger, Trigger::Timer(_));
+        let Some(addr) = self.actor(workspace, user, known_only).await? else {
+            tracing::debug!(
+                partition = self.partition,
+                beckon.workspace = %workspace,
+                "timer of a user with no state dropped"
+            );
+            return Ok(());
+        };
         let effects = addr.send(Apply::new(trigger)).await?;
         if let Some(active) = self.actors.get_mut(workspace).and_then(|m| m.get_mut(user)) {
             active.dirty = true;
@@ -351,9 +403,16 @@ impl PartitionWorker {
         self.perform(workspace, effects).await
     }
 
-    async fn actor(&mut self, workspace: &str, user: &str) -> Result<Addr<UserActor>, StateError> {
+    /// The user's actor, started from the hibernated record or the store when there is none.
+    /// With `known_only`, a user with neither gets no actor (`None`) instead of a new one.
+    async fn actor(
+        &mut self,
+        workspace: &str,
+        user: &str,
+        known_only: bool,
+    ) -> Result<Option<Addr<UserActor>>, StateError> {
         if let Some(active) = self.actors.get(workspace).and_then(|m| m.get(user)) {
-            return Ok(active.addr.clone());
+            return Ok(Some(active.addr.clone()));
         }
 
         // A woken user keeps its idle time: only a trigger makes it recent.
@@ -370,6 +429,9 @@ impl PartitionWorker {
             }
             None => self.load(workspace, user).await?,
         };
+        if known_only && stored == 0 {
+            return Ok(None);
+        }
         let addr = UserActor::new(state, self.engine.clone()).start();
         self.metrics.actor_started();
         self.metrics.actor_activated();
@@ -386,7 +448,7 @@ impl PartitionWorker {
                     last_used,
                 },
             );
-        Ok(addr)
+        Ok(Some(addr))
     }
 
     /// A user's state from the store, or a new user's, with the version stored.

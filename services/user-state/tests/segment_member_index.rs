@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use beckon_core::{Membership, MergeStage, Ts, UserState};
+use beckon_core::{Clock, Membership, MergeStage, Ts, UserState, VirtualClock};
+use beckon_ingest::log::{EventLog, MemoryLog};
 use beckon_proto::v1::user_state_client::UserStateClient;
 use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_proto::v1::{GetUserRequest, ListSegmentMembersRequest, SegmentSizesRequest};
@@ -24,8 +25,13 @@ async fn serve(store: Arc<dyn StateStore>) -> UserStateClient<Channel> {
         .await
         .expect("bind loopback");
     let addr: SocketAddr = listener.local_addr().expect("addr");
+    // The embedded log: nothing reads it here; forgets only need somewhere to go.
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(0)));
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new(clock.clone(), PARTITIONS, 1_000));
     let server = Server::builder()
-        .add_service(UserStateServer::new(UserStateService::new(store)))
+        .add_service(UserStateServer::new(UserStateService::new(
+            store, log, clock,
+        )))
         .serve_with_incoming(TcpIncoming::from(listener));
     tokio::spawn(server);
     UserStateClient::connect(format!("http://{addr}"))

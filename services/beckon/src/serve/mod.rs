@@ -362,10 +362,11 @@ async fn run_all(
         })
     };
 
+    let users = UserStateService::new(user_store, log.clone(), clock);
     let routes = Routes::new(IngestServer::new(
         IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
     ))
-    .add_service(UserStateServer::new(UserStateService::new(user_store)))
+    .add_service(UserStateServer::new(users))
     .add_service(JourneysService::new(definitions).into_server())
     .add_service(SchedulerServer::new(SchedulerService::new(
         timers,
@@ -556,7 +557,7 @@ async fn run_user_state(
     let parts = userstate::Parts {
         engine,
         store: store.clone(),
-        log,
+        log: log.clone(),
         timers,
         outlet,
         workspace: settings.workspace.clone(),
@@ -580,7 +581,9 @@ async fn run_user_state(
     let owner = tokio::spawn(async move {
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
-    let routes = Routes::new(UserStateServer::new(UserStateService::new(store)));
+    let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
+    let users = UserStateService::new(store, log, clock);
+    let routes = Routes::new(UserStateServer::new(users));
     crate::grpc::serve(
         listener,
         routes,
