@@ -14,9 +14,11 @@
 
 mod cluster;
 mod server;
+mod traces;
 
 pub use cluster::RedisCluster;
 pub use server::{Fsync, Options, RedisServer};
+pub use traces::mentions;
 
 use thiserror::Error;
 

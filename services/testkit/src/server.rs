@@ -177,6 +177,13 @@ impl RedisServer {
         self.reap_watchdog();
     }
 
+    /// Where `needle` still appears under this server's namespace, in a key's name or its
+    /// content (see [`crate::mentions`]).
+    pub fn mentions(&self, needle: &str) -> Result<Vec<String>> {
+        let mut con = self.connection()?;
+        crate::traces::mentions(&mut con, &format!("{}:*", self.namespace), needle)
+    }
+
     /// A plain synchronous connection, for checks in tests.
     pub fn connection(&self) -> Result<redis::Connection> {
         let client = redis::Client::open(self.url())?;

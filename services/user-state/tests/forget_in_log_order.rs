@@ -253,76 +253,9 @@ impl Setup {
             .collect()
     }
 
-    /// Every key of the test's namespace whose name or content holds `needle`, with what
-    /// holds it: strings, hashes, sets, sorted sets, lists and streams are all read.
+    /// Where the test's Redis still names `needle`: key names and contents of every type.
     fn traces_of(&self, needle: &str) -> Vec<String> {
-        let mut con = self.server.connection().expect("connection");
-        let keys: Vec<String> = redis::cmd("SCAN")
-            .cursor_arg(0)
-            .arg("MATCH")
-            .arg(format!("{}:*", self.server.namespace()))
-            .arg("COUNT")
-            .arg(1000)
-            .clone()
-            .iter(&mut con)
-            .expect("scan")
-            .collect::<Result<_, _>>()
-            .expect("scan");
-        let mut found = Vec::new();
-        for key in keys {
-            if key.contains(needle) {
-                found.push(format!("key {key}"));
-                continue;
-            }
-            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).expect("type");
-            let mut read = match kind.as_str() {
-                "string" => redis::cmd("GET"),
-                "hash" => redis::cmd("HGETALL"),
-                "set" => redis::cmd("SMEMBERS"),
-                "zset" => {
-                    let mut c = redis::cmd("ZRANGE");
-                    c.arg(&key).arg(0).arg(-1).arg("WITHSCORES");
-                    c
-                }
-                "list" => {
-                    let mut c = redis::cmd("LRANGE");
-                    c.arg(&key).arg(0).arg(-1);
-                    c
-                }
-                "stream" => {
-                    let mut c = redis::cmd("XRANGE");
-                    c.arg(&key).arg("-").arg("+");
-                    c
-                }
-                other => panic!("{key}: a {other} is not read by this check"),
-            };
-            if matches!(kind.as_str(), "string" | "hash" | "set") {
-                read.arg(&key);
-            }
-            let value: redis::Value = read.query(&mut con).expect("read");
-            if holds(&value, needle.as_bytes()) {
-                found.push(format!("value of {key}"));
-            }
-        }
-        found
-    }
-}
-
-/// Whether any byte string inside the reply contains `needle`.
-fn holds(value: &redis::Value, needle: &[u8]) -> bool {
-    let has = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    match value {
-        redis::Value::BulkString(b) => has(b),
-        redis::Value::SimpleString(s) | redis::Value::VerbatimString { text: s, .. } => {
-            has(s.as_bytes())
-        }
-        redis::Value::Array(items)
-        | redis::Value::Set(items)
-        | redis::Value::Push { data: items, .. } => items.iter().any(|v| holds(v, needle)),
-        redis::Value::Map(pairs) => pairs
-            .iter()
-            .any(|(k, v)| holds(k, needle) || holds(v, needle)),
-        _ => false,
+        self.server.mentions(needle).expect("scan")
     }
 }
 
