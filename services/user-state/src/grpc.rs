@@ -7,13 +7,13 @@
 //! Reads see the state as of the last write of the user's partition loop, which writes after
 //! every batch it applies.
 //!
-//! Forgetting goes through the user's partition log as well as the store: ForgetUser appends
-//! a forget entry for the user (and for each id merged into it) and then erases what the
-//! store keeps, answering only once both are durable. The erase is what the answer
-//! guarantees about Redis; the entry is what reaches the copy in memory: the partition's
-//! owner, whichever instance it is, drops its live actor and hibernated record when it
-//! applies the entry, in log order, and erases the store again for anything triggers ordered
-//! before the forget wrote meanwhile. Triggers appended after the forget find an empty user.
+//! Forgetting goes through the store and the user's partition log: ForgetUser erases what the
+//! store keeps, then appends a forget entry for the user (and for each id merged into it),
+//! answering only once both are durable. The erase is what the answer guarantees about
+//! Redis; the entry is what reaches the copy in memory: the partition's owner, whichever
+//! instance it is, drops its live actor and hibernated record when it applies the entry, in
+//! log order, and erases the store again for anything triggers ordered before the forget
+//! wrote meanwhile. Triggers appended after the forget find an empty user.
 
 use std::sync::Arc;
 
@@ -228,10 +228,12 @@ impl UserStateRpc for UserStateService {
             return Err(Status::invalid_argument("user_id: must not be empty"));
         }
 
-        // The entries first: once one is in the log, the owner lets go of the user even if
-        // the erase below fails (it erases the store itself), and a retried call only
-        // appends another.
+        // The merged ids are read before the erase removes the record naming them. Erasing
+        // before appending makes the count this call's own: once the entry is in the log the
+        // owner may erase first. A failure in between leaves the entries to a retried call.
         let ids = self.ids_to_forget(&r.workspace, &r.user_id).await?;
+        let keys_removed = self.store.forget(&r.workspace, &r.user_id).await?;
+
         let at = self.clock.now();
         let traceparent = beckon_telemetry::current_trace_string();
         for id in &ids {
@@ -244,8 +246,6 @@ impl UserStateRpc for UserStateService {
                 .await
                 .map_err(|e| StateError::Unavailable(e.to_string()))?;
         }
-
-        let keys_removed = self.store.forget(&r.workspace, &r.user_id).await?;
         tracing::info!(
             beckon.workspace = %r.workspace,
             ids = ids.len(),
