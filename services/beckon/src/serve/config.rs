@@ -171,8 +171,8 @@ impl Bounds {
         format!("allowed {}..={} ({})", self.min, self.max, self.words)
     }
 
-    /// Parses a flag or environment value. A negative number or one too large for any
-    /// integer gets the same message as any other value out of range.
+    /// Parses a flag or environment value. A negative number, or one too large for any
+    /// integer, is refused with the allowed range like any other value outside it.
     pub fn parse_arg<T: TryFrom<u64>>(&self, text: &str) -> Result<T, String> {
         let text = text.trim();
         let digits = text.strip_prefix('-').unwrap_or(text);
