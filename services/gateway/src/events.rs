@@ -18,6 +18,23 @@ pub const MESSAGE_OPENED: &str = "Message Opened";
 pub const MESSAGE_CLICKED: &str = "Message Clicked";
 pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
 
+/// Whether the event is an outcome of a message Beckon sent (as [`delivery_event`] builds
+/// it): one of the names above, carrying the message's idempotency key. Such an event follows
+/// from a user's state, so a user with none (forgotten since the send) has nothing it is
+/// about.
+pub fn is_delivery_outcome(event: &Event) -> bool {
+    const NAMES: [&str; 7] = [
+        MESSAGE_SENT,
+        MESSAGE_FAILED,
+        DEVICE_TOKEN_INVALID,
+        MESSAGE_DELIVERED,
+        MESSAGE_OPENED,
+        MESSAGE_CLICKED,
+        MESSAGE_UNSUBSCRIBED,
+    ];
+    NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
+}
+
 /// Where delivery events go: ingest in a deployment, a vector in tests.
 ///
 /// Emitting never fails from the adapter's point of view; a sink that cannot forward an event

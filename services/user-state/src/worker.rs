@@ -383,15 +383,20 @@ impl PartitionWorker {
         user: &str,
         trigger: Trigger,
     ) -> Result<(), StateError> {
-        // A timer belongs to state that set it. With none held or stored, the user was
-        // forgotten after the timer was set (or claimed), and the timer has nothing to act on:
-        // applying it would only bring the id back into the store.
-        let known_only = matches!(trigger, Trigger::Timer(_));
+        // A timer belongs to the state that set it, a delivery outcome to the state that sent
+        // the message. With no state held or stored, the user was forgotten since, and the
+        // trigger has nothing to act on: applying it would only bring the id back into the
+        // store, as a new user that journeys could enter.
+        let known_only = match &trigger {
+            Trigger::Timer(_) => true,
+            Trigger::Event(e) => beckon_gateway::events::is_delivery_outcome(e),
+            _ => false,
+        };
         let Some(addr) = self.actor(workspace, user, known_only).await? else {
             tracing::debug!(
                 partition = self.partition,
                 beckon.workspace = %workspace,
-                "timer of a user with no state dropped"
+                "trigger for a user with no state dropped"
             );
             return Ok(());
         };

@@ -348,6 +348,38 @@ async fn a_timer_set_before_the_forget_fires_no_message_after_it() {
     );
     assert_eq!(s.worker.users(), 0);
 }
+#[actix_rt::test]
+async fn a_delivery_outcome_after_the_forget_brings_nobody_back() {
+    let mut s = setup().await;
+    s.track("ada", "a1", "Signed Up", 0).await;
+    s.drain().await;
+    let hello = s.sent.take().pop().expect("the greeting");
+
+    // The provider reports the greeting delivered only after the user was forgotten.
+    s.forget("ada").await;
+    let delivered = beckon_gateway::events::delivery_event(
+        beckon_gateway::events::MESSAGE_DELIVERED,
+        &hello,
+        "apns",
+        "",
+        Ts(HOUR),
+        Props::new(),
+    );
+    s.log.append("w", &delivered, None).await.expect("append");
+    s.drain().await;
+
+    assert!(
+        s.store.load("w", "ada").await.expect("load").is_none(),
+        "the outcome of a message to a forgotten user starts no new user"
+    );
+    assert_eq!(s.worker.users(), 0);
+    assert!(s.traces_of("ada").is_empty(), "{:?}", s.traces_of("ada"));
+
+    // An event of the user's own after the forget does start one.
+    s.track("ada", "a2", "App Opened", 2 * HOUR).await;
+    s.drain().await;
+    assert!(s.store.load("w", "ada").await.expect("load").is_some());
+}
 
 #[actix_rt::test]
 async fn nothing_in_redis_names_a_forgotten_user() {
