@@ -291,7 +291,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         live += r.users;
         pending += r.pending;
     }
-    // Every user is written by the end; idle ones were stopped long before.
+    // Every user is written and stopped by the end.
     let users = (memory.len() as u64).max(live);
     for arbiter in arbiters {
         arbiter.stop();
@@ -512,7 +512,9 @@ async fn drive(mut rx: mpsc::Receiver<Work>, owned: Vec<u32>, shared: Shared) {
                     if let Err(e) = worker.advance(until).await {
                         errors.push(e.to_string());
                     }
-                    if let Err(e) = worker.flush().await {
+                    // Every user leaves memory for the store now: retiring hands each state
+                    // over instead of copying it, as flushing would.
+                    if let Err(e) = worker.retire_idle(Duration::from_millis(0)).await {
                         errors.push(e.to_string());
                     }
                     result.stats.merge(worker.stats().clone());

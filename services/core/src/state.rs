@@ -410,14 +410,22 @@ impl UserState {
             return true;
         }
 
-        let stats = self.events.entry(event.name.clone()).or_insert(EventStats {
-            count: 0,
-            first: at,
-            last: at,
-        });
-        stats.count += 1;
-        stats.first = stats.first.min(at);
-        stats.last = stats.last.max(at);
+        // The name is copied only the first time: most events repeat a name already counted.
+        match self.events.get_mut(&event.name) {
+            Some(stats) => {
+                stats.count += 1;
+                stats.first = stats.first.min(at);
+                stats.last = stats.last.max(at);
+            }
+            None => {
+                let stats = EventStats {
+                    count: 1,
+                    first: at,
+                    last: at,
+                };
+                self.events.insert(event.name.clone(), stats);
+            }
+        }
 
         if let Some(tracked) = tracking.get(&event.name) {
             self.remember(event, tracked);
@@ -518,7 +526,12 @@ impl UserState {
                 props.insert(p.clone(), v.clone());
             }
         }
-        let history = self.recent.entry(event.name.clone()).or_default();
+        if !self.recent.contains_key(&event.name) {
+            self.recent.insert(event.name.clone(), History::default());
+        }
+        let Some(history) = self.recent.get_mut(&event.name) else {
+            return;
+        };
 
         // Keep the list in time order even when events arrive late.
         let list = &mut history.exact;

@@ -886,7 +886,7 @@ impl Run<'_> {
             let step = &j.steps[s];
             {
                 let inst = &mut state.journeys[i];
-                inst.step = step.id.clone();
+                inst.step.clone_from(&step.id);
                 inst.step_at = now;
                 inst.visits += 1;
             }
@@ -1091,7 +1091,8 @@ impl Run<'_> {
         // Plain-text copy (most titles, many bodies) needs no template data at all.
         let dynamic = templates.iter().flatten().any(|t| !t.is_static());
         let data = if dynamic {
-            template_data(state, inst, j, props)
+            let reads = |root: &str| templates.iter().flatten().any(|t| t.mentions(root));
+            template_data(state, inst, j, props, reads)
         } else {
             Value::Null
         };
@@ -1175,7 +1176,7 @@ impl Run<'_> {
         };
         let paused = self.engine.status(&j.id) == JourneyStatus::Paused;
         let inst = &state.journeys[i];
-        let data = template_data(state, inst, j, props);
+        let data = template_data(state, inst, j, props, |_| true);
         let render = |values: &[(String, LiveValue)]| {
             let mut out = serde_json::Map::new();
             for (key, value) in values {
@@ -1469,26 +1470,43 @@ fn event_matches(
     (name == "*" || event.name == name) && props_match(&event.properties, filter)
 }
 
-fn template_data(state: &UserState, inst: &JourneyInstance, j: &Journey, props: &Props) -> Value {
-    let user: serde_json::Map<String, Value> = state
-        .traits
-        .iter()
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
-    let mut data = json!({
-        "user": user,
-        "event": props,
-        "entry": inst.entry,
-        "journey": {
+/// The data templates render with: `user`, `event`, `entry`, `journey` and `last`. Only the
+/// roots `reads` asks for are built: copying every trait and property, and formatting the
+/// entry time, for a template that prints one property cost more than rendering it.
+fn template_data(
+    state: &UserState,
+    inst: &JourneyInstance,
+    j: &Journey,
+    props: &Props,
+    reads: impl Fn(&str) -> bool,
+) -> Value {
+    let mut data = serde_json::Map::new();
+    if reads("user") {
+        let user: serde_json::Map<String, Value> = state
+            .traits
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        data.insert("user".into(), Value::Object(user));
+    }
+    if reads("event") {
+        data.insert("event".into(), Value::Object(props.clone()));
+    }
+    if reads("entry") {
+        data.insert("entry".into(), Value::Object(inst.entry.clone()));
+    }
+    if reads("journey") {
+        let journey = json!({
             "id": j.id,
             "name": j.name,
             "version": j.version,
             "entered_at": inst.entered_at.to_string(),
             "key": inst.key,
             "context": j.context,
-        },
-    });
-    if !j.last_events.is_empty() {
+        });
+        data.insert("journey".into(), journey);
+    }
+    if !j.last_events.is_empty() && reads("last") {
         let mut last = serde_json::Map::new();
         for name in &j.last_events {
             if let Some(e) = state.last_events.get(name) {
@@ -1497,9 +1515,7 @@ fn template_data(state: &UserState, inst: &JourneyInstance, j: &Journey, props: 
                 last.insert(name.clone(), Value::Object(props));
             }
         }
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("last".into(), Value::Object(last));
-        }
+        data.insert("last".into(), Value::Object(last));
     }
-    data
+    Value::Object(data)
 }

@@ -94,6 +94,13 @@ impl Template {
         !self.source.contains("{{") && !self.source.contains("{%")
     }
 
+    /// Whether the template's text contains `word` anywhere. A template can read a root
+    /// variable (`user`, `entry`) only by naming it, so a root it does not mention need not
+    /// be built for it.
+    pub fn mentions(&self, word: &str) -> bool {
+        self.source.contains(word)
+    }
+
     /// Names read directly under `root`: `{{ last.product_viewed.name }}` gives
     /// `product_viewed` for `last`.
     pub fn children_of(&self, root: &str) -> Vec<String> {

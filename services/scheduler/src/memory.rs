@@ -1,17 +1,29 @@
 //! Timers in memory: the embedded store for replay, tests and single-pod deployments.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use ahash::AHashMap;
 use beckon_core::{Timer, Ts};
 
 use crate::TimerStore;
 
+/// Workspace, user and timer id.
 type Key = (String, String, String);
+
+/// What a pending timer holds beyond its key and due time; the timer is put back together
+/// when it fires, so scheduling copies the key once instead of the whole timer.
+#[derive(Debug)]
+struct Pending {
+    journey: String,
+    instance: u64,
+    trace: Option<String>,
+}
 
 #[derive(Debug, Default)]
 pub struct MemoryTimers {
-    by_due: BTreeMap<(Ts, Key), Timer>,
-    due_of: HashMap<Key, Ts>,
+    by_due: BTreeMap<(Ts, Key), Pending>,
+    /// ahash with a per-process random key: user ids come from clients.
+    due_of: AHashMap<Key, Ts>,
     /// Reused to look timers up by id, so a cancel allocates nothing.
     probe: Key,
 }
@@ -22,17 +34,27 @@ impl MemoryTimers {
     }
 }
 
-fn key_of(workspace: &str, user: &str, id: &str) -> Key {
-    (workspace.to_string(), user.to_string(), id.to_string())
-}
-
 impl TimerStore for MemoryTimers {
     fn schedule(&mut self, timer: Timer) {
-        let key = key_of(&timer.workspace, &timer.user, &timer.id);
-        if let Some(old) = self.due_of.insert(key.clone(), timer.due) {
+        let Timer {
+            id,
+            workspace,
+            user,
+            due,
+            journey,
+            instance,
+            trace,
+        } = timer;
+        let key = (workspace, user, id);
+        if let Some(old) = self.due_of.insert(key.clone(), due) {
             self.by_due.remove(&(old, key.clone()));
         }
-        self.by_due.insert((timer.due, key), timer);
+        let pending = Pending {
+            journey,
+            instance,
+            trace,
+        };
+        self.by_due.insert((due, key), pending);
     }
 
     fn cancel(&mut self, workspace: &str, user: &str, id: &str) -> bool {
@@ -70,9 +92,18 @@ impl TimerStore for MemoryTimers {
             if entry.key().0 > now {
                 break;
             }
-            let ((_, key), timer) = entry.remove_entry();
+            let ((due, key), pending) = entry.remove_entry();
             self.due_of.remove(&key);
-            out.push(timer);
+            let (workspace, user, id) = key;
+            out.push(Timer {
+                id,
+                workspace,
+                user,
+                due,
+                journey: pending.journey,
+                instance: pending.instance,
+                trace: pending.trace,
+            });
         }
         out
     }

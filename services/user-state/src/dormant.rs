@@ -157,9 +157,10 @@ impl Dormitory {
 
 /// Frees the spare room of a map that emptied out, so a burst of users does not keep its
 /// peak's memory.
-pub(crate) fn shrink<K, V>(map: &mut HashMap<K, V>)
+pub(crate) fn shrink<K, V, S>(map: &mut HashMap<K, V, S>)
 where
     K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
 {
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
         map.shrink_to_fit();

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ahash::RandomState;
+
 use actix::{Actor, Addr};
 use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Trigger, Ts, UserState};
 use beckon_journey::CurrentEngine;
@@ -40,7 +42,9 @@ pub struct PartitionWorker {
     outlet: Arc<dyn Outlet>,
     forwarder: Option<Arc<dyn Forwarder>>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
-    actors: HashMap<String, HashMap<String, Active>>,
+    /// Hashed with ahash, keyed at random per process: user ids come from clients, and
+    /// SipHash cost more than the lookup itself on every trigger.
+    actors: HashMap<String, HashMap<String, Active, RandomState>, RandomState>,
     /// Written users idle long enough to sleep in compact form, actor stopped.
     dormant: Dormitory,
     /// When hibernated users are next looked at for forgetting: a sweep over all of them
@@ -68,7 +72,7 @@ impl PartitionWorker {
             timers,
             outlet,
             forwarder: None,
-            actors: HashMap::new(),
+            actors: HashMap::default(),
             dormant: Dormitory::default(),
             next_forget: Ts::MIN,
             now: Ts::MIN,
@@ -335,12 +339,20 @@ impl PartitionWorker {
                 .map(|(u, _)| u.clone())
                 .collect();
             for user in idle_users {
-                // Written before it is forgotten: a failed write keeps the actor.
-                if let Some(active) = users.get(&user).filter(|a| a.dirty) {
-                    let state = active.addr.send(Snapshot).await?;
-                    self.store.save(&state, active.stored).await?;
+                let Some(active) = users.remove(&user) else {
+                    continue;
+                };
+                if active.dirty {
+                    // The actor stops either way, so it hands its state over rather than
+                    // copying it.
+                    let state = active.addr.send(Hibernate).await?;
+                    if let Err(e) = self.store.save(&state, active.stored).await {
+                        // Written before it is forgotten: a failed write keeps the user live.
+                        let addr = UserActor::new(state, self.engine.clone()).start();
+                        users.insert(user, Active { addr, ..active });
+                        return Err(e);
+                    }
                 }
-                users.remove(&user);
                 stopped += 1;
             }
         }
