@@ -379,12 +379,15 @@ impl UserState {
             self.id_hashes = IdHashes(self.message_ids.iter().map(|m| id_hash(m)).collect());
         }
         let hash = id_hash(&event.message_id);
-        let seen = self
-            .id_hashes
-            .0
-            .iter()
-            .zip(&self.message_ids)
-            .any(|(h, m)| *h == hash && *m == event.message_id);
+        // A plain scan of the hashes first: nearly every event is new, and then no string is
+        // compared at all.
+        let seen = self.id_hashes.0.contains(&hash)
+            && self
+                .id_hashes
+                .0
+                .iter()
+                .zip(&self.message_ids)
+                .any(|(h, m)| *h == hash && *m == event.message_id);
         if seen {
             return false;
         }
@@ -671,6 +674,28 @@ impl UserState {
             .into_iter()
             .flat_map(|h| h.folded.iter().chain(h.exact.iter()))
             .filter(move |o| o.at > start && o.at <= now)
+    }
+
+    /// The same occurrences as [`UserState::occurrences_within`], exact ones newest first,
+    /// so a count that may stop early usually stops after the latest few.
+    pub fn occurrences_within_newest_first(
+        &self,
+        event: &str,
+        now: Ts,
+        within: Duration,
+    ) -> impl Iterator<Item = &Occurrence> {
+        let start = now.saturating_sub(within);
+        let inside = move |o: &&Occurrence| o.at > start && o.at <= now;
+        self.recent.get(event).into_iter().flat_map(move |h| {
+            // Exact occurrences are kept in time order: past the window's start, none is left.
+            let exact = h
+                .exact
+                .iter()
+                .rev()
+                .skip_while(move |o| o.at > now)
+                .take_while(move |o| o.at > start);
+            exact.chain(h.folded.iter().rev().filter(inside))
+        })
     }
 
     pub fn record(&mut self, decision: Decision) {

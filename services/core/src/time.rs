@@ -73,8 +73,53 @@ impl Ts {
 impl fmt::Display for Ts {
     /// RFC 3339 in UTC with millisecond precision, so output sorts and diffs cleanly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}", self.to_jiff())
+        match rfc3339_millis(self.0) {
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?),
+            None => write!(f, "{:.3}", self.to_jiff()),
+        }
     }
+}
+
+/// The latest millisecond jiff represents (late on 9999-12-30 UTC); later instants print as it.
+const MAX_JIFF_MS: i64 = 253_402_207_200_999;
+
+/// `ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` for instants from 1970 to the latest jiff represents,
+/// the text jiff prints for them; `None` outside that range, which jiff then prints. Decision
+/// reasons and output name instants on every event, and the general formatter cost more
+/// than the rest of such a decision.
+fn rfc3339_millis(ms: i64) -> Option<[u8; 24]> {
+    if !(0..=MAX_JIFF_MS).contains(&ms) {
+        return None;
+    }
+    const DAY: i64 = 86_400_000;
+    let (days, of_day) = (ms / DAY, ms % DAY);
+
+    // Civil date from days since 1970-01-01, in 400-year eras starting on March 1st.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3_600_000);
+    put(14, 2, of_day / 60_000 % 60);
+    put(17, 2, of_day / 1_000 % 60);
+    put(20, 3, of_day % 1_000);
+    Some(out)
 }
 
 /// A span of time in milliseconds, written in specs as `90s`, `30m`, `1h`, `2d` or `1d12h`.
@@ -184,6 +229,45 @@ impl<'de> Deserialize<'de> for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jiff_text(ms: i64) -> String {
+        format!("{:.3}", Ts(ms).to_jiff())
+    }
+
+    #[test]
+    fn instants_print_as_jiff_prints_them() {
+        let day = 86_400_000;
+        let edges = [
+            0,
+            1,
+            day - 1,
+            day,
+            951_782_400_000,           // 2000-02-29
+            68_169_600_000,            // 1972-02-29
+            4_107_542_400_000 - 1,     // the last millisecond before 2100-03-01
+            4_107_542_400_000,         // 2100-03-01, not after a leap day
+            1_511_568_000_123,         // 2017-11-25T00:00:00.123Z
+            MAX_JIFF_MS,
+            MAX_JIFF_MS + 1, // outside the fast path
+            253_402_300_799_999,
+            -1,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for ms in edges {
+            assert_eq!(Ts(ms).to_string(), jiff_text(ms), "at {ms}");
+        }
+
+        assert_eq!(jiff::Timestamp::MAX.as_millisecond(), MAX_JIFF_MS);
+
+        // A fixed pseudo-random walk over the whole range of the fast path.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let ms = (x >> 1) as i64 % (MAX_JIFF_MS + 1);
+            assert_eq!(Ts(ms).to_string(), jiff_text(ms), "at {ms}");
+        }
+    }
 
     #[test]
     fn timestamp_parts_outside_the_calendar_are_refused() {

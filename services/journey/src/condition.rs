@@ -495,8 +495,10 @@ impl DidSpec {
         // The values `same` compares against are looked up once, not per occurrence.
         let wanted: Vec<Option<&serde_json::Value>> =
             self.same.iter().map(|p| cx.props.get(p)).collect();
+        // Newest first: whether a count reaches its cap does not depend on the order, and
+        // the usual "3 views today" reaches it after the latest few.
         cx.state
-            .occurrences_within(&self.event, cx.now, within)
+            .occurrences_within_newest_first(&self.event, cx.now, within)
             .filter(|o| props_match(&o.props, &self.filter))
             .filter(move |o| {
                 self.same
