@@ -242,11 +242,11 @@ mod tests {
             1,
             day - 1,
             day,
-            951_782_400_000,           // 2000-02-29
-            68_169_600_000,            // 1972-02-29
-            4_107_542_400_000 - 1,     // the last millisecond before 2100-03-01
-            4_107_542_400_000,         // 2100-03-01, not after a leap day
-            1_511_568_000_123,         // 2017-11-25T00:00:00.123Z
+            951_782_400_000,       // 2000-02-29
+            68_169_600_000,        // 1972-02-29
+            4_107_542_400_000 - 1, // the last millisecond before 2100-03-01
+            4_107_542_400_000,     // 2100-03-01, not after a leap day
+            1_511_568_000_123,     // 2017-11-25T00:00:00.123Z
             MAX_JIFF_MS,
             MAX_JIFF_MS + 1, // outside the fast path
             253_402_300_799_999,
@@ -263,7 +263,9 @@ mod tests {
         // A fixed pseudo-random walk over the whole range of the fast path.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..200_000 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let ms = (x >> 1) as i64 % (MAX_JIFF_MS + 1);
             assert_eq!(Ts(ms).to_string(), jiff_text(ms), "at {ms}");
         }
