@@ -33,9 +33,11 @@ struct Queued {
 /// the services as processes and need to see what went out.
 ///
 /// Sends queue their line for a writer thread, which appends everything queued in one write
-/// and syncs once for the whole batch; each send returns once its batch is on disk. A sync
-/// costs milliseconds, and sends from many partitions wait for it together instead of in
-/// turn, off the threads that run actors and requests.
+/// and passes the batch on to a syncer thread; each send returns once a sync begun after its
+/// write has finished. A sync costs milliseconds: sends from many partitions wait for it
+/// together instead of in turn, off the threads that run actors and requests, and lines
+/// queued while a sync runs are written at once rather than after it, so a reader of the
+/// file sees each message as soon as it is sent.
 pub struct FileChannel {
     queue: std::sync::mpsc::Sender<Queued>,
 }
@@ -43,9 +45,16 @@ pub struct FileChannel {
 impl FileChannel {
     pub fn new(path: PathBuf) -> FileChannel {
         let (queue, rx) = std::sync::mpsc::channel();
+        let (written, to_sync) = std::sync::mpsc::channel();
+        let sync_path = path.clone();
         let spawned = std::thread::Builder::new()
             .name("beckon-file-channel".into())
-            .spawn(move || write_batches(&path, &rx));
+            .spawn(move || write_batches(&path, &rx, &written))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("beckon-file-sync".into())
+                    .spawn(move || sync_batches(&sync_path, &to_sync))
+            });
         if let Err(e) = spawned {
             // The queue's receiver is gone with the closure: every send reports it.
             tracing::error!(error = %e, "message file writer not started");
@@ -54,8 +63,15 @@ impl FileChannel {
     }
 }
 
+/// Senders waiting for their written lines to reach the disk.
+type Written = Vec<tokio::sync::oneshot::Sender<Result<(), String>>>;
+
 /// The writer thread: runs until every [`FileChannel`] handle is dropped.
-fn write_batches(path: &Path, rx: &std::sync::mpsc::Receiver<Queued>) {
+fn write_batches(
+    path: &Path,
+    rx: &std::sync::mpsc::Receiver<Queued>,
+    written: &std::sync::mpsc::Sender<Written>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < FILE_BATCH {
@@ -69,22 +85,47 @@ fn write_batches(path: &Path, rx: &std::sync::mpsc::Receiver<Queued>) {
         for q in &batch {
             bytes.extend_from_slice(q.line.as_bytes());
         }
-        let result = append_synced(path, &bytes).map_err(|e| e.to_string());
-        for q in batch {
-            // A sender that gave up waiting needs no answer.
-            let _ = q.done.send(result.clone());
+        let done: Written = batch.into_iter().map(|q| q.done).collect();
+        match append(path, &bytes) {
+            Ok(()) => {
+                if let Err(unsent) = written.send(done) {
+                    // Only a syncer that failed to start gets here.
+                    answer(unsent.0, &Err("the file syncer has stopped".into()));
+                }
+            }
+            Err(e) => answer(done, &Err(e.to_string())),
         }
     }
 }
 
-/// One append of whole lines, then one sync: processes sharing the file append whole lines.
-fn append_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// The syncer thread: one sync for every batch written since the last one began.
+fn sync_batches(path: &Path, rx: &std::sync::mpsc::Receiver<Written>) {
+    while let Ok(mut waiting) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            waiting.extend(more);
+        }
+        // Any descriptor of the file syncs what every write to it has put there.
+        let result = std::fs::File::open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| e.to_string());
+        answer(waiting, &result);
+    }
+}
+
+fn answer(waiting: Written, result: &Result<(), String>) {
+    for done in waiting {
+        // A sender that gave up waiting needs no answer.
+        let _ = done.send(result.clone());
+    }
+}
+
+/// One append of whole lines: processes sharing the file append whole lines.
+fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_data()
+    f.write_all(bytes)
 }
 
 impl Channel for FileChannel {
