@@ -13,6 +13,9 @@
 //! written apply them again from the stored state and produce the same effects with the same
 //! ids, which their targets accept once. An acknowledged event is therefore applied exactly
 //! once, and no message is delivered twice.
+//!
+//! A forget entry splits its batch: the entries before it are written and acknowledged first,
+//! so a redelivery never applies them to the user the forget erased.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -177,16 +180,26 @@ async fn apply_batch(
     entries: Vec<LogEntry>,
 ) -> Result<u64, StateError> {
     let reader = consumer(&config.workspace, worker.partition());
-    let offsets: Vec<String> = entries.iter().map(|e| e.offset.clone()).collect();
     let n = entries.len() as u64;
+    let mut unacked: Vec<String> = Vec::with_capacity(entries.len());
     for entry in entries {
+        if matches!(entry.trigger, Ok(Trigger::Forget(_))) && !unacked.is_empty() {
+            // What came before a forget is written and acknowledged before the user is
+            // erased. Otherwise a retry of this batch would apply those entries again to the
+            // erased, empty user, and act on them as it would for a newcomer.
+            worker.flush().await?;
+            log.ack(&reader, &unacked).await.map_err(log_error)?;
+            unacked.clear();
+        }
+        unacked.push(entry.offset.clone());
+
         let span = entry_span(&config.workspace, worker.partition(), &entry);
         apply_entry(worker, &config.workspace, entry)
             .instrument(span)
             .await?;
     }
     worker.flush().await?;
-    log.ack(&reader, &offsets).await.map_err(log_error)?;
+    log.ack(&reader, &unacked).await.map_err(log_error)?;
     Ok(n)
 }
 
