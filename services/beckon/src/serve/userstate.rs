@@ -39,11 +39,19 @@ struct Running {
     done: oneshot::Receiver<live::LoopReport>,
 }
 
+/// A partition's loop asked to stop and not yet finished: it completes its batch and writes
+/// what it holds. `release` gives the lease back once it has.
+struct Stopping {
+    done: oneshot::Receiver<live::LoopReport>,
+    release: bool,
+}
+
 /// Actor threads and the partition loops on them.
 pub struct Instance {
     parts: Parts,
     arbiters: Vec<Arbiter>,
     running: HashMap<u32, Running>,
+    stopping: HashMap<u32, Stopping>,
     warnings: Arc<LogRateLimiter>,
     _system: std::thread::JoinHandle<()>,
 }
@@ -69,6 +77,7 @@ impl Instance {
             parts,
             arbiters,
             running: HashMap::new(),
+            stopping: HashMap::new(),
             warnings: Arc::new(LogRateLimiter::new(
                 system_clock(),
                 3,
@@ -87,7 +96,9 @@ impl Instance {
     /// Starts the loop of a partition this instance now owns.
     /// `fence` is the lease's fencing token, when a lease grants the partition.
     pub fn start_partition(&mut self, partition: u32, fence: Option<u64>) {
-        if self.running.contains_key(&partition) {
+        // A loop still finishing its last batch keeps the partition: two loops of one
+        // instance never work on it at once.
+        if self.running.contains_key(&partition) || self.stopping.contains_key(&partition) {
             return;
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -135,10 +146,52 @@ impl Instance {
         }
     }
 
+    /// Asks a partition's loop to stop without waiting for it, so that the caller goes on
+    /// renewing the leases it keeps while the loop finishes its batch (which can take
+    /// seconds on a busy machine, longer than a lease lives). With `release`, the lease is
+    /// to be given back once the loop has stopped. Returns false when no loop was running
+    /// or stopping.
+    pub fn begin_stop(&mut self, partition: u32, release: bool) -> bool {
+        if let Some(s) = self.stopping.get_mut(&partition) {
+            s.release |= release;
+            return true;
+        }
+        let Some(r) = self.running.remove(&partition) else {
+            return false;
+        };
+        let _ = r.stop.send(true);
+        self.stopping.insert(
+            partition,
+            Stopping {
+                done: r.done,
+                release,
+            },
+        );
+        true
+    }
+
+    /// The partitions whose loops have stopped since the last call, each with whether its
+    /// lease is to be released.
+    pub fn stopped(&mut self) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        self.stopping.retain(|p, s| match s.done.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => true,
+            // A report, or a loop that went away without one: either way it has stopped.
+            _ => {
+                out.push((*p, s.release));
+                false
+            }
+        });
+        out
+    }
+
     pub async fn stop_all(&mut self) {
         let held: Vec<u32> = self.running.keys().copied().collect();
         for p in held {
             self.stop_partition(p).await;
+        }
+        for (_, s) in self.stopping.drain() {
+            let _ = s.done.await;
         }
         for a in &self.arbiters {
             a.stop();
@@ -177,16 +230,22 @@ pub async fn run_with_leases<C>(
         match leases.tick().await {
             Ok(changes) => {
                 for p in &changes.lost {
-                    instance.stop_partition(*p).await;
+                    instance.begin_stop(*p, false);
                 }
                 for p in &changes.surplus {
-                    instance.stop_partition(*p).await;
-                    if let Err(e) = leases.release(*p).await {
-                        tracing::warn!(partition = p, error = %e, "lease not released");
+                    if !instance.begin_stop(*p, true) {
+                        release(&mut leases, *p).await;
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+        // A surplus lease is given back only once its loop has written what it holds, so
+        // two owners never work on one partition.
+        for (p, give_back) in instance.stopped() {
+            if give_back {
+                release(&mut leases, p).await;
+            }
         }
         match leases.unowned().await {
             Ok(n) => metrics.set_partitions_unowned(i64::from(n)),
@@ -198,7 +257,7 @@ pub async fn run_with_leases<C>(
         // and starts again once a renewal makes the lease good again.
         for p in instance.partitions() {
             if !leases.holds(p) {
-                instance.stop_partition(p).await;
+                instance.begin_stop(p, false);
             }
         }
         let good: Vec<u32> = leases
@@ -225,6 +284,15 @@ pub async fn run_with_leases<C>(
     instance.stop_all().await;
     if let Err(e) = leases.release_all().await {
         tracing::warn!(error = %e, "leases not released; they expire on their own");
+    }
+}
+
+async fn release<C>(leases: &mut Leases<C>, partition: u32)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    if let Err(e) = leases.release(partition).await {
+        tracing::warn!(partition, error = %e, "lease not released");
     }
 }
 
