@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use beckon_core::{Clock, Ts};
 use redis::aio::ConnectionLike;
@@ -76,6 +77,11 @@ impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
             clock,
             held: BTreeMap::new(),
         }
+    }
+
+    /// The clock leases are timed by, for a [`LeaseWindow`] that must agree with them.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn held(&self) -> &BTreeMap<u32, Held> {
@@ -236,5 +242,42 @@ impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
             .await
             .map_err(unavailable)?;
         Ok(held)
+    }
+}
+
+/// Until when an instance may act on a partition: the lease's `until` as of its last renewal,
+/// moved forward by the loop that renews it. A partition loop looks at it before each entry,
+/// so an instance whose renewals fall behind (a stalled process, a slow Redis) stops sending
+/// and writing for the partition before the lease can expire and pass to another instance,
+/// instead of acting on what may no longer be the latest state until a fenced write fails.
+#[derive(Clone)]
+pub struct LeaseWindow {
+    until: Arc<AtomicI64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl LeaseWindow {
+    pub fn new(clock: Arc<dyn Clock>, until: Ts) -> LeaseWindow {
+        LeaseWindow {
+            until: Arc::new(AtomicI64::new(until.as_millis())),
+            clock,
+        }
+    }
+
+    /// A renewal made the lease good until `until`.
+    pub fn extend(&self, until: Ts) {
+        self.until.fetch_max(until.as_millis(), Ordering::Relaxed);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.clock.now().as_millis() < self.until.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for LeaseWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseWindow")
+            .field("until", &self.until.load(Ordering::Relaxed))
+            .finish()
     }
 }

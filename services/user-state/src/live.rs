@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::error::StateError;
+use crate::lease::LeaseWindow;
 use crate::worker::PartitionWorker;
 
 /// The log's consumer group of user-state instances.
@@ -57,6 +58,8 @@ pub struct LoopConfig {
     /// Shared by the partitions of an instance: an outage fails every partition at once, and
     /// one line a few seconds says so as well as hundreds.
     pub warnings: Arc<LogRateLimiter>,
+    /// The partition's lease, when one grants it: no entry is applied once it has lapsed.
+    pub lease: Option<LeaseWindow>,
 }
 
 /// Counts a partition loop reports when it stops.
@@ -183,6 +186,15 @@ async fn apply_batch(
     let n = entries.len() as u64;
     let mut unacked: Vec<String> = Vec::with_capacity(entries.len());
     for entry in entries {
+        if let Some(lease) = &config.lease
+            && !lease.is_open()
+        {
+            // Renewals fell behind: another instance may own the partition by now. What was
+            // applied and not written is redone from the stored state by whoever owns it.
+            return Err(StateError::Unavailable(
+                "the partition's lease was not renewed in time".into(),
+            ));
+        }
         if matches!(entry.trigger, Ok(Trigger::Forget(_))) && !unacked.is_empty() {
             // What came before a forget is written and acknowledged before the user is
             // erased. Otherwise a retry of this batch would apply those entries again to the

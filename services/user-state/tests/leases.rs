@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use beckon_core::{Clock, Ts, VirtualClock};
 use beckon_testkit::RedisServer;
-use beckon_user_state::lease::{LeaseConfig, Leases};
+use beckon_user_state::lease::{LeaseConfig, LeaseWindow, Leases};
 
 type Conn = redis::aio::MultiplexedConnection;
 
@@ -77,4 +77,30 @@ async fn tokens_grow_with_each_acquisition_and_release_hands_back_at_once() {
     assert_eq!(b.held().len(), 8);
     assert!(b.held()[&0].token > first);
     assert!(b.holds(0));
+}
+
+#[tokio::test]
+async fn a_lease_window_closes_when_renewals_fall_behind_and_opens_on_renewal() {
+    let redis = RedisServer::start().expect("redis-server");
+    let clock = VirtualClock::new(Ts(1_000_000));
+    let mut a = leases(&redis.url(), "a", &clock).await;
+    a.tick().await.expect("tick");
+    let held = a.held()[&0];
+    let window = LeaseWindow::new(a.clock(), held.until);
+    assert!(window.is_open());
+
+    // No renewal for longer than the lease is safe to act on: the window closes before
+    // the lease itself expires in Redis (ttl 1,000 ms, safe until 800 ms after renewal).
+    clock.advance_to(Ts(1_000_000 + 850));
+    assert!(!window.is_open(), "acting stops once renewals fall behind");
+    assert!(!a.holds(0));
+
+    // A renewal in time moves the window forward again.
+    a.tick().await.expect("tick");
+    window.extend(a.held()[&0].until);
+    assert!(window.is_open());
+
+    // An older renewal reported late never moves it back.
+    window.extend(held.until);
+    assert!(window.is_open());
 }

@@ -153,6 +153,7 @@ async fn merge_steps_land_once_when_batches_fail_after_forwarding() {
                 3,
                 beckon_core::Duration(10_000),
             )),
+            lease: None,
         };
         loops.push(actix::spawn(live::run_partition(
             worker,

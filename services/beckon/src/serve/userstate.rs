@@ -10,7 +10,7 @@ use beckon_core::Clock;
 use beckon_ingest::log::EventLog;
 use beckon_journey::CurrentEngine;
 use beckon_telemetry::{LogRateLimiter, Metrics};
-use beckon_user_state::lease::Leases;
+use beckon_user_state::lease::{LeaseWindow, Leases};
 use beckon_user_state::live::{self, LoopConfig};
 use beckon_user_state::{LogForwarder, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
 use tokio::sync::{oneshot, watch};
@@ -37,6 +37,7 @@ const WARNING_INTERVAL_MS: i64 = 10_000;
 struct Running {
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<live::LoopReport>,
+    lease: Option<LeaseWindow>,
 }
 
 /// A partition's loop asked to stop and not yet finished: it completes its batch and writes
@@ -87,15 +88,22 @@ impl Instance {
         })
     }
 
+    /// A renewal made the partition's lease good until `until`.
+    pub fn extend_lease(&self, partition: u32, until: beckon_core::Ts) {
+        if let Some(window) = self.running.get(&partition).and_then(|r| r.lease.as_ref()) {
+            window.extend(until);
+        }
+    }
+
     pub fn partitions(&self) -> Vec<u32> {
         let mut held: Vec<u32> = self.running.keys().copied().collect();
         held.sort_unstable();
         held
     }
 
-    /// Starts the loop of a partition this instance now owns.
-    /// `fence` is the lease's fencing token, when a lease grants the partition.
-    pub fn start_partition(&mut self, partition: u32, fence: Option<u64>) {
+    /// Starts the loop of a partition this instance now owns. `lease` is the lease's fencing
+    /// token and window, when a lease grants the partition.
+    pub fn start_partition(&mut self, partition: u32, lease: Option<(u64, LeaseWindow)>) {
         // A loop still finishing its last batch keeps the partition: two loops of one
         // instance never work on it at once.
         if self.running.contains_key(&partition) || self.stopping.contains_key(&partition) {
@@ -114,7 +122,9 @@ impl Instance {
             idle: parts.evict_after,
             metrics: Metrics::global(),
             warnings: self.warnings.clone(),
+            lease: lease.as_ref().map(|(_, window)| window.clone()),
         };
+        let fence = lease.as_ref().map(|(token, _)| *token);
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         arbiter.spawn_fn(move || {
             actix::spawn(async move {
@@ -135,7 +145,14 @@ impl Instance {
                 let _ = done_tx.send(report);
             });
         });
-        self.running.insert(partition, Running { stop, done });
+        self.running.insert(
+            partition,
+            Running {
+                stop,
+                done,
+                lease: lease.map(|(_, window)| window),
+            },
+        );
     }
 
     /// Stops a partition's loop and waits until it has written what it holds.
@@ -226,6 +243,7 @@ pub async fn run_with_leases<C>(
     tokio::pin!(shutdown);
     let metrics = Metrics::global();
     let period = StdDuration::from_millis((ttl_ms / 3).max(50));
+    let clock = leases.clock();
     loop {
         match leases.tick().await {
             Ok(changes) => {
@@ -267,8 +285,12 @@ pub async fn run_with_leases<C>(
             .filter(|p| leases.holds(*p))
             .collect();
         for p in good {
-            let fence = leases.held().get(&p).map(|h| h.token);
-            instance.start_partition(p, fence);
+            let Some(held) = leases.held().get(&p).copied() else {
+                continue;
+            };
+            instance.extend_lease(p, held.until);
+            let window = LeaseWindow::new(clock.clone(), held.until);
+            instance.start_partition(p, Some((held.token, window)));
         }
 
         tokio::select! {
