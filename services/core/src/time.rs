@@ -30,6 +30,14 @@ impl Ts {
         self.0
     }
 
+    /// Whether the instant lies within the calendar (years -9999 to 9999): only such an
+    /// instant can be written as a timestamp, stored by the scheduler, or ever come due.
+    pub fn in_calendar(self) -> bool {
+        let min = jiff::Timestamp::MIN.as_millisecond();
+        let max = jiff::Timestamp::MAX.as_millisecond();
+        (min..=max).contains(&self.0)
+    }
+
     /// Parses an ISO 8601 / RFC 3339 timestamp with an offset (`Z` or `+08:00`).
     pub fn parse_rfc3339(text: &str) -> Result<Ts, CoreError> {
         let ts = jiff::Timestamp::from_str(text).map_err(|e| CoreError::BadTimestamp {
@@ -285,6 +293,9 @@ mod tests {
         let max = jiff::Timestamp::MAX.as_second();
         assert!(Ts::from_parts(max, 999_999_999).is_ok());
         assert!(Ts::from_parts(max + 1, 0).is_err());
+        assert!(Ts::from_parts(max, 999_999_999).is_ok_and(Ts::in_calendar));
+        assert!(!Ts((max + 1) * 1000).in_calendar());
+        assert!(!Ts::MAX.in_calendar() && !Ts::MIN.in_calendar());
     }
 
     #[test]

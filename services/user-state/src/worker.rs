@@ -483,6 +483,19 @@ impl PartitionWorker {
         for effect in effects {
             match effect {
                 Effect::SetTimer(mut timer) => {
+                    if !timer.due.in_calendar() {
+                        // A wait that ends past the calendar never ends: the user stays in
+                        // the step until an event moves them on. Setting such a timer would
+                        // be refused, and retrying it would hold up the whole partition.
+                        tracing::warn!(
+                            partition = self.partition,
+                            beckon.workspace = %timer.workspace,
+                            journey = %timer.journey,
+                            due_ms = timer.due.as_millis(),
+                            "timer due past the calendar not set"
+                        );
+                        continue;
+                    }
                     self.stats.timers_set += 1;
                     match &mut self.timers {
                         Timers::Local(t) => t.schedule(timer),
