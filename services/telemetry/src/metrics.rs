@@ -224,6 +224,14 @@ impl Metrics {
         self.events_applied.add(1, &[]);
     }
 
+    /// Events applied, written and acknowledged together: counted once, however many times
+    /// a failed batch was applied before.
+    pub fn events_applied(&self, count: u64) {
+        if count > 0 {
+            self.events_applied.add(count, &[]);
+        }
+    }
+
     /// `reason` is a short, fixed code (`invalid`, `duplicate`, `too_large`), never user input:
     /// each distinct value becomes a time series.
     pub fn event_rejected(&self, reason: &'static str) {

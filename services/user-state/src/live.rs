@@ -185,6 +185,7 @@ async fn apply_batch(
     let reader = consumer(&config.workspace, worker.partition());
     let n = entries.len() as u64;
     let mut unacked: Vec<String> = Vec::with_capacity(entries.len());
+    let mut events = 0;
     for entry in entries {
         if let Some(lease) = &config.lease
             && !lease.is_open()
@@ -201,9 +202,14 @@ async fn apply_batch(
             // erased, empty user, and act on them as it would for a newcomer.
             worker.flush().await?;
             log.ack(&reader, &unacked).await.map_err(log_error)?;
+            config.metrics.events_applied(events);
             unacked.clear();
+            events = 0;
         }
         unacked.push(entry.offset.clone());
+        if matches!(entry.trigger, Ok(Trigger::Event(_))) {
+            events += 1;
+        }
 
         let span = entry_span(&config.workspace, worker.partition(), &entry);
         apply_entry(worker, &config.workspace, entry)
@@ -212,6 +218,7 @@ async fn apply_batch(
     }
     worker.flush().await?;
     log.ack(&reader, &unacked).await.map_err(log_error)?;
+    config.metrics.events_applied(events);
     Ok(n)
 }
 

@@ -162,7 +162,9 @@ impl PartitionWorker {
         }
         self.advance(trigger.at()).await?;
         match &trigger {
-            Trigger::Event(_) => self.metrics.event_applied(),
+            // Events are counted by the partition loop once acknowledged, so that a batch
+            // applied again after a failure does not count them again.
+            Trigger::Event(_) => {}
             Trigger::Timer(_) => self.stats.timers_fired += 1,
             Trigger::Api(_) | Trigger::MergeOut(_) | Trigger::MergeIn(_) | Trigger::Forget(_) => {}
         }
