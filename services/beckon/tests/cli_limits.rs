@@ -112,3 +112,61 @@ fn serve_refuses_an_eviction_period_shorter_than_hibernation() {
     let (code, stderr) = serve_config(&[], &[], None);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// `beckon serve <service>` with a messages file in a directory that does not exist: the
+/// exit code and stderr, or a failure if the process is still serving after a minute.
+fn serve_with_unwritable_messages_out(service: &str, path: &std::path::Path) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args([
+            "serve",
+            service,
+            "--listen",
+            "127.0.0.1:0",
+            "--messages-out",
+        ])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("beckon runs");
+
+    // A process that accepted the path would serve until stopped: it is killed rather than
+    // left running, and the test fails.
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for beckon") {
+            break status;
+        }
+        if waited >= 600 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("beckon serve {service} started with an unwritable --messages-out");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    };
+
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+    }
+    (status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn serve_refuses_a_messages_file_it_cannot_append_to_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("missing").join("sent.jsonl");
+    for service in ["all", "gateway"] {
+        let (code, stderr) = serve_with_unwritable_messages_out(service, &path);
+        let case = format!("{service}: {stderr}");
+
+        assert_ne!(code, 0, "{case}");
+        assert!(stderr.contains("--messages-out"), "{case}");
+        assert!(stderr.contains(&path.display().to_string()), "{case}");
+        assert!(stderr.contains("No such file or directory"), "{case}");
+        assert!(!stderr.contains("panicked"), "{case}");
+    }
+    assert!(!dir.path().join("missing").exists());
+}

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use beckon_core::{Event, OutboundMessage, devices};
 use beckon_gateway::{
     Channel, Delivery, DeviceRegistry, EventSink, Gateway, GatewayError, Recipients,
@@ -43,7 +44,11 @@ pub struct FileChannel {
 }
 
 impl FileChannel {
-    pub fn new(path: PathBuf) -> FileChannel {
+    /// Opens `path` for appending once first, so a file that cannot be written is refused
+    /// when the channel is built rather than failing every send after start-up.
+    pub fn new(path: PathBuf) -> std::io::Result<FileChannel> {
+        append(&path, &[])?;
+
         let (queue, rx) = std::sync::mpsc::channel();
         let (written, to_sync) = std::sync::mpsc::channel();
         let sync_path = path.clone();
@@ -59,7 +64,7 @@ impl FileChannel {
             // The queue's receiver is gone with the closure: every send reports it.
             tracing::error!(error = %e, "message file writer not started");
         }
-        FileChannel { queue }
+        Ok(FileChannel { queue })
     }
 }
 
@@ -161,20 +166,29 @@ impl Channel for FileChannel {
     }
 }
 
-/// The recorder of a served gateway: `out` (a file) or memory.
-pub fn recorder(out: Option<PathBuf>) -> Arc<dyn Channel> {
+/// The recorder of a served gateway: `out` (a file) or memory. A file that cannot be opened
+/// for appending is an error naming the setting and the path.
+pub fn recorder(out: Option<PathBuf>) -> anyhow::Result<Arc<dyn Channel>> {
     match out {
-        Some(path) => Arc::new(FileChannel::new(path)),
-        None => Arc::new(RecordingChannel::new()),
+        Some(path) => {
+            let channel = FileChannel::new(path.clone()).with_context(|| {
+                format!(
+                    "messages_out (--messages-out): cannot append to {}",
+                    path.display()
+                )
+            })?;
+            Ok(Arc::new(channel))
+        }
+        None => Ok(Arc::new(RecordingChannel::new())),
     }
 }
 
 /// A gateway whose every channel records to `out` (a file) or to memory.
-pub fn recording_gateway(out: Option<PathBuf>) -> Gateway {
-    let channel = recorder(out);
-    CHANNELS
+pub fn recording_gateway(out: Option<PathBuf>) -> anyhow::Result<Gateway> {
+    let channel = recorder(out)?;
+    Ok(CHANNELS
         .iter()
-        .fold(Gateway::new(), |g, c| g.with(c, channel.clone()))
+        .fold(Gateway::new(), |g, c| g.with(c, channel.clone())))
 }
 
 /// Email addresses, phone numbers and device tokens read from the users' state (the
@@ -317,8 +331,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("sent.jsonl");
         let (a, b) = (
-            FileChannel::new(path.clone()),
-            FileChannel::new(path.clone()),
+            FileChannel::new(path.clone()).expect("first handle"),
+            FileChannel::new(path.clone()).expect("second handle"),
         );
         let messages: Vec<OutboundMessage> = (0..400).map(message).collect();
 

@@ -551,7 +551,7 @@ async fn run_user_state(
             let channel = peer(&settings, "gateway_url", u)?.connect_lazy();
             Arc::new(beckon_user_state::remote::RemoteGateway::new(channel))
         }
-        None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())),
+        None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())?),
     };
 
     let parts = userstate::Parts {
@@ -672,7 +672,7 @@ async fn served_gateway(
     sink: Arc<dyn EventSink>,
 ) -> anyhow::Result<(beckon_gateway::Gateway, GatewayService)> {
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let record = gateway::recorder(settings.messages_out.clone());
+    let record = gateway::recorder(settings.messages_out.clone())?;
     let mut base = gateway::CHANNELS
         .iter()
         .fold(beckon_gateway::Gateway::new(), |g, c| {
