@@ -96,6 +96,10 @@ pub struct UserStateService {
     /// The partition logs, where forgets go so the users' owners let go of them in order.
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
+    /// The workspaces this deployment runs. A forget for any other would append to a log no
+    /// one reads, where it stays, so requests naming one are refused. `None` takes every
+    /// workspace.
+    served: Option<Vec<String>>,
 }
 
 impl UserStateService {
@@ -104,7 +108,33 @@ impl UserStateService {
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
     ) -> UserStateService {
-        UserStateService { store, log, clock }
+        UserStateService {
+            store,
+            log,
+            clock,
+            served: None,
+        }
+    }
+
+    /// Refuses requests for workspaces other than these.
+    pub fn with_workspaces(mut self, workspaces: Vec<String>) -> UserStateService {
+        self.served = Some(workspaces);
+        self
+    }
+
+    fn check_workspace(&self, workspace: &str) -> Result<(), Status> {
+        if workspace.is_empty() {
+            return Err(Status::invalid_argument("workspace: must not be empty"));
+        }
+        match &self.served {
+            Some(served) if !served.iter().any(|w| w == workspace) => {
+                Err(Status::invalid_argument(format!(
+                    "workspace: {workspace:?} is not served here (this deployment serves \
+                     {served:?})"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The id and the ids merged into it whose tombstones still point at it: the ids a
@@ -133,9 +163,7 @@ impl UserStateService {
 
     /// The stored record of the id, as it is (a merged id's tombstone included).
     async fn load(&self, req: &GetUserRequest) -> Result<UserState, Status> {
-        if req.workspace.is_empty() {
-            return Err(Status::invalid_argument("workspace: must not be empty"));
-        }
+        self.check_workspace(&req.workspace)?;
         if req.user_id.is_empty() {
             return Err(Status::invalid_argument("user_id: must not be empty"));
         }
@@ -221,9 +249,7 @@ impl UserStateRpc for UserStateService {
         req: Request<GetUserRequest>,
     ) -> Result<Response<ForgetUserResponse>, Status> {
         let r = req.into_inner();
-        if r.workspace.is_empty() {
-            return Err(Status::invalid_argument("workspace: must not be empty"));
-        }
+        self.check_workspace(&r.workspace)?;
         if r.user_id.is_empty() {
             return Err(Status::invalid_argument("user_id: must not be empty"));
         }
@@ -260,9 +286,7 @@ impl UserStateRpc for UserStateService {
         req: Request<ListSegmentMembersRequest>,
     ) -> Result<Response<ListSegmentMembersResponse>, Status> {
         let r = req.into_inner();
-        if r.workspace.is_empty() {
-            return Err(Status::invalid_argument("workspace: must not be empty"));
-        }
+        self.check_workspace(&r.workspace)?;
         if r.segment.is_empty() {
             return Err(Status::invalid_argument("segment: must not be empty"));
         }
@@ -317,9 +341,7 @@ impl UserStateRpc for UserStateService {
         req: Request<SegmentSizesRequest>,
     ) -> Result<Response<SegmentSizesResponse>, Status> {
         let r = req.into_inner();
-        if r.workspace.is_empty() {
-            return Err(Status::invalid_argument("workspace: must not be empty"));
-        }
+        self.check_workspace(&r.workspace)?;
         let sizes = self.store.segment_sizes(&r.workspace).await?;
         Ok(Response::new(SegmentSizesResponse {
             sizes: sizes.into_iter().collect(),

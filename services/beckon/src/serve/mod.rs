@@ -362,7 +362,8 @@ async fn run_all(
         })
     };
 
-    let users = UserStateService::new(user_store, log.clone(), clock);
+    let users = UserStateService::new(user_store, log.clone(), clock)
+        .with_workspaces(vec![settings.workspace.clone()]);
     let routes = Routes::new(IngestServer::new(
         IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
     ))
@@ -582,7 +583,8 @@ async fn run_user_state(
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let users = UserStateService::new(store, log, clock);
+    let users =
+        UserStateService::new(store, log, clock).with_workspaces(vec![settings.workspace.clone()]);
     let routes = Routes::new(UserStateServer::new(users));
     crate::grpc::serve(
         listener,
