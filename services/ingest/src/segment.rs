@@ -125,6 +125,33 @@ impl serde::de::Visitor<'_> for KeyVisitor {
     }
 }
 
+/// Longest id accepted (user, anonymous, previous and message ids, in bytes). Ids become part
+/// of store keys and of every message and decision about the user, so one unbounded id would
+/// cost every structure that names it.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
+/// (which keys, logs and exported files would carry along unseen).
+fn id_problem(id: &str) -> Option<String> {
+    if id.len() > MAX_ID_BYTES {
+        return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", id.len()));
+    }
+    if id.trim().is_empty() {
+        return Some("only whitespace".into());
+    }
+    if id.chars().any(char::is_control) {
+        return Some("contains a control character".into());
+    }
+    None
+}
+
+fn check_id(field: &str, id: Option<&str>) -> Result<(), Rejection> {
+    match id.and_then(id_problem) {
+        Some(why) => Err(Rejection::new(RejectReason::BadField, field, why)),
+        None => Ok(()),
+    }
+}
+
 /// The event of a well-formed line, built by the same rules as [`parse_value`]; `None` for
 /// anything else, which the general way then judges.
 fn parse_direct(line: &str) -> Option<Event> {
@@ -133,6 +160,17 @@ fn parse_direct(line: &str) -> Option<Event> {
     let user_id = f.user_id.filter(|s| !s.is_empty());
     let anonymous_id = f.anonymous_id.filter(|s| !s.is_empty());
     let user = user_id.clone().or_else(|| anonymous_id.clone())?;
+    // An empty message id is replaced by a derived one below, as in `parse_value`.
+    let message_id = f.message_id.as_deref().filter(|id| !id.is_empty());
+    let ids = [
+        user_id.as_deref(),
+        anonymous_id.as_deref(),
+        f.previous_id.as_deref(),
+        message_id,
+    ];
+    if ids.into_iter().flatten().any(|id| id_problem(id).is_some()) {
+        return None;
+    }
     let timestamp = Ts::parse_rfc3339(f.timestamp.as_deref()?).ok()?;
 
     let name = match kind {
@@ -195,6 +233,8 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
 
     let user_id = take_string(&mut obj, "userId")?.filter(|s| !s.is_empty());
     let anonymous_id = take_string(&mut obj, "anonymousId")?.filter(|s| !s.is_empty());
+    check_id("userId", user_id.as_deref())?;
+    check_id("anonymousId", anonymous_id.as_deref())?;
     let user = user_id
         .clone()
         .or_else(|| anonymous_id.clone())
@@ -231,6 +271,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
     };
 
     let previous_id = take_string(&mut obj, "previousId")?;
+    check_id("previousId", previous_id.as_deref())?;
     if kind == EventKind::Alias && previous_id.is_none() {
         return Err(Rejection::new(
             RejectReason::BadField,
@@ -251,6 +292,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
         Some(id) if !id.is_empty() => id,
         _ => derived_id(raw),
     };
+    check_id("messageId", Some(&message_id))?;
 
     Ok(Event {
         kind,
@@ -326,6 +368,32 @@ mod tests {
 
     fn reason(line: &str) -> Option<RejectReason> {
         parse_line(line).err().map(|r| r.reason)
+    }
+
+    #[test]
+    fn ids_that_cannot_be_keys_are_refused_by_field() {
+        let line = |user: &str, message: &str| {
+            serde_json::json!({"type": "track", "userId": user, "event": "Opened",
+                "messageId": message, "timestamp": "2017-11-25T00:00:00Z"})
+            .to_string()
+        };
+        let long = "u".repeat(MAX_ID_BYTES + 1);
+        for (l, field, why) in [
+            (line(&long, "m1"), "userId", "longer than 512"),
+            (line("   ", "m1"), "userId", "only whitespace"),
+            (line("a\nb", "m1"), "userId", "control character"),
+            (line("u1", "m\u{0}"), "messageId", "control character"),
+        ] {
+            let r = parse_line(&l).expect_err("refused");
+            assert_eq!(
+                (r.reason, r.field.as_str()),
+                (RejectReason::BadField, field)
+            );
+            assert!(r.detail.contains(why), "{}", r.detail);
+        }
+        // The longest id accepted, and ids with spaces or any script, pass.
+        assert!(parse_line(&line(&"u".repeat(MAX_ID_BYTES), "m1")).is_ok());
+        assert!(parse_line(&line("Zoë Ω 42", "m 1")).is_ok());
     }
 
     #[test]
