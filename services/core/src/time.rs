@@ -59,7 +59,9 @@ impl Ts {
         let max = jiff::Timestamp::MAX.as_second();
         if !(min..=max).contains(&seconds) {
             return Err(format!(
-                "seconds {seconds} out of range {min}..={max} (years -9999 to 9999)"
+                "seconds {seconds} out of range {min}..={max} ({} to {})",
+                jiff::Timestamp::MIN,
+                jiff::Timestamp::MAX
             ));
         }
         Ok(Ts(seconds * 1000 + i64::from(nanos / 1_000_000)))
