@@ -247,10 +247,14 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
             return Err(invalid(field, "too long or contains control characters"));
         }
     }
+    if outcome == Outcome::Clicked && r.url.is_empty() {
+        return Err(invalid("url", "a click needs the url that was clicked"));
+    }
+    // Checked here rather than left to ingest: the outcome becomes an event forwarded later,
+    // and a time ingest refuses then would be lost with only a warning to show for it.
     let at = match r.at {
         None => now,
-        Some(ts) if (0..1_000_000_000).contains(&ts.nanos) => Ts(timestamp_to_millis(&ts)),
-        Some(_) => return Err(invalid("at", "nanos must be within 0..1e9")),
+        Some(ts) => Ts::from_parts(ts.seconds, ts.nanos).map_err(|why| invalid("at", why))?,
     };
     let mut extra = Props::new();
     if !r.url.is_empty() {
@@ -545,5 +549,42 @@ mod tests {
         assert_eq!(m.at, Ts(42));
         assert_eq!(m.title, None);
         assert_eq!(m.body, "<p>Hello Ada</p>");
+    }
+
+    #[test]
+    fn an_outcome_ingest_would_refuse_later_is_refused_now() {
+        let outcome = |edit: fn(&mut pb::OutcomeRequest)| {
+            let mut r = pb::OutcomeRequest {
+                workspace: "acme".into(),
+                user_id: "u1".into(),
+                message_key: "k1".into(),
+                outcome: "clicked".into(),
+                url: "https://example.com/a".into(),
+                ..Default::default()
+            };
+            edit(&mut r);
+            reported(r, Ts(42)).map(|(_, m, _)| m.at)
+        };
+        assert_eq!(outcome(|_| {}).ok(), Some(Ts(42)));
+
+        let refused = outcome(|r| r.at = Some(millis_to_timestamp(i64::MAX / 2)))
+            .expect_err("past the calendar");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("at"), "{}", refused.message());
+        assert!(
+            refused.message().contains("out of range"),
+            "{}",
+            refused.message()
+        );
+
+        let refused = outcome(|r| r.url.clear()).expect_err("a click without its url");
+        assert!(refused.message().contains("url"), "{}", refused.message());
+        assert!(
+            outcome(|r| {
+                r.outcome = "opened".into();
+                r.url.clear();
+            })
+            .is_ok()
+        );
     }
 }
