@@ -64,6 +64,34 @@ impl std::fmt::Display for RenderError {
     }
 }
 
+/// Liquid's error text spread over lines (a position, a drawing of the source, the reason,
+/// then details), put on one line: the reason, what was asked for, and where.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim);
+    let head = lines.next().unwrap_or_default();
+    let head = head.strip_prefix("liquid:").unwrap_or(head).trim();
+    let (mut reason, at) = match head.strip_prefix("-->") {
+        Some(position) => (String::new(), Some(position.trim())),
+        None => (head.to_string(), None),
+    };
+    for line in lines {
+        if let Some(why) = line.strip_prefix("= ") {
+            if reason.is_empty() {
+                reason = why.trim_end_matches('.').to_string();
+            }
+        } else if line.starts_with("requested") {
+            reason = format!("{reason} ({line})");
+        }
+    }
+    if reason.is_empty() {
+        reason = "invalid Liquid".into();
+    }
+    match at {
+        Some(at) => format!("{reason}, at {at} of the template"),
+        None => reason,
+    }
+}
+
 fn parser() -> &'static liquid::Parser {
     static PARSER: std::sync::OnceLock<liquid::Parser> = std::sync::OnceLock::new();
     PARSER.get_or_init(|| {
@@ -75,9 +103,12 @@ fn parser() -> &'static liquid::Parser {
 }
 
 impl Template {
-    /// Compiles `source`; the error text is Liquid's own description of the problem.
+    /// Compiles `source`; the error is Liquid's own description of the problem on one line,
+    /// with where in the template it is.
     pub fn compile(source: &str) -> Result<Template, String> {
-        let compiled = parser().parse(source).map_err(|e| e.to_string())?;
+        let compiled = parser()
+            .parse(source)
+            .map_err(|e| one_line(&e.to_string()))?;
         Ok(Template {
             source: source.to_string(),
             compiled: Arc::new(compiled),
@@ -346,6 +377,24 @@ fn as_path(token: &str) -> Option<Vec<String>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_template_error_is_one_line_with_its_reason_and_place() {
+        let error = |src: &str| Template::compile(src).err().unwrap_or_default();
+        assert_eq!(
+            error("Hi {{ user.name "),
+            "expected Literal, at 1:7 of the template"
+        );
+        assert_eq!(
+            error("{% endif %}"),
+            "Unknown tag (requested=endif), at 1:4 of the template"
+        );
+        assert_eq!(
+            error("{{ a | nofilter }}"),
+            "Unknown filter (requested filter=nofilter)"
+        );
+        assert!(error("Hi {% if x %}").starts_with("Unclosed block"));
+    }
 
     fn render(src: &str, data: Value) -> Result<String, RenderError> {
         Template::compile(src)
