@@ -269,10 +269,37 @@ pub struct StepSpec {
 /// A delay: a plain duration (`2d`, exactly 48 hours), or `{days: 2}`, calendar days in the
 /// user's time zone that keep the local time of day across daylight-saving changes.
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "DelayRepr")]
 pub enum DelaySpec {
     Span(Duration),
     Calendar(CalendarDelay),
+}
+
+/// What a delay may be written as. The text is parsed here rather than by `Duration` inside
+/// an untagged enum, whose error would hide why a text is not a duration.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DelayRepr {
+    Text(String),
+    Calendar(CalendarDelay),
+    Other(serde::de::IgnoredAny),
+}
+
+impl TryFrom<DelayRepr> for DelaySpec {
+    type Error = String;
+
+    fn try_from(r: DelayRepr) -> Result<Self, Self::Error> {
+        match r {
+            DelayRepr::Text(text) => text
+                .parse()
+                .map(DelaySpec::Span)
+                .map_err(|e: beckon_core::CoreError| e.to_string()),
+            DelayRepr::Calendar(c) => Ok(DelaySpec::Calendar(c)),
+            DelayRepr::Other(_) => {
+                Err("expected a duration such as 2d or 90m, or {days: <calendar days>}".into())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

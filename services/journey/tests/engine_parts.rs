@@ -553,3 +553,34 @@ steps:
         ]
     );
 }
+
+#[test]
+fn a_delay_that_is_not_a_duration_says_why_where() {
+    let spec = |delay: &str| {
+        format!(
+            "id: d\nversion: 1\nworkspace: w\nentry:\n  event: Signed Up\nsteps:\n  - id: wait\n    \
+             delay: {delay}\n  - id: hi\n    message:\n      channel: push\n      body: Hi\n"
+        )
+    };
+    let error = |delay: &str| {
+        let errs = load_definitions_str("d.yaml", &spec(delay))
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        // At the delay itself, or at its step when the value is not text at all.
+        assert!((7..=8).contains(&errs[0].line), "{}", errs[0]);
+        errs[0].to_string()
+    };
+    let negative = error("-5h");
+    assert!(
+        negative.contains("\"-5h\"") && negative.contains("expected a number"),
+        "{negative}"
+    );
+    let number = error("5");
+    assert!(
+        number.contains("expected a duration such as 2d"),
+        "{number}"
+    );
+    assert!(load_definitions_str("d.yaml", &spec("{days: 2}")).is_ok());
+    assert!(load_definitions_str("d.yaml", &spec("90m")).is_ok());
+}
