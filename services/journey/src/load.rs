@@ -443,10 +443,15 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
     }
 
     let mut index = AHashMap::new();
+    let mut last_line: AHashMap<&str, u32> = AHashMap::new();
     for (i, s) in spec.steps.iter().enumerate() {
+        // Looked for after the previous step with the same id, so an id used twice is
+        // reported where it is used again, not at its first use.
+        let from = last_line.get(s.id.as_str()).map_or(top, |line| line + 1);
+        last_line.insert(s.id.as_str(), locate(ck.text, from, "id", &s.id).0);
         if s.id == "exit" || index.insert(s.id.clone(), i).is_some() {
             ck.error(
-                top,
+                from,
                 "id",
                 &s.id,
                 format!("steps[{i}].id"),

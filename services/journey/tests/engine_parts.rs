@@ -584,3 +584,20 @@ fn a_delay_that_is_not_a_duration_says_why_where() {
     assert!(load_definitions_str("d.yaml", &spec("{days: 2}")).is_ok());
     assert!(load_definitions_str("d.yaml", &spec("90m")).is_ok());
 }
+
+#[test]
+fn a_step_id_used_twice_is_reported_where_it_is_used_again() {
+    let yaml = "id: d\nversion: 1\nworkspace: w\nentry:\n  event: Signed Up\nsteps:\n  - id: hi\n    \
+                message:\n      channel: push\n      body: Hi\n  - id: hi\n    message:\n      \
+                channel: push\n      body: Hi again\n";
+    let errs = load_definitions_str("d.yaml", yaml)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].line, errs[0].field.as_str()),
+        (11, "steps[1].id"),
+        "{}",
+        errs[0]
+    );
+}
