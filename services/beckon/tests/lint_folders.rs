@@ -18,7 +18,7 @@ steps:
       body: Good to see you.
 ";
 
-/// A step whose delay is not a duration: the step on line 7, column 5.
+/// A step whose delay is not a duration: the value on line 8, column 12.
 const BAD_DELAY: &str = "\
 id: nudge
 version: 1
@@ -79,9 +79,9 @@ fn lint_walks_sub_folders_and_names_each_error_by_place() {
     // Sorted by path at each level: billing before growth.
     let expected = [billing, growth];
     for (line, file) in places.iter().zip(expected) {
-        let prefix = format!("{}:7:5: steps[0]", file.display());
+        let prefix = format!("{}:8:12: steps[0]", file.display());
         assert!(line.starts_with(&prefix), "{line} should start {prefix}");
-        assert!(line.contains("Delay"), "{line}");
+        assert!(line.contains("duration \"soon\" is not valid"), "{line}");
     }
     assert!(!stderr.contains(".git"), "{stderr}");
     assert!(stderr.contains("2 error(s)"), "{stderr}");
@@ -119,4 +119,29 @@ fn an_id_defined_in_two_folders_is_reported_at_the_second_naming_the_first() {
         first.display()
     );
     assert!(stderr.contains(&expected), "{expected}\nin:\n{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_text_is_reported_and_the_others_still_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(root, "a/nudge.yaml", BAD_DELAY);
+    let mut latin1 = b"id: caf".to_vec();
+    latin1.extend_from_slice(&[0xe9, b'\n']);
+    std::fs::write(root.join("b.yaml"), latin1).expect("write");
+    // A named pipe is not a spec file: reading it would wait for a writer for ever.
+    let fifo = Command::new("mkfifo")
+        .arg(root.join("c.yaml"))
+        .status()
+        .is_ok_and(|s| s.success());
+
+    let (code, stdout, stderr) = lint(root);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let not_text = format!("{}:1:8: not UTF-8 text", root.join("b.yaml").display());
+    assert!(stderr.contains(&not_text), "{not_text}\nin:\n{stderr}");
+    assert!(stderr.contains("duration \"soon\""), "{stderr}");
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    if fifo {
+        assert!(!stderr.contains("c.yaml"), "{stderr}");
+    }
 }

@@ -100,14 +100,35 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Journey>, JourneyError> {
 /// Loads every definition under `dir` (a folder, or a single file), in file-name order. Fails
 /// with all the errors found when any file has one.
 pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
-    let files = read_spec_files(dir)?;
-    load_definitions_texts(&dir.display().to_string(), &files).map_err(JourneyError::Invalid)
+    let (files, mut unreadable) = read_spec_texts(dir)?;
+    match load_definitions_texts(&dir.display().to_string(), &files) {
+        Ok(definitions) if unreadable.is_empty() => Ok(definitions),
+        Ok(_) => Err(JourneyError::Invalid(unreadable)),
+        Err(errors) => {
+            unreadable.extend(errors);
+            Err(JourneyError::Invalid(unreadable))
+        }
+    }
 }
 
 /// The `*.yaml` / `*.yml` files under `dir` (a folder, or a single file) as `(path, text)`, in
 /// path order. Sub-folders are read too, so specs can be grouped by team or product; folders
 /// whose name starts with `.` (version control, editors) are skipped.
 pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError> {
+    let (files, unreadable) = read_spec_texts(dir)?;
+    if unreadable.is_empty() {
+        Ok(files)
+    } else {
+        Err(JourneyError::Invalid(unreadable))
+    }
+}
+
+/// `(path, text)` of each spec file that is text, and an error for each that is not.
+type SpecTexts = (Vec<(String, String)>, Vec<SpecError>);
+
+/// The spec files' texts, and an error for each file that is not UTF-8 text, placed at its
+/// first bad byte: one such file does not hide what is wrong with the others.
+fn read_spec_texts(dir: &Path) -> Result<SpecTexts, JourneyError> {
     let mut paths = Vec::new();
     if dir.is_file() {
         paths.push(dir.to_path_buf());
@@ -116,14 +137,30 @@ pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError
     }
 
     let mut files = Vec::with_capacity(paths.len());
+    let mut unreadable = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| JourneyError::Io {
+        let bytes = std::fs::read(&path).map_err(|source| JourneyError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        files.push((path.display().to_string(), text));
+        match String::from_utf8(bytes) {
+            Ok(text) => files.push((path.display().to_string(), text)),
+            Err(e) => {
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+                let column =
+                    good.len() - good.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+                unreadable.push(SpecError {
+                    file: path.display().to_string(),
+                    line: u32::try_from(line).unwrap_or(u32::MAX),
+                    column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+                    field: String::new(),
+                    message: "not UTF-8 text: a spec file must be UTF-8".into(),
+                });
+            }
+        }
     }
-    Ok(files)
+    Ok((files, unreadable))
 }
 
 /// Appends the spec files of `dir` and of its sub-folders, depth first. Entries are sorted by
@@ -148,7 +185,7 @@ fn collect_spec_paths(dir: &Path, paths: &mut Vec<std::path::PathBuf>) -> Result
         let is_dir = entry.file_type().map_err(io)?.is_dir();
         if is_dir && !hidden {
             collect_spec_paths(&path, paths)?;
-        } else if !is_dir
+        } else if path.is_file()
             && matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
