@@ -116,12 +116,27 @@ pub fn server_tls(
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
-    let cert =
-        std::fs::read(cert).with_context(|| format!("tls_cert: reading {}", cert.display()))?;
-    let key = std::fs::read(key).with_context(|| format!("tls_key: reading {}", key.display()))?;
+    let cert = read_pem("tls_cert", cert, "CERTIFICATE")?;
+    let key = read_pem("tls_key", key, "PRIVATE KEY")?;
     Ok(Some(
         ServerTlsConfig::new().identity(Identity::from_pem(cert, key)),
     ))
+}
+
+/// Reads the PEM file of `setting` and checks that it holds a block of the kind it is for
+/// (`CERTIFICATE`, `PRIVATE KEY`): an empty, garbled or swapped file is named at start, not
+/// found out at the first handshake as the peer's fault.
+pub fn read_pem(setting: &str, path: &Path, kind: &str) -> anyhow::Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("{setting}: reading {}", path.display()))?;
+    let end = format!("{kind}-----");
+    let holds = String::from_utf8_lossy(&pem)
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&end));
+    if !holds {
+        anyhow::bail!("{setting}: {} holds no PEM {kind}", path.display());
+    }
+    Ok(pem)
 }
 
 /// Refuses a peer URL that is not `http://` or `https://`: anything else would be taken as
@@ -148,7 +163,7 @@ pub fn peer_endpoint(setting: &str, url: &str, ca: Option<&Path>) -> anyhow::Res
 
     let mut tls = ClientTlsConfig::new().with_webpki_roots();
     if let Some(ca) = ca {
-        let pem = std::fs::read(ca).with_context(|| format!("tls_ca: reading {}", ca.display()))?;
+        let pem = read_pem("tls_ca", ca, "CERTIFICATE")?;
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
     endpoint

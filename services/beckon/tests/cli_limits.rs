@@ -170,3 +170,43 @@ fn serve_refuses_a_messages_file_it_cannot_append_to_naming_the_setting() {
     }
     assert!(!dir.path().join("missing").exists());
 }
+
+#[test]
+fn serve_refuses_tls_files_that_hold_no_certificate_or_key_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let key = dir.path().join("server.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let path = |p: &std::path::Path| p.display().to_string();
+
+    let (code, stderr) = serve_config(&["--tls-ca", &path(&garbage)], &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tls_ca:") && stderr.contains("holds no PEM CERTIFICATE"),
+        "{stderr}"
+    );
+
+    // A key given where the authorities go.
+    let (code, stderr) = serve_config(&["--tls-ca", &path(&key)], &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tls_ca:"), "{stderr}");
+
+    let missing = dir.path().join("missing.pem");
+    let (code, stderr) = serve_config(&["--tls-ca", &path(&missing)], &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tls_ca: reading"), "{stderr}");
+
+    // Certificate and key swapped.
+    let args = ["--tls-cert", &path(&key), "--tls-key", &path(&garbage)];
+    let (code, stderr) = serve_config(&args, &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tls_cert:") && stderr.contains("CERTIFICATE"),
+        "{stderr}"
+    );
+}

@@ -435,6 +435,17 @@ impl Settings {
             (None, Some(_)) => anyhow::bail!("tls_cert: needed with tls_key, to serve TLS"),
             _ => {}
         }
+        // Read now even when no peer is https yet: a wrong file is found at start.
+        let files = [
+            ("tls_ca", &self.tls_ca, "CERTIFICATE"),
+            ("tls_cert", &self.tls_cert, "CERTIFICATE"),
+            ("tls_key", &self.tls_key, "PRIVATE KEY"),
+        ];
+        for (setting, path, kind) in files {
+            if let Some(path) = path {
+                crate::grpc::read_pem(setting, path, kind)?;
+            }
+        }
 
         // Eviction drops a user from memory, hibernation included: evicting first would
         // leave hibernation nothing to do, and every idle user would come back from Redis.
