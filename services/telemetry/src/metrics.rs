@@ -220,10 +220,6 @@ impl Metrics {
         self.partitions_unowned.record(count, &[]);
     }
 
-    pub fn event_applied(&self) {
-        self.events_applied.add(1, &[]);
-    }
-
     /// Events applied, written and acknowledged together: counted once, however many times
     /// a failed batch was applied before.
     pub fn events_applied(&self, count: u64) {

@@ -161,12 +161,10 @@ impl PartitionWorker {
             return self.forget(workspace, &f.user).await.map(drop);
         }
         self.advance(trigger.at()).await?;
-        match &trigger {
-            // Events are counted by the partition loop once acknowledged, so that a batch
-            // applied again after a failure does not count them again.
-            Trigger::Event(_) => {}
-            Trigger::Timer(_) => self.stats.timers_fired += 1,
-            Trigger::Api(_) | Trigger::MergeOut(_) | Trigger::MergeIn(_) | Trigger::Forget(_) => {}
+        // Events are counted by the partition loop once acknowledged, so that a batch applied
+        // again after a failure does not count them again.
+        if let Trigger::Timer(_) = &trigger {
+            self.stats.timers_fired += 1;
         }
         let user = trigger.user().to_string();
         self.apply(workspace, &user, trigger).await

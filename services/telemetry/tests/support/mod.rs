@@ -138,7 +138,7 @@ pub fn record_everything(metrics: &beckon_telemetry::Metrics) {
     metrics.set_log_lag(3, 42);
     metrics.set_log_lag(7, 0);
     metrics.set_partitions_unowned(1);
-    metrics.event_applied();
+    metrics.events_applied(1);
     metrics.event_rejected("invalid");
     metrics.actor_started();
     metrics.actor_started();
