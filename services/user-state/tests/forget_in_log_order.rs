@@ -3,7 +3,8 @@
 //! a hibernated user and a timer set before the forget are each let go of: what comes after
 //! the forget starts from an empty user, and Redis keeps nothing naming the user.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Duration, Event, EventKind, Props, Ts, VirtualClock};
@@ -12,15 +13,13 @@ use beckon_ingest::log::{EventLog, LogConfig, RedisLog};
 use beckon_journey::{Engine, load_definitions_str};
 use beckon_proto::v1::GetUserRequest;
 use beckon_proto::v1::user_state_client::UserStateClient;
-use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_scheduler::{AsyncTimerStore, RedisTimers};
 use beckon_testkit::RedisServer;
 use beckon_user_state::grpc::UserStateService;
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, TimerSink, Timers, live};
 use redis::aio::ConnectionManager;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 /// One partition, so every user of a test shares its worker.
 const PARTITIONS: u32 = 1;
@@ -115,7 +114,7 @@ async fn setup() -> Setup {
     );
 
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(0)));
-    let users = serve(UserStateService::new(store.clone(), log.clone(), clock)).await;
+    let users = support::serve(UserStateService::new(store.clone(), log.clone(), clock)).await;
     Setup {
         worker,
         log,
@@ -125,20 +124,6 @@ async fn setup() -> Setup {
         users,
         server,
     }
-}
-
-async fn serve(service: UserStateService) -> UserStateClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .add_service(UserStateServer::new(service))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    UserStateClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
 }
 
 fn event(user: &str, id: &str, name: &str, at: i64) -> Event {

@@ -5,38 +5,23 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use beckon_core::{Clock, Membership, MergeStage, Ts, UserState, VirtualClock};
 use beckon_ingest::log::{EventLog, MemoryLog};
 use beckon_proto::v1::user_state_client::UserStateClient;
-use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_proto::v1::{GetUserRequest, ListSegmentMembersRequest, SegmentSizesRequest};
 use beckon_testkit::RedisServer;
 use beckon_user_state::grpc::UserStateService;
 use beckon_user_state::{MemoryStore, StateStore};
 use support::{PARTITIONS, all_keys, busy_user, store};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 async fn serve(store: Arc<dyn StateStore>) -> UserStateClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
     // The embedded log: nothing reads it here; forgets only need somewhere to go.
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(0)));
     let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new(clock.clone(), PARTITIONS, 1_000));
-    let server = Server::builder()
-        .add_service(UserStateServer::new(UserStateService::new(
-            store, log, clock,
-        )))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    UserStateClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
+    support::serve(UserStateService::new(store, log, clock)).await
 }
 
 fn with_segments(mut state: UserState, segments: &[&str]) -> UserState {

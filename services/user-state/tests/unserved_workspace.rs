@@ -1,38 +1,21 @@
 //! A request naming a workspace the deployment does not run is refused by name. A forget for
 //! one would otherwise append to a partition log nobody reads, which Redis keeps for good.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Ts, VirtualClock};
 use beckon_ingest::log::{EventLog, LogConfig, RedisLog};
 use beckon_proto::v1::GetUserRequest;
-use beckon_proto::v1::user_state_client::UserStateClient;
-use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_testkit::RedisServer;
 use beckon_user_state::StateStore;
 use beckon_user_state::grpc::UserStateService;
 use beckon_user_state::redis::RedisStateStore;
 use redis::aio::ConnectionManager;
 use tonic::Code;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
 
 const PARTITIONS: u32 = 1;
-
-async fn serve(service: UserStateService) -> UserStateClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .add_service(UserStateServer::new(service))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    UserStateClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-}
 
 /// Key names under the test's namespace that belong to `workspace`.
 fn keys_of(server: &RedisServer, workspace: &str) -> Vec<String> {
@@ -78,7 +61,7 @@ async fn requests_for_a_workspace_not_served_are_refused_and_leave_no_stream() {
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(0)));
     let shared: Arc<dyn EventLog> = log.clone();
     let service = UserStateService::new(store, shared, clock).with_workspaces(vec!["w".into()]);
-    let mut users = serve(service).await;
+    let mut users = support::serve(service).await;
 
     let forgot = users.forget_user(request("other")).await;
     assert_refused(&forgot.expect_err("forget refused"));

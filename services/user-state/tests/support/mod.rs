@@ -4,11 +4,31 @@
 
 use beckon_core::state::Tracking;
 use beckon_core::{Event, EventKind, Props, Ts, UserState};
+use beckon_proto::v1::user_state_client::UserStateClient;
+use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_testkit::RedisServer;
+use beckon_user_state::grpc::UserStateService;
 use beckon_user_state::redis::RedisStateStore;
 use redis::aio::ConnectionManager;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
 
 pub const PARTITIONS: u32 = 8;
+
+/// Serves `service` on a loopback port of its own, and a client connected to it.
+pub async fn serve(service: UserStateService) -> UserStateClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::builder()
+        .add_service(UserStateServer::new(service))
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(server);
+    UserStateClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
 
 pub async fn store(server: &RedisServer) -> RedisStateStore<ConnectionManager> {
     let client = redis::Client::open(server.url()).expect("client");
