@@ -1,6 +1,6 @@
 //! `beckon serve gateway` as a real process, its webhook channel routed to a local receiver
 //! that answers 500 or holds the request past the client's timeout. The failures show on
-//! `/metrics` (failed deliveries, an open circuit), and the process's JSON log lines name
+//! `/metrics` (deferred deliveries, an open circuit), and the process's JSON log lines name
 //! neither the webhook's signing secret nor any message body.
 
 mod support;
@@ -82,7 +82,8 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
     );
 
     // Three sends: the first two reach the provider and fail (the third failure opens the
-    // circuit), the last is refused by the open circuit without a call.
+    // circuit), the last is refused by the open circuit without a call. Each is deferred to
+    // the gateway's retry queue rather than failed back to the caller.
     let mut client = GatewayClient::connect(gateway.url())
         .await
         .expect("connect");
@@ -103,8 +104,8 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
                 message: Some(message),
             })
             .await;
-        let status = answer.expect_err("the provider never takes a message");
-        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let answer = answer.expect("a deferred send is answered").into_inner();
+        assert_eq!(answer.outcome, "deferred", "{answer:?}");
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -116,12 +117,12 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
     let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("text format");
     let webhook = [("channel", "webhook"), ("provider", "webhook")];
-    let failed = [
+    let deferred = [
         ("channel", "webhook"),
         ("provider", "webhook"),
-        ("outcome", "failed"),
+        ("outcome", "deferred"),
     ];
-    assert_eq!(value(&scrape, "beckon_deliveries_total", &failed), 3.0);
+    assert_eq!(value(&scrape, "beckon_deliveries_total", &deferred), 3.0);
     assert_eq!(
         value(&scrape, "beckon_circuit_state", &webhook),
         2.0,

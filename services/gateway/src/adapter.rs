@@ -272,6 +272,7 @@ impl<P: Provider> Adapter<P> {
             return Ok(Delivery {
                 provider_id,
                 duplicate: false,
+                deferred: false,
             });
         }
 

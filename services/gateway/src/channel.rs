@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use beckon_core::OutboundMessage;
+use beckon_core::{Clock, OutboundMessage, Props};
 use beckon_telemetry::Metrics;
 use futures::future::BoxFuture;
+use serde_json::Value;
 use tracing::Instrument as _;
 
 use crate::error::GatewayError;
+use crate::events::{self, EventSink};
 use crate::keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
+use crate::retry_queue::{Deferred, Redelivered, RetryQueue, RetryQueuePolicy};
 
 /// What a provider said about an accepted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +21,9 @@ pub struct Delivery {
     pub provider_id: String,
     /// True when the idempotency key had been delivered before and nothing was sent now.
     pub duplicate: bool,
+    /// True when the provider could not take the message now and it waits in the gateway's
+    /// retry queue instead.
+    pub deferred: bool,
 }
 
 /// One way out: push, email, SMS, webhook, in-app, or a recorder.
@@ -50,6 +56,20 @@ pub struct Gateway {
     adapters: HashMap<String, Arc<dyn Channel>>,
     keys: Arc<dyn KeyStore>,
     metrics: Metrics,
+    retry: Option<Retrying>,
+}
+
+/// The queue, the clock and the batch of a pass: what working a retry queue needs.
+pub(crate) type RetryParts = (Arc<dyn RetryQueue>, Arc<dyn Clock>, usize);
+
+/// A gateway's retry queue and what it needs to work it.
+#[derive(Clone)]
+struct Retrying {
+    queue: Arc<dyn RetryQueue>,
+    policy: RetryQueuePolicy,
+    clock: Arc<dyn Clock>,
+    /// Where a message given up on is reported as a final `Message Failed` event.
+    sink: Arc<dyn EventSink>,
 }
 
 impl Default for Gateway {
@@ -58,6 +78,7 @@ impl Default for Gateway {
             adapters: HashMap::new(),
             keys: Arc::new(MemoryKeyStore::new()),
             metrics: Metrics::global(),
+            retry: None,
         }
     }
 }
@@ -90,9 +111,51 @@ impl Gateway {
         &self.keys
     }
 
+    /// Defers sends a later attempt may deliver to `queue` instead of failing them, and
+    /// reports messages given up on to `sink`. Time (deferral, backoff, giving up) comes from
+    /// `clock`.
+    pub fn with_retry_queue(
+        mut self,
+        queue: Arc<dyn RetryQueue>,
+        policy: RetryQueuePolicy,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn EventSink>,
+    ) -> Gateway {
+        self.retry = Some(Retrying {
+            queue,
+            policy,
+            clock,
+            sink,
+        });
+        self
+    }
+
+    /// What working the retry queue needs: the queue, the clock, the batch of a pass.
+    pub(crate) fn retry_parts(&self) -> Option<RetryParts> {
+        self.retry
+            .as_ref()
+            .map(|r| (r.queue.clone(), r.clock.clone(), r.policy.batch))
+    }
+
+    /// The retry queue deferred sends wait in, when there is one.
+    pub fn retry_queue(&self) -> Option<&Arc<dyn RetryQueue>> {
+        self.retry.as_ref().map(|r| &r.queue)
+    }
+
     /// Delivers `message` once per idempotency key, inside a `gateway.send` span, and counts
-    /// the outcome in `beckon.deliveries`.
+    /// the outcome in `beckon.deliveries`. With a retry queue, a send the provider could not
+    /// take now (its retries spent, or its circuit open) is deferred there and answered with
+    /// [`Delivery::deferred`]; without one, or when the queue cannot be written, it fails
+    /// with the provider's error for the caller to retry.
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
+        self.send_in_span(message, true).await
+    }
+
+    async fn send_in_span(
+        &self,
+        message: &OutboundMessage,
+        may_defer: bool,
+    ) -> Result<Delivery, GatewayError> {
         let span = tracing::info_span!(
             "gateway.send",
             beckon.workspace = %message.workspace,
@@ -103,7 +166,16 @@ impl Gateway {
             beckon.outcome = tracing::field::Empty,
         );
         let recorded = span.clone();
-        let result = self.route(message).instrument(span).await;
+        let result = async {
+            match (self.route(message).await, &self.retry) {
+                (Err(e), Some(retry)) if may_defer && e.is_retryable() => {
+                    self.defer(retry, message, e).await
+                }
+                (result, _) => result,
+            }
+        }
+        .instrument(span)
+        .await;
 
         // The channel is a label only when an adapter serves it; anything else a caller sent
         // would add a time series per distinct value.
@@ -116,6 +188,130 @@ impl Gateway {
         recorded.record("beckon.outcome", outcome);
         self.metrics.delivery(channel, provider, outcome);
         result
+    }
+
+    /// Keeps `message` in the retry queue after `failure`; the failure stands when it cannot.
+    async fn defer(
+        &self,
+        retry: &Retrying,
+        message: &OutboundMessage,
+        failure: GatewayError,
+    ) -> Result<Delivery, GatewayError> {
+        let now = retry.clock.now();
+        let entry = Deferred {
+            message: message.clone(),
+            attempts: 0,
+            since: now,
+            reason: failure.to_string(),
+        };
+        match retry
+            .queue
+            .defer(&entry, retry.policy.next_due(now, 1))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    beckon.idempotency_key = %message.idempotency_key,
+                    reason = %failure,
+                    "send deferred"
+                );
+                Ok(Delivery {
+                    provider_id: String::new(),
+                    duplicate: false,
+                    deferred: true,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %failure, "send could not be deferred");
+                Err(failure)
+            }
+        }
+    }
+
+    /// One pass over the retry queue: takes the entries due now (up to the policy's batch)
+    /// and attempts each again. Delivered and refused entries leave the queue; the others go
+    /// back with a longer wait, or, past `give_up_after`, leave it with a final `Message
+    /// Failed` event. Fails only when the queue itself cannot be read.
+    pub async fn redeliver_due(&self) -> Result<Redelivered, GatewayError> {
+        let mut done = Redelivered::default();
+        let Some(retry) = &self.retry else {
+            return Ok(done);
+        };
+        let now = retry.clock.now();
+        let taken = retry
+            .queue
+            .take_due(now, retry.policy.hold, retry.policy.batch)
+            .await?;
+
+        for mut entry in taken {
+            let result = self.send_in_span(&entry.message, false).await;
+            let kept = match result {
+                Ok(_) => {
+                    done.sent += 1;
+                    false
+                }
+                // In doubt: another send of the key is under way, or died mid-call. Either
+                // settles (delivered, or released) within the key's life; wait for that.
+                Err(e) if e.is_retryable() || matches!(e, GatewayError::InDoubt { .. }) => {
+                    entry.attempts += 1;
+                    entry.reason = e.to_string();
+                    let now = retry.clock.now();
+                    if now.saturating_sub(retry.policy.give_up_after) >= entry.since {
+                        self.give_up(retry, &entry).await;
+                        done.given_up += 1;
+                        false
+                    } else {
+                        let due = retry.policy.next_due(now, entry.attempts + 1);
+                        retry.queue.retry_at(&entry, due).await?;
+                        done.retried += 1;
+                        true
+                    }
+                }
+                Err(_) => {
+                    done.refused += 1;
+                    false
+                }
+            };
+            if !kept {
+                retry.queue.remove(&entry.message).await?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reports a message given up on: a final `Message Failed`, once per message.
+    async fn give_up(&self, retry: &Retrying, entry: &Deferred) {
+        let message = &entry.message;
+        let provider = self
+            .adapters
+            .get(&message.channel)
+            .map_or("none", |a| a.provider());
+        tracing::warn!(
+            beckon.idempotency_key = %message.idempotency_key,
+            beckon.provider = provider,
+            attempts = entry.attempts,
+            reason = %entry.reason,
+            "deferred send given up"
+        );
+        let mut extra = Props::new();
+        extra.insert(
+            "reason".into(),
+            Value::from(format!(
+                "gave up after {} attempts: {}",
+                entry.attempts, entry.reason
+            )),
+        );
+        extra.insert("retryable".into(), Value::from(false));
+        extra.insert("attempts".into(), Value::from(entry.attempts));
+        let event = events::delivery_event(
+            events::MESSAGE_FAILED,
+            message,
+            provider,
+            "given-up",
+            retry.clock.now(),
+            extra,
+        );
+        retry.sink.emit(&message.workspace, event).await;
     }
 
     async fn route(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
@@ -132,6 +328,7 @@ impl Gateway {
                 return Ok(Delivery {
                     provider_id,
                     duplicate: true,
+                    deferred: false,
                 });
             }
             Claim::InFlight if !adapter.resends_safely() => {
@@ -164,11 +361,12 @@ impl Gateway {
 }
 
 /// The `outcome` label of a delivery: `sent`, `duplicate` (answered from the key store),
-/// `failed` (may succeed later), `in_doubt` (an earlier attempt may have gone out) or
-/// `rejected` (final).
+/// `deferred` (kept in the retry queue), `failed` (may succeed later), `in_doubt` (an
+/// earlier attempt may have gone out) or `rejected` (final).
 fn outcome(result: &Result<Delivery, GatewayError>) -> &'static str {
     match result {
         Ok(d) if d.duplicate => "duplicate",
+        Ok(d) if d.deferred => "deferred",
         Ok(_) => "sent",
         Err(GatewayError::InDoubt { .. }) => "in_doubt",
         Err(e) if e.is_retryable() => "failed",

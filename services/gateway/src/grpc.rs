@@ -348,6 +348,7 @@ impl GatewayRpc for GatewayService {
                 .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
         let outcome = match &result {
             Ok(d) if d.duplicate => "duplicate",
+            Ok(d) if d.deferred => "deferred",
             Ok(_) => "sent",
             Err(_) => "failed",
         };
@@ -363,14 +364,18 @@ impl GatewayRpc for GatewayService {
 
         let delivery = result?;
         let reason = if delivery.duplicate {
-            "delivered before; not sent again"
+            "delivered before; not sent again".to_string()
+        } else if delivery.deferred {
+            // The provider's own words stay in the gateway's log; the caller learns that the
+            // message is kept and will be retried.
+            "the provider could not take it now; kept in the retry queue".to_string()
         } else {
-            ""
+            String::new()
         };
         Ok(Response::new(pb::SendResponse {
             outcome: outcome.to_string(),
             provider_id: delivery.provider_id,
-            reason: reason.to_string(),
+            reason,
         }))
     }
 

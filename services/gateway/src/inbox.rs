@@ -283,6 +283,7 @@ impl Channel for Inbox {
         let result = self.insert(message).map(|inserted| Delivery {
             provider_id: message.idempotency_key.clone(),
             duplicate: !inserted,
+            deferred: false,
         });
         Box::pin(async move { result })
     }

@@ -31,6 +31,8 @@ pub mod recipients;
 pub mod recording;
 pub mod redis_inbox;
 pub mod redis_keys;
+pub mod redis_retry;
+pub mod retry_queue;
 pub mod secret;
 pub mod sleep;
 pub mod sms;
@@ -48,12 +50,15 @@ pub use recipients::{DeviceRegistry, MemoryDevices, MemoryRecipients, Recipients
 pub use recording::RecordingChannel;
 pub use redis_inbox::{RedisInbox, RedisInboxConfig};
 pub use redis_keys::{RedisKeyStore, RedisKeysConfig};
+pub use redis_retry::RedisRetryQueue;
+pub use retry_queue::{MemoryRetryQueue, RetryQueue, RetryQueuePolicy};
 pub use secret::Secret;
 pub use sleep::{Sleeper, TokioSleeper, VirtualSleeper};
 
 /// Erases what the gateway keeps about one user (right to be forgotten): the user's inbox
-/// messages and the idempotency keys of the user's sends. Delivery events already forwarded
-/// to ingest are erased with the rest of the user's data there.
+/// messages, the idempotency keys of the user's sends and the user's deferred sends.
+/// Delivery events already forwarded to ingest are erased with the rest of the user's data
+/// there.
 pub async fn forget_user(
     gateway: &Gateway,
     inbox: &inbox::Inbox,
@@ -61,5 +66,8 @@ pub async fn forget_user(
     user: &str,
 ) -> Result<(), GatewayError> {
     inbox.forget_user(workspace, user);
+    if let Some(queue) = gateway.retry_queue() {
+        queue.forget_user(workspace, user).await?;
+    }
     gateway.key_store().forget_user(workspace, user).await
 }

@@ -52,6 +52,7 @@ impl Channel for RecordingChannel {
             Ok(Delivery {
                 provider_id: format!("rec-{}", all.len()),
                 duplicate: false,
+                deferred: false,
             })
         })
     }

@@ -395,6 +395,7 @@ where
             Ok(Delivery {
                 provider_id: message.idempotency_key.clone(),
                 duplicate: !inserted,
+                deferred: false,
             })
         })
     }

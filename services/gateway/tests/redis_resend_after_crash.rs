@@ -67,6 +67,7 @@ impl Channel for Provider {
             Ok(Delivery {
                 provider_id: format!("fake-{key}"),
                 duplicate: false,
+                deferred: false,
             })
         })
     }

@@ -57,6 +57,7 @@ pub struct Metrics {
     deliveries: Counter<u64>,
     provider_duration: Histogram<f64>,
     circuit_state: Gauge<i64>,
+    sends_deferred: Gauge<i64>,
 }
 
 impl Metrics {
@@ -185,6 +186,11 @@ impl Metrics {
                 "{state}",
                 "Provider circuit breaker: 0 closed, 1 half-open, 2 open",
             ),
+            sends_deferred: gauge(
+                "beckon.sends.deferred",
+                "{message}",
+                "Messages a provider could not take, waiting in the gateway's retry queue",
+            ),
         }
     }
 
@@ -248,6 +254,11 @@ impl Metrics {
     pub fn set_users_hibernated(&self, partition: u32, users: i64) {
         self.users_hibernated
             .record(users, &[partition_attr(partition)]);
+    }
+
+    /// How many messages wait in the gateway's retry queue (all replicas' when shared).
+    pub fn set_sends_deferred(&self, messages: i64) {
+        self.sends_deferred.record(messages, &[]);
     }
 
     /// An actor was started from stored state (as opposed to found already running).

@@ -327,7 +327,7 @@ where
 
     /// Erases everything kept for the user: record, member index entries, aliases, timers,
     /// inbox, the gateway's idempotency keys of the user's sends and the user's pending outbox
-    /// entries, and the tombstones of the ids merged into the user. Returns how many records
+    /// entries, the user's sends waiting in the gateway's retry queue, and the tombstones of the ids merged into the user. Returns how many records
     /// were removed.
     pub async fn forget_user(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
         let merged: Vec<String> = match self.load_state(workspace, user).await {
@@ -392,6 +392,13 @@ where
             .await
             .map_err(unavailable)?;
         removed += n;
+
+        // Sends of the user's that a provider could not take wait in the gateway's retry
+        // queue, in a slot of their own.
+        removed +=
+            beckon_gateway::redis_retry::forget_user(&mut con, &self.namespace, workspace, user)
+                .await
+                .map_err(unavailable)?;
         info!(
             beckon.workspace = %workspace,
             beckon.partition = self.partition(workspace, user),

@@ -161,6 +161,7 @@ impl Channel for FileChannel {
             Ok(Delivery {
                 provider_id: message.idempotency_key.clone(),
                 duplicate: false,
+                deferred: false,
             })
         })
     }

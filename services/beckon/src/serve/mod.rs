@@ -66,6 +66,10 @@ const FORWARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 /// Appends in flight per ingest process before it answers RESOURCE_EXHAUSTED.
 const MAX_INFLIGHT: usize = 4096;
 
+/// How often the gateway looks for deferred sends that are due. Their waits start at two
+/// seconds, so a finer tick would only add Redis calls.
+const RETRY_PASS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Message ids the embedded log remembers for deduplication.
 const MEMORY_DEDUP_IDS: usize = 1_000_000;
 
@@ -317,6 +321,7 @@ async fn run_all(
     publish_folder(&settings, definitions.as_ref()).await?;
 
     let (stop, server_stop) = fan_out(shutdown);
+    let retrying = spawn_retries(&gateway, stop.clone());
     let engine = empty_engine();
     let follower = beckon_journey_service::follow_store(
         definitions.clone(),
@@ -395,6 +400,7 @@ async fn run_all(
     // The server stopped taking calls; let the partitions write what they hold.
     let _ = user_state.await;
     let _ = firing.await;
+    let _ = retrying.await;
     let _ = follower.await;
     Ok(())
 }
@@ -632,7 +638,9 @@ async fn run_gateway(
         }
     };
 
-    let (_, service) = served_gateway(&settings, store, sink).await?;
+    let (gateway, service) = served_gateway(&settings, store, sink).await?;
+    let (stop, shutdown) = fan_out(shutdown);
+    let retrying = spawn_retries(&gateway, stop);
     let shutdown = ending_inbox_streams(shutdown, service.drain_handle());
     let routes = Routes::new(service.into_server());
     crate::grpc::serve(
@@ -644,6 +652,8 @@ async fn run_gateway(
     )
     .await?;
 
+    let _ = retrying.await;
+
     // Give the queue a moment to reach ingest. Connections the drain cut may still hold a
     // sender, so the forwarder is not waited on for ever.
     if let Some(forwarder) = forwarder
@@ -654,6 +664,19 @@ async fn run_gateway(
         tracing::info!("delivery events still queued at exit were not forwarded");
     }
     Ok(())
+}
+
+/// Works the gateway's retry queue until `stop`.
+fn spawn_retries(
+    gateway: &beckon_gateway::Gateway,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(beckon_gateway::retry_queue::work(
+        gateway.clone(),
+        RETRY_PASS_EVERY,
+        beckon_telemetry::Metrics::global(),
+        stopped(stop),
+    ))
 }
 
 /// `shutdown`, which also ends the open `SubscribeInbox` streams: an app would otherwise
@@ -684,6 +707,8 @@ async fn served_gateway(
     // Idempotency keys in Redis make a send repeated by any instance, before or after a
     // crash, go out once; the inbox there is shared by every replica.
     let ttl = beckon_core::Duration::hours(30 * 24);
+    let mut retries: Arc<dyn beckon_gateway::RetryQueue> =
+        Arc::new(beckon_gateway::MemoryRetryQueue::new());
     let inbox: Arc<dyn InboxStore> = match RedisTarget::from_settings(settings) {
         Some(target) => {
             let conn = target.connect().await?;
@@ -695,6 +720,7 @@ async fn served_gateway(
                 },
             );
             base = base.with_key_store(Arc::new(keys));
+            retries = Arc::new(beckon_gateway::RedisRetryQueue::new(conn.clone(), "bk"));
 
             let config = beckon_gateway::RedisInboxConfig {
                 partitions: settings.partitions,
@@ -726,6 +752,14 @@ async fn served_gateway(
         record,
         deps: beckon_gateway::Deps::live(sink.clone()),
     };
+    // A send the provider cannot take now waits in the retry queue, so the partition that
+    // made it goes on with its other users.
+    let base = base.with_retry_queue(
+        retries,
+        beckon_gateway::RetryQueuePolicy::default(),
+        clock.clone(),
+        sink.clone(),
+    );
     let gateway = settings
         .providers
         .apply(base, &wiring)

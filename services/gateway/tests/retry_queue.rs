@@ -1,0 +1,338 @@
+//! A send the provider cannot take is deferred to the gateway's retry queue instead of failing,
+//! retried with backoff on the virtual clock, delivered once when the provider recovers, and
+//! given up on with a final `Message Failed` after `give_up_after`. The same script runs over
+//! the in-memory queue and the Redis one, against a webhook receiver on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use beckon_core::{Clock, Duration, Ts, VirtualClock};
+use beckon_gateway::events::{MESSAGE_FAILED, MESSAGE_SENT};
+use beckon_gateway::policy::{BreakerConfig, RetryPolicy};
+use beckon_gateway::webhook::{self, WebhookConfig};
+use beckon_gateway::{
+    Gateway, KeyStore, MemoryKeyStore, MemoryRetryQueue, RedisRetryQueue, RetryQueue,
+    RetryQueuePolicy, Secret,
+};
+use support::{message, redis_server, serve, test_deps};
+
+/// A webhook receiver that answers 503 while `down`, and counts the requests it accepted by
+/// idempotency key.
+#[derive(Clone, Default)]
+struct Receiver {
+    down: Arc<AtomicBool>,
+    accepted: Arc<Mutex<HashMap<String, usize>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn accepted(&self, key: &str) -> usize {
+        self.accepted.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+async fn receive(State(rx): State<Receiver>, headers: HeaderMap) -> StatusCode {
+    if rx.down.load(Ordering::SeqCst) {
+        *rx.refused.lock().unwrap() += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    *rx.accepted.lock().unwrap().entry(key).or_default() += 1;
+    StatusCode::OK
+}
+
+struct Rig {
+    gateway: Gateway,
+    queue: Arc<dyn RetryQueue>,
+    receiver: Receiver,
+    clock: VirtualClock,
+    sink: beckon_gateway::MemorySink,
+}
+
+fn policy(give_up_after: Duration) -> RetryQueuePolicy {
+    RetryQueuePolicy {
+        backoff: RetryPolicy {
+            max_attempts: u32::MAX,
+            base_delay: std::time::Duration::from_secs(2),
+            max_delay: std::time::Duration::from_secs(60),
+        },
+        give_up_after,
+        hold: Duration::from_millis(30_000),
+        batch: 16,
+    }
+}
+
+async fn rig(queue: Arc<dyn RetryQueue>, keys: Arc<dyn KeyStore>, give_up_after: Duration) -> Rig {
+    let t = test_deps();
+    let receiver = Receiver::default();
+    let router = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let addr = serve(router).await;
+    let mut config = WebhookConfig::new(
+        url::Url::parse(&format!("http://{addr}/hooks")).unwrap(),
+        Secret::new("whsec-retry-3f9a"),
+    );
+    config.policy.retry.max_attempts = 2;
+    config.policy.breaker = BreakerConfig {
+        failure_threshold: 3,
+        cool_down: std::time::Duration::from_secs(20),
+    };
+    let channel = webhook::channel(config, t.deps.clone()).unwrap();
+    let gateway = Gateway::new()
+        .with_key_store(keys)
+        .with("webhook", Arc::new(channel))
+        .with_retry_queue(
+            queue.clone(),
+            policy(give_up_after),
+            Arc::new(t.clock.clone()),
+            Arc::new(t.sink.clone()),
+        );
+    Rig {
+        gateway,
+        queue,
+        receiver,
+        clock: t.clock,
+        sink: t.sink,
+    }
+}
+
+impl Rig {
+    fn advance(&self, ms: i64) {
+        let now = self.clock.now();
+        self.clock.advance_to(Ts(now.0 + ms));
+    }
+}
+
+/// The provider is down for a while, then recovers.
+async fn deferred_then_delivered_once(rig: Rig) {
+    rig.receiver.down.store(true, Ordering::SeqCst);
+    let ada = message("webhook", "k-ada-1", "ada");
+
+    let first = rig.gateway.send(&ada).await.unwrap();
+    assert!(first.deferred, "{first:?}");
+    assert!(!first.duplicate);
+    // The batch that made the send is redelivered while the message waits: still one entry.
+    let again = rig.gateway.send(&ada).await.unwrap();
+    assert!(again.deferred);
+    assert_eq!(rig.queue.waiting().await.unwrap(), 1);
+
+    // Not due yet: the first retry waits between one and two seconds.
+    assert_eq!(rig.gateway.redeliver_due().await.unwrap().total(), 0);
+
+    // Due, and the provider is still down: back in the queue with a longer wait.
+    rig.advance(2_500);
+    let pass = rig.gateway.redeliver_due().await.unwrap();
+    assert_eq!((pass.retried, pass.sent), (1, 0), "{pass:?}");
+    assert_eq!(rig.queue.waiting().await.unwrap(), 1);
+
+    // The provider recovers; once the circuit's cool-down has passed, the message goes out.
+    rig.receiver.down.store(false, Ordering::SeqCst);
+    let mut sent = 0;
+    for _ in 0..20 {
+        rig.advance(5_000);
+        sent += rig.gateway.redeliver_due().await.unwrap().sent;
+        if sent > 0 {
+            break;
+        }
+    }
+    assert_eq!(sent, 1);
+    assert_eq!(rig.queue.waiting().await.unwrap(), 0);
+    assert_eq!(rig.receiver.accepted("k-ada-1"), 1);
+
+    // A late redelivery of the batch finds the key delivered: nothing goes out twice.
+    let late = rig.gateway.send(&ada).await.unwrap();
+    assert!(late.duplicate && !late.deferred, "{late:?}");
+    assert_eq!(rig.receiver.accepted("k-ada-1"), 1);
+    assert_eq!(rig.sink.named(MESSAGE_SENT).len(), 1);
+    assert!(
+        rig.sink
+            .named(MESSAGE_FAILED)
+            .iter()
+            .all(|e| e.properties["retryable"] == true),
+        "only retryable failures were reported"
+    );
+}
+
+/// The provider never recovers.
+async fn given_up_after_its_time(rig: Rig) {
+    rig.receiver.down.store(true, Ordering::SeqCst);
+    let bob = message("webhook", "k-bob-1", "bob");
+    assert!(rig.gateway.send(&bob).await.unwrap().deferred);
+
+    let mut given_up = 0;
+    let mut retried = 0;
+    for _ in 0..100 {
+        rig.advance(10_000);
+        let pass = rig.gateway.redeliver_due().await.unwrap();
+        given_up += pass.given_up;
+        retried += pass.retried;
+        if given_up > 0 {
+            break;
+        }
+    }
+    assert_eq!(given_up, 1);
+    assert!(retried >= 2, "retried {retried} times before giving up");
+    assert_eq!(rig.queue.waiting().await.unwrap(), 0);
+    assert_eq!(rig.receiver.accepted("k-bob-1"), 0);
+
+    let finals: Vec<_> = rig
+        .sink
+        .named(MESSAGE_FAILED)
+        .into_iter()
+        .filter(|e| e.properties["retryable"] == false)
+        .collect();
+    assert_eq!(finals.len(), 1, "one final failure");
+    assert_eq!(finals[0].user, "bob");
+    assert_eq!(finals[0].properties["idempotency_key"], "k-bob-1");
+    let reason = finals[0].properties["reason"].as_str().unwrap();
+    assert!(reason.starts_with("gave up after"), "{reason}");
+}
+
+/// Forgetting a user takes their deferred sends with them, and no one else's.
+async fn forgotten_with_their_user(rig: Rig) {
+    rig.receiver.down.store(true, Ordering::SeqCst);
+    for (key, user) in [("k-ada-2", "ada"), ("k-ada-3", "ada"), ("k-cy-1", "cy")] {
+        assert!(
+            rig.gateway
+                .send(&message("webhook", key, user))
+                .await
+                .unwrap()
+                .deferred
+        );
+    }
+    assert_eq!(rig.queue.waiting().await.unwrap(), 3);
+
+    rig.queue.forget_user("acme", "ada").await.unwrap();
+    assert_eq!(rig.queue.waiting().await.unwrap(), 1);
+
+    rig.receiver.down.store(false, Ordering::SeqCst);
+    for _ in 0..20 {
+        rig.advance(5_000);
+        rig.gateway.redeliver_due().await.unwrap();
+    }
+    assert_eq!(rig.receiver.accepted("k-cy-1"), 1);
+    assert_eq!(rig.receiver.accepted("k-ada-2"), 0);
+    assert_eq!(rig.receiver.accepted("k-ada-3"), 0);
+}
+
+fn memory() -> (Arc<dyn RetryQueue>, Arc<dyn KeyStore>) {
+    (
+        Arc::new(MemoryRetryQueue::new()),
+        Arc::new(MemoryKeyStore::new()),
+    )
+}
+
+async fn redis(server: &beckon_testkit::RedisServer) -> (Arc<dyn RetryQueue>, Arc<dyn KeyStore>) {
+    let queue = RedisRetryQueue::new(redis_server::connect(server).await, server.namespace());
+    (Arc::new(queue), redis_server::key_store(server).await)
+}
+
+const HOUR: Duration = Duration(3_600_000);
+const MINUTE: Duration = Duration(60_000);
+
+#[tokio::test]
+async fn memory_queue_delivers_once_the_provider_recovers() {
+    let (queue, keys) = memory();
+    deferred_then_delivered_once(rig(queue, keys, HOUR).await).await;
+}
+
+#[tokio::test]
+async fn redis_queue_delivers_once_the_provider_recovers() {
+    let server = redis_server::server();
+    let (queue, keys) = redis(&server).await;
+    deferred_then_delivered_once(rig(queue, keys, HOUR).await).await;
+}
+
+#[tokio::test]
+async fn memory_queue_gives_up_with_a_final_failure() {
+    let (queue, keys) = memory();
+    given_up_after_its_time(rig(queue, keys, MINUTE).await).await;
+}
+
+#[tokio::test]
+async fn redis_queue_gives_up_with_a_final_failure() {
+    let server = redis_server::server();
+    let (queue, keys) = redis(&server).await;
+    given_up_after_its_time(rig(queue, keys, MINUTE).await).await;
+}
+
+#[tokio::test]
+async fn memory_queue_forgets_a_user() {
+    let (queue, keys) = memory();
+    forgotten_with_their_user(rig(queue, keys, HOUR).await).await;
+}
+
+#[tokio::test]
+async fn redis_queue_forgets_a_user_and_keeps_nothing_naming_them() {
+    let server = redis_server::server();
+    let (queue, keys) = redis(&server).await;
+    let r = rig(queue, keys.clone(), HOUR).await;
+    forgotten_with_their_user(r).await;
+    keys.forget_user("acme", "ada").await.unwrap();
+
+    let mut conn = redis_server::connect(&server).await;
+    for key in redis_server::all_keys(&server).await {
+        assert!(!key.contains("ada"), "{key} names the forgotten user");
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if kind == "hash" {
+            let values: Vec<String> = redis::cmd("HVALS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(
+                values.iter().all(|v| !v.contains("\"ada\"")),
+                "{key} holds the forgotten user"
+            );
+        }
+    }
+}
+
+/// Two gateways share the Redis queue: an entry one has taken is hidden from the other for the
+/// hold, then offered again (its taker died mid-attempt).
+#[tokio::test]
+async fn a_taken_entry_is_hidden_for_its_hold() {
+    let server = redis_server::server();
+    let conn = redis_server::connect(&server).await;
+    let queue = RedisRetryQueue::new(conn, server.namespace());
+    let entry = beckon_gateway::retry_queue::Deferred {
+        message: message("webhook", "k-held", "ada"),
+        attempts: 0,
+        since: support::START,
+        reason: "webhook is unavailable: http 503".into(),
+    };
+    let t0 = support::START;
+    queue.defer(&entry, t0).await.unwrap();
+    queue.defer(&entry, t0).await.unwrap();
+
+    let hold = Duration::from_millis(30_000);
+    let taken = queue.take_due(t0, hold, 10).await.unwrap();
+    assert_eq!(taken, vec![entry.clone()]);
+    assert!(
+        queue
+            .take_due(Ts(t0.0 + 29_999), hold, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        queue.take_due(Ts(t0.0 + 30_000), hold, 10).await.unwrap(),
+        vec![entry]
+    );
+}
