@@ -12,7 +12,9 @@ use beckon_ingest::log::Connect;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Value,
+};
 
 use super::Settings;
 
@@ -132,9 +134,32 @@ impl RedisTarget {
         }
         let url = self.urls.first().map_or("", String::as_str);
         let client = redis::Client::open(url)?;
+
+        // The manager retries its first connection whatever went wrong, for seconds. A server
+        // that is not up yet is worth that wait; one that answers with a refusal (a database
+        // number it does not have, a wrong password) answers the same way every time, so one
+        // plain attempt first lets that answer end the start at once.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(response_timeout))
+            .set_response_timeout(Some(response_timeout));
+        if let Err(e) = client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            && !worth_retrying(&e)
+        {
+            return Err(e);
+        }
+
         let config = ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
         Ok(RedisConn::Single(
             client.get_connection_manager_with_config(config).await?,
         ))
     }
+}
+
+/// Whether a failed connection attempt may succeed later: the server is not reachable yet (or
+/// no longer), or it said to come back (still loading its data, a failover under way).
+/// Anything else it answered is final.
+fn worth_retrying(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || matches!(e.retry_method(), RetryMethod::WaitAndRetry)
 }
