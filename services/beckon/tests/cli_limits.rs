@@ -20,6 +20,49 @@ fn replay_refuses_a_worker_count_out_of_range_naming_the_flag() {
     }
 }
 
+#[test]
+fn loadgen_refuses_counts_and_rates_out_of_range_naming_the_flag() {
+    // A port of the test's own: a flag that slipped through would aim the run here, and
+    // nothing else.
+    let own = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", own.local_addr().expect("address"));
+    let cases: &[(&str, &str, &str)] = &[
+        ("--rate", "0", "above 0"),
+        ("--rate", "-5", "above 0"),
+        ("--rate", "NaN", "above 0"),
+        ("--rate", "inf", "above 0"),
+        ("--users", "0", "1..=10000000"),
+        ("--users", "-3", "1..=10000000"),
+        ("--users", "4294967296", "1..=10000000"),
+        ("--concurrency", "0", "1..=65536"),
+        ("--concurrency", "1000000", "1..=65536"),
+        ("--connections", "0", "1..=1024"),
+        ("--batch", "0", "1..=1000"),
+        ("--batch", "-1", "1..=1000"),
+        ("--batch", "100000", "1..=1000"),
+        ("--events", "0", "1..=1000000000000"),
+        ("--events", "-10", "1..=1000000000000"),
+        ("--zipf", "-1", "0 to 10"),
+        ("--duration", "0s", "at most 7 days"),
+        ("--duration", "-5s", "at most 7 days"),
+        ("--duration", "30d", "at most 7 days"),
+    ];
+    for (flag, value, range) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(["loadgen", "--url", &url, "--no-progress", flag, value])
+            .output()
+            .expect("beckon runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("{flag} {value}: {stderr}");
+
+        assert_eq!(out.status.code(), Some(2), "{case}");
+        assert!(stderr.contains(flag), "{case}");
+        assert!(stderr.contains(range), "{case}");
+        assert!(!stderr.contains("unexpected argument"), "{case}");
+        assert!(!stderr.contains("panicked"), "{case}");
+    }
+}
+
 /// `beckon serve all --print-config` with these flags, environment and config file text:
 /// exit code and stderr.
 fn serve_config(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> (Option<i32>, String) {

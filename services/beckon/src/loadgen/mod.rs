@@ -29,6 +29,8 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::serve::config::Bounds;
+
 pub use traffic::{Traffic, TrafficShape};
 
 /// How a load run goes.
@@ -401,7 +403,9 @@ async fn progress_lines(shared: Arc<Shared>) {
     }
 }
 
-/// Flags of `beckon loadgen`.
+/// Flags of `beckon loadgen`. Every count and rate is checked against its range as it is
+/// parsed: a zero would send nothing or stall, a huge one would exhaust memory, tasks or
+/// connections halfway through a run.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LoadArgs {
     /// Ingest (or `serve all`) address.
@@ -412,30 +416,38 @@ pub struct LoadArgs {
     /// Seed of the synthetic users; the same seed sends the same events.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Users in the population.
-    #[arg(long, default_value_t = 100_000)]
+    /// Users in the population (1 to 10,000,000).
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = |t: &str| USERS.parse_arg::<u32>(t))]
     pub users: u32,
-    /// Zipf exponent of user activity.
-    #[arg(long, default_value_t = 1.0)]
+    /// Zipf exponent of user activity (0 is uniform, at most 10).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = |t: &str| ZIPF.parse(t))]
     pub zipf: f64,
-    /// Events to send.
-    #[arg(long, default_value_t = 100_000)]
+    /// Events to send (1 to 10^12).
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = |t: &str| EVENTS.parse_arg::<u64>(t))]
     pub events: u64,
-    /// Stop after this long even if events remain (e.g. `30s`, `5m`).
-    #[arg(long, default_value = "60s")]
+    /// Stop after this long even if events remain (e.g. `30s`, `5m`; at most 7 days).
+    #[arg(long, default_value = "60s", allow_hyphen_values = true,
+          value_parser = run_duration)]
     pub duration: beckon_core::Duration,
-    /// Events per second; without it, as fast as the server answers.
-    #[arg(long)]
+    /// Events per second (above 0, at most 10,000,000); without it, as fast as the server
+    /// answers.
+    #[arg(long, allow_negative_numbers = true, value_parser = |t: &str| RATE.parse(t))]
     pub rate: Option<f64>,
-    /// Calls in flight at most.
-    #[arg(long, default_value_t = 128)]
+    /// Calls in flight at most (1 to 65,536).
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true,
+          value_parser = |t: &str| CONCURRENCY.parse_arg::<usize>(t))]
     pub concurrency: usize,
-    /// HTTP/2 connections.
-    #[arg(long, default_value_t = 4)]
+    /// HTTP/2 connections (1 to 1,024).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true,
+          value_parser = |t: &str| CONNECTIONS.parse_arg::<usize>(t))]
     pub connections: usize,
     /// Events per call: 1 sends `Track` and `Identify` calls, more sends `Batch` calls of
     /// that many events (at most 1,000).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+          value_parser = |t: &str| BATCH.parse_arg::<u16>(t))]
     pub batch: u16,
     /// Starts every user and message id; change it to meet new users on the same server.
     #[arg(long, default_value = "lg-")]
@@ -443,6 +455,104 @@ pub struct LoadArgs {
     /// Never print status lines.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Every user has a slot in the Zipf table and a flag: about 9 bytes each.
+const USERS: Bounds = Bounds {
+    name: "users",
+    min: 1,
+    max: 10_000_000,
+    words: "1 to 10,000,000 users",
+};
+
+const EVENTS: Bounds = Bounds {
+    name: "events",
+    min: 1,
+    max: 1_000_000_000_000,
+    words: "1 to 10^12 events",
+};
+
+/// Each call in flight is a task of its own.
+const CONCURRENCY: Bounds = Bounds {
+    name: "concurrency",
+    min: 1,
+    max: 65_536,
+    words: "1 to 65,536 calls in flight",
+};
+
+const CONNECTIONS: Bounds = Bounds {
+    name: "connections",
+    min: 1,
+    max: 1_024,
+    words: "1 to 1,024 connections",
+};
+
+/// The Batch call takes at most 1,000 events.
+const BATCH: Bounds = Bounds {
+    name: "batch",
+    min: 1,
+    max: 1_000,
+    words: "1 to 1,000 events per call",
+};
+
+/// The range of a flag that takes a real number.
+struct RealBounds {
+    min: f64,
+    /// Whether `min` itself is allowed.
+    min_included: bool,
+    max: f64,
+    words: &'static str,
+}
+
+/// 0 picks users uniformly; past 10 nearly every event goes to the first user anyway.
+const ZIPF: RealBounds = RealBounds {
+    min: 0.0,
+    min_included: true,
+    max: 10.0,
+    words: "0 to 10",
+};
+
+/// A rate of 0 would never send; the pacing is planned per event, so the top is generous.
+const RATE: RealBounds = RealBounds {
+    min: 0.0,
+    min_included: false,
+    max: 10_000_000.0,
+    words: "above 0, at most 10,000,000 events per second",
+};
+
+impl RealBounds {
+    fn parse(&self, text: &str) -> Result<f64, String> {
+        let value: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a number; allowed {}", self.words))?;
+        let above_min = if self.min_included {
+            value >= self.min
+        } else {
+            value > self.min
+        };
+        // NaN fails both comparisons.
+        if above_min && value <= self.max {
+            Ok(value)
+        } else {
+            Err(format!("{value} is out of range; allowed {}", self.words))
+        }
+    }
+}
+
+/// The longest run: past a week a load test is a deployment.
+const MAX_RUN_MS: i64 = 7 * 86_400_000;
+
+fn run_duration(text: &str) -> Result<beckon_core::Duration, String> {
+    let allowed = "allowed more than 0, at most 7 days (e.g. `30s`, `5m`, `2h`)";
+    if text.trim().starts_with('-') {
+        return Err(format!("{text} is negative; {allowed}"));
+    }
+    let duration: beckon_core::Duration = text.parse().map_err(|e| format!("{e}; {allowed}"))?;
+    if duration.as_millis() <= 0 || duration.as_millis() > MAX_RUN_MS {
+        return Err(format!("{text} is out of range; {allowed}"));
+    }
+    Ok(duration)
 }
 
 impl LoadArgs {
