@@ -12,3 +12,4 @@ pub mod publish;
 pub mod replay;
 pub mod report;
 pub mod serve;
+pub mod user_view;

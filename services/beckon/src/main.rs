@@ -374,11 +374,8 @@ fn run_user(
         };
         let text = match action {
             UserAction::Get => {
-                let v = client.get_user(req).await?.into_inner();
-                format!(
-                    "user {} (version {})\nsegments: {:?}\njourneys: {:?}\n{}\n",
-                    v.user_id, v.version, v.segments, v.journeys, v.state_json
-                )
+                let view = client.get_user(req).await?.into_inner();
+                beckon::user_view::render(&view)
             }
             UserAction::Export => client.export_user(req).await?.into_inner().json + "\n",
             UserAction::Members | UserAction::Sizes => {
