@@ -452,6 +452,7 @@ fn run_segments(
         // With a token, one page and where the next starts; without, every page.
         let one_page = page_token.is_some();
         let mut token = page_token.unwrap_or_default();
+        let mut listed = 0;
         loop {
             let request = ListSegmentMembersRequest {
                 workspace: workspace.to_string(),
@@ -459,7 +460,19 @@ fn run_segments(
                 page_size,
                 page_token: token,
             };
-            let page = client.list_segment_members(request).await?.into_inner();
+            let page = match client.list_segment_members(request).await {
+                Ok(page) => page.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    writeln!(
+                        std::io::stderr(),
+                        "beckon user members: {}",
+                        status.message()
+                    )?;
+                    return Ok(ExitCode::from(1));
+                }
+                Err(status) => return Err(status.into()),
+            };
+            listed += page.user_ids.len();
             for user in &page.user_ids {
                 writeln!(out, "{user}")?;
             }
@@ -471,6 +484,10 @@ fn run_segments(
                 writeln!(std::io::stderr(), "next page: --page-token {token}")?;
                 break;
             }
+        }
+        // Said apart from the list, so standard output stays one user id a line.
+        if listed == 0 && !one_page {
+            writeln!(std::io::stderr(), "segment {segment:?} has no members")?;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -1,4 +1,5 @@
-//! What `beckon user` prints against a running `serve all`: a user as JSON.
+//! What `beckon user` prints against a running `serve all`: a user as JSON, and a segment's
+//! members told apart from a segment that does not exist.
 
 mod support;
 
@@ -127,4 +128,44 @@ async fn user_get_prints_the_user_as_json() {
     // The state is a JSON object in the document, not a string holding JSON.
     assert!(printed["state"].is_object(), "{printed}");
     assert!(!stdout.contains("JourneyPosition"), "{stdout}");
+}
+
+#[tokio::test]
+async fn members_of_an_unknown_segment_are_refused_and_an_empty_one_is_said_to_be_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(&dir);
+    signed_up(&served, "ada").await;
+    let url = served.url();
+
+    let (code, stdout, stderr) = user(&url, &["members", "signed-up"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "ada\n"), "{stderr}");
+
+    // Defined, nobody in it: an empty list, and a word that it is empty.
+    let (code, stdout, stderr) = user(&url, &["members", "big-spenders"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), ""), "{stderr}");
+    assert!(
+        stderr.contains("\"big-spenders\" has no members"),
+        "{stderr}"
+    );
+
+    // Not defined: a mistyped name is said to be unknown.
+    let (code, stdout, stderr) = user(&url, &["members", "signed-upp"]);
+    assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+    assert!(
+        stderr.contains("segment: \"signed-upp\" is not defined in workspace \"default\""),
+        "{stderr}"
+    );
+
+    // The service answers NOT_FOUND to any client.
+    let mut users = UserStateClient::connect(url).await.expect("users");
+    let status = users
+        .list_segment_members(beckon_proto::v1::ListSegmentMembersRequest {
+            workspace: "default".into(),
+            segment: "signed-upp".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("unknown segment");
+    assert_eq!(status.code(), tonic::Code::NotFound);
 }

@@ -21,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use beckon_core::{Clock, Forget, UserState};
 use beckon_ingest::log::EventLog;
+use beckon_journey::CurrentEngine;
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::user_state_server::UserState as UserStateRpc;
 use beckon_proto::v1::{
@@ -100,6 +101,9 @@ pub struct UserStateService {
     /// one reads, where it stays, so requests naming one are refused. `None` takes every
     /// workspace.
     served: Option<Vec<String>>,
+    /// The definitions in force, so a listing can tell a segment nobody is in from one that
+    /// does not exist. Without them every segment name is taken as it comes.
+    definitions: Option<CurrentEngine>,
 }
 
 impl UserStateService {
@@ -113,7 +117,22 @@ impl UserStateService {
             log,
             clock,
             served: None,
+            definitions: None,
         }
+    }
+
+    /// Answers NOT_FOUND for a segment these definitions do not have and nobody is in.
+    pub fn with_definitions(mut self, definitions: CurrentEngine) -> UserStateService {
+        self.definitions = Some(definitions);
+        self
+    }
+
+    /// Whether `segment` is known here: defined now, or (when no definitions are at hand)
+    /// taken on trust.
+    fn defines(&self, segment: &str) -> bool {
+        self.definitions
+            .as_ref()
+            .is_none_or(|d| d.get().segments().iter().any(|s| s.id == segment))
     }
 
     /// Refuses requests for workspaces other than these.
@@ -319,6 +338,16 @@ impl UserStateRpc for UserStateService {
             .store
             .members(&r.workspace, &r.segment, from, limit)
             .await?;
+
+        // A segment no longer defined keeps listing the members it still has; an empty
+        // listing of a name nothing defines is a mistyped name, not an empty segment.
+        let first = r.page_token.is_empty();
+        if first && page.users.is_empty() && page.next.is_none() && !self.defines(&r.segment) {
+            return Err(Status::not_found(format!(
+                "segment: {:?} is not defined in workspace {:?}",
+                r.segment, r.workspace
+            )));
+        }
         let next_page_token = page
             .next
             .map(|at| {

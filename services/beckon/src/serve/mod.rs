@@ -347,6 +347,7 @@ async fn run_all(
     ));
 
     let user_store = store.clone();
+    let definitions_in_force = engine.clone();
     let parts = userstate::Parts {
         engine,
         store,
@@ -368,7 +369,8 @@ async fn run_all(
     };
 
     let users = UserStateService::new(user_store, log.clone(), clock)
-        .with_workspaces(vec![settings.workspace.clone()]);
+        .with_workspaces(vec![settings.workspace.clone()])
+        .with_definitions(definitions_in_force);
     let routes = Routes::new(IngestServer::new(
         IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
     ))
@@ -561,6 +563,7 @@ async fn run_user_state(
         None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())?),
     };
 
+    let definitions_in_force = engine.clone();
     let parts = userstate::Parts {
         engine,
         store: store.clone(),
@@ -589,8 +592,9 @@ async fn run_user_state(
         userstate::run_with_leases(instance, leases, ttl, stopped(stop)).await
     });
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let users =
-        UserStateService::new(store, log, clock).with_workspaces(vec![settings.workspace.clone()]);
+    let users = UserStateService::new(store, log, clock)
+        .with_workspaces(vec![settings.workspace.clone()])
+        .with_definitions(definitions_in_force);
     let routes = Routes::new(UserStateServer::new(users));
     crate::grpc::serve(
         listener,
