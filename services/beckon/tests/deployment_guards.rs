@@ -1,13 +1,14 @@
 //! Mistakes that would lose events silently are refused loudly: a process started with a
-//! partition count other than its deployment's does not start, and ingest refuses events for
-//! a workspace this deployment does not evaluate.
+//! partition count other than its deployment's does not start, and ingest and the gateway
+//! refuse events and outcomes for a workspace this deployment does not evaluate.
 
 mod support;
 
 use std::process::{Command, Stdio};
 
-use beckon_proto::v1::TrackRequest;
+use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_proto::v1::{OutcomeRequest, TrackRequest};
 use beckon_testkit::RedisServer;
 use serde_json::json;
 use support::{Served, track, wall_clock_ms};
@@ -65,4 +66,37 @@ async fn a_process_with_another_partition_count_refuses_to_start() {
         .expect("served")
         .into_inner();
     assert!(ack.appended);
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_an_outcome_for_a_workspace_not_served() {
+    let served = Served::start("all", &["--workspace", "shop"]);
+    let mut client = GatewayClient::connect(served.url()).await.expect("connect");
+    let outcome = |workspace: &str| OutcomeRequest {
+        workspace: workspace.into(),
+        user_id: "u1".into(),
+        message_key: "k1".into(),
+        outcome: "delivered".into(),
+        channel: "push".into(),
+        ..OutcomeRequest::default()
+    };
+
+    // Acknowledged, it would have been dropped on its way into the log.
+    let status = client
+        .report_outcome(outcome("default"))
+        .await
+        .expect_err("not served");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("workspace") && status.message().contains("[\"shop\"]"),
+        "{}",
+        status.message()
+    );
+
+    let answer = client
+        .report_outcome(outcome("shop"))
+        .await
+        .expect("served")
+        .into_inner();
+    assert!(!answer.event_id.is_empty());
 }

@@ -45,6 +45,10 @@ pub struct GatewayService {
     drain: watch::Sender<bool>,
     /// Where reported outcomes (and inbox reads) go as events; nowhere when absent.
     outcomes: Option<Arc<dyn EventSink>>,
+    /// The workspaces this deployment evaluates. An outcome reported for any other would be
+    /// refused by ingest after it was acknowledged here, and lost, so it is refused up front.
+    /// `None` takes every workspace.
+    served: Option<Vec<String>>,
 }
 
 /// Ends every open `SubscribeInbox` stream of a service, for a graceful shutdown.
@@ -68,6 +72,23 @@ impl GatewayService {
             inbox,
             drain,
             outcomes: None,
+            served: None,
+        }
+    }
+
+    /// Refuses outcomes reported for workspaces other than these.
+    pub fn with_workspaces(mut self, workspaces: Vec<String>) -> GatewayService {
+        self.served = Some(workspaces);
+        self
+    }
+
+    fn check_served(&self, workspace: &str) -> Result<(), Status> {
+        match &self.served {
+            Some(served) if !served.iter().any(|w| w == workspace) => Err(invalid(
+                "workspace",
+                format!("{workspace:?} is not served here (this deployment serves {served:?})"),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -448,6 +469,7 @@ impl GatewayRpc for GatewayService {
         request: Request<pb::OutcomeRequest>,
     ) -> Result<Response<pb::OutcomeResponse>, Status> {
         let (outcome, message, extra) = reported(request.into_inner(), self.clock.now())?;
+        self.check_served(&message.workspace)?;
         let event_id = self.report(outcome, &message, extra).await;
         tracing::debug!(
             rpc.service = "beckon.v1.Gateway",

@@ -768,7 +768,9 @@ async fn served_gateway(
         .providers
         .apply(base, &wiring)
         .context("providers")?;
-    let service = GatewayService::new(gateway.clone(), inbox).with_outcomes(sink);
+    let service = GatewayService::new(gateway.clone(), inbox)
+        .with_outcomes(sink)
+        .with_workspaces(vec![settings.workspace.clone()]);
     Ok((gateway, service))
 }
 
