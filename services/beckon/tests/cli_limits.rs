@@ -141,6 +141,41 @@ fn serve_refuses_config_file_values_out_of_range_with_line_and_column() {
 }
 
 #[test]
+fn serve_refuses_unknown_and_repeated_config_keys_with_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        // The very first character, where the YAML reader would leave the place out.
+        (
+            "partitons: 16\n",
+            "unknown field `partitons`",
+            "line 1 column 1",
+        ),
+        (
+            "workspace: shop\nproviders:\n  chanels: {}\n",
+            "providers: unknown field `chanels`",
+            "line 3 column 3",
+        ),
+        (
+            "workspace: shop\npartitions: 8\npartitions: 16\n",
+            "duplicate key `partitions`",
+            "line 3 column 1",
+        ),
+        // A map would have kept the last route without a word.
+        (
+            "providers:\n  channels:\n    push: record\n    push: inbox\n",
+            "providers.channels: duplicate key `push`",
+            "line 4 column 5",
+        ),
+    ];
+    for (file, reason, place) in cases {
+        let (code, stderr) = serve_config(&[], &[], Some(file));
+        let case = format!("{file:?}: {stderr}");
+        assert_eq!(code, Some(2), "{case}");
+        assert!(stderr.contains(reason), "{case}");
+        assert!(stderr.contains(place), "{case}");
+    }
+}
+
+#[test]
 fn serve_refuses_an_eviction_period_shorter_than_hibernation() {
     // Each layer alone is in range; together they are not.
     let file = "hibernate_after_ms: 600000\n";

@@ -349,7 +349,7 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                serde_norway::from_str(&text)
+                super::strict_yaml::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => Settings::default(),
@@ -391,7 +391,7 @@ impl Settings {
         if let Some(path) = &args.providers {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            s.providers = serde_norway::from_str(&text)
+            s.providers = super::strict_yaml::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
 
