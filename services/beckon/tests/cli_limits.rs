@@ -175,6 +175,122 @@ fn serve_refuses_unknown_and_repeated_config_keys_with_line_and_column() {
     }
 }
 
+/// A providers section with one webhook whose settings end with `extra` (indented under
+/// `webhook:`).
+fn webhook_providers(extra: &str) -> String {
+    format!(
+        "providers:\n  channels: {{ webhook: webhook }}\n  webhook:\n    \
+         url: http://127.0.0.1:9/hooks\n    secret: {{ env: BECKON_TEST_HOOK_SECRET }}\n{extra}"
+    )
+}
+
+#[test]
+fn serve_refuses_provider_policy_values_out_of_range_naming_the_path() {
+    let policy = "providers.webhook.policy";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "    policy: { retry: { max_attempts: 0 } }\n",
+            "retry.max_attempts: 0 is out of range",
+            "1..=20",
+            "line 6 column 38",
+        ),
+        (
+            "    policy: { retry: { base_delay: 0 } }\n",
+            "retry.base_delay: 0 is out of range",
+            "1..=60000",
+            "line 6 column 36",
+        ),
+        (
+            "    policy: { rate_limit: { per_second: 0 } }\n",
+            "rate_limit.per_second: 0 is out of range",
+            "above 0",
+            "line 6 column 41",
+        ),
+        (
+            "    policy: { rate_limit: { per_second: -2.5 } }\n",
+            "rate_limit.per_second: -2.5 is out of range",
+            "above 0",
+            "line 6 column 41",
+        ),
+        (
+            "    policy: { rate_limit: { burst: 0 } }\n",
+            "rate_limit.burst: 0 is out of range",
+            "1..=1000000",
+            "line 6 column 36",
+        ),
+        (
+            "    policy: { breaker: { failure_threshold: 0, cool_down: 1000 } }\n",
+            "breaker.failure_threshold: 0 is out of range",
+            "1..=1000",
+            "line 6 column 45",
+        ),
+        (
+            "    policy: { breaker: { cool_down: -1 } }\n",
+            "breaker.cool_down: -1 is out of range",
+            "1..=3600000",
+            "line 6 column 37",
+        ),
+        (
+            "    policy: { retry: { max_atempts: 3 } }\n",
+            "retry: unknown field `max_atempts`",
+            "max_attempts",
+            "line 6 column 24",
+        ),
+    ];
+    for (extra, reason, range, place) in cases {
+        let file = webhook_providers(extra);
+        let (code, stderr) = serve_config(&[], &[], Some(&file));
+        let case = format!("{extra:?}: {stderr}");
+        assert_eq!(code, Some(2), "{case}");
+        assert!(stderr.contains(&format!("{policy}.{reason}")), "{case}");
+        assert!(stderr.contains(range), "{case}");
+        assert!(stderr.contains(place), "{case}");
+    }
+
+    // Timeouts of every provider, zero and negative.
+    for timeout in ["0", "-100"] {
+        let file = webhook_providers(&format!("    timeout_ms: {timeout}\n"));
+        let (code, stderr) = serve_config(&[], &[], Some(&file));
+        assert_eq!(code, Some(2), "{stderr}");
+        let reason = format!("providers.webhook.timeout_ms: {timeout} is out of range");
+        assert!(stderr.contains(&reason), "{stderr}");
+        assert!(stderr.contains("line 6 column 17"), "{stderr}");
+    }
+
+    // A cap shorter than the first wait: each value alone is in range.
+    let file = webhook_providers("    policy: { retry: { base_delay: 500, max_delay: 100 } }\n");
+    let (code, stderr) = serve_config(&[], &[], Some(&file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("providers.webhook.policy.retry.max_delay: 100 is shorter than base_delay"),
+        "{stderr}"
+    );
+
+    // A separate providers file is read the same way, its own lines counted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("providers.yaml");
+    let text = "webhook:\n  url: http://127.0.0.1:9/hooks\n  secret: { env: X }\n  \
+                policy: { retry: { max_attempts: 0 } }\n";
+    std::fs::write(&path, text).expect("write providers");
+    let args = ["--providers", path.to_str().unwrap_or_default()];
+    let (code, stderr) = serve_config(&args, &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("webhook.policy.retry.max_attempts: 0 is out of range"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 4 column 36"), "{stderr}");
+
+    // The defaults, written out, are accepted.
+    let file = webhook_providers(
+        "    timeout_ms: 10000\n    policy:\n      retry: { max_attempts: 4, base_delay: 200, \
+         max_delay: 10000 }\n      rate_limit: { per_second: 100, burst: 100 }\n      \
+         breaker: { failure_threshold: 5, cool_down: 30000 }\n",
+    );
+    let (code, stderr) = serve_config(&[], &[], Some(&file));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn serve_refuses_an_eviction_period_shorter_than_hibernation() {
     // Each layer alone is in range; together they are not.

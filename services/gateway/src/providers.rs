@@ -32,7 +32,7 @@ use crate::channel::{Channel, Gateway};
 use crate::email::{SmtpConfig, SmtpSecurity};
 use crate::error::GatewayError;
 use crate::fcm::{FcmConfig, ServiceAccount};
-use crate::policy::DeliveryPolicy;
+use crate::policy::{DeliveryPolicy, range};
 use crate::recipients::{DeviceRegistry, Recipients};
 use crate::secret::Secret;
 use crate::sms::TwilioConfig;
@@ -109,7 +109,7 @@ pub struct ApnsSettings {
     /// How long APNs keeps trying an offline device; 0 sends once.
     #[serde(default = "one_hour")]
     pub expiration_secs: u64,
-    #[serde(default = "ten_seconds")]
+    #[serde(default = "ten_seconds", deserialize_with = "range::read_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
     pub policy: DeliveryPolicy,
@@ -126,7 +126,7 @@ pub struct FcmSettings {
     pub token_endpoint: String,
     /// The service-account key file (JSON).
     pub service_account: SecretRef,
-    #[serde(default = "ten_seconds")]
+    #[serde(default = "ten_seconds", deserialize_with = "range::read_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
     pub policy: DeliveryPolicy,
@@ -146,9 +146,12 @@ pub struct SmtpSettings {
     pub from: String,
     pub unsubscribe_url: String,
     pub unsubscribe_secret: SecretRef,
-    #[serde(default = "thirty_seconds")]
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "range::read_timeout_ms"
+    )]
     pub timeout_ms: u64,
-    #[serde(default = "four")]
+    #[serde(default = "four", deserialize_with = "range::read_pool_size")]
     pub pool_size: u32,
     #[serde(default)]
     pub policy: DeliveryPolicy,
@@ -172,7 +175,7 @@ pub struct TwilioSettings {
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_callback: Option<String>,
-    #[serde(default = "ten_seconds")]
+    #[serde(default = "ten_seconds", deserialize_with = "range::read_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
     pub policy: DeliveryPolicy,
@@ -184,7 +187,7 @@ pub struct WebhookSettings {
     pub url: String,
     /// The HMAC key shared with the receiver.
     pub secret: SecretRef,
-    #[serde(default = "ten_seconds")]
+    #[serde(default = "ten_seconds", deserialize_with = "range::read_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
     pub policy: DeliveryPolicy,
@@ -236,11 +239,54 @@ fn missing(channel: &str, kind: &str) -> GatewayError {
     }
 }
 
+/// What every provider's settings have: a call timeout and a delivery policy.
+fn common_settings(config: &ProvidersConfig) -> Vec<(&'static str, u64, &DeliveryPolicy)> {
+    let mut all = Vec::new();
+    if let Some(s) = &config.apns {
+        all.push(("apns", s.timeout_ms, &s.policy));
+    }
+    if let Some(s) = &config.fcm {
+        all.push(("fcm", s.timeout_ms, &s.policy));
+    }
+    if let Some(s) = &config.smtp {
+        all.push(("smtp", s.timeout_ms, &s.policy));
+    }
+    if let Some(s) = &config.twilio {
+        all.push(("twilio", s.timeout_ms, &s.policy));
+    }
+    if let Some(s) = &config.webhook {
+        all.push(("webhook", s.timeout_ms, &s.policy));
+    }
+    all
+}
+
 impl ProvidersConfig {
+    /// Checks every provider's numeric settings against their ranges, naming the first one
+    /// outside its range by its path (`webhook.policy.retry.max_attempts`). Reading a YAML
+    /// file checks the same as it goes; this covers settings from anywhere else.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        let config = |field: String, reason: String| GatewayError::Config { field, reason };
+        for (provider, timeout_ms, policy) in common_settings(self) {
+            range::TIMEOUT_MS
+                .check(timeout_ms)
+                .map_err(|reason| config(format!("{provider}.timeout_ms"), reason))?;
+            policy
+                .check()
+                .map_err(|(field, reason)| config(format!("{provider}.policy.{field}"), reason))?;
+        }
+        if let Some(smtp) = &self.smtp {
+            range::POOL_SIZE
+                .check(u64::from(smtp.pool_size))
+                .map_err(|reason| config("smtp.pool_size".into(), reason))?;
+        }
+        Ok(())
+    }
+
     /// Routes each configured channel of `gateway` to its provider, building every provider
     /// once (push and live_activity may share one APNs connection). Fails on the first
     /// unusable setting, naming it.
     pub fn apply(&self, mut gateway: Gateway, wiring: &Wiring) -> Result<Gateway, GatewayError> {
+        self.validate()?;
         let mut built: BTreeMap<ProviderKind, Arc<dyn Channel>> = BTreeMap::new();
         for (channel, kind) in &self.channels {
             let adapter = match built.get(kind) {
@@ -314,7 +360,7 @@ impl ProvidersConfig {
                     None => None,
                 };
                 config.timeout = Duration::from_millis(s.timeout_ms);
-                config.pool_size = s.pool_size.max(1);
+                config.pool_size = s.pool_size;
                 config.policy = s.policy.clone();
                 Arc::new(email::channel(config, wiring.recipients.clone(), deps)?)
             }
@@ -390,6 +436,57 @@ mod tests {
         let err = unset.load("smtp.password").expect_err("unset").to_string();
         assert!(err.contains("BECKON_TEST_SURELY_UNSET_VARIABLE"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_path_when_built_in_code() {
+        let config: ProvidersConfig = serde_json::from_str(
+            r#"{"webhook": {"url": "http://127.0.0.1:9/h", "secret": {"env": "X"}}}"#,
+        )
+        .expect("parses");
+        assert!(config.validate().is_ok());
+
+        let refused = |edit: &dyn Fn(&mut ProvidersConfig)| {
+            let mut c = config.clone();
+            edit(&mut c);
+            match c.validate() {
+                Err(GatewayError::Config { field, reason }) => format!("{field}: {reason}"),
+                other => panic!("not refused: {other:?}"),
+            }
+        };
+        let err = refused(&|c| {
+            if let Some(w) = c.webhook.as_mut() {
+                w.policy.retry.max_attempts = 0;
+            }
+        });
+        assert!(
+            err.starts_with("webhook.policy.retry.max_attempts: 0 is out of range"),
+            "{err}"
+        );
+        let err = refused(&|c| {
+            if let Some(w) = c.webhook.as_mut() {
+                w.policy.rate_limit.per_second = f64::NAN;
+            }
+        });
+        assert!(
+            err.starts_with("webhook.policy.rate_limit.per_second"),
+            "{err}"
+        );
+        let err = refused(&|c| {
+            if let Some(w) = c.webhook.as_mut() {
+                w.timeout_ms = 0;
+            }
+        });
+        assert!(
+            err.starts_with("webhook.timeout_ms: 0 is out of range"),
+            "{err}"
+        );
+        let err = refused(&|c| {
+            if let Some(w) = c.webhook.as_mut() {
+                w.policy.breaker.cool_down = Duration::ZERO;
+            }
+        });
+        assert!(err.starts_with("webhook.policy.breaker.cool_down"), "{err}");
     }
 
     #[test]

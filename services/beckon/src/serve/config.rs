@@ -417,6 +417,15 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bounds.name))?;
         }
 
+        // Reading a file checks the providers' values as it goes; these came from code, or
+        // from a file read by something else.
+        self.providers.validate().map_err(|e| match e {
+            beckon_gateway::GatewayError::Config { field, reason } => {
+                anyhow::anyhow!("providers.{field}: {reason}")
+            }
+            other => anyhow::anyhow!("providers: {other}"),
+        })?;
+
         // A peer URL that is neither would otherwise fail only at the first call, long
         // after the process announced it was ready.
         let peers = [

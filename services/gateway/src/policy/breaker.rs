@@ -6,15 +6,20 @@ use std::sync::Mutex;
 use beckon_core::Ts;
 use serde::{Deserialize, Serialize};
 
+use super::range;
 use super::retry::millis;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Retryable failures in a row that open the circuit.
+    #[serde(deserialize_with = "range::read_failure_threshold")]
     pub failure_threshold: u32,
     /// How long the circuit stays open before one probe is let through.
-    #[serde(with = "millis")]
+    #[serde(
+        serialize_with = "millis::serialize",
+        deserialize_with = "range::read_cool_down"
+    )]
     pub cool_down: std::time::Duration,
 }
 

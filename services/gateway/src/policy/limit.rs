@@ -6,11 +6,15 @@ use std::time::Duration;
 use beckon_core::Ts;
 use serde::{Deserialize, Serialize};
 
+use super::range;
+
 /// Sends per second a provider may receive from this gateway, with a burst allowance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimit {
+    #[serde(deserialize_with = "range::read_rate")]
     pub per_second: f64,
+    #[serde(deserialize_with = "range::read_burst")]
     pub burst: u32,
 }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::range;
+
 /// Exponential backoff with jitter.
 ///
 /// Attempt `n` (1-based) that failed in a retryable way waits a random time between half and
@@ -11,14 +13,21 @@ use serde::{Deserialize, Serialize};
 /// messages that failed together, the fixed half keeps the wait growing. A provider's own
 /// `Retry-After` replaces the computed wait, capped by `max_delay`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts per message and recipient, the first one included. The outbox retries later
     /// sends again, so this stays small.
+    #[serde(deserialize_with = "range::read_max_attempts")]
     pub max_attempts: u32,
-    #[serde(with = "millis")]
+    #[serde(
+        serialize_with = "millis::serialize",
+        deserialize_with = "range::read_base_delay"
+    )]
     pub base_delay: Duration,
-    #[serde(with = "millis")]
+    #[serde(
+        serialize_with = "millis::serialize",
+        deserialize_with = "range::read_max_delay"
+    )]
     pub max_delay: Duration,
 }
 
@@ -61,18 +70,15 @@ pub(crate) fn jitter_unit() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Durations in config files are written as whole milliseconds.
+/// Durations in config files are written as whole milliseconds; each is read in its own
+/// range (see [`range`]).
 pub(crate) mod millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::Serializer;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
+        s.serialize_u64(super::range::millis_of(*d))
     }
 }
 
