@@ -264,3 +264,63 @@ async fn forget_leaves_no_key_or_index_entry_of_the_user_or_merged_ids() {
     assert_eq!(sizes(&mut client).await, [("vip".to_string(), 1)]);
     assert_eq!(PARTITIONS, store.partitions());
 }
+
+/// Definitions of workspace `w` with these segments.
+fn defining(segments: &[&str]) -> beckon_journey::CurrentEngine {
+    let text: Vec<String> = segments
+        .iter()
+        .map(|id| {
+            format!(
+                "kind: segment\nid: {id}\nversion: 1\nworkspace: w\ncondition:\n  \
+                 did: {{event: Signed Up}}\n"
+            )
+        })
+        .collect();
+    let defs = beckon_journey::load_definitions_str("defs.yaml", &text.join("---\n"))
+        .expect("definitions load");
+    let engine = beckon_journey::Engine::from_definitions(defs.for_workspace("w"));
+    beckon_journey::CurrentEngine::new(Arc::new(engine))
+}
+
+#[tokio::test]
+async fn a_segment_nothing_defines_is_not_found_and_a_defined_empty_one_is_empty() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(0)));
+    let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new(clock.clone(), PARTITIONS, 1_000));
+    let definitions = defining(&["vip", "churn-risk"]);
+    let service =
+        UserStateService::new(store.clone(), log, clock).with_definitions(definitions.clone());
+    let mut client = support::serve(service).await;
+
+    // A segment dropped from the definitions keeps listing who is still in it.
+    let members = [("ada", &["vip", "retired"][..]), ("bob", &["retired"][..])];
+    for (user, segments) in members {
+        let state = with_segments(busy_user(user, 1), segments);
+        store.save(&state, 0).await.expect("save");
+    }
+    assert_eq!(all_members(&mut client, "vip", 10).await, ["ada"]);
+    assert!(all_members(&mut client, "churn-risk", 10).await.is_empty());
+    assert_eq!(
+        all_members(&mut client, "retired", 10).await,
+        ["ada", "bob"]
+    );
+
+    let unknown = client
+        .list_segment_members(ListSegmentMembersRequest {
+            workspace: "w".into(),
+            segment: "vipp".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("not defined, nobody in it");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert_eq!(
+        unknown.message(),
+        "segment: \"vipp\" is not defined in workspace \"w\""
+    );
+
+    // A segment published later is known from then on.
+    definitions.replace(defining(&["vip", "churn-risk", "vipp"]).get().clone());
+    assert!(all_members(&mut client, "vipp", 10).await.is_empty());
+}
