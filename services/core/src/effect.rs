@@ -168,6 +168,10 @@ pub struct OutboundMessage {
     pub user_id: String,
     pub journey: String,
     pub version: u32,
+    /// The journey instance that sent it, when known: a message still waiting for its
+    /// provider when that instance ends on a goal or an exit rule is no longer sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
     pub step: String,
     pub channel: String,
     pub at: Ts,

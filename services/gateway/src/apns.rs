@@ -505,6 +505,7 @@ mod tests {
             user_id: "u".into(),
             journey: "ж".repeat(40),
             version: 1,
+            instance: None,
             step: "s".into(),
             channel: "push".into(),
             at: Ts(0),

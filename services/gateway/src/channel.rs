@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use crate::error::GatewayError;
 use crate::events::{self, EventSink};
 use crate::keys::{Claim, KeyStore, MemoryKeyStore, SendKey};
-use crate::retry_queue::{Deferred, Redelivered, RetryQueue, RetryQueuePolicy};
+use crate::retry_queue::{Deferred, Redelivered, Relevance, RetryQueue, RetryQueuePolicy};
 
 /// What a provider said about an accepted message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,8 @@ struct Retrying {
     clock: Arc<dyn Clock>,
     /// Where a message given up on is reported as a final `Message Failed` event.
     sink: Arc<dyn EventSink>,
+    /// Asked before each retry whether the message still means something.
+    relevance: Option<Arc<dyn Relevance>>,
 }
 
 impl Default for Gateway {
@@ -126,7 +128,17 @@ impl Gateway {
             policy,
             clock,
             sink,
+            relevance: None,
         });
+        self
+    }
+
+    /// Before each retry from the queue, asks `relevance` whether the message still means
+    /// something, and withdraws it unsent when it does not. Needs a retry queue first.
+    pub fn with_relevance(mut self, relevance: Arc<dyn Relevance>) -> Gateway {
+        if let Some(retry) = &mut self.retry {
+            retry.relevance = Some(relevance);
+        }
         self
     }
 
@@ -244,6 +256,22 @@ impl Gateway {
             .await?;
 
         for mut entry in taken {
+            let withdrawn = match &retry.relevance {
+                Some(relevance) => relevance.withdrawn(&entry.message).await,
+                None => None,
+            };
+            if let Some(why) = withdrawn {
+                tracing::info!(
+                    beckon.idempotency_key = %entry.message.idempotency_key,
+                    beckon.journey = %entry.message.journey,
+                    reason = %why,
+                    "deferred send withdrawn"
+                );
+                retry.queue.remove(&entry.message).await?;
+                done.withdrawn += 1;
+                continue;
+            }
+
             let result = self.send_in_span(&entry.message, false).await;
             let kept = match result {
                 Ok(_) => {

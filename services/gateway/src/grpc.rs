@@ -213,6 +213,7 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
         user_id: m.user_id,
         journey: m.journey,
         version: m.version,
+        instance: m.instance,
         step: m.step,
         channel: m.channel,
         at,
@@ -287,6 +288,7 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
         user_id: r.user_id,
         journey: r.journey,
         version: 0,
+        instance: None,
         step: r.step,
         channel: r.channel,
         at,
@@ -327,6 +329,7 @@ fn as_outbound(m: &InboxMessage) -> pb::OutboundMessage {
         at: Some(millis_to_timestamp(m.created.0)),
         title: m.title.clone().unwrap_or_default(),
         version: 0,
+        instance: None,
     }
 }
 
@@ -440,6 +443,7 @@ impl GatewayRpc for GatewayService {
                 user_id: m.user_id,
                 journey: m.journey,
                 version: 0,
+                instance: None,
                 step: m.step,
                 channel: IN_APP.to_string(),
                 at: self.clock.now(),

@@ -117,6 +117,14 @@ pub trait RetryQueue: Send + Sync + 'static {
     fn waiting(&self) -> BoxFuture<'_, Result<u64, GatewayError>>;
 }
 
+/// Whether a deferred message still means something: a message whose journey instance has
+/// since ended on a goal or an exit rule (the user bought, the cart was emptied) would now
+/// only annoy, so it is withdrawn instead of sent.
+pub trait Relevance: Send + Sync + 'static {
+    /// Why `message` should no longer be sent, or `None` to send it.
+    fn withdrawn<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Option<String>>;
+}
+
 /// What one pass over the due entries did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Redelivered {
@@ -128,11 +136,13 @@ pub struct Redelivered {
     pub refused: u64,
     /// Past `give_up_after`, dropped with a final `Message Failed` event.
     pub given_up: u64,
+    /// Dropped unsent: its journey instance ended on a goal or an exit rule meanwhile.
+    pub withdrawn: u64,
 }
 
 impl Redelivered {
     pub fn total(&self) -> u64 {
-        self.sent + self.retried + self.refused + self.given_up
+        self.sent + self.retried + self.refused + self.given_up + self.withdrawn
     }
 }
 
@@ -275,6 +285,7 @@ pub async fn work(
                         retried = pass.retried,
                         refused = pass.refused,
                         given_up = pass.given_up,
+                        withdrawn = pass.withdrawn,
                         "retry queue pass"
                     );
                     // Only a pass that found as many as it may take can have left some due.

@@ -160,6 +160,7 @@ pub fn message_to_proto(m: &OutboundMessage) -> beckon_proto::v1::OutboundMessag
         subject: m.subject.clone().unwrap_or_default(),
         title: m.title.clone().unwrap_or_default(),
         version: m.version,
+        instance: m.instance,
         body: m.body.clone(),
         at: Some(millis_to_timestamp(m.at.as_millis())),
     }

@@ -217,6 +217,32 @@ impl StateContacts {
     }
 }
 
+/// A deferred message is withdrawn once the user's state records that its journey instance
+/// ended on a goal or an exit rule. A completed journey is no reason: its last step may be the
+/// very message. With no state, or none of the decision left in the user's recent log, the
+/// message goes out as asked.
+impl beckon_gateway::retry_queue::Relevance for StateContacts {
+    fn withdrawn<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let instance = message.instance?;
+            let state = self.state(&message.workspace, &message.user_id).await?;
+            state
+                .decisions
+                .iter()
+                .find(|d| {
+                    d.journey == message.journey
+                        && d.instance == instance
+                        && matches!(
+                            d.kind,
+                            beckon_core::DecisionKind::ExitedOnGoal
+                                | beckon_core::DecisionKind::Exited
+                        )
+                })
+                .map(|d| format!("the journey instance ended: {}", d.reason))
+        })
+    }
+}
+
 impl Recipients for StateContacts {
     fn email<'a>(&'a self, workspace: &'a str, user: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
@@ -316,6 +342,7 @@ mod tests {
             user_id: format!("user-{n}"),
             journey: "welcome".into(),
             version: 1,
+            instance: None,
             step: "hello".into(),
             channel: "push".into(),
             at: Ts::from_millis(1_700_000_000_000),

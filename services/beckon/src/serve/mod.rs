@@ -740,9 +740,19 @@ async fn served_gateway(
         }
         None => Arc::new(beckon_gateway::inbox::Inbox::new(clock.clone(), ttl, 200)),
     };
+    // A send the provider cannot take now waits in the retry queue, so the partition that
+    // made it goes on with its other users.
+    base = base.with_retry_queue(
+        retries,
+        beckon_gateway::RetryQueuePolicy::default(),
+        clock.clone(),
+        sink.clone(),
+    );
     let (recipients, devices): (Arc<dyn Recipients>, Arc<dyn DeviceRegistry>) = match store {
         Some(store) => {
             let contacts = Arc::new(gateway::StateContacts::new(store));
+            // The users' state also tells which deferred sends their journeys ended since.
+            base = base.with_relevance(contacts.clone());
             (contacts.clone(), contacts)
         }
         None => (
@@ -757,14 +767,6 @@ async fn served_gateway(
         record,
         deps: beckon_gateway::Deps::live(sink.clone()),
     };
-    // A send the provider cannot take now waits in the retry queue, so the partition that
-    // made it goes on with its other users.
-    let base = base.with_retry_queue(
-        retries,
-        beckon_gateway::RetryQueuePolicy::default(),
-        clock.clone(),
-        sink.clone(),
-    );
     let gateway = settings
         .providers
         .apply(base, &wiring)

@@ -50,6 +50,7 @@ pub fn message(channel: &str, key: &str, user: &str) -> OutboundMessage {
         user_id: user.to_string(),
         journey: "cart-reminder".to_string(),
         version: 3,
+        instance: None,
         step: "nudge".to_string(),
         channel: channel.to_string(),
         at: START,
