@@ -24,6 +24,29 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// [`struct_to_json`] for a `Struct` that is no longer needed: its keys and strings move into
+/// the JSON object instead of being copied.
+pub fn struct_into_json(s: Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_into_json(v)))
+        .collect()
+}
+
+/// [`value_to_json`], taking the value.
+pub fn value_into_json(v: Value) -> serde_json::Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::NumberValue(n)) => number(n),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.into_iter().map(value_into_json).collect())
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_into_json(s)),
+    }
+}
+
 /// Protobuf numbers are doubles; whole numbers come back as JSON integers so that `3` stays
 /// `3` in templates and comparisons.
 fn number(n: f64) -> serde_json::Value {
@@ -83,6 +106,14 @@ mod tests {
             serde_json::Value::Object(struct_to_json(&json_to_struct(&obj))),
             json
         );
+    }
+
+    #[test]
+    fn taking_a_struct_gives_what_copying_it_gives() {
+        let json = serde_json::json!({"n": 3.0, "f": 0.5, "big": 1e300, "l": [{"x": null}, "s"]});
+        let obj = json.as_object().cloned().unwrap_or_default();
+        let s = json_to_struct(&obj);
+        assert_eq!(struct_into_json(s.clone()), struct_to_json(&s));
     }
 
     #[test]

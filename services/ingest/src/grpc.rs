@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use beckon_core::Event;
-use beckon_proto::convert::struct_to_json;
+use beckon_core::{Event, Props, Ts};
+use beckon_proto::convert::{struct_into_json, struct_to_json};
 use beckon_proto::v1::ingest_server::Ingest;
 use beckon_proto::v1::{
     Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{IngestError, RejectReason, Rejection};
 use crate::log::EventLog;
+use crate::segment::{Draft, derived_id};
 
 pub use crate::log::Appended;
 
@@ -193,10 +194,11 @@ fn check_workspace(workspace: &str) -> Result<(), IngestError> {
     }
 }
 
-/// Converts a protobuf event to the Segment JSON shape and validates it with the same code
-/// the HTTP and replay paths use, so every entry point rejects the same things.
+/// Validates a protobuf event by the rules the HTTP and replay paths apply to Segment JSON,
+/// reporting the first one broken with the same field and reason, so every entry point
+/// rejects the same things. The fields move straight into the event; only an event without
+/// a message id is also written out as Segment JSON, whose text its derived id hashes.
 pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Event, IngestError> {
-    let mut obj = Map::new();
     let kind = match (kind, e.r#type.as_str()) {
         (Some(k), "") => k.to_string(),
         (Some(k), t) if t != k => {
@@ -206,23 +208,67 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
                 format!("this call takes {k:?} events, not {t:?}"),
             )));
         }
-        (_, t) => t.to_string(),
+        (_, _) => e.r#type.clone(),
     };
+    let timestamp = match &e.timestamp {
+        // Refused rather than saturated: a client sending nanoseconds as seconds would
+        // otherwise put the event at year 9999.
+        Some(ts) => Some(Ts::from_parts(ts.seconds, ts.nanos).map_err(|detail| {
+            IngestError::Invalid(Rejection::new(
+                RejectReason::BadTimestamp,
+                "event.timestamp",
+                detail,
+            ))
+        })?),
+        None => None,
+    };
+    let derived = e
+        .message_id
+        .is_empty()
+        .then(|| derived_id(&segment_json(&e, &kind, timestamp)));
+
+    // A text field left empty is absent, as it would be missing from the JSON.
+    let present = |s: String| Some(s).filter(|s| !s.is_empty());
+    // Only an identify keeps traits; nobody else's are worth converting.
+    let traits = match (kind.as_str(), e.traits) {
+        ("identify", Some(t)) => struct_into_json(t),
+        _ => Props::new(),
+    };
+    let draft = Draft {
+        kind,
+        user_id: present(e.user_id),
+        anonymous_id: present(e.anonymous_id),
+        timestamp,
+        name: present(e.event),
+        previous_id: present(e.previous_id),
+        message_id: present(e.message_id),
+        properties: e.properties.map(struct_into_json).unwrap_or_default(),
+        traits,
+    };
+    draft
+        .build(|| derived.unwrap_or_default())
+        .map_err(|r| IngestError::Invalid(prefix_field(r)))
+}
+
+/// The event as the Segment JSON object it stands for, written out: what the id of an event
+/// sent without a message id is derived from, as it has been since ingest took protobuf.
+fn segment_json(e: &beckon_proto::v1::Event, kind: &str, timestamp: Option<Ts>) -> String {
+    let mut obj = Map::new();
     // The proto's `event` carries the page or screen name, which Segment JSON calls `name`.
-    let name_key = match kind.as_str() {
+    let name_key = match kind {
         "page" | "screen" => "name",
         _ => "event",
     };
-    obj.insert("type".into(), Value::String(kind));
+    obj.insert("type".into(), Value::String(kind.to_string()));
     for (key, value) in [
-        ("messageId", e.message_id),
-        ("userId", e.user_id),
-        ("anonymousId", e.anonymous_id),
-        (name_key, e.event),
-        ("previousId", e.previous_id),
+        ("messageId", &e.message_id),
+        ("userId", &e.user_id),
+        ("anonymousId", &e.anonymous_id),
+        (name_key, &e.event),
+        ("previousId", &e.previous_id),
     ] {
         if !value.is_empty() {
-            obj.insert(key.into(), Value::String(value));
+            obj.insert(key.into(), Value::String(value.clone()));
         }
     }
     if let Some(p) = &e.properties {
@@ -231,28 +277,10 @@ pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Even
     if let Some(t) = &e.traits {
         obj.insert("traits".into(), Value::Object(struct_to_json(t)));
     }
-    if let Some(ts) = &e.timestamp {
-        // Refused rather than saturated: a client sending nanoseconds as seconds would
-        // otherwise put the event at year 9999.
-        let at = beckon_core::Ts::from_parts(ts.seconds, ts.nanos).map_err(|detail| {
-            IngestError::Invalid(Rejection::new(
-                RejectReason::BadTimestamp,
-                "event.timestamp",
-                detail,
-            ))
-        })?;
+    if let Some(at) = timestamp {
         obj.insert("timestamp".into(), Value::String(at.to_string()));
     }
-
-    // Ids generated for events without a message id hash the event's content; only those
-    // need the text.
-    let raw = if obj.contains_key("messageId") {
-        String::new()
-    } else {
-        Value::Object(obj.clone()).to_string()
-    };
-    crate::segment::parse_value(Value::Object(obj), &raw)
-        .map_err(|r| IngestError::Invalid(prefix_field(r)))
+    Value::Object(obj).to_string()
 }
 
 fn prefix_field(mut r: Rejection) -> Rejection {

@@ -156,59 +156,130 @@ fn check_id(field: &str, id: Option<&str>) -> Result<(), Rejection> {
 /// anything else, which the general way then judges.
 fn parse_direct(line: &str) -> Option<Event> {
     let f: Fields = serde_json::from_str(line).ok()?;
-    let kind = EventKind::parse(f.kind.as_deref()?)?;
-    let user_id = f.user_id.filter(|s| !s.is_empty());
-    let anonymous_id = f.anonymous_id.filter(|s| !s.is_empty());
-    let user = user_id.clone().or_else(|| anonymous_id.clone())?;
-    // An empty message id is replaced by a derived one below, as in `parse_value`.
-    let message_id = f.message_id.as_deref().filter(|id| !id.is_empty());
-    let ids = [
-        user_id.as_deref(),
-        anonymous_id.as_deref(),
-        f.previous_id.as_deref(),
-        message_id,
-    ];
-    if ids.into_iter().flatten().any(|id| id_problem(id).is_some()) {
-        return None;
-    }
     let timestamp = Ts::parse_rfc3339(f.timestamp.as_deref()?).ok()?;
-
-    let name = match kind {
-        EventKind::Track => f.event.filter(|s| !s.is_empty())?,
-        EventKind::Page => f.name.unwrap_or_else(|| "Page Viewed".into()),
-        EventKind::Screen => f.name.unwrap_or_else(|| "Screen Viewed".into()),
-        EventKind::Identify => "Identify".into(),
-        EventKind::Alias => "Alias".into(),
+    let kind = f.kind?;
+    let name = match kind.as_str() {
+        "page" | "screen" => f.name,
+        _ => f.event,
     };
-    if kind == EventKind::Alias && f.previous_id.is_none() {
-        return None;
-    }
-
-    // As in `parse_value`: only an identify's own traits count.
-    let traits = match kind {
-        EventKind::Identify => f.traits.unwrap_or_default(),
-        _ => Props::new(),
-    };
-    let message_id = match f.message_id {
-        Some(id) if !id.is_empty() => id,
-        _ => derived_id(line),
-    };
-
-    Some(Event {
+    let draft = Draft {
         kind,
-        message_id,
-        user,
-        anonymous_id: if user_id.is_some() {
-            anonymous_id
-        } else {
-            None
-        },
+        user_id: f.user_id,
+        anonymous_id: f.anonymous_id,
+        timestamp: Some(timestamp),
         name,
-        properties: f.properties.unwrap_or_default(),
-        traits,
-        timestamp,
         previous_id: f.previous_id,
-    })
+        message_id: f.message_id,
+        properties: f.properties.unwrap_or_default(),
+        traits: f.traits.unwrap_or_default(),
+    };
+    draft.build(|| derived_id(line)).ok()
+}
+
+/// An event's fields as read from a line or a protobuf message, before the Segment rules are
+/// applied: each as given, `None` where it is absent. Text fields are not yet checked.
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    /// The `type`, as sent.
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub timestamp: Option<Ts>,
+    /// The `event` of a track, the `name` of a page or screen; unused for the other kinds.
+    pub name: Option<String>,
+    pub previous_id: Option<String>,
+    pub message_id: Option<String>,
+    pub properties: Props,
+    /// Kept only for an identify.
+    pub traits: Props,
+}
+
+impl Draft {
+    /// The event, or the first rule it breaks, checked in the order [`parse_value`] checks
+    /// them so that both report the same field and reason. `derived` names an event that
+    /// came without a message id; it is called only then.
+    pub(crate) fn build(self, derived: impl FnOnce() -> String) -> Result<Event, Rejection> {
+        let kind = EventKind::parse(&self.kind).ok_or_else(|| unknown_type(&self.kind))?;
+
+        let user_id = self.user_id.filter(|s| !s.is_empty());
+        let anonymous_id = self.anonymous_id.filter(|s| !s.is_empty());
+        check_id("userId", user_id.as_deref())?;
+        check_id("anonymousId", anonymous_id.as_deref())?;
+        // The anonymous id is kept beside a user id, and becomes the user without one.
+        let (user, anonymous_id) = match (user_id, anonymous_id) {
+            (Some(user), anonymous_id) => (user, anonymous_id),
+            (None, Some(anonymous_id)) => (anonymous_id, None),
+            (None, None) => return Err(missing_user()),
+        };
+
+        let timestamp = self
+            .timestamp
+            .ok_or_else(|| Rejection::new(RejectReason::BadTimestamp, "timestamp", "missing"))?;
+
+        let name = match kind {
+            EventKind::Track => self
+                .name
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Rejection::new(RejectReason::MissingEvent, "event", "missing"))?,
+            EventKind::Page => self.name.unwrap_or_else(|| "Page Viewed".into()),
+            EventKind::Screen => self.name.unwrap_or_else(|| "Screen Viewed".into()),
+            EventKind::Identify => "Identify".into(),
+            EventKind::Alias => "Alias".into(),
+        };
+
+        check_id("previousId", self.previous_id.as_deref())?;
+        if kind == EventKind::Alias && self.previous_id.is_none() {
+            return Err(alias_without_previous_id());
+        }
+
+        // As in `parse_value`: only an identify's own traits count.
+        let traits = match kind {
+            EventKind::Identify => self.traits,
+            _ => Props::new(),
+        };
+        let message_id = match self.message_id {
+            Some(id) if !id.is_empty() => id,
+            _ => derived(),
+        };
+        check_id("messageId", Some(&message_id))?;
+
+        Ok(Event {
+            kind,
+            message_id,
+            user,
+            anonymous_id,
+            name,
+            properties: self.properties,
+            traits,
+            timestamp,
+            previous_id: self.previous_id,
+        })
+    }
+}
+
+fn unknown_type(kind_text: &str) -> Rejection {
+    let shown: String = kind_text.chars().take(40).collect();
+    Rejection::new(
+        RejectReason::UnknownType,
+        "type",
+        format!("{shown:?} is not one of track, identify, alias, page, screen"),
+    )
+}
+
+fn missing_user() -> Rejection {
+    Rejection::new(
+        RejectReason::MissingUserId,
+        "userId",
+        "neither userId nor anonymousId",
+    )
+}
+
+fn alias_without_previous_id() -> Rejection {
+    Rejection::new(
+        RejectReason::BadField,
+        "previousId",
+        "alias needs previousId",
+    )
 }
 
 /// Validates a decoded event. `raw` seeds the generated message id when none is given.
@@ -222,14 +293,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
     };
 
     let kind_text = take_string(&mut obj, "type")?.unwrap_or_default();
-    let kind = EventKind::parse(&kind_text).ok_or_else(|| {
-        let shown: String = kind_text.chars().take(40).collect();
-        Rejection::new(
-            RejectReason::UnknownType,
-            "type",
-            format!("{shown:?} is not one of track, identify, alias, page, screen"),
-        )
-    })?;
+    let kind = EventKind::parse(&kind_text).ok_or_else(|| unknown_type(&kind_text))?;
 
     let user_id = take_string(&mut obj, "userId")?.filter(|s| !s.is_empty());
     let anonymous_id = take_string(&mut obj, "anonymousId")?.filter(|s| !s.is_empty());
@@ -238,13 +302,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
     let user = user_id
         .clone()
         .or_else(|| anonymous_id.clone())
-        .ok_or_else(|| {
-            Rejection::new(
-                RejectReason::MissingUserId,
-                "userId",
-                "neither userId nor anonymousId",
-            )
-        })?;
+        .ok_or_else(missing_user)?;
 
     let timestamp = match take_string(&mut obj, "timestamp")? {
         Some(text) => Ts::parse_rfc3339(&text)
@@ -273,11 +331,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
     let previous_id = take_string(&mut obj, "previousId")?;
     check_id("previousId", previous_id.as_deref())?;
     if kind == EventKind::Alias && previous_id.is_none() {
-        return Err(Rejection::new(
-            RejectReason::BadField,
-            "previousId",
-            "alias needs previousId",
-        ));
+        return Err(alias_without_previous_id());
     }
 
     let properties = take_object(&mut obj, "properties")?;
@@ -353,7 +407,7 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// A stable id for an event that came without one: FNV-1a of its raw text.
-fn derived_id(raw: &str) -> String {
+pub(crate) fn derived_id(raw: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in raw.bytes() {
         h ^= u64::from(b);
