@@ -23,11 +23,13 @@
 //! one clock every consumer of a stream shares.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, LazyLock, PoisonError};
 
 use ::redis::aio::ConnectionLike;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use ::redis::{RedisError, RedisResult, Script};
+use ahash::AHashMap;
 use beckon_core::partition::partition_of;
 use beckon_core::{Duration, Event, Forget, Timer, Trigger};
 use futures::future::BoxFuture;
@@ -66,6 +68,9 @@ impl Default for LogConfig {
 
 /// Opens a new connection of the log's kind, for a partition's blocking reads.
 pub type Connect<C> = Arc<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
+
+/// The stored size of most events (a track with a few properties is 250 to 400 bytes).
+const EVENT_BODY_BYTES: usize = 512;
 
 /// Most appends one script call takes; a longer queue goes in several calls, so no call holds
 /// Redis (which runs one script at a time) for long.
@@ -162,8 +167,9 @@ struct Lane {
     busy: bool,
 }
 
-/// Lanes by stream key. A lane exists only while its partition has appends in flight.
-type Lanes = std::sync::Mutex<HashMap<String, Lane>>;
+/// Lanes by stream key. A lane exists only while its partition has appends in flight. Looked
+/// up for every entry; the keys are ours, so a fast hash does.
+type Lanes = std::sync::Mutex<AHashMap<String, Lane>>;
 
 /// [`EventLog`] on Redis Streams, single node or Cluster.
 #[derive(Clone)]
@@ -202,54 +208,83 @@ where
         self
     }
 
-    fn prefix(&self, workspace: &str, partition: u32) -> String {
-        format!(
-            "{}:{{{}:{partition}}}",
-            self.config.namespace,
-            escape(workspace)
-        )
+    /// Writes the keys' common part for a partition, `<ns>:{<workspace>:<p>}`, to `out`.
+    fn write_prefix(&self, out: &mut String, workspace: &str, partition: u32) {
+        use std::fmt::Write as _;
+
+        out.push_str(&self.config.namespace);
+        out.push_str(":{");
+        write_escaped(out, workspace);
+        // Writing to a String cannot fail.
+        let _ = write!(out, ":{partition}}}");
     }
 
     /// The stream key of a partition.
     pub fn stream(&self, workspace: &str, partition: u32) -> String {
-        format!("{}:log", self.prefix(workspace, partition))
+        let mut key = String::with_capacity(self.config.namespace.len() + workspace.len() + 16);
+        self.write_prefix(&mut key, workspace, partition);
+        key.push_str(":log");
+        key
     }
 
     /// Queues the entry on its partition's lane and starts the lane's sender when it is
     /// idle. Queuing happens now, not when the answer is awaited, so entries queued one after
     /// another by one caller reach their partition in that order. `seen` names the entry's
-    /// dedup marker within the partition; `None` appends it whatever came before.
+    /// dedup marker within the partition, by its kind and its (unescaped) name; `None`
+    /// appends it whatever came before.
     fn enqueue(
         &self,
         workspace: &str,
         user: &str,
-        seen: Option<String>,
+        seen: Option<(&str, &str)>,
         kind: &'static str,
         body: Vec<u8>,
         traceparent: Option<&str>,
     ) -> Queued {
         let partition = partition_of(workspace, user, self.config.partitions);
-        let prefix = self.prefix(workspace, partition);
-        let stream = format!("{prefix}:log");
+        let stream = self.stream(workspace, partition);
+        let seen = match seen {
+            // `<prefix>:<kind>:<name>`, the stream's key without its `log`.
+            Some((marker, name)) => {
+                let prefix = &stream[..stream.len() - "log".len()];
+                let mut key = String::with_capacity(prefix.len() + marker.len() + name.len() + 1);
+                key.push_str(prefix);
+                key.push_str(marker);
+                key.push(':');
+                write_escaped(&mut key, name);
+                key
+            }
+            None => stream.clone(),
+        };
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting {
-            seen: match seen {
-                Some(seen) => format!("{prefix}:{seen}"),
-                None => stream.clone(),
-            },
+            seen,
             kind,
             body,
             traceparent: traceparent.unwrap_or("").to_string(),
             answer,
         };
 
+        // The key goes into the map; a copy is made only for a sender that has to start.
         let idle = {
             let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            let lane = lanes.entry(stream.clone()).or_default();
-            lane.waiting.push(waiting);
-            !std::mem::replace(&mut lane.busy, true)
+            match lanes.entry(stream) {
+                Entry::Occupied(mut lane) => {
+                    let lane_was_busy = std::mem::replace(&mut lane.get_mut().busy, true);
+                    lane.get_mut().waiting.push(waiting);
+                    (!lane_was_busy).then(|| lane.key().clone())
+                }
+                Entry::Vacant(lane) => {
+                    let stream = lane.key().clone();
+                    lane.insert(Lane {
+                        waiting: vec![waiting],
+                        busy: true,
+                    });
+                    Some(stream)
+                }
+            }
         };
-        if idle {
+        if let Some(stream) = idle {
             // A task of its own, so a caller that goes away cannot strand the others.
             tokio::spawn(self.clone().send_lane(stream, workspace.to_string()));
         }
@@ -263,7 +298,7 @@ where
         &self,
         workspace: &str,
         user: &str,
-        seen: Option<String>,
+        seen: Option<(&str, &str)>,
         kind: &'static str,
         body: Vec<u8>,
         traceparent: Option<&str>,
@@ -342,13 +377,14 @@ where
         event: &Event,
         traceparent: Option<&str>,
     ) -> Result<Queued, IngestError> {
-        let body = serde_json::to_vec(event)
+        // Room for a typical event up front, rather than growing the buffer twice to reach it.
+        let mut body = Vec::with_capacity(EVENT_BODY_BYTES);
+        serde_json::to_writer(&mut body, event)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode event: {e}")))?;
-        let seen = format!("seen:{}", escape(&event.message_id));
         Ok(self.enqueue(
             workspace,
             &event.user,
-            Some(seen),
+            Some(("seen", &event.message_id)),
             KIND_EVENT,
             body,
             traceparent,
@@ -390,11 +426,11 @@ where
     fn queue_timer(&self, timer: &Timer, traceparent: Option<&str>) -> Result<Queued, IngestError> {
         let body = serde_json::to_vec(timer)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode timer: {e}")))?;
-        let seen = format!("fired:{}", digest(&fired_id(timer)));
+        let name = digest(&fired_id(timer));
         Ok(self.enqueue(
             &timer.workspace,
             &timer.user,
-            Some(seen),
+            Some(("fired", &name)),
             KIND_TIMER,
             body,
             traceparent,
@@ -435,12 +471,12 @@ where
     ) -> Result<Appended, IngestError> {
         let body = serde_json::to_vec(trigger)
             .map_err(|e| IngestError::LogUnavailable(format!("cannot encode trigger: {e}")))?;
-        let seen = format!("fwd:{}", digest(key));
+        let name = digest(key);
         let appended = self
             .push(
                 workspace,
                 trigger.user(),
-                Some(seen),
+                Some(("fwd", &name)),
                 KIND_TRIGGER,
                 body,
                 traceparent,
@@ -805,10 +841,9 @@ fn entry_of(id: &StreamId) -> LogEntry {
     }
 }
 
-/// The same escaping as the scheduler's key layout (`beckon_scheduler::keys::escape`), so the
+/// Writes `part` to `out` with the same escaping as the scheduler's key layout (`beckon_scheduler::keys::escape`), so the
 /// log, state and timers of a partition share one hash tag; a test in user-state checks it.
-fn escape(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
+fn write_escaped(out: &mut String, part: &str) {
     for c in part.chars() {
         match c {
             '%' => out.push_str("%25"),
@@ -818,7 +853,6 @@ fn escape(part: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
 }
 
 /// The name a marker gets for a dedup id that names a user: its SHA-1 in hex, the same for
