@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
@@ -22,7 +23,8 @@ use crate::propagation::extract_headers;
 /// Adds a server span and RPC metrics to every call of the wrapped service.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcServerLayer {
-    metrics: Option<Metrics>,
+    /// Shared, as every call takes a handle: one count instead of one per instrument.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl GrpcServerLayer {
@@ -33,7 +35,7 @@ impl GrpcServerLayer {
 
     /// Spans, and `rpc.server.duration`, `rpc.server.requests` and `rpc.server.errors`.
     pub fn with_metrics(mut self, metrics: Metrics) -> GrpcServerLayer {
-        self.metrics = Some(metrics);
+        self.metrics = Some(Arc::new(metrics));
         self
     }
 }
@@ -53,7 +55,7 @@ impl<S> Layer<S> for GrpcServerLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcServerService<S> {
     inner: S,
-    metrics: Option<Metrics>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
