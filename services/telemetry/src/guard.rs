@@ -107,8 +107,14 @@ where
     let ids = TraceIds::default();
     // Spans are exported whatever the log level: an operator who quiets the logs to `warn`
     // must not lose traces. Each layer therefore filters on its own.
+    // A span is entered and left at every poll of the future it instruments. Timing each
+    // entry (busy and idle time) and attaching the span's OpenTelemetry context each time cost
+    // a clock read and a context copy per poll, and nothing here reads either: parents and
+    // propagated contexts come from the `tracing` span itself.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer_provider.tracer("beckon"))
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
     let (text, json) = match config.log_format {
         LogFormat::Text => {
