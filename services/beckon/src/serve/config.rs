@@ -199,48 +199,17 @@ impl Bounds {
         D: serde::Deserializer<'de>,
         T: TryFrom<u64>,
     {
-        let value = deserializer.deserialize_i128(Checked(self))?;
+        // The gateway's reader for its delivery settings checks the same way, with the same
+        // words; the YAML reader puts the key's path in front of its error.
+        let range = beckon_gateway::policy::range::Range {
+            min: self.min,
+            max: self.max,
+            words: self.words,
+        };
+        let value = range.read(deserializer)?;
         // In range, so it fits the field's type, which the range was chosen for.
         T::try_from(value)
             .map_err(|_| serde::de::Error::custom(format!("{}: {value} does not fit", self.name)))
-    }
-}
-
-/// Checks a number against its [`Bounds`] as the YAML reader hands it over.
-struct Checked(Bounds);
-
-impl Checked {
-    /// The error leaves out the setting's name: the YAML reader puts the key's path in front.
-    fn verdict<E: serde::de::Error>(&self, value: i128) -> Result<u64, E> {
-        let bounds = &self.0;
-        u64::try_from(value)
-            .map_err(|_| format!("{value} is out of range; {}", bounds.allowed()))
-            .and_then(|v| bounds.check(v))
-            .map_err(E::custom)
-    }
-}
-
-impl serde::de::Visitor<'_> for Checked {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a whole number, {}", self.0.allowed())
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
-        self.verdict(i128::from(v))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
-        self.verdict(i128::from(v))
-    }
-
-    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<u64, E> {
-        self.verdict(v)
-    }
-
-    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<u64, E> {
-        self.verdict(i128::try_from(v).unwrap_or(i128::MAX))
     }
 }
 
