@@ -10,10 +10,13 @@ pub mod eval;
 pub mod journey;
 pub mod load;
 pub mod localtime;
+mod serde_words;
 pub mod sim;
 pub mod spec;
 pub mod stats;
+pub mod strict_yaml;
 pub mod template;
+mod value_place;
 
 pub use error::{JourneyError, SpecError};
 pub use eval::{CurrentEngine, Engine, JourneyStatus};

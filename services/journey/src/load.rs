@@ -16,10 +16,11 @@ use crate::journey::{
 };
 use crate::localtime::{Hours, LocalTime};
 use crate::spec::{
-    DelaySpec, HoursSpec, JourneySpec, LiveActivityEvent, LiveActivitySpec, MessageSpec,
-    PolicySpec, SegmentSpec, StepSpec,
+    DelaySpec, HoursSpec, JourneySpec, LiveActivityEvent, LiveActivitySpec, MAX_WAIT,
+    MAX_WAIT_DAYS, MessageSpec, PolicySpec, Reentry, SegmentSpec, StepSpec,
 };
-use crate::template::Template;
+use crate::strict_yaml::strict;
+use crate::template::{Template, TemplateError};
 
 /// The default attribution window of conversions.
 const CONVERSION_WINDOW: beckon_core::Duration = beckon_core::Duration(7 * 86_400_000);
@@ -61,21 +62,21 @@ pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<S
 
     for (doc, kind) in serde_norway::Deserializer::from_str(text).zip(kinds) {
         match kind.as_deref() {
-            Some("segment") => match SegmentSpec::deserialize(doc) {
+            Some("segment") => match SegmentSpec::deserialize(strict(doc)) {
                 Ok(spec) => match compile_segment(file, text, spec) {
                     Ok(s) => defs.segments.push(s),
                     Err(mut e) => errors.append(&mut e),
                 },
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
-            Some("policy") => match PolicySpec::deserialize(doc) {
+            Some("policy") => match PolicySpec::deserialize(strict(doc)) {
                 Ok(spec) => match compile_policy(file, text, spec) {
                     Ok(p) => defs.policies.push(p),
                     Err(mut e) => errors.append(&mut e),
                 },
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
-            _ => match JourneySpec::deserialize(doc) {
+            _ => match JourneySpec::deserialize(strict(doc)) {
                 Ok(spec) => match compile(file, text, spec) {
                     Ok(j) => defs.journeys.push(j),
                     Err(mut e) => errors.append(&mut e),
@@ -345,6 +346,7 @@ fn from_yaml_error(file: &str, source: &str, e: &serde_norway::Error) -> SpecErr
             (line, column) = (l, c);
         }
     }
+    let message = crate::serde_words::in_spec_terms(&field, &message);
     SpecError {
         file: file.to_string(),
         line,
@@ -372,6 +374,33 @@ fn locate(text: &str, from_line: u32, key: &str, value: &str) -> (u32, u32) {
     (from_line.max(1), 1)
 }
 
+/// Where the value of the first `key:` at or after `from_line` (1-based) is written, also
+/// inside a flow mapping (`limit: {count: 2, per: 30d}`); the key's line when the value
+/// starts on the next one.
+fn locate_value(text: &str, from_line: u32, key: &str) -> (u32, u32) {
+    let needle = format!("{key}:");
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1) as usize)
+    {
+        let found = line.match_indices(&needle).find(|(at, _)| {
+            line[..*at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| c == ' ' || c == '{' || c == ',' || c == '-')
+        });
+        if let Some((at, _)) = found {
+            let after = &line[at + needle.len()..];
+            let value = at + needle.len() + (after.len() - after.trim_start().len());
+            let at = if value < line.len() { value } else { at };
+            let column = line[..at].chars().count() + 1;
+            return (i as u32 + 1, column as u32);
+        }
+    }
+    (from_line.max(1), 1)
+}
+
 struct Checker<'a> {
     file: &'a str,
     text: &'a str,
@@ -387,6 +416,50 @@ impl Checker<'_> {
             column,
             field,
             message,
+        });
+    }
+
+    /// Refuses a span longer than [`MAX_WAIT`], at the value of `key`.
+    fn wait(&mut self, from_line: u32, key: &str, field: String, span: i64) {
+        if span.unsigned_abs() > MAX_WAIT.0.unsigned_abs() {
+            let found = beckon_core::Duration(span.abs());
+            let message = format!("expected a duration of at most {MAX_WAIT}, found {found}");
+            self.value_error(from_line, key, field, message);
+        }
+    }
+
+    /// An error placed at the value of the first `key:` at or after `from_line`.
+    fn value_error(&mut self, from_line: u32, key: &str, field: String, message: String) {
+        let (line, column) = locate_value(self.text, from_line, key);
+        self.errors.push(SpecError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field,
+            message,
+        });
+    }
+
+    /// A template that does not compile, placed where in the file the problem is written
+    /// when the template's text can be matched to the file's, else at its key.
+    fn template_error(
+        &mut self,
+        from_line: u32,
+        key: &str,
+        source: &str,
+        field: String,
+        e: &TemplateError,
+    ) {
+        let key_at = locate(self.text, from_line, key, "");
+        let inside =
+            e.at.and_then(|at| crate::value_place::place(self.text, key_at.0, key, source, at));
+        let (line, column) = inside.unwrap_or(key_at);
+        self.errors.push(SpecError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field,
+            message: e.to_string(),
         });
     }
 }
@@ -452,6 +525,15 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
             "entry.limit".into(),
             "expected a count above 0 and a period".into(),
         );
+    }
+    if let Some(w) = spec.conversion_window {
+        ck.wait(top, "conversion_window", "conversion_window".into(), w.0);
+    }
+    if let Reentry::Cooldown(c) = e.reentry {
+        ck.wait(top, "cooldown", "entry.reentry.cooldown".into(), c.0);
+    }
+    if let Some(limit) = &e.limit {
+        ck.wait(top, "per", "entry.limit.per".into(), limit.per.0);
     }
     if spec.holdout.is_some_and(|h| h > 100) {
         ck.error(
@@ -633,11 +715,16 @@ fn compile_policy(file: &str, text: &str, spec: PolicySpec) -> Result<Policy, Ve
             message,
         );
     }
+    let mut cap_line = top;
     for (i, cap) in spec.caps.iter().enumerate() {
         if cap.max == 0 || cap.per.0 <= 0 {
             let message = "expected `max` above 0 and a period `per`".to_string();
             ck.error(top, "max", "", format!("caps[{i}]"), message);
         }
+        // Each cap's `per` is looked for after the one before it.
+        cap_line = locate_value(text, cap_line, "per").0;
+        ck.wait(cap_line, "per", format!("caps[{i}].per"), cap.per.0);
+        cap_line += 1;
     }
     let quiet = spec
         .quiet_hours
@@ -724,10 +811,25 @@ fn compile_step(
     let next = target(ck, "next", &s.next);
     let kind = if let Some(d) = s.delay {
         match d {
-            DelaySpec::Span(d) => StepKind::Delay(d),
-            DelaySpec::Calendar(c) => StepKind::DelayDays(c.days),
+            DelaySpec::Span(d) => {
+                ck.wait(at, "delay", format!("{field}.delay"), d.0);
+                StepKind::Delay(d)
+            }
+            DelaySpec::Calendar(c) => {
+                if c.days > MAX_WAIT_DAYS {
+                    let message = format!(
+                        "expected at most {MAX_WAIT_DAYS} calendar days, found {}",
+                        c.days
+                    );
+                    ck.value_error(at, "days", format!("{field}.delay.days"), message);
+                }
+                StepKind::DelayDays(c.days)
+            }
         }
     } else if let Some(w) = &s.wait_until {
+        if let Some(offset) = w.offset {
+            ck.wait(at, "offset", format!("{field}.wait_until.offset"), offset.0);
+        }
         let time = w.time.as_deref().and_then(|t| match LocalTime::parse(t) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -772,8 +874,14 @@ fn compile_step(
             on_cap: Default::default(),
             send_window: None,
         };
-        compile_message(ck, at, &field, &m).map_or(StepKind::Exit, StepKind::Message)
+        compile_message(ck, at, &field, "webhook", &m).map_or(StepKind::Exit, StepKind::Message)
     } else if let Some(w) = &s.wait_for {
+        ck.wait(
+            at,
+            "timeout",
+            format!("{field}.wait_for.timeout"),
+            w.timeout.0,
+        );
         StepKind::WaitFor {
             event: w.event.clone(),
             filter: w.filter.clone(),
@@ -797,7 +905,7 @@ fn compile_step(
     } else if let Some(m) = &s.message {
         // On a template error the checker holds the error and no journey is returned, so the
         // placeholder kind is never run.
-        compile_message(ck, at, &field, m).map_or(StepKind::Exit, StepKind::Message)
+        compile_message(ck, at, &field, "message", m).map_or(StepKind::Exit, StepKind::Message)
     } else {
         StepKind::Exit
     };
@@ -822,8 +930,7 @@ fn live_values(
             serde_json::Value::String(src) => match Template::compile(src) {
                 Ok(t) => LiveValue::Text(t),
                 Err(e) => {
-                    let first = e.lines().next().unwrap_or("invalid Liquid").to_string();
-                    ck.error(at, key, "", format!("{field}.{key}"), first);
+                    ck.template_error(at, key, src, format!("{field}.{key}"), &e);
                     continue;
                 }
             },
@@ -871,6 +978,15 @@ fn compile_live_activity(
         );
     }
 
+    for (key, span) in [
+        ("stale_after", l.stale_after),
+        ("dismiss_after", l.dismiss_after),
+    ] {
+        if let Some(span) = span {
+            ck.wait(at, key, format!("{field}.{key}"), span.0);
+        }
+    }
+
     let content_field = format!("{field}.content_state");
     let attributes_field = format!("{field}.attributes");
     StepKind::LiveActivity(LiveActivity {
@@ -887,17 +1003,24 @@ fn compile_live_activity(
     })
 }
 
-fn compile_message(ck: &mut Checker<'_>, at: u32, field: &str, m: &MessageSpec) -> Option<Message> {
+/// Compiles a message step, or a webhook step (`kind` says which: its URL is the title).
+fn compile_message(
+    ck: &mut Checker<'_>,
+    at: u32,
+    field: &str,
+    kind: &str,
+    m: &MessageSpec,
+) -> Option<Message> {
     let template = |ck: &mut Checker<'_>, key: &str, src: &str| match Template::compile(src) {
         Ok(t) => Some(t),
         Err(e) => {
-            let first = e.lines().next().unwrap_or("invalid Liquid").to_string();
-            ck.error(at, key, "", format!("{field}.message.{key}"), first);
+            ck.template_error(at, key, src, format!("{field}.{kind}.{key}"), &e);
             None
         }
     };
+    let title_key = if kind == "webhook" { "url" } else { "title" };
     let body = template(ck, "body", &m.body);
-    let title = m.title.as_deref().map(|t| template(ck, "title", t));
+    let title = m.title.as_deref().map(|t| template(ck, title_key, t));
     let subject = m.subject.as_deref().map(|t| template(ck, "subject", t));
     let window = m
         .send_window

@@ -6,9 +6,20 @@
 use std::collections::BTreeMap;
 
 use beckon_core::Duration;
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::condition::Condition;
+
+/// The longest span a journey or policy may give: a delay, a timeout, an offset from a date,
+/// a window (about 100 years; segment windows stop at 90 days). A timer past the calendar
+/// Beckon keeps (to the year 9999) can never be set, so a step waiting that long would wait
+/// forever; a bound well inside the calendar is refused on lint and publish instead.
+pub const MAX_WAIT: Duration = Duration(MAX_WAIT_DAYS as i64 * 86_400_000);
+
+/// [`MAX_WAIT`] in calendar days, the bound of `delay: {days: N}`.
+pub const MAX_WAIT_DAYS: u32 = 36_500;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,12 +148,20 @@ pub struct EntrySpec {
     pub reentry: Reentry,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SegmentEdge {
     #[default]
     Enter,
     Exit,
+}
+
+impl<'de> Deserialize<'de> for SegmentEdge {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(
+            d,
+            &[("enter", SegmentEdge::Enter), ("exit", SegmentEdge::Exit)],
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -154,8 +173,7 @@ pub struct LimitSpec {
 
 /// When a user who was in the journey before may enter again. Written as `never`,
 /// `after_exit` or `{cooldown: 24h}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "ReentryRepr")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Reentry {
     /// Once per user, ever.
     Never,
@@ -167,47 +185,33 @@ pub enum Reentry {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum ReentryRepr {
-    Word(String),
-    Cooldown(CooldownRepr),
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CooldownRepr {
     cooldown: Duration,
 }
 
-impl TryFrom<ReentryRepr> for Reentry {
-    type Error = String;
-
-    fn try_from(r: ReentryRepr) -> Result<Self, Self::Error> {
-        match r {
-            ReentryRepr::Word(w) if w == "never" => Ok(Reentry::Never),
-            ReentryRepr::Word(w) if w == "after_exit" => Ok(Reentry::AfterExit),
-            ReentryRepr::Word(w) => Err(format!(
-                "expected never, after_exit or {{cooldown: <duration>}}, found {w:?}"
-            )),
-            ReentryRepr::Cooldown(c) => Ok(Reentry::Cooldown(c.cooldown)),
-        }
+impl<'de> Deserialize<'de> for Reentry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WordOrMap {
+            expecting: "never, after_exit or {cooldown: <duration>}",
+            word: |w| match w {
+                "never" => Ok(Reentry::Never),
+                "after_exit" => Ok(Reentry::AfterExit),
+                _ => Err(format!(
+                    "expected never, after_exit or {{cooldown: <duration>}}, found {w:?}"
+                )),
+            },
+            map: |c: CooldownRepr| Reentry::Cooldown(c.cooldown),
+        })
     }
 }
 
 /// An event name with optional property filters. Written as a plain name, or as
 /// `{event: Name, where: {...}}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(from = "EventMatchRepr")]
+#[derive(Debug, Clone)]
 pub struct EventMatch {
     pub event: String,
     pub filter: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EventMatchRepr {
-    Name(String),
-    Full(EventMatchFull),
 }
 
 #[derive(Deserialize)]
@@ -218,19 +222,79 @@ struct EventMatchFull {
     filter: BTreeMap<String, serde_json::Value>,
 }
 
-impl From<EventMatchRepr> for EventMatch {
-    fn from(r: EventMatchRepr) -> Self {
-        match r {
-            EventMatchRepr::Name(event) => EventMatch {
-                event,
-                filter: BTreeMap::new(),
+impl<'de> Deserialize<'de> for EventMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WordOrMap {
+            expecting: "an event name, or {event: <name>, where: {<property>: <value>}}",
+            word: |name| {
+                Ok(EventMatch {
+                    event: name.to_string(),
+                    filter: BTreeMap::new(),
+                })
             },
-            EventMatchRepr::Full(f) => EventMatch {
+            map: |f: EventMatchFull| EventMatch {
                 event: f.event,
                 filter: f.filter,
             },
+        })
+    }
+}
+
+/// A value written either as a word or as a mapping. serde's untagged enums would do, but
+/// their error says only that nothing matched, not what the field takes nor where inside a
+/// mapping the problem is.
+struct WordOrMap<T, R> {
+    /// What the field accepts, in the spec's terms.
+    expecting: &'static str,
+    word: fn(&str) -> Result<T, String>,
+    map: fn(R) -> T,
+}
+
+impl<'de, T, R: Deserialize<'de>> Visitor<'de> for WordOrMap<T, R> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.word)(v).map_err(E::custom)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        R::deserialize(MapAccessDeserializer::new(map)).map(self.map)
+    }
+}
+
+/// One of a few words, each standing for a value; anything else is refused with the words.
+fn one_of<'de, D: Deserializer<'de>, T: Copy>(
+    d: D,
+    choices: &'static [(&'static str, T)],
+) -> Result<T, D::Error> {
+    struct Words<T: 'static>(&'static [(&'static str, T)]);
+
+    impl<T: Copy> Visitor<'_> for Words<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let words: Vec<&str> = self.0.iter().map(|(w, _)| *w).collect();
+            match words.split_last() {
+                Some((last, [])) => f.write_str(last),
+                Some((last, [one])) => write!(f, "{one} or {last}"),
+                Some((last, rest)) => write!(f, "one of {} or {last}", rest.join(", ")),
+                None => f.write_str("nothing"),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            match self.0.iter().find(|(w, _)| *w == v) {
+                Some((_, value)) => Ok(*value),
+                None => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
         }
     }
+
+    d.deserialize_str(Words(choices))
 }
 
 /// One step. Exactly one of the step kinds must be given.
@@ -268,37 +332,23 @@ pub struct StepSpec {
 
 /// A delay: a plain duration (`2d`, exactly 48 hours), or `{days: 2}`, calendar days in the
 /// user's time zone that keep the local time of day across daylight-saving changes.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(try_from = "DelayRepr")]
+#[derive(Debug, Clone, Copy)]
 pub enum DelaySpec {
     Span(Duration),
     Calendar(CalendarDelay),
 }
 
-/// What a delay may be written as. The text is parsed here rather than by `Duration` inside
-/// an untagged enum, whose error would hide why a text is not a duration.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DelayRepr {
-    Text(String),
-    Calendar(CalendarDelay),
-    Other(serde::de::IgnoredAny),
-}
-
-impl TryFrom<DelayRepr> for DelaySpec {
-    type Error = String;
-
-    fn try_from(r: DelayRepr) -> Result<Self, Self::Error> {
-        match r {
-            DelayRepr::Text(text) => text
-                .parse()
-                .map(DelaySpec::Span)
-                .map_err(|e: beckon_core::CoreError| e.to_string()),
-            DelayRepr::Calendar(c) => Ok(DelaySpec::Calendar(c)),
-            DelayRepr::Other(_) => {
-                Err("expected a duration such as 2d or 90m, or {days: <calendar days>}".into())
-            }
-        }
+impl<'de> Deserialize<'de> for DelaySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WordOrMap {
+            expecting: "a duration such as 2d or 90m, or {days: <calendar days>}",
+            word: |text| {
+                text.parse()
+                    .map(DelaySpec::Span)
+                    .map_err(|e: beckon_core::CoreError| e.to_string())
+            },
+            map: DelaySpec::Calendar,
+        })
     }
 }
 
@@ -330,13 +380,26 @@ pub struct SignedDuration(pub i64);
 
 impl<'de> Deserialize<'de> for SignedDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let (sign, rest) = match text.strip_prefix('-') {
-            Some(rest) => (-1, rest),
-            None => (1, text.strip_prefix('+').unwrap_or(&text)),
-        };
-        let span: Duration = rest.parse().map_err(serde::de::Error::custom)?;
-        Ok(SignedDuration(sign * span.0))
+        struct Text;
+
+        impl Visitor<'_> for Text {
+            type Value = SignedDuration;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration with an optional sign, such as -3d or +2h")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SignedDuration, E> {
+                let (sign, rest) = match text.strip_prefix('-') {
+                    Some(rest) => (-1, rest),
+                    None => (1, text.strip_prefix('+').unwrap_or(text)),
+                };
+                let span: Duration = rest.parse().map_err(E::custom)?;
+                Ok(SignedDuration(sign * span.0))
+            }
+        }
+
+        d.deserialize_str(Text)
     }
 }
 
@@ -358,12 +421,24 @@ pub struct WebhookSpec {
 }
 
 /// What a Live Activity step asks of the activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveActivityEvent {
     Start,
     Update,
     End,
+}
+
+impl<'de> Deserialize<'de> for LiveActivityEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(
+            d,
+            &[
+                ("start", LiveActivityEvent::Start),
+                ("update", LiveActivityEvent::Update),
+                ("end", LiveActivityEvent::End),
+            ],
+        )
+    }
 }
 
 /// A Live Activity step: the activity's new content state (string values are Liquid
@@ -388,14 +463,19 @@ pub struct LiveActivitySpec {
 }
 
 /// What a message step does when a frequency cap or quiet hours hold it back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnCap {
     /// Try again when the cap frees a slot or the quiet hours end.
     #[default]
     Defer,
     /// Give up on this message and move on.
     Drop,
+}
+
+impl<'de> Deserialize<'de> for OnCap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(d, &[("defer", OnCap::Defer), ("drop", OnCap::Drop)])
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -425,7 +505,7 @@ pub struct BranchSpec {
     pub otherwise: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Push,
@@ -433,6 +513,21 @@ pub enum Channel {
     Email,
     Sms,
     Webhook,
+}
+
+impl<'de> Deserialize<'de> for Channel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_of(
+            d,
+            &[
+                ("push", Channel::Push),
+                ("in_app", Channel::InApp),
+                ("email", Channel::Email),
+                ("sms", Channel::Sms),
+                ("webhook", Channel::Webhook),
+            ],
+        )
+    }
 }
 
 impl Channel {

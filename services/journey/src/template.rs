@@ -64,32 +64,85 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-/// Liquid's error text spread over lines (a position, a drawing of the source, the reason,
-/// then details), put on one line: the reason, what was asked for, and where.
-fn one_line(text: &str) -> String {
-    let mut lines = text.lines().map(str::trim);
-    let head = lines.next().unwrap_or_default();
-    let head = head.strip_prefix("liquid:").unwrap_or(head).trim();
-    let (mut reason, at) = match head.strip_prefix("-->") {
-        Some(position) => (String::new(), Some(position.trim())),
-        None => (head.to_string(), None),
-    };
-    for line in lines {
-        if let Some(why) = line.strip_prefix("= ") {
-            if reason.is_empty() {
-                reason = why.trim_end_matches('.').to_string();
+/// Why a template does not compile, and where in it, when Liquid says or the reason names
+/// what was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// Liquid's reason, on one line.
+    pub reason: String,
+    /// Line and column in the template (both from 1, the column in characters).
+    pub at: Option<(u32, u32)>,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)?;
+        if let Some((line, column)) = self.at {
+            write!(f, ", at {line}:{column} of the template")?;
+        }
+        Ok(())
+    }
+}
+
+impl TemplateError {
+    /// Liquid's error text spread over lines (a position, a drawing of the source, the reason,
+    /// then details), put on one line: the reason, what was asked for, and where.
+    fn from_liquid(text: &str, source: &str) -> TemplateError {
+        let mut lines = text.lines().map(str::trim);
+        let head = lines.next().unwrap_or_default();
+        let head = head.strip_prefix("liquid:").unwrap_or(head).trim();
+        let (mut reason, mut at) = match head.strip_prefix("-->") {
+            Some(position) => (String::new(), line_column(position.trim())),
+            None => (head.to_string(), None),
+        };
+        for line in lines {
+            if let Some(why) = line.strip_prefix("= ") {
+                if reason.is_empty() {
+                    reason = why.trim_end_matches('.').to_string();
+                }
+            } else if line.starts_with("requested") {
+                reason = format!("{reason} ({line})");
+                // An unknown filter comes without a place; its name finds it.
+                if at.is_none()
+                    && let Some(name) = line.strip_prefix("requested filter=")
+                {
+                    at = filter_place(source, name.trim());
+                }
             }
-        } else if line.starts_with("requested") {
-            reason = format!("{reason} ({line})");
+        }
+        if reason.is_empty() {
+            reason = "invalid Liquid".into();
+        }
+        TemplateError { reason, at }
+    }
+}
+
+/// `2:26` as numbers.
+fn line_column(text: &str) -> Option<(u32, u32)> {
+    let (line, column) = text.split_once(':')?;
+    Some((line.trim().parse().ok()?, column.trim().parse().ok()?))
+}
+
+/// Where the first `| name` of `source` is: the line and column of the name.
+fn filter_place(source: &str, name: &str) -> Option<(u32, u32)> {
+    if name.is_empty() {
+        return None;
+    }
+    for (i, line) in source.lines().enumerate() {
+        let mut from = 0;
+        while let Some(found) = line[from..].find(name) {
+            let start = from + found;
+            let before = line[..start].trim_end();
+            let after = line[start + name.len()..].chars().next();
+            let whole = after.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if before.ends_with('|') && whole {
+                let column = line[..start].chars().count() + 1;
+                return Some((u32::try_from(i + 1).ok()?, u32::try_from(column).ok()?));
+            }
+            from = start + name.len();
         }
     }
-    if reason.is_empty() {
-        reason = "invalid Liquid".into();
-    }
-    match at {
-        Some(at) => format!("{reason}, at {at} of the template"),
-        None => reason,
-    }
+    None
 }
 
 fn parser() -> &'static liquid::Parser {
@@ -105,10 +158,10 @@ fn parser() -> &'static liquid::Parser {
 impl Template {
     /// Compiles `source`; the error is Liquid's own description of the problem on one line,
     /// with where in the template it is.
-    pub fn compile(source: &str) -> Result<Template, String> {
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
         let compiled = parser()
             .parse(source)
-            .map_err(|e| one_line(&e.to_string()))?;
+            .map_err(|e| TemplateError::from_liquid(&e.to_string(), source))?;
         Ok(Template {
             source: source.to_string(),
             compiled: Arc::new(compiled),
@@ -380,7 +433,8 @@ mod tests {
 
     #[test]
     fn a_template_error_is_one_line_with_its_reason_and_place() {
-        let error = |src: &str| Template::compile(src).err().unwrap_or_default();
+        let error = |src: &str| Template::compile(src).err().map(|e| e.to_string());
+        let error = |src: &str| error(src).unwrap_or_default();
         assert_eq!(
             error("Hi {{ user.name "),
             "expected Literal, at 1:7 of the template"
@@ -391,14 +445,16 @@ mod tests {
         );
         assert_eq!(
             error("{{ a | nofilter }}"),
-            "Unknown filter (requested filter=nofilter)"
+            "Unknown filter (requested filter=nofilter), at 1:8 of the template"
         );
+        let late = Template::compile("Hi\n{{ a | upcase | nofilter }}").err();
+        assert_eq!(late.and_then(|e| e.at), Some((2, 17)));
         assert!(error("Hi {% if x %}").starts_with("Unclosed block"));
     }
 
     fn render(src: &str, data: Value) -> Result<String, RenderError> {
         Template::compile(src)
-            .map_err(RenderError::Liquid)?
+            .map_err(|e| RenderError::Liquid(e.to_string()))?
             .render(data, Escape::None)
     }
 

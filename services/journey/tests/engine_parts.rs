@@ -585,6 +585,179 @@ fn a_delay_that_is_not_a_duration_says_why_where() {
     assert!(load_definitions_str("d.yaml", &spec("90m")).is_ok());
 }
 
+/// A journey whose refusals below are placed by line and column.
+const GOOD: &str = "id: demo\nversion: 1\nworkspace: w\nentry:\n  event: Product Added\n\
+steps:\n  - id: wait\n    wait_for:\n      event: Order Completed\n      timeout: 1h\n      \
+on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\n";
+
+#[test]
+fn a_key_given_twice_is_reported_where_it_is_given_again() {
+    let bad = GOOD.replace("workspace: w\n", "workspace: w\nid: again\n");
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].line, errs[0].column), (4, 1), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("duplicate key `id`"),
+        "{}",
+        errs[0]
+    );
+
+    // In a mapping further down, and in one whose keys are free (a map would keep the
+    // last value without a word).
+    let bad = GOOD.replace("      body: hi\n", "      body: hi\n      body: again\n");
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!((errs[0].line, errs[0].column), (16, 7), "{}", errs[0]);
+    assert_eq!(errs[0].field, "steps[1].message");
+    let context = "context:\n  plan: pro\n  plan: team\nsteps:\n";
+    let bad = GOOD.replace("steps:\n", context);
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!((errs[0].line, errs[0].column), (8, 3), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("duplicate key `plan`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn refusals_say_what_the_field_accepts_where_the_value_is() {
+    let cases = [
+        (
+            "  event: Product Added\n",
+            "  event: Product Added\n  reentry: sometimes\n",
+            (6, 12, "entry.reentry"),
+            "expected never, after_exit or {cooldown: <duration>}, found \"sometimes\"",
+        ),
+        (
+            "  event: Product Added\n",
+            "  event: Product Added\n  reentry: [never]\n",
+            (6, 12, "entry.reentry"),
+            "expected never, after_exit or {cooldown: <duration>}, found a list",
+        ),
+        (
+            "  event: Product Added\n",
+            "  event: Product Added\n  reentry: {cooldown: 2 days}\n",
+            (6, 23, "entry.reentry.cooldown"),
+            "duration \"2 days\" is not valid",
+        ),
+        (
+            "version: 1\n",
+            "version: 99999999999999999999999\n",
+            (2, 10, "version"),
+            "expected a whole number from 0 to 4294967295, found `99999999999999999999999`",
+        ),
+        (
+            "channel: push\n",
+            "channel: pigeon\n",
+            (14, 16, "steps[1].message.channel"),
+            "expected one of push, in_app, email, sms or webhook, found \"pigeon\"",
+        ),
+        (
+            "      on_event: exit\n",
+            "      on_event: exit\n  - id: goal\n    exit: yes\n",
+            (13, 11, "steps[1].exit"),
+            "expected true or false, found \"yes\"",
+        ),
+    ];
+    for (from, to, (line, column, field), message) in cases {
+        let bad = GOOD.replace(from, to);
+        let errs = load_definitions_str("bad.yaml", &bad)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{to}: {errs:?}");
+        let e = &errs[0];
+        assert_eq!(
+            (e.line, e.column, e.field.as_str()),
+            (line, column, field),
+            "{e}"
+        );
+        assert!(e.message.contains(message), "{e}");
+        for rust in ["untagged", "variant", "u128", "u32", "struct", "Repr"] {
+            assert!(!e.message.contains(rust), "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_template_error_is_placed_inside_the_message_body() {
+    // Line 17, column 34 of the file is the `}` Liquid expected a value before.
+    let body = "body: |\n        Hello there\n        and {{ user.name | oops: }} now\n";
+    let bad = GOOD.replace("body: hi\n", body);
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].line, errs[0].column), (17, 34), "{}", errs[0]);
+    assert_eq!(errs[0].field, "steps[1].message.body");
+
+    // An unknown filter is found by its name, in a title written on the key's line.
+    let title = "title: Hi {{ user.name | shout }}\n      body: hi\n";
+    let bad = GOOD.replace("body: hi\n", title);
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!((errs[0].line, errs[0].column), (15, 32), "{}", errs[0]);
+
+    // A webhook's URL is a template too, reported under its own key.
+    let webhook = "webhook:\n      url: https://x.test/{{ user.id\n      body: hi\n";
+    let bad = GOOD.replace("message:\n      channel: push\n      body: hi\n", webhook);
+    let errs = load_definitions_str("bad.yaml", &bad)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(errs[0].field, "steps[1].webhook.url", "{}", errs[0]);
+    assert_eq!((errs[0].line, errs[0].column), (14, 30), "{}", errs[0]);
+}
+#[test]
+fn a_wait_past_the_calendar_is_refused_naming_the_longest_accepted() {
+    let spec = |delay: &str, timeout: &str| {
+        format!(
+            "id: d\nversion: 1\nworkspace: w\nentry:\n  event: Signed Up\nsteps:\n  \
+             - id: wait\n    delay: {delay}\n  - id: answer\n    \
+             wait_for: {{event: Replied, timeout: {timeout}}}\n"
+        )
+    };
+    let errors = |delay: &str, timeout: &str| {
+        let errs = load_definitions_str("d.yaml", &spec(delay, timeout))
+            .err()
+            .unwrap_or_default();
+        errs.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+
+    // Far past the year 9999, where no timer can be set: refused at the value, with the bound.
+    assert_eq!(
+        errors("99999999999d", "1d"),
+        ["d.yaml:8:12: steps[0].delay: expected a duration of at most 36500d, found 99999999999d"]
+    );
+    assert_eq!(
+        errors("{days: 99999}", "1d"),
+        ["d.yaml:8:19: steps[0].delay.days: expected at most 36500 calendar days, found 99999"]
+    );
+    assert_eq!(
+        errors("1d", "36501d"),
+        [
+            "d.yaml:10:41: steps[1].wait_for.timeout: expected a duration of at most 36500d, \
+             found 36501d"
+        ]
+    );
+    // Too long even to count in milliseconds: the same words.
+    assert_eq!(
+        errors("1d", "99999999999999999999d"),
+        [
+            "d.yaml:10:41: steps[1].wait_for.timeout: expected a duration of at most 36500d, \
+             found 99999999999999999999d"
+        ]
+    );
+
+    assert!(load_definitions_str("d.yaml", &spec("36500d", "36500d")).is_ok());
+    assert!(load_definitions_str("d.yaml", &spec("{days: 36500}", "1h")).is_ok());
+}
+
 #[test]
 fn a_step_id_used_twice_is_reported_where_it_is_used_again() {
     let yaml = "id: d\nversion: 1\nworkspace: w\nentry:\n  event: Signed Up\nsteps:\n  - id: hi\n    \

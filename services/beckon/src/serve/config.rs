@@ -318,7 +318,7 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                super::strict_yaml::from_str(&text)
+                beckon_journey::strict_yaml::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => Settings::default(),
@@ -360,7 +360,7 @@ impl Settings {
         if let Some(path) = &args.providers {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            s.providers = super::strict_yaml::from_str(&text)
+            s.providers = beckon_journey::strict_yaml::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
 

@@ -3,7 +3,6 @@
 pub mod config;
 pub mod gateway;
 pub mod redis_target;
-mod strict_yaml;
 pub mod userstate;
 
 use std::sync::Arc;

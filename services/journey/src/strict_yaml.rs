@@ -1,9 +1,10 @@
-//! Reading the YAML config files strictly, with every refusal placed at its line and column.
+//! Reading YAML strictly, with every refusal placed at its line and column: spec files and the
+//! services' config files alike.
 //!
 //! serde keeps one of two values given for the same key without a word (a map keeps the last,
 //! a struct refuses without saying where). Here every mapping, at any depth, remembers the
 //! keys it has read, and a key given again is refused while the YAML reader still stands on
-//! it, so the error carries the second key's line and column like any other config error.
+//! it, so the error carries the second key's line and column like any other error.
 
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
@@ -13,11 +14,13 @@ use serde::de::{
 /// Reads `text` as a `T`. The error names the key's path, the reason, and the line and column
 /// where the reader was.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    let strict = Strict {
-        de: serde_norway::Deserializer::from_str(text),
-        keys: None,
-    };
-    T::deserialize(strict).map_err(located)
+    T::deserialize(strict(serde_norway::Deserializer::from_str(text))).map_err(located)
+}
+
+/// `de` made strict: a key given twice in one mapping is an error, raised where the second
+/// one is read.
+pub fn strict<'de, D: Deserializer<'de>>(de: D) -> impl Deserializer<'de, Error = D::Error> {
+    Strict { de, keys: None }
 }
 
 /// The error's text with its place. The YAML reader leaves the place out when it is the very
@@ -119,7 +122,7 @@ impl<'k, V> Wrap<'k, V> {
         };
         if keys.iter().any(|k| k == key) {
             return Err(E::custom(format!(
-                "duplicate key `{key}`, given before in the same mapping,"
+                "duplicate key `{key}` (given before in the same mapping)"
             )));
         }
         keys.push(key.to_string());
