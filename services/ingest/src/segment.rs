@@ -131,8 +131,9 @@ impl serde::de::Visitor<'_> for KeyVisitor {
 pub const MAX_ID_BYTES: usize = 512;
 
 /// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
-/// (which keys, logs and exported files would carry along unseen).
-fn id_problem(id: &str) -> Option<String> {
+/// (which keys, logs and exported files would carry along unseen). The one rule for user ids
+/// wherever they arrive: in events, and in requests that name a user.
+pub fn id_problem(id: &str) -> Option<String> {
     if id.len() > MAX_ID_BYTES {
         return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", id.len()));
     }

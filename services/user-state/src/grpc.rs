@@ -183,9 +183,7 @@ impl UserStateService {
     /// The stored record of the id, as it is (a merged id's tombstone included).
     async fn load(&self, req: &GetUserRequest) -> Result<UserState, Status> {
         self.check_workspace(&req.workspace)?;
-        if req.user_id.is_empty() {
-            return Err(Status::invalid_argument("user_id: must not be empty"));
-        }
+        check_user_id(&req.user_id)?;
         self.store
             .load(&req.workspace, &req.user_id)
             .await?
@@ -209,6 +207,19 @@ impl UserStateService {
             "user_id: {:?} was merged more than {MAX_MERGE_HOPS} times over",
             req.user_id
         )))
+    }
+}
+
+/// Refuses a user id that no event could have given: ingest's rule (at most
+/// [`MAX_ID_BYTES`](beckon_ingest::segment::MAX_ID_BYTES), not blank, no control characters),
+/// so a request cannot make the service look up, log or echo an id of any size.
+fn check_user_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("user_id: must not be empty"));
+    }
+    match beckon_ingest::segment::id_problem(id) {
+        Some(why) => Err(Status::invalid_argument(format!("user_id: {why}"))),
+        None => Ok(()),
     }
 }
 
@@ -269,9 +280,7 @@ impl UserStateRpc for UserStateService {
     ) -> Result<Response<ForgetUserResponse>, Status> {
         let r = req.into_inner();
         self.check_workspace(&r.workspace)?;
-        if r.user_id.is_empty() {
-            return Err(Status::invalid_argument("user_id: must not be empty"));
-        }
+        check_user_id(&r.user_id)?;
 
         // The merged ids are read before the erase removes the record naming them. Erasing
         // before appending makes the count this call's own: once the entry is in the log the
