@@ -45,6 +45,69 @@ fn each_kind_of_bad_line_is_rejected_and_its_neighbours_apply() {
 }
 
 #[test]
+fn timestamps_and_names_are_refused_by_field_with_the_whole_reason() {
+    let line = |event: &str, timestamp: &str| {
+        json!({"type": "track", "userId": "u1", "event": event, "timestamp": timestamp}).to_string()
+    };
+    let events = Events::new()
+        .raw(&line("Product Added", "2026-03-02T09:00:00+25:00"))
+        .raw(&line("Product\u{1b}Added", "2026-03-02T09:00:00Z"))
+        .raw(&line("Product Added", "-009999-01-01T00:00:00Z"))
+        .raw(&line(
+            "Product Added",
+            &format!("2026-03-02T09:00:00.{}Z", "9".repeat(5000)),
+        ))
+        .track("u2", "Product Added", at(2), json!({"name": "Desk"}));
+    let out = replay_examples(&events);
+    let e = &out.report.events;
+
+    assert_eq!((e.read, e.applied, e.rejected), (5, 1, 4));
+    let refused: Vec<_> = e
+        .rejected_lines
+        .iter()
+        .map(|r| {
+            (
+                r.line,
+                r.reason.as_str(),
+                r.field.as_str(),
+                r.detail.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused[..2],
+        [
+            (
+                1,
+                "bad_timestamp",
+                "timestamp",
+                "timestamp \"2026-03-02T09:00:00+25:00\" is not ISO 8601: offset +25:00 is \
+                 outside -23:59 to +23:59"
+            ),
+            (2, "bad_field", "event", "contains a control character"),
+        ]
+    );
+    // Out of the calendar: the value and the reason, neither cut short.
+    let (line, reason, _, detail) = refused[2];
+    assert_eq!((line, reason), (3, "bad_timestamp"));
+    assert!(
+        detail.starts_with("timestamp \"-009999-01-01T00:00:00Z\" is not ISO 8601: "),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with("is not in the required range of -377705023201..=253402207200"),
+        "{detail}"
+    );
+    // Longer than any timestamp: its start and its length, in a few words.
+    let (line, _, _, detail) = refused[3];
+    assert_eq!(line, 4);
+    assert!(detail.len() < 200, "{detail}");
+    assert!(detail.ends_with("5021 characters (the first 64 shown), longer than any timestamp"));
+
+    assert_eq!(sent(&out, "u2", "cart-abandonment").len(), 1);
+}
+
+#[test]
 fn a_repeated_message_id_is_applied_once() {
     let line = r#"{"type":"track","userId":"u9","event":"Product Added","messageId":"dup-1","timestamp":"2026-03-02T09:00:00Z"}"#;
     let events = Events::new().raw(line).raw(line);

@@ -552,6 +552,18 @@ async fn sweep(
     Ok(())
 }
 
+/// The longest reason listed in a report. Reasons name what was refused and why, and are
+/// short; the bound only keeps a line full of garbage from filling the report.
+const MAX_DETAIL_CHARS: usize = 1000;
+
+/// `detail` whole, or its start and a mark that the rest was left out.
+fn bounded(detail: &str) -> String {
+    match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((cut, _)) => format!("{}…", &detail[..cut]),
+        None => detail.to_string(),
+    }
+}
+
 fn reject(counts: &mut EventCounts, line: u64, reason: &str, field: &str, detail: &str) {
     counts.rejected += 1;
     *counts
@@ -563,7 +575,7 @@ fn reject(counts: &mut EventCounts, line: u64, reason: &str, field: &str, detail
             line,
             reason: reason.to_string(),
             field: field.to_string(),
-            detail: detail.chars().take(200).collect(),
+            detail: bounded(detail),
         });
     }
 }

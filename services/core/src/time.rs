@@ -38,12 +38,38 @@ impl Ts {
         (min..=max).contains(&self.0)
     }
 
-    /// Parses an ISO 8601 / RFC 3339 timestamp with an offset (`Z` or `+08:00`).
+    /// Parses an ISO 8601 / RFC 3339 timestamp with an offset (`Z` or `+08:00`, within
+    /// -23:59 and +23:59 as RFC 3339 has it). The error shows the whole text, unless it is
+    /// longer than any timestamp can be.
     pub fn parse_rfc3339(text: &str) -> Result<Ts, CoreError> {
-        let ts = jiff::Timestamp::from_str(text).map_err(|e| CoreError::BadTimestamp {
-            text: text.chars().take(64).collect(),
-            reason: e.to_string(),
-        })?;
+        let bad = |reason: String| CoreError::BadTimestamp {
+            text: shown(text),
+            reason,
+        };
+        if text.len() > LONGEST_TIMESTAMP {
+            let n = text.chars().count();
+            return Err(bad(format!(
+                "{n} characters (the first {LONGEST_TIMESTAMP} shown), longer than any timestamp"
+            )));
+        }
+        let ts = jiff::Timestamp::from_str(text).map_err(|e| bad(e.to_string()))?;
+
+        // The parser takes offsets up to 25:59:59; RFC 3339 stops at 23:59, and an offset
+        // past it is a typing mistake, not a place on Earth.
+        if !text.ends_with(['Z', 'z'])
+            && let Ok(pieces) = jiff::fmt::temporal::Pieces::parse(text)
+            && let Some(offset) = pieces.to_numeric_offset()
+            && offset.seconds().unsigned_abs() > MAX_OFFSET_SECONDS
+        {
+            let sign = if offset.is_negative() { '-' } else { '+' };
+            let seconds = offset.seconds().unsigned_abs();
+            let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+            let mut written = format!("{sign}{h:02}:{m:02}");
+            if s != 0 {
+                written += &format!(":{s:02}");
+            }
+            return Err(bad(format!("offset {written} is outside -23:59 to +23:59")));
+        }
         Ok(Ts(ts.as_millisecond()))
     }
 
@@ -88,6 +114,18 @@ impl fmt::Display for Ts {
             None => write!(f, "{:.3}", self.to_jiff()),
         }
     }
+}
+
+/// Longer than any timestamp is written (`-009999-12-31T23:59:59.999999999+23:59` is 38
+/// characters), with room to spare; a longer text is shown only in part.
+const LONGEST_TIMESTAMP: usize = 64;
+
+/// The widest offset from UTC RFC 3339 allows: 23:59.
+const MAX_OFFSET_SECONDS: u32 = 23 * 3600 + 59 * 60;
+
+/// `text` as an error shows it: whole, or its start when it is longer than any timestamp.
+fn shown(text: &str) -> String {
+    text.chars().take(LONGEST_TIMESTAMP).collect()
 }
 
 /// The latest millisecond jiff represents (late on 9999-12-30 UTC); later instants print as it.
@@ -256,6 +294,50 @@ mod tests {
 
     fn jiff_text(ms: i64) -> String {
         format!("{:.3}", Ts(ms).to_jiff())
+    }
+
+    #[test]
+    fn offsets_stop_at_23_59_and_refusals_show_the_whole_text() {
+        for ok in [
+            "2026-03-02T09:00:00+23:59",
+            "2026-03-02T09:00:00-23:59",
+            "2026-03-02T09:00:00.123456789+05:30",
+            "2026-03-02T09:00:00z",
+        ] {
+            assert!(Ts::parse_rfc3339(ok).is_ok(), "{ok}");
+        }
+        for (text, offset) in [
+            ("2026-03-02T09:00:00+25:00", "+25:00"),
+            ("2026-03-02T09:00:00-24:00", "-24:00"),
+            ("2026-03-02T09:00:00+23:59:30", "+23:59:30"),
+        ] {
+            let e = Ts::parse_rfc3339(text).expect_err("refused").to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "timestamp \"{text}\" is not ISO 8601: offset {offset} is outside -23:59 \
+                     to +23:59"
+                )
+            );
+        }
+
+        // Out of range: the text and the whole reason.
+        let e = Ts::parse_rfc3339("-009999-01-01T00:00:00Z").expect_err("refused");
+        let e = e.to_string();
+        assert!(
+            e.starts_with("timestamp \"-009999-01-01T00:00:00Z\""),
+            "{e}"
+        );
+        assert!(e.ends_with("-377705023201..=253402207200"), "{e}");
+
+        // Longer than any timestamp: its start, and how long it was.
+        let huge = format!("2026-03-02T09:00:00.{}Z", "1".repeat(100_000));
+        let e = Ts::parse_rfc3339(&huge).expect_err("refused").to_string();
+        assert!(e.len() < 200, "{e}");
+        assert!(
+            e.ends_with("100021 characters (the first 64 shown), longer than any timestamp"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -134,16 +134,37 @@ pub const MAX_ID_BYTES: usize = 512;
 /// (which keys, logs and exported files would carry along unseen). The one rule for user ids
 /// wherever they arrive: in events, and in requests that name a user.
 pub fn id_problem(id: &str) -> Option<String> {
-    if id.len() > MAX_ID_BYTES {
-        return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", id.len()));
-    }
-    if id.trim().is_empty() {
+    if id.len() <= MAX_ID_BYTES && id.trim().is_empty() {
         return Some("only whitespace".into());
     }
-    if id.chars().any(char::is_control) {
+    name_problem(id)
+}
+
+/// Why an event, page or screen name cannot be used, if it cannot: too long or holding
+/// control characters. Names key the counts and windows kept per user and are printed in
+/// every decision about the event, as ids are.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_ID_BYTES {
+        return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
         return Some("contains a control character".into());
     }
     None
+}
+
+/// Checks the name of an event of `kind`, by field: `event` for a track, `name` for a page or
+/// screen (the other kinds' names are Beckon's own).
+fn check_name(kind: EventKind, name: &str) -> Result<(), Rejection> {
+    let field = match kind {
+        EventKind::Track => "event",
+        EventKind::Page | EventKind::Screen => "name",
+        EventKind::Identify | EventKind::Alias => return Ok(()),
+    };
+    match name_problem(name) {
+        Some(why) => Err(Rejection::new(RejectReason::BadField, field, why)),
+        None => Ok(()),
+    }
 }
 
 fn check_id(field: &str, id: Option<&str>) -> Result<(), Rejection> {
@@ -227,6 +248,7 @@ impl Draft {
             EventKind::Identify => "Identify".into(),
             EventKind::Alias => "Alias".into(),
         };
+        check_name(kind, &name)?;
 
         check_id("previousId", self.previous_id.as_deref())?;
         if kind == EventKind::Alias && self.previous_id.is_none() {
@@ -328,6 +350,7 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
         EventKind::Identify => "Identify".into(),
         EventKind::Alias => "Alias".into(),
     };
+    check_name(kind, &name)?;
 
     let previous_id = take_string(&mut obj, "previousId")?;
     check_id("previousId", previous_id.as_deref())?;

@@ -126,6 +126,8 @@ fn cases() -> Vec<(ProtoEvent, Option<&'static str>)> {
         cases.push((with(kind, &|e| e.anonymous_id = "a\nb".into()), None));
         cases.push((with(kind, &|e| e.message_id = long.clone()), None));
         cases.push((with(kind, &|e| e.previous_id = "p\u{7}".into()), None));
+        cases.push((with(kind, &|e| e.event = "Signed\nUp".into()), None));
+        cases.push((with(kind, &|e| e.event = long.clone()), None));
         cases.push((
             with(kind, &|e| {
                 e.message_id = "m\u{0}".into();
@@ -209,4 +211,23 @@ fn an_event_without_message_id_keeps_its_derived_id() {
     e.event = "Another".into();
     let other = from_proto(e, None).expect("valid");
     assert_ne!(other.message_id, first.message_id);
+}
+
+#[test]
+fn names_holding_control_characters_are_refused_by_field_on_every_path() {
+    for (kind, field) in [("track", "event"), ("page", "name"), ("screen", "name")] {
+        let mut event = base(kind);
+        event.event = "Signed\u{1b}[2JUp".into();
+        let refusal = format!("BadField event.{field} contains a control character");
+        let direct = outcome(from_proto(event.clone(), None));
+        assert_eq!(direct.as_ref().err(), Some(&refusal), "{kind}");
+        assert_eq!(outcome(through_json(event, None)), direct, "{kind}");
+
+        // A JSON line, as replay reads it, by the same rule.
+        let line = json!({"type": kind, "userId": "u1", field: "Signed\u{0}Up",
+            "timestamp": "2026-03-02T09:00:00Z"});
+        let r = beckon_ingest::parse_line(&line.to_string()).expect_err("refused");
+        assert_eq!(r.field, field, "{kind}");
+        assert_eq!(r.detail, "contains a control character", "{kind}");
+    }
 }
