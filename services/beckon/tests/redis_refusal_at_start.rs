@@ -1,6 +1,6 @@
 //! A Redis that refuses what a process asks for at start (a database number it does not have)
 //! ends the start at once with Redis's own reason; a Redis that is not reachable yet is
-//! waited for.
+//! waited for, each retry said, and given up on with an error naming the URL and the setting.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -94,4 +94,52 @@ fn a_redis_not_up_yet_is_waited_for() {
         .map_while(Result::ok)
         .any(|line| line.starts_with("listening "));
     assert!(listening, "beckon serve ingest exited before listening");
+}
+
+#[test]
+fn a_redis_never_reachable_is_retried_aloud_then_named_with_its_setting() {
+    // A port just found free, and closed again: nothing answers there.
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/0");
+    let shown = format!("redis://:***@127.0.0.1:{port}/0");
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(["serve", "all", "--listen", "127.0.0.1:0"])
+        .args(["--redis-url", url.as_str()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run beckon");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    // Each retry at WARN, with its number and the URL.
+    let retries: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Redis not reachable"))
+        .collect();
+    assert_eq!(retries.len(), 6, "{stderr}");
+    for (n, line) in retries.iter().enumerate() {
+        assert!(line.contains(&format!("attempt={}", n + 1)), "{line}");
+        assert!(line.contains(&format!("redis.url={shown}")), "{line}");
+    }
+
+    // One error at the end: the URL, the setting in each of its forms, the cause once.
+    let error = stderr.lines().last().unwrap_or_default();
+    let expected = format!("error: connecting to Redis at {shown} failed after 7 attempts: ");
+    assert!(error.starts_with(&expected), "{error}");
+    for setting in [
+        "redis_url",
+        "--redis-url",
+        "BECKON_REDIS_URL",
+        "config file",
+    ] {
+        assert!(error.contains(setting), "{setting}: {error}");
+    }
+    assert_eq!(error.matches("Connection refused").count(), 1, "{error}");
 }

@@ -26,6 +26,17 @@ const READ_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// block have connections of their own).
 const RESPONSE_TIMEOUT: StdDuration = StdDuration::from_secs(3);
 
+/// Attempts to reach a Redis that is not up yet at start, and the waits between them (doubling
+/// from the first to the last): about ten seconds in all, time for a server started beside the
+/// process to come up, not so long that a wrong URL goes unnoticed.
+const START_ATTEMPTS: u32 = 7;
+const FIRST_RETRY_WAIT: StdDuration = StdDuration::from_millis(250);
+const LAST_RETRY_WAIT: StdDuration = StdDuration::from_secs(3);
+
+/// Where the Redis URL is set, for errors that ask an operator to check it.
+const SETTING: &str =
+    "the redis_url setting (--redis-url, BECKON_REDIS_URL or redis_url in the config file)";
+
 /// A connection to a single server (reconnecting on its own) or to a Redis Cluster
 /// (following slot moves on its own).
 #[derive(Clone)]
@@ -104,16 +115,46 @@ impl RedisTarget {
         redis::Client::open(url).context("opening a Redis client for pub/sub")
     }
 
-    /// A shared connection for the stores.
+    /// A shared connection for the stores. A server that is not reachable yet is tried again
+    /// a few times, each retry logged with the URL (password hidden); an answer that will not
+    /// change (a database it does not have, a wrong password) ends the start at once. The
+    /// error names the URL and the setting it came from.
     pub async fn connect(&self) -> anyhow::Result<RedisConn> {
         let what = if self.cluster {
             "the Redis Cluster"
         } else {
             "Redis"
         };
-        self.open(RESPONSE_TIMEOUT)
-            .await
-            .with_context(|| format!("connecting to {what}"))
+        let url = super::config::hide_password(&self.urls.join(","));
+        let mut wait = FIRST_RETRY_WAIT;
+        let mut attempt = 1;
+        loop {
+            let e = match self.first_connection(RESPONSE_TIMEOUT).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => e,
+            };
+            if !worth_retrying(&e) || attempt == START_ATTEMPTS {
+                let tries = if attempt == 1 {
+                    String::new()
+                } else {
+                    format!(" after {attempt} attempts")
+                };
+                // The error's text only: its source is the same I/O error again, which a
+                // printed chain of causes would repeat.
+                anyhow::bail!("connecting to {what} at {url} failed{tries}: {e}; check {SETTING}");
+            }
+            tracing::warn!(
+                attempt,
+                attempts = START_ATTEMPTS,
+                redis.url = %url,
+                error = %e,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "Redis not reachable; trying again"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LAST_RETRY_WAIT);
+            attempt += 1;
+        }
     }
 
     /// Opens connections for the log's blocking reads, one per partition.
@@ -125,35 +166,65 @@ impl RedisTarget {
         })
     }
 
+    /// A connection, for the log's readers: a server that is not reachable is waited for, as
+    /// the connection manager does on its own.
     async fn open(&self, response_timeout: StdDuration) -> RedisResult<RedisConn> {
         if self.cluster {
-            let client = ClusterClient::builder(self.urls.clone())
-                .response_timeout(response_timeout)
-                .build()?;
-            return Ok(RedisConn::Cluster(client.get_async_connection().await?));
+            return self.cluster_connection(response_timeout).await;
         }
-        let url = self.urls.first().map_or("", String::as_str);
-        let client = redis::Client::open(url)?;
 
         // The manager retries its first connection whatever went wrong, for seconds. A server
         // that is not up yet is worth that wait; one that answers with a refusal (a database
         // number it does not have, a wrong password) answers the same way every time, so one
         // plain attempt first lets that answer end the start at once.
-        let probe = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(response_timeout))
-            .set_response_timeout(Some(response_timeout));
-        if let Err(e) = client
-            .get_multiplexed_async_connection_with_config(&probe)
-            .await
+        if let Err(e) = self.probe(response_timeout).await
             && !worth_retrying(&e)
         {
             return Err(e);
         }
+        self.manager(response_timeout).await
+    }
 
+    /// One attempt at a connection: on a single server, a plain connection first, so that a
+    /// server not reachable fails this attempt at once instead of inside the manager's own
+    /// silent retries.
+    async fn first_connection(&self, response_timeout: StdDuration) -> RedisResult<RedisConn> {
+        if self.cluster {
+            return self.cluster_connection(response_timeout).await;
+        }
+        self.probe(response_timeout).await?;
+        self.manager(response_timeout).await
+    }
+
+    async fn cluster_connection(&self, response_timeout: StdDuration) -> RedisResult<RedisConn> {
+        let client = ClusterClient::builder(self.urls.clone())
+            .response_timeout(response_timeout)
+            .build()?;
+        Ok(RedisConn::Cluster(client.get_async_connection().await?))
+    }
+
+    fn client(&self) -> RedisResult<redis::Client> {
+        redis::Client::open(self.urls.first().map_or("", String::as_str))
+    }
+
+    /// A plain connection to the single server, opened and dropped.
+    async fn probe(&self, response_timeout: StdDuration) -> RedisResult<()> {
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(response_timeout))
+            .set_response_timeout(Some(response_timeout));
+        self.client()?
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map(drop)
+    }
+
+    async fn manager(&self, response_timeout: StdDuration) -> RedisResult<RedisConn> {
         let config = ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
-        Ok(RedisConn::Single(
-            client.get_connection_manager_with_config(config).await?,
-        ))
+        let manager = self
+            .client()?
+            .get_connection_manager_with_config(config)
+            .await?;
+        Ok(RedisConn::Single(manager))
     }
 }
 
