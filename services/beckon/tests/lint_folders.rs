@@ -144,4 +144,39 @@ fn a_file_that_is_not_text_is_reported_and_the_others_still_checked() {
     if fifo {
         assert!(!stderr.contains("c.yaml"), "{stderr}");
     }
+
+    // Serving or replaying the folder refuses it with the same errors and the same count.
+    let events = root.join("events.jsonl.txt");
+    std::fs::write(&events, "").expect("write events");
+    let runs: [&[&std::ffi::OsStr]; 2] = [
+        &[
+            "serve".as_ref(),
+            "all".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        &[
+            "replay".as_ref(),
+            "--no-progress".as_ref(),
+            "--events".as_ref(),
+            events.as_ref(),
+        ],
+    ];
+    for args in runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(args)
+            .arg("--journeys")
+            .arg(root)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("beckon runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(&not_text), "{args:?}: {stderr}");
+        assert!(stderr.contains("duration \"soon\""), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("2 error(s) in specs:"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -14,7 +14,7 @@ pub enum DefinitionError {
     InvalidArgument { field: &'static str, reason: String },
 
     /// The specs do not parse or do not check.
-    #[error("{} problem(s) in the specs, first: {}", .0.len(), first(.0))]
+    #[error("{}", beckon_journey::error::list(.0))]
     Invalid(Vec<SpecError>),
 
     /// A version that was published already is being published with other content. Published
@@ -33,10 +33,6 @@ pub enum DefinitionError {
     /// A stored document cannot be read back; retrying will not help.
     #[error("stored definition {key} cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
-}
-
-fn first(errors: &[SpecError]) -> String {
-    errors.first().map(ToString::to_string).unwrap_or_default()
 }
 
 impl From<DefinitionError> for tonic::Status {

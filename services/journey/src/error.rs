@@ -25,9 +25,20 @@ impl fmt::Display for SpecError {
     }
 }
 
+/// Every error, one a line after their count: what `beckon lint` prints, so each way of
+/// loading specs reports the same problems.
+pub fn list(errors: &[SpecError]) -> String {
+    let mut text = format!("{} error(s) in specs:", errors.len());
+    for e in errors {
+        text.push('\n');
+        text.push_str(&e.to_string());
+    }
+    text
+}
+
 #[derive(Debug, Error)]
 pub enum JourneyError {
-    #[error("{} error(s) in specs; first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    #[error("{}", list(.0))]
     Invalid(Vec<SpecError>),
 
     #[error("cannot read {path}")]

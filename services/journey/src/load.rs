@@ -115,13 +115,18 @@ pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
 /// The `*.yaml` / `*.yml` files under `dir` (a folder, or a single file) as `(path, text)`, in
 /// path order. Sub-folders are read too, so specs can be grouped by team or product; folders
 /// whose name starts with `.` (version control, editors) are skipped.
+///
+/// When a file is not text, nothing is returned: the error names each such file and, so that
+/// they do not hide the rest, every problem of the files that are.
 pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError> {
-    let (files, unreadable) = read_spec_texts(dir)?;
+    let (files, mut unreadable) = read_spec_texts(dir)?;
     if unreadable.is_empty() {
-        Ok(files)
-    } else {
-        Err(JourneyError::Invalid(unreadable))
+        return Ok(files);
     }
+    if let Err(errors) = load_definitions_texts(&dir.display().to_string(), &files) {
+        unreadable.extend(errors);
+    }
+    Err(JourneyError::Invalid(unreadable))
 }
 
 /// `(path, text)` of each spec file that is text, and an error for each that is not.

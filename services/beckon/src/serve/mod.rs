@@ -152,12 +152,8 @@ async fn publish_folder(settings: &Settings, store: &dyn DefinitionStore) -> any
             Ok(())
         }
         Err(DefinitionError::Invalid(errors)) => {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::bail!(
-                "specs in {} are invalid:\n{}",
-                dir.display(),
-                lines.join("\n")
-            )
+            let list = beckon_journey::error::list(&errors);
+            anyhow::bail!("publishing {}: {list}", dir.display())
         }
         Err(e) => Err(e.into()),
     }
