@@ -16,7 +16,9 @@ fn the_capped_push_is_explained_in_order() {
         workspace: "default",
         drain: Duration::hours(48),
     };
-    let decisions = explain(&config).expect("explains");
+    let decisions = explain(&config)
+        .expect("explains")
+        .expect("the user is in the file");
 
     let sent: Vec<_> = decisions
         .iter()
@@ -49,7 +51,7 @@ fn the_capped_push_is_explained_in_order() {
 }
 
 #[test]
-fn an_unknown_user_has_no_decisions() {
+fn a_user_with_no_event_in_the_file_is_unknown() {
     let dir = behaviour_dir("10-cap-last-slot");
     let events = dir.join("events.jsonl");
     let config = ExplainConfig {
@@ -59,5 +61,5 @@ fn an_unknown_user_has_no_decisions() {
         workspace: "default",
         drain: Duration::hours(48),
     };
-    assert!(explain(&config).expect("explains").is_empty());
+    assert!(explain(&config).expect("explains").is_none());
 }

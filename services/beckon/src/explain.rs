@@ -22,8 +22,9 @@ pub struct ExplainConfig<'a> {
     pub drain: Duration,
 }
 
-/// The user's decisions, in the order they were made.
-pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Vec<Decision>> {
+/// The user's decisions, in the order they were made; `None` when no event of the file is the
+/// user's, so the user is unknown (a known user may have no decisions).
+pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Vec<Decision>>> {
     let defs = beckon_journey::load_definitions(config.journeys)
         .with_context(|| format!("loading definitions from {}", config.journeys.display()))?
         .for_workspace(config.workspace);
@@ -48,10 +49,11 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Vec<Decision>> {
         last = Some(last.map_or(event.timestamp, |l: Ts| l.max(event.timestamp)));
         sim.event(event);
     }
-    if let Some(last) = last {
-        sim.advance(last.saturating_add(config.drain));
-    }
-    Ok(sim.decisions.into_iter().map(|(_, d)| d).collect())
+    let Some(last) = last else {
+        return Ok(None);
+    };
+    sim.advance(last.saturating_add(config.drain));
+    Ok(Some(sim.decisions.into_iter().map(|(_, d)| d).collect()))
 }
 
 /// One line per decision: time, what it is about, what happened, and why.

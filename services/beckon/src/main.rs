@@ -124,6 +124,16 @@ enum UserAction {
     Sizes,
 }
 
+impl UserAction {
+    /// The action as written on the command line.
+    fn name(self) -> String {
+        use clap::ValueEnum as _;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// Segment-spec JSON lines (track, identify, alias, page, screen).
@@ -340,7 +350,16 @@ fn run_serve(
 }
 
 fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<ExitCode> {
-    let decisions = beckon::explain::explain(config)?;
+    // Unknown, as `beckon user explain` says of a user the service does not have.
+    let Some(decisions) = beckon::explain::explain(config)? else {
+        writeln!(
+            std::io::stderr(),
+            "beckon explain: no user {:?}: no event in {} is theirs",
+            config.user,
+            config.events.display()
+        )?;
+        return Ok(ExitCode::from(1));
+    };
     if decisions.is_empty() {
         writeln!(std::io::stderr(), "no decisions for user {}", config.user)?;
     }
@@ -360,7 +379,7 @@ fn run_user(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let text = runtime.block_on(async {
+    let answer = runtime.block_on(async {
         let channel = beckon::grpc::peer_endpoint("--url", url, tls_ca)?
             .connect()
             .await
@@ -407,7 +426,24 @@ fn run_user(
             }
         };
         anyhow::Ok(text)
-    })?;
+    });
+    let text = match answer {
+        Ok(text) => text,
+        // A user the service does not have is an answer, not a failure of the command: said
+        // plainly, with the exit code `members` gives a segment nobody defined.
+        Err(e) => match e.downcast_ref::<tonic::Status>() {
+            Some(status) if status.code() == tonic::Code::NotFound => {
+                let name = action.name();
+                writeln!(
+                    std::io::stderr(),
+                    "beckon user {name}: {}",
+                    status.message()
+                )?;
+                return Ok(ExitCode::from(1));
+            }
+            _ => return Err(e),
+        },
+    };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

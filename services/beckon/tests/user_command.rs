@@ -1,5 +1,6 @@
-//! What `beckon user` prints against a running `serve all`: a user as JSON, and a segment's
-//! members told apart from a segment that does not exist.
+//! What `beckon user` prints against a running `serve all`: a user as JSON, a segment's
+//! members told apart from a segment that does not exist, and an unknown user said to be
+//! unknown, as `beckon explain` says it.
 
 mod support;
 
@@ -168,4 +169,50 @@ async fn members_of_an_unknown_segment_are_refused_and_an_empty_one_is_said_to_b
         .await
         .expect_err("unknown segment");
     assert_eq!(status.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_said_to_be_unknown_with_exit_code_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(&dir);
+    signed_up(&served, "ada").await;
+    let url = served.url();
+
+    for action in ["get", "export", "explain"] {
+        let (code, stdout, stderr) = user(&url, &[action, "nobody"]);
+        assert_eq!((code, stdout.as_str()), (Some(1), ""), "{action}: {stderr}");
+        let said = format!("beckon user {action}: user_id: no user \"nobody\"");
+        assert_eq!(stderr.trim_end(), said, "{action}");
+    }
+
+    // `beckon explain` replays a file: a user with no event in it is unknown the same way.
+    let events = dir.path().join("events.jsonl");
+    let line = serde_json::json!({"type": "track", "userId": "ada", "event": "Signed Up",
+        "timestamp": "2026-03-02T09:00:00Z"});
+    std::fs::write(&events, format!("{line}\n")).expect("write events");
+    let explain = |who: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(["explain", who, "--journeys"])
+            .arg(dir.path().join("defs.yaml"))
+            .arg("--events")
+            .arg(&events)
+            .output()
+            .expect("run beckon explain");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = explain("nobody");
+    assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+    let said = format!(
+        "beckon explain: no user \"nobody\": no event in {} is theirs",
+        events.display()
+    );
+    assert_eq!(stderr.trim_end(), said);
+
+    let (code, stdout, stderr) = explain("ada");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("journey onboarding"), "{stdout}");
 }
