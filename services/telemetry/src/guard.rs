@@ -23,6 +23,7 @@ use crate::config::{LogFormat, SamplerConfig, TelemetryConfig};
 use crate::error::{Result, TelemetryError};
 use crate::logging::{ClockTime, JsonFormat, TextFormat, TraceIds};
 use crate::metrics::{METER_NAME, Metrics};
+use crate::redact::hide_password;
 
 /// Owns the telemetry pipeline of a process. Dropping it flushes pending spans and metrics
 /// and shuts the exporters down; keep it alive in `main` until the service has drained.
@@ -55,12 +56,29 @@ pub fn user_ids_exported() -> bool {
 /// subscriber, the global W3C propagator, and the global tracer and meter providers (so
 /// [`Metrics::global`] records into it). Fails if a subscriber was already installed.
 pub fn init(config: TelemetryConfig, clock: Arc<dyn Clock>) -> Result<TelemetryGuard> {
+    let traces = config.traces_endpoint.as_deref().map(hide_password);
+    let metrics = config.metrics_endpoint.as_deref().map(hide_password);
     let guard = build(config, clock)?;
     tracing::dispatcher::set_global_default(guard.dispatch.clone())
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     global::set_text_map_propagator(TraceContextPropagator::new());
-    global::set_tracer_provider(guard.tracer_provider.clone());
-    global::set_meter_provider(guard.meter_provider.clone());
+
+    // The SDK announces each global provider at `info`, on every start, whether anything is
+    // exported or not: noise an operator learns to skip. What is exported is said below once.
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        global::set_tracer_provider(guard.tracer_provider.clone());
+        global::set_meter_provider(guard.meter_provider.clone());
+    });
+    if traces.is_none() && metrics.is_none() {
+        tracing::debug!("OpenTelemetry set up; no OTLP endpoint, so nothing is exported");
+    } else {
+        let none = || "none".to_string();
+        tracing::info!(
+            traces.endpoint = %traces.unwrap_or_else(none),
+            metrics.endpoint = %metrics.unwrap_or_else(none),
+            "exporting traces and metrics over OTLP"
+        );
+    }
     EXPORT_USER_IDS.store(guard.export_user_ids, std::sync::atomic::Ordering::Relaxed);
     Ok(guard)
 }

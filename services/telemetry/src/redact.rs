@@ -12,6 +12,26 @@
 
 use std::fmt;
 
+/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`, in each URL of
+/// a comma-separated list.
+pub fn hide_password(urls: &str) -> String {
+    urls.split(',')
+        .map(hide_one_password)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hide_one_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = auth.split_once(':').map_or("", |(u, _)| u);
+    format!("{scheme}://{user}:***@{host}")
+}
+
 /// What [`Redacted`] prints instead of its content.
 pub const REDACTED: &str = "[redacted]";
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use beckon_telemetry::redact::hide_password;
+
 /// Flags and environment variables; every one is optional so the layers can be told apart.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -456,26 +458,6 @@ impl Settings {
         }
         serde_norway::to_string(&shown).unwrap_or_default()
     }
-}
-
-/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`, in each URL of
-/// a comma-separated list.
-pub fn hide_password(urls: &str) -> String {
-    urls.split(',')
-        .map(hide_one_password)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn hide_one_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    let user = auth.split_once(':').map_or("", |(u, _)| u);
-    format!("{scheme}://{user}:***@{host}")
 }
 
 #[cfg(test)]
