@@ -25,6 +25,32 @@ pub trait TimerSink: Send + Sync + 'static {
         user: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), StateError>>;
+
+    /// Sets every timer, as [`TimerSink::schedule`] would one after another. Sinks behind a
+    /// server send them in one request.
+    fn schedule_many<'a>(&'a self, timers: &'a [Timer]) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            for timer in timers {
+                self.schedule(timer).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Cancels every (user, timer id) of `workspace`, as [`TimerSink::cancel`] would one after
+    /// another. Sinks behind a server send them in one request.
+    fn cancel_many<'a>(
+        &'a self,
+        workspace: &'a str,
+        timers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            for (user, id) in timers {
+                self.cancel(workspace, user, id).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The way into other users' partition logs, for triggers one user's evaluation addresses to
@@ -118,6 +144,14 @@ impl TimerSink for Arc<dyn AsyncTimerStore> {
             AsyncTimerStore::cancel(self.as_ref(), workspace, user, id)
                 .await
                 .map(|_| ())
+                .map_err(|e| StateError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn schedule_many<'a>(&'a self, timers: &'a [Timer]) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            AsyncTimerStore::schedule_many(self.as_ref(), timers)
+                .await
                 .map_err(|e| StateError::Unavailable(e.to_string()))
         })
     }

@@ -85,30 +85,56 @@ impl RemoteScheduler {
     }
 }
 
+/// Most timers one `SetTimers` or `CancelTimers` call carries; a partition's batch rarely
+/// needs more than one call, and a bounded request keeps each well inside the message limit.
+const TIMERS_PER_CALL: usize = 512;
+
+impl RemoteScheduler {
+    async fn set_timers(&self, workspace: &str, timers: &[Timer]) -> Result<(), StateError> {
+        let protos: Vec<beckon_proto::v1::Timer> = timers.iter().map(timer_to_proto).collect();
+        with_retries("SetTimers", || {
+            let mut client = self.client.clone();
+            let req = request(SetTimersRequest {
+                workspace: workspace.to_string(),
+                timers: protos.clone(),
+            });
+            async move { client.set_timers(req).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| unavailable("SetTimers", &s))
+    }
+
+    async fn cancel_timers(&self, workspace: &str, refs: Vec<TimerRef>) -> Result<(), StateError> {
+        with_retries("CancelTimers", || {
+            let mut client = self.client.clone();
+            let req = request(CancelTimersRequest {
+                workspace: workspace.to_string(),
+                timers: refs.clone(),
+            });
+            async move { client.cancel_timers(req).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| unavailable("CancelTimers", &s))
+    }
+}
+
+fn timer_to_proto(timer: &Timer) -> beckon_proto::v1::Timer {
+    beckon_proto::v1::Timer {
+        id: timer.id.clone(),
+        user_id: timer.user.clone(),
+        due: Some(millis_to_timestamp(timer.due.as_millis())),
+        journey: timer.journey.clone(),
+        step: String::new(),
+        traceparent: timer.trace.clone().unwrap_or_default(),
+        instance: timer.instance,
+    }
+}
+
 impl TimerSink for RemoteScheduler {
     fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(async move {
-            let proto = beckon_proto::v1::Timer {
-                id: timer.id.clone(),
-                user_id: timer.user.clone(),
-                due: Some(millis_to_timestamp(timer.due.as_millis())),
-                journey: timer.journey.clone(),
-                step: String::new(),
-                traceparent: timer.trace.clone().unwrap_or_default(),
-                instance: timer.instance,
-            };
-            with_retries("SetTimers", || {
-                let mut client = self.client.clone();
-                let req = request(SetTimersRequest {
-                    workspace: timer.workspace.clone(),
-                    timers: vec![proto.clone()],
-                });
-                async move { client.set_timers(req).await }
-            })
-            .await
-            .map(|_| ())
-            .map_err(|s| unavailable("SetTimers", &s))
-        })
+        Box::pin(self.set_timers(&timer.workspace, std::slice::from_ref(timer)))
     }
 
     fn cancel<'a>(
@@ -117,21 +143,42 @@ impl TimerSink for RemoteScheduler {
         user: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), StateError>> {
+        let refs = vec![TimerRef {
+            user_id: user.to_string(),
+            id: id.to_string(),
+        }];
+        Box::pin(self.cancel_timers(workspace, refs))
+    }
+
+    fn schedule_many<'a>(&'a self, timers: &'a [Timer]) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move {
-            with_retries("CancelTimers", || {
-                let mut client = self.client.clone();
-                let req = request(CancelTimersRequest {
-                    workspace: workspace.to_string(),
-                    timers: vec![TimerRef {
-                        user_id: user.to_string(),
-                        id: id.to_string(),
-                    }],
-                });
-                async move { client.cancel_timers(req).await }
-            })
-            .await
-            .map(|_| ())
-            .map_err(|s| unavailable("CancelTimers", &s))
+            // A request names one workspace: runs of the same workspace go together, in order.
+            for run in timers.chunk_by(|a, b| a.workspace == b.workspace) {
+                for chunk in run.chunks(TIMERS_PER_CALL) {
+                    self.set_timers(&chunk[0].workspace, chunk).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn cancel_many<'a>(
+        &'a self,
+        workspace: &'a str,
+        timers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            for chunk in timers.chunks(TIMERS_PER_CALL) {
+                let refs = chunk
+                    .iter()
+                    .map(|(user, id)| TimerRef {
+                        user_id: user.clone(),
+                        id: id.clone(),
+                    })
+                    .collect();
+                self.cancel_timers(workspace, refs).await?;
+            }
+            Ok(())
         })
     }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use actix::{Actor, Addr};
-use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Trigger, Ts, UserState};
+use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Timer, Trigger, Ts, UserState};
 use beckon_journey::CurrentEngine;
 use beckon_telemetry::Metrics;
+use futures::StreamExt as _;
 
 use crate::actor::{Apply, Hibernate, Snapshot, UserActor};
 use crate::dormant::{self, Dormitory, Woken};
@@ -19,6 +20,19 @@ use crate::store::StateStore;
 
 /// Timers fired per batch while catching up; bounds the work between two checks.
 const TIMER_BATCH: usize = 256;
+
+/// State writes in flight at once when a batch's changed users are written.
+const WRITES_IN_FLIGHT: usize = 64;
+
+/// A change to the scheduler's timers, held until the batch's users are written.
+enum TimerOp {
+    Set(Timer),
+    Cancel {
+        workspace: String,
+        user: String,
+        id: String,
+    },
+}
 
 struct Active {
     addr: Addr<UserActor>,
@@ -41,6 +55,9 @@ pub struct PartitionWorker {
     timers: Timers,
     outlet: Arc<dyn Outlet>,
     forwarder: Option<Arc<dyn Forwarder>>,
+    /// Timer changes for the scheduler, in the order the evaluations asked for them, sent
+    /// together before the users are written: one request per run instead of one per timer.
+    timer_ops: Vec<TimerOp>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     /// Hashed with ahash, keyed at random per process: user ids come from clients, and
     /// SipHash cost more than the lookup itself on every trigger.
@@ -72,6 +89,7 @@ impl PartitionWorker {
             timers,
             outlet,
             forwarder: None,
+            timer_ops: Vec::new(),
             actors: HashMap::default(),
             dormant: Dormitory::default(),
             next_forget: Ts::MIN,
@@ -195,6 +213,9 @@ impl PartitionWorker {
     /// written it after the ForgetUser call erased it. The next trigger for the id starts
     /// from an empty user. Returns whether anything was held in memory.
     pub async fn forget(&mut self, workspace: &str, user: &str) -> Result<bool, StateError> {
+        // Timer changes asked for before the order go out first, so none of them sets a timer
+        // for the user after the store's copy is erased.
+        self.settle_timers().await?;
         let live = self
             .actors
             .get_mut(workspace)
@@ -231,25 +252,99 @@ impl PartitionWorker {
         }
     }
 
-    /// Writes every changed user's state to the store.
+    /// Sends the timer changes held back so far, then writes every changed user's state to
+    /// the store. Users are written concurrently: each write is its own compare-and-set on its
+    /// own key, so their order does not matter, and one round trip carries many.
     pub async fn flush(&mut self) -> Result<usize, StateError> {
-        let mut written = 0;
-        for active in self
+        self.settle_timers().await?;
+
+        let mut dirty: Vec<&mut Active> = self
             .actors
             .values_mut()
             .flat_map(|m| m.values_mut())
             .filter(|a| a.dirty)
-        {
-            let state = active.addr.send(Snapshot).await?;
-            match self.fence {
-                Some(token) => self.store.save_fenced(&state, active.stored, token).await?,
-                None => self.store.save(&state, active.stored).await?,
-            }
-            active.stored = state.version;
-            active.dirty = false;
-            written += 1;
+            .collect();
+        if dirty.is_empty() {
+            return Ok(0);
         }
-        Ok(written)
+        let states =
+            futures::future::try_join_all(dirty.iter().map(|a| a.addr.send(Snapshot))).await?;
+
+        let (store, fence) = (&self.store, self.fence);
+        let results: Vec<Result<(), StateError>> =
+            futures::stream::iter(states.iter().zip(dirty.iter()).map(|(state, active)| {
+                let expected = active.stored;
+                async move {
+                    match fence {
+                        Some(token) => store.save_fenced(state, expected, token).await,
+                        None => store.save(state, expected).await,
+                    }
+                }
+            }))
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+
+        // The users written keep their new version even when others failed: a retried batch
+        // finds them up to date and skips the entries they applied.
+        let mut written = 0;
+        let mut failure: Option<StateError> = None;
+        for ((active, state), result) in dirty.iter_mut().zip(&states).zip(results) {
+            match result {
+                Ok(()) => {
+                    active.stored = state.version;
+                    active.dirty = false;
+                    written += 1;
+                }
+                // Being fenced off decides what the loop does next, so it wins over others.
+                Err(e) if failure.is_none() || matches!(e, StateError::Fenced { .. }) => {
+                    failure = Some(e);
+                }
+                Err(_) => {}
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    /// Sends the held timer changes in order: each run of sets as one request, each run of
+    /// cancels as another, so a set, cancel and set of one timer id keep their order.
+    async fn settle_timers(&mut self) -> Result<(), StateError> {
+        let Timers::Remote(sink) = &self.timers else {
+            return Ok(());
+        };
+        let mut ops = std::mem::take(&mut self.timer_ops).into_iter().peekable();
+        while let Some(op) = ops.next() {
+            match op {
+                TimerOp::Set(timer) => {
+                    let mut run = vec![timer];
+                    while let Some(TimerOp::Set(_)) = ops.peek() {
+                        if let Some(TimerOp::Set(t)) = ops.next() {
+                            run.push(t);
+                        }
+                    }
+                    sink.schedule_many(&run).await?;
+                }
+                TimerOp::Cancel {
+                    workspace,
+                    user,
+                    id,
+                } => {
+                    let mut run = vec![(user, id)];
+                    while let Some(TimerOp::Cancel { workspace: w, .. }) = ops.peek()
+                        && *w == workspace
+                    {
+                        if let Some(TimerOp::Cancel { user, id, .. }) = ops.next() {
+                            run.push((user, id));
+                        }
+                    }
+                    sink.cancel_many(&workspace, &run).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops the actors of users with no trigger for `idle` of partition time whose state is
@@ -366,6 +461,8 @@ impl PartitionWorker {
     /// reloads it from the store. After a failed batch this puts users back where the log's
     /// unacknowledged entries expect them, and applying those entries again is exact.
     pub fn discard_unsaved(&mut self) -> usize {
+        // The entries that asked for them are applied again, and ask again.
+        self.timer_ops.clear();
         let before = self.users();
         for users in self.actors.values_mut() {
             users.retain(|_, a| !a.dirty);
@@ -499,10 +596,10 @@ impl PartitionWorker {
                     self.stats.timers_set += 1;
                     match &mut self.timers {
                         Timers::Local(t) => t.schedule(timer),
-                        Timers::Remote(sink) => {
+                        Timers::Remote(_) => {
                             // The firing, much later and elsewhere, links back to this work.
                             timer.trace = beckon_telemetry::current_trace_string();
-                            sink.schedule(&timer).await?;
+                            self.timer_ops.push(TimerOp::Set(timer));
                         }
                     }
                 }
@@ -514,7 +611,11 @@ impl PartitionWorker {
                     Timers::Local(t) => {
                         t.cancel(&workspace, &user, &id);
                     }
-                    Timers::Remote(sink) => sink.cancel(&workspace, &user, &id).await?,
+                    Timers::Remote(_) => self.timer_ops.push(TimerOp::Cancel {
+                        workspace,
+                        user,
+                        id,
+                    }),
                 },
                 Effect::Send(message) => {
                     self.stats.message(&message);
