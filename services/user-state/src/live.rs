@@ -3,9 +3,10 @@
 //!
 //! Order of work for a batch read from a partition's log:
 //! 1. apply each entry (event, fired timer, merge step or forget) to its user's actor;
-//! 2. perform the effects (timers to the scheduler, messages to the gateway), each
-//!    idempotent by its id;
-//! 3. write every changed user's state with compare-and-set;
+//! 2. perform the effects, each idempotent by its id: merge steps as they come; messages and
+//!    timer changes once every entry is applied, messages of many users at once but each
+//!    user's in order, and each run of timer sets or cancels as one request;
+//! 3. write every changed user's state with compare-and-set, many users at once;
 //! 4. acknowledge the batch in the log.
 //!
 //! A crash anywhere before step 4 redelivers the batch. Users whose state was written skip

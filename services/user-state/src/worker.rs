@@ -6,7 +6,9 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use actix::{Actor, Addr};
-use beckon_core::{Decision, DecisionKind, Duration, Effect, Event, Timer, Trigger, Ts, UserState};
+use beckon_core::{
+    Decision, DecisionKind, Duration, Effect, Event, OutboundMessage, Timer, Trigger, Ts, UserState,
+};
 use beckon_journey::CurrentEngine;
 use beckon_telemetry::Metrics;
 use futures::StreamExt as _;
@@ -14,7 +16,7 @@ use futures::StreamExt as _;
 use crate::actor::{Apply, Hibernate, Snapshot, UserActor};
 use crate::dormant::{self, Dormitory, Woken};
 use crate::error::StateError;
-use crate::outlet::{Forwarder, Outlet, Timers};
+use crate::outlet::{Forwarder, Outlet, TimerSink, Timers};
 use crate::stats::Stats;
 use crate::store::StateStore;
 
@@ -58,6 +60,10 @@ pub struct PartitionWorker {
     /// Timer changes for the scheduler, in the order the evaluations asked for them, sent
     /// together before the users are written: one request per run instead of one per timer.
     timer_ops: Vec<TimerOp>,
+    /// Users whose held messages are sent at once; 0 sends each message when it is produced.
+    send_concurrency: usize,
+    /// Messages produced and not yet sent, in the order produced.
+    held_sends: Vec<OutboundMessage>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     /// Hashed with ahash, keyed at random per process: user ids come from clients, and
     /// SipHash cost more than the lookup itself on every trigger.
@@ -90,6 +96,8 @@ impl PartitionWorker {
             outlet,
             forwarder: None,
             timer_ops: Vec::new(),
+            send_concurrency: 0,
+            held_sends: Vec::new(),
             actors: HashMap::default(),
             dormant: Dormitory::default(),
             next_forget: Ts::MIN,
@@ -104,6 +112,16 @@ impl PartitionWorker {
     /// batch that needs to forward fails and is retried.
     pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> PartitionWorker {
         self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// Holds messages until the batch's users are written, then sends them with up to
+    /// `users` users' messages in flight at once, each user's in the order produced. For a
+    /// partition loop, whose batch ends with [`PartitionWorker::flush`]: a batch then waits
+    /// for its slowest user's messages, not for the sum of everyone's. Without it (a replay)
+    /// each message is sent when it is produced.
+    pub fn with_concurrent_sends(mut self, users: usize) -> PartitionWorker {
+        self.send_concurrency = users;
         self
     }
 
@@ -213,9 +231,9 @@ impl PartitionWorker {
     /// written it after the ForgetUser call erased it. The next trigger for the id starts
     /// from an empty user. Returns whether anything was held in memory.
     pub async fn forget(&mut self, workspace: &str, user: &str) -> Result<bool, StateError> {
-        // Timer changes asked for before the order go out first, so none of them sets a timer
-        // for the user after the store's copy is erased.
-        self.settle_timers().await?;
+        // Effects asked for before the order go out first, so none of them sets a timer for
+        // the user after the store's copy is erased.
+        self.settle().await?;
         let live = self
             .actors
             .get_mut(workspace)
@@ -252,11 +270,12 @@ impl PartitionWorker {
         }
     }
 
-    /// Sends the timer changes held back so far, then writes every changed user's state to
-    /// the store. Users are written concurrently: each write is its own compare-and-set on its
-    /// own key, so their order does not matter, and one round trip carries many.
+    /// Performs the effects held back so far (messages, timer changes), then writes every
+    /// changed user's state to the store. Users are written concurrently: each write is its
+    /// own compare-and-set on its own key, so their order does not matter, and one round trip
+    /// carries many.
     pub async fn flush(&mut self) -> Result<usize, StateError> {
-        self.settle_timers().await?;
+        self.settle().await?;
 
         let mut dirty: Vec<&mut Active> = self
             .actors
@@ -309,42 +328,20 @@ impl PartitionWorker {
         }
     }
 
-    /// Sends the held timer changes in order: each run of sets as one request, each run of
-    /// cancels as another, so a set, cancel and set of one timer id keep their order.
-    async fn settle_timers(&mut self) -> Result<(), StateError> {
-        let Timers::Remote(sink) = &self.timers else {
-            return Ok(());
+    /// Sends the held messages and timer changes, the two side by side: they go to different
+    /// targets, and each keeps its own order.
+    async fn settle(&mut self) -> Result<(), StateError> {
+        let sends = std::mem::take(&mut self.held_sends);
+        let ops = std::mem::take(&mut self.timer_ops);
+        let sink = match &self.timers {
+            Timers::Remote(sink) => Some(sink.as_ref()),
+            Timers::Local(_) => None,
         };
-        let mut ops = std::mem::take(&mut self.timer_ops).into_iter().peekable();
-        while let Some(op) = ops.next() {
-            match op {
-                TimerOp::Set(timer) => {
-                    let mut run = vec![timer];
-                    while let Some(TimerOp::Set(_)) = ops.peek() {
-                        if let Some(TimerOp::Set(t)) = ops.next() {
-                            run.push(t);
-                        }
-                    }
-                    sink.schedule_many(&run).await?;
-                }
-                TimerOp::Cancel {
-                    workspace,
-                    user,
-                    id,
-                } => {
-                    let mut run = vec![(user, id)];
-                    while let Some(TimerOp::Cancel { workspace: w, .. }) = ops.peek()
-                        && *w == workspace
-                    {
-                        if let Some(TimerOp::Cancel { user, id, .. }) = ops.next() {
-                            run.push((user, id));
-                        }
-                    }
-                    sink.cancel_many(&workspace, &run).await?;
-                }
-            }
-        }
-        Ok(())
+        let (sent, set) = futures::join!(
+            send_chains(self.outlet.as_ref(), sends, self.send_concurrency),
+            settle_timers(sink, ops),
+        );
+        sent.and(set)
     }
 
     /// Stops the actors of users with no trigger for `idle` of partition time whose state is
@@ -463,6 +460,7 @@ impl PartitionWorker {
     pub fn discard_unsaved(&mut self) -> usize {
         // The entries that asked for them are applied again, and ask again.
         self.timer_ops.clear();
+        self.held_sends.clear();
         let before = self.users();
         for users in self.actors.values_mut() {
             users.retain(|_, a| !a.dirty);
@@ -619,7 +617,11 @@ impl PartitionWorker {
                 },
                 Effect::Send(message) => {
                     self.stats.message(&message);
-                    self.outlet.send(&message).await?;
+                    if self.send_concurrency > 0 {
+                        self.held_sends.push(message);
+                    } else {
+                        self.outlet.send(&message).await?;
+                    }
                 }
                 Effect::Record(decision) => {
                     record_decision(&self.metrics, &decision);
@@ -666,4 +668,77 @@ fn record_decision(metrics: &Metrics, d: &Decision) {
         | DecisionKind::Deferred
         | DecisionKind::Merged => {}
     }
+}
+
+/// Sends the held timer changes in order: each run of sets as one request, each run of
+/// cancels as another, so a set, cancel and set of one timer id keep their order.
+async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Result<(), StateError> {
+    let Some(sink) = sink else {
+        return Ok(());
+    };
+    let mut ops = ops.into_iter().peekable();
+    while let Some(op) = ops.next() {
+        match op {
+            TimerOp::Set(timer) => {
+                let mut run = vec![timer];
+                while let Some(TimerOp::Set(_)) = ops.peek() {
+                    if let Some(TimerOp::Set(t)) = ops.next() {
+                        run.push(t);
+                    }
+                }
+                sink.schedule_many(&run).await?;
+            }
+            TimerOp::Cancel {
+                workspace,
+                user,
+                id,
+            } => {
+                let mut run = vec![(user, id)];
+                while let Some(TimerOp::Cancel { workspace: w, .. }) = ops.peek()
+                    && *w == workspace
+                {
+                    if let Some(TimerOp::Cancel { user, id, .. }) = ops.next() {
+                        run.push((user, id));
+                    }
+                }
+                sink.cancel_many(&workspace, &run).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `messages` as one chain per user, each in the order produced, with up to
+/// `concurrency` chains in flight. Every chain runs to its end or its first failure, so no
+/// send is abandoned part-way; the first failure is returned once all have stopped.
+async fn send_chains(
+    outlet: &dyn Outlet,
+    messages: Vec<OutboundMessage>,
+    concurrency: usize,
+) -> Result<(), StateError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut chains: Vec<Vec<OutboundMessage>> = Vec::new();
+    let mut by_user: HashMap<(String, String), usize, RandomState> = HashMap::default();
+    for m in messages {
+        let key = (m.workspace.clone(), m.user_id.clone());
+        let i = *by_user.entry(key).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[i].push(m);
+    }
+
+    let results: Vec<Result<(), StateError>> = futures::stream::iter(chains)
+        .map(|chain| async move {
+            for m in &chain {
+                outlet.send(m).await?;
+            }
+            Ok(())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
 }

@@ -34,6 +34,11 @@ pub struct Parts {
 /// Repeated failures of one kind are logged a few times per this many milliseconds.
 const WARNING_INTERVAL_MS: i64 = 10_000;
 
+/// Users whose messages a partition sends at once at the end of a batch. A batch of new users
+/// is mostly one message each; sent one after another, every one waits for the gateway's
+/// round trip (and a recording file's sync) in turn.
+const SEND_CHAINS: usize = 64;
+
 struct Running {
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<live::LoopReport>,
@@ -136,7 +141,8 @@ impl Instance {
                     parts.outlet,
                 )
                 // Merges reach the other id's partition through the same log.
-                .with_forwarder(Arc::new(LogForwarder(parts.log.clone())));
+                .with_forwarder(Arc::new(LogForwarder(parts.log.clone())))
+                .with_concurrent_sends(SEND_CHAINS);
                 let worker = match fence {
                     Some(token) => worker.with_fence(token),
                     None => worker,

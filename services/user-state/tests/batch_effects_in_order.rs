@@ -1,18 +1,21 @@
-//! A partition worker holds its users' timer changes for the scheduler until the batch is
-//! written, then sends each run of sets and each run of cancels as one request. The timers the
-//! scheduler ends up with must be exactly those a worker keeping its timers in memory ends up
-//! with after the same events, including when one batch sets, cancels and sets again the
-//! timers of one user (a wait that every event restarts).
+//! A partition loop's worker holds its users' messages and timer changes until the batch is
+//! written, then sends messages of many users at once and each run of timer sets or cancels as
+//! one request. What comes out must be what a worker performing each effect at once produces:
+//! the same timers left with the scheduler, including when one batch sets, cancels and sets
+//! again the timers of one user (a wait that every event restarts), and the same messages in
+//! each user's order.
 
 use std::sync::{Arc, Mutex};
 
+use beckon_core::OutboundMessage;
 use beckon_core::Timer;
 use beckon_core::{Event, EventKind, Props, Ts};
-use beckon_gateway::{Gateway, RecordingChannel};
+use beckon_gateway::{Channel, Delivery, Gateway, GatewayError, RecordingChannel};
 use beckon_journey::{Engine, load_definitions_str};
 use beckon_scheduler::{AsyncTimerStore, MemoryTimers, RedisTimers, TimerStore};
 use beckon_testkit::RedisServer;
 use beckon_user_state::{MemoryStore, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
 const HOUR: i64 = 3_600_000;
@@ -101,10 +104,36 @@ fn events() -> Vec<Event> {
 }
 
 fn worker(timers: Timers) -> PartitionWorker {
+    worker_sending_to(timers, RecordingChannel::new())
+}
+
+/// Records what it is sent after a few turns of the runtime, more for a user's first message
+/// than for later ones, so sends in flight together finish out of the order they began.
+struct Uneven(RecordingChannel);
+
+impl Channel for Uneven {
+    fn provider(&self) -> &str {
+        "uneven"
+    }
+
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
+        Box::pin(async move {
+            let turns = if message.step == "thanks" { 40 } else { 3 };
+            for _ in 0..turns {
+                tokio::task::yield_now().await;
+            }
+            self.0.send(message).await
+        })
+    }
+}
+
+fn worker_sending_to(timers: Timers, sent: RecordingChannel) -> PartitionWorker {
     let defs = load_definitions_str("defs.yaml", DEFS).expect("definitions");
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
-    let outlet: Arc<dyn Outlet> =
-        Arc::new(Gateway::new().with("email", Arc::new(RecordingChannel::new())));
+    let outlet: Arc<dyn Outlet> = Arc::new(Gateway::new().with("email", Arc::new(Uneven(sent))));
     PartitionWorker::new(
         0,
         Arc::new(Engine::from_definitions(defs)),
@@ -191,5 +220,66 @@ async fn batched_timer_changes_leave_the_scheduler_as_immediate_ones_would() {
     // Every user has the restarted quiet period and, after the second order, a review
     // reminder: two timers each, at the times the last events set them.
     assert_eq!(expected.len(), 24, "{expected:?}");
+    assert_eq!(got, expected);
+}
+
+/// Each user's messages (step names), in the order the channel received them.
+fn by_user(sent: &RecordingChannel) -> Vec<(String, Vec<String>)> {
+    let mut users: Vec<(String, Vec<String>)> = Vec::new();
+    for m in sent.take() {
+        match users.iter_mut().find(|(u, _)| *u == m.user_id) {
+            Some((_, steps)) => steps.push(m.step),
+            None => users.push((m.user_id, vec![m.step])),
+        }
+    }
+    users.sort();
+    users
+}
+
+#[actix_rt::test]
+async fn held_messages_go_out_when_the_batch_is_written_in_each_users_order() {
+    let held = RecordingChannel::new();
+    let at_once = RecordingChannel::new();
+    let mut concurrent =
+        worker_sending_to(Timers::Local(Box::new(MemoryTimers::new())), held.clone())
+            .with_concurrent_sends(4);
+    let mut sequential = worker_sending_to(
+        Timers::Local(Box::new(MemoryTimers::new())),
+        at_once.clone(),
+    );
+
+    // Every user writes a review, orders again and writes another within one batch: a thank
+    // you, then (the second order's wait timing out 30 hours on) a reminder and the step after
+    // it, then a thank you for the third order, all for the same user, in that order.
+    let mut batch = Vec::new();
+    for u in 0..10 {
+        let user = format!("u{u}");
+        let t = HOUR + u * 1_000;
+        batch.push(event(&user, 0, "Order Completed", t));
+        batch.push(event(&user, 1, "Review Written", t + 60_000));
+        batch.push(event(&user, 2, "Order Completed", t + 120_000));
+        batch.push(event(&user, 3, "Product Viewed", t + 40 * HOUR));
+        batch.push(event(&user, 4, "Order Completed", t + 41 * HOUR));
+        batch.push(event(&user, 5, "Review Written", t + 42 * HOUR));
+    }
+    for e in &batch {
+        concurrent.on_event("w", e.clone()).await.expect("apply");
+        sequential.on_event("w", e.clone()).await.expect("apply");
+    }
+    assert!(
+        held.messages().is_empty(),
+        "nothing is sent before the write"
+    );
+
+    assert_eq!(concurrent.flush().await.expect("write"), 10);
+    sequential.flush().await.expect("write");
+    let got = by_user(&held);
+    let expected = by_user(&at_once);
+    assert_eq!(got.len(), 10);
+    assert_eq!(
+        got[0].1,
+        ["thanks", "remind", "thanks", "thanks"],
+        "{got:?}"
+    );
     assert_eq!(got, expected);
 }
