@@ -12,6 +12,7 @@ use beckon_core::{
 use beckon_journey::CurrentEngine;
 use beckon_telemetry::Metrics;
 use futures::StreamExt as _;
+use tracing::{Instrument as _, Span};
 
 use crate::actor::{Apply, Hibernate, Snapshot, UserActor};
 use crate::dormant::{self, Dormitory, Woken};
@@ -26,13 +27,15 @@ const TIMER_BATCH: usize = 256;
 /// State writes in flight at once when a batch's changed users are written.
 const WRITES_IN_FLIGHT: usize = 64;
 
-/// A change to the scheduler's timers, held until the batch's users are written.
+/// A change to the scheduler's timers, held until the batch's users are written, with the
+/// span of the entry that asked for it.
 enum TimerOp {
-    Set(Timer),
+    Set(Timer, Span),
     Cancel {
         workspace: String,
         user: String,
         id: String,
+        span: Span,
     },
 }
 
@@ -63,7 +66,7 @@ pub struct PartitionWorker {
     /// Users whose held messages are sent at once; 0 sends each message when it is produced.
     send_concurrency: usize,
     /// Messages produced and not yet sent, in the order produced.
-    held_sends: Vec<OutboundMessage>,
+    held_sends: Vec<(OutboundMessage, Span)>,
     /// Live actors by workspace, then user: two levels so lookups borrow, not allocate.
     /// Hashed with ahash, keyed at random per process: user ids come from clients, and
     /// SipHash cost more than the lookup itself on every trigger.
@@ -597,7 +600,7 @@ impl PartitionWorker {
                         Timers::Remote(_) => {
                             // The firing, much later and elsewhere, links back to this work.
                             timer.trace = beckon_telemetry::current_trace_string();
-                            self.timer_ops.push(TimerOp::Set(timer));
+                            self.timer_ops.push(TimerOp::Set(timer, Span::current()));
                         }
                     }
                 }
@@ -613,12 +616,13 @@ impl PartitionWorker {
                         workspace,
                         user,
                         id,
+                        span: Span::current(),
                     }),
                 },
                 Effect::Send(message) => {
                     self.stats.message(&message);
                     if self.send_concurrency > 0 {
-                        self.held_sends.push(message);
+                        self.held_sends.push((message, Span::current()));
                     } else {
                         self.outlet.send(&message).await?;
                     }
@@ -672,6 +676,9 @@ fn record_decision(metrics: &Metrics, d: &Decision) {
 
 /// Sends the held timer changes in order: each run of sets as one request, each run of
 /// cancels as another, so a set, cancel and set of one timer id keep their order.
+///
+/// A request serves the entries of many traces: it continues the first one's. Every timer
+/// still carries the traceparent of the entry that set it, which its firing links back to.
 async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Result<(), StateError> {
     let Some(sink) = sink else {
         return Ok(());
@@ -679,19 +686,20 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
     let mut ops = ops.into_iter().peekable();
     while let Some(op) = ops.next() {
         match op {
-            TimerOp::Set(timer) => {
+            TimerOp::Set(timer, span) => {
                 let mut run = vec![timer];
-                while let Some(TimerOp::Set(_)) = ops.peek() {
-                    if let Some(TimerOp::Set(t)) = ops.next() {
+                while let Some(TimerOp::Set(..)) = ops.peek() {
+                    if let Some(TimerOp::Set(t, _)) = ops.next() {
                         run.push(t);
                     }
                 }
-                sink.schedule_many(&run).await?;
+                sink.schedule_many(&run).instrument(span).await?;
             }
             TimerOp::Cancel {
                 workspace,
                 user,
                 id,
+                span,
             } => {
                 let mut run = vec![(user, id)];
                 while let Some(TimerOp::Cancel { workspace: w, .. }) = ops.peek()
@@ -701,7 +709,7 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
                         run.push((user, id));
                     }
                 }
-                sink.cancel_many(&workspace, &run).await?;
+                sink.cancel_many(&workspace, &run).instrument(span).await?;
             }
         }
     }
@@ -709,20 +717,21 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
 }
 
 /// Sends `messages` as one chain per user, each in the order produced, with up to
-/// `concurrency` chains in flight. Every chain runs to its end or its first failure, so no
-/// send is abandoned part-way; the first failure is returned once all have stopped.
+/// `concurrency` chains in flight, each message in the span of the entry that produced it.
+/// Every chain runs to its end or its first failure, so no send is abandoned part-way; the
+/// first failure is returned once all have stopped.
 async fn send_chains(
     outlet: &dyn Outlet,
-    messages: Vec<OutboundMessage>,
+    messages: Vec<(OutboundMessage, Span)>,
     concurrency: usize,
 ) -> Result<(), StateError> {
     if messages.is_empty() {
         return Ok(());
     }
-    let mut chains: Vec<Vec<OutboundMessage>> = Vec::new();
+    let mut chains: Vec<Vec<(OutboundMessage, Span)>> = Vec::new();
     let mut by_user: HashMap<(String, String), usize, RandomState> = HashMap::default();
     for m in messages {
-        let key = (m.workspace.clone(), m.user_id.clone());
+        let key = (m.0.workspace.clone(), m.0.user_id.clone());
         let i = *by_user.entry(key).or_insert_with(|| {
             chains.push(Vec::new());
             chains.len() - 1
@@ -732,8 +741,8 @@ async fn send_chains(
 
     let results: Vec<Result<(), StateError>> = futures::stream::iter(chains)
         .map(|chain| async move {
-            for m in &chain {
-                outlet.send(m).await?;
+            for (m, span) in chain {
+                outlet.send(&m).instrument(span).await?;
             }
             Ok(())
         })
