@@ -17,6 +17,10 @@
 //!
 //! A forget entry splits its batch: the entries before it are written and acknowledged first,
 //! so a redelivery never applies them to the user the forget erased.
+//!
+//! Writes and erases carry the lease's fencing token. One refused as fenced means another
+//! instance owns the partition now: the loop stops, acknowledging nothing more, and the new
+//! owner applies what was left.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

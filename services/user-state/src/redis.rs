@@ -119,12 +119,15 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
 });
 
 // KEYS: record, alias set, timer index, inbox, timers, timer bodies, claimed, outbox, the
-// gateway's set of the user's idempotency keys. ARGV: user, outbox entries to look at,
-// partition key prefix, prefix of the gateway's idempotency keys. Returns the number of
-// records removed.
+// gateway's set of the user's idempotency keys, lease token. ARGV: user, outbox entries to
+// look at, partition key prefix, prefix of the gateway's idempotency keys, fencing token
+// ('' for none). Returns {1, records removed}, or {-1, current token} when fenced off.
 static FORGET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_LUA}
+        if ARGV[5] ~= '' and redis.call('GET', KEYS[10]) ~= ARGV[5] then
+            return {{-1, redis.call('GET', KEYS[10]) or ''}}
+        end
         local n = 0
         for seg in pairs(set(redis.call('HGET', KEYS[1], 's') or '')) do
             n = n + unindex(ARGV[3], seg, ARGV[1])
@@ -146,7 +149,7 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
                 end
             end
         end
-        return n
+        return {{1, tostring(n)}}
         ",
     ))
 });
@@ -233,7 +236,7 @@ where
             .key(keys.state(&state.user))
             .key(keys.outbox())
             .key(keys.log())
-            .key(format!("{}:lease:token", keys.prefix()))
+            .key(lease_token_key(&keys))
             .arg(expected.to_string())
             .arg(state.version.to_string())
             .arg(data)
@@ -327,9 +330,31 @@ where
 
     /// Erases everything kept for the user: record, member index entries, aliases, timers,
     /// inbox, the gateway's idempotency keys of the user's sends and the user's pending outbox
-    /// entries, the user's sends waiting in the gateway's retry queue, and the tombstones of the ids merged into the user. Returns how many records
-    /// were removed.
+    /// entries, the user's sends waiting in the gateway's retry queue, and the tombstones of
+    /// the ids merged into the user. Returns how many records were removed.
     pub async fn forget_user(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
+        self.forget_user_fenced(workspace, user, None).await
+    }
+
+    /// [`RedisStateStore::forget_user`] for the owner of the user's partition: with `fence`,
+    /// the erase requires the partition's lease token to be that value, so an owner whose
+    /// lease was taken over cannot erase what the new owner wrote since; it gets
+    /// [`StateError::Fenced`] instead.
+    ///
+    /// The token is checked in the same script that erases what the user's partition keeps
+    /// (record, index entries, timers, inbox, outbox entries). Alias lookups live in their
+    /// aliases' partitions, out of that script's reach: they are erased after a check of the
+    /// token just before. The merged ids' tombstones and the retry queue's sends are erased
+    /// only once the fenced script went through.
+    pub async fn forget_user_fenced(
+        &self,
+        workspace: &str,
+        user: &str,
+        fence: Option<u64>,
+    ) -> Result<u64, StateError> {
+        if let Some(token) = fence {
+            self.check_fence(workspace, user, token).await?;
+        }
         let merged: Vec<String> = match self.load_state(workspace, user).await {
             Ok(state) => state
                 .map(|s| s.merged.into_keys().collect())
@@ -338,7 +363,7 @@ where
             Err(StateError::Corrupt { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut removed = self.forget_one(workspace, user).await?;
+        let mut removed = self.forget_one(workspace, user, fence).await?;
         for id in &merged {
             // Only a tombstone that still points here: the id may have been forgotten on its
             // own and seen again since.
@@ -347,13 +372,39 @@ where
                 .await?
                 .is_some_and(|s| s.merged_into.as_deref() == Some(user));
             if points_here {
-                removed += self.forget_one(workspace, id).await?;
+                // The tombstone's partition has a lease of its own; the user's token says
+                // nothing about it, and the user's erase above already passed the check.
+                removed += self.forget_one(workspace, id, None).await?;
             }
         }
         Ok(removed)
     }
 
-    async fn forget_one(&self, workspace: &str, user: &str) -> Result<u64, StateError> {
+    /// Fails with [`StateError::Fenced`] unless the lease of the user's partition carries
+    /// `fence`.
+    async fn check_fence(&self, workspace: &str, user: &str, fence: u64) -> Result<(), StateError> {
+        let key = lease_token_key(&self.keys(workspace, user));
+        let mut con = self.con.clone();
+        let current: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        match current {
+            Some(c) if c == fence.to_string() => Ok(()),
+            current => Err(StateError::Fenced {
+                held: fence,
+                current: current.unwrap_or_default(),
+            }),
+        }
+    }
+
+    async fn forget_one(
+        &self,
+        workspace: &str,
+        user: &str,
+        fence: Option<u64>,
+    ) -> Result<u64, StateError> {
         let keys = self.keys(workspace, user);
         let mut con = self.con.clone();
 
@@ -374,7 +425,7 @@ where
             removed += n;
         }
 
-        let n: u64 = FORGET
+        let (status, detail): (i64, String) = FORGET
             .key(keys.state(user))
             .key(keys.user_aliases(user))
             .key(keys.user_timers(user))
@@ -384,14 +435,24 @@ where
             .key(keys.timers_claimed())
             .key(keys.outbox())
             .key(keys.sent_by(user))
+            .key(lease_token_key(&keys))
             .arg(user)
             .arg(FORGET_OUTBOX_SCAN)
             .arg(keys.prefix())
             .arg(keys.sent(""))
+            .arg(fence.map(|f| f.to_string()).unwrap_or_default())
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
-        removed += n;
+        if status != 1 {
+            return Err(StateError::Fenced {
+                held: fence.unwrap_or_default(),
+                current: detail,
+            });
+        }
+        removed += detail.parse::<u64>().map_err(|e| {
+            StateError::Unavailable(format!("forget script answered {detail:?}: {e}"))
+        })?;
 
         // Sends of the user's that a provider could not take wait in the gateway's retry
         // queue, in a slot of their own.
@@ -644,6 +705,15 @@ where
         Box::pin(self.forget_user(workspace, user))
     }
 
+    fn forget_fenced<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        fence: u64,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(self.forget_user_fenced(workspace, user, Some(fence)))
+    }
+
     fn partitions(&self) -> u32 {
         self.partitions
     }
@@ -677,6 +747,12 @@ pub fn members_key(namespace: &str, workspace: &str, partition: u32, segment: &s
         keys.prefix(),
         beckon_scheduler::keys::escape(segment)
     )
+}
+
+/// The fencing token of the partition's lease, drawn anew by each acquisition (see
+/// [`crate::lease`]); in the partition's slot, so the scripts that write it can check it.
+fn lease_token_key(keys: &Keys) -> String {
+    format!("{}:lease:token", keys.prefix())
 }
 
 /// Encodes a record.

@@ -77,6 +77,19 @@ pub trait StateStore: Send + Sync + 'static {
         user: &'a str,
     ) -> BoxFuture<'a, Result<u64, StateError>>;
 
+    /// Like [`StateStore::forget`], but only while the partition's lease token is still
+    /// `fence`, as for [`StateStore::save_fenced`]: an owner whose lease was taken over gets
+    /// [`StateError::Fenced`] and erases nothing of what the new owner wrote.
+    fn forget_fenced<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+        fence: u64,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        let _ = fence;
+        self.forget(workspace, user)
+    }
+
     /// How many partitions member listings walk through; a cursor names one of them.
     fn partitions(&self) -> u32;
 

@@ -233,6 +233,9 @@ impl PartitionWorker {
     /// store keeps of the user erased again, since triggers ordered before this one may have
     /// written it after the ForgetUser call erased it. The next trigger for the id starts
     /// from an empty user. Returns whether anything was held in memory.
+    ///
+    /// With a fence, the erase is refused with [`StateError::Fenced`] once the partition's
+    /// lease has passed to another instance.
     pub async fn forget(&mut self, workspace: &str, user: &str) -> Result<bool, StateError> {
         // Effects asked for before the order go out first, so none of them sets a timer for
         // the user after the store's copy is erased.
@@ -252,7 +255,12 @@ impl PartitionWorker {
             Timers::Remote(_) => 0,
         };
 
-        let removed = self.store.forget(workspace, user).await?;
+        // Fenced like every write: a late forget from an owner that lost the partition must
+        // not erase what the new owner wrote since.
+        let removed = match self.fence {
+            Some(token) => self.store.forget_fenced(workspace, user, token).await?,
+            None => self.store.forget(workspace, user).await?,
+        };
         tracing::debug!(
             partition = self.partition,
             beckon.workspace = %workspace,
