@@ -18,6 +18,16 @@
 //! A forget entry splits its batch: the entries before it are written and acknowledged first,
 //! so a redelivery never applies them to the user the forget erased.
 //!
+//! Users idle long enough hibernate, and later leave memory, after every written batch and,
+//! on a partition with nothing to read, every so often in between. Idleness is measured on
+//! the partition's idle clock: partition time (the latest event or timer applied) plus the
+//! wall time, from the loop's clock, that the partition has gone without entries since its
+//! latest batch. In a live partition event times follow the wall clock and both measures
+//! agree; a partition working through old entries idles its users by event time only; and a
+//! partition that goes quiet lets its users hibernate and leave as wall time passes, instead
+//! of keeping them live until the next entry arrives. Once entries arrive again the idle
+//! clock is partition time again: a trigger's time is what makes a user recent.
+//!
 //! Writes and erases carry the lease's fencing token. One refused as fenced means another
 //! instance owns the partition now: the loop stops, acknowledging nothing more, and the new
 //! owner applies what was left.
@@ -25,7 +35,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use beckon_core::{Duration, Trigger};
+use beckon_core::{Clock, Duration, Trigger, Ts};
 use beckon_ingest::log::{Consumer, EventLog, LogEntry};
 use beckon_telemetry::{Admit, LogRateLimiter, Metrics};
 use tokio::sync::watch;
@@ -45,7 +55,7 @@ pub fn consumer(workspace: &str, partition: u32) -> Consumer {
     Consumer::new(workspace, partition, GROUP, &format!("p{partition}"))
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoopConfig {
     pub workspace: String,
     pub consumer: String,
@@ -53,18 +63,36 @@ pub struct LoopConfig {
     pub block_ms: u64,
     /// Pause after a failed batch before it is read again.
     pub retry_ms: u64,
-    /// Users idle this long (partition time) hibernate after a written batch: their actor
-    /// stops and their state stays in memory in compact form.
+    /// Users idle this long (on the idle clock, see the module's documentation) hibernate:
+    /// their actor stops and their state stays in memory in compact form.
     pub hibernate: beckon_core::Duration,
-    /// Users idle this long (partition time) leave memory altogether; their next trigger
+    /// Users idle this long (on the idle clock) leave memory altogether; their next trigger
     /// loads them from the store.
     pub idle: beckon_core::Duration,
+    /// Wall time, for how long the partition has gone without entries.
+    pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     /// Shared by the partitions of an instance: an outage fails every partition at once, and
     /// one line a few seconds says so as well as hundreds.
     pub warnings: Arc<LogRateLimiter>,
     /// The partition's lease, when one grants it: no entry is applied once it has lapsed.
     pub lease: Option<LeaseWindow>,
+}
+
+impl std::fmt::Debug for LoopConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The clock, metrics and rate limiter are handles with nothing to show.
+        f.debug_struct("LoopConfig")
+            .field("workspace", &self.workspace)
+            .field("consumer", &self.consumer)
+            .field("batch", &self.batch)
+            .field("block_ms", &self.block_ms)
+            .field("retry_ms", &self.retry_ms)
+            .field("hibernate", &self.hibernate)
+            .field("idle", &self.idle)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts a partition loop reports when it stops.
@@ -86,6 +114,9 @@ pub async fn run_partition(
     let reader = consumer(&config.workspace, p);
     let mut group_ready = false;
     let mut report = LoopReport::default();
+    let mut idle_clock = IdleClock::new(&config);
+    // The partition's series is there from the start, not from its first sweep.
+    config.metrics.set_users_hibernated(p, 0);
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
@@ -98,6 +129,9 @@ pub async fn run_partition(
             Ok(entries) if entries.is_empty() => {
                 // Nothing unread and nothing unacknowledged: this partition is caught up.
                 config.metrics.set_log_lag(p, 0);
+                if let Some(at) = idle_clock.quiet_sweep_due(worker.now()) {
+                    sweep(&mut worker, &config, at).await;
+                }
                 continue;
             }
             Ok(entries) => apply_batch(&mut worker, log.as_ref(), &config, entries).await,
@@ -107,14 +141,9 @@ pub async fn run_partition(
             Ok(n) => {
                 report.applied += n;
                 report.batches += 1;
-                worker.evict_idle(config.idle);
-                if let Err(e) = worker.hibernate_idle(config.hibernate).await {
-                    // Only the actor system stopping fails this; the loop ends with it.
-                    tracing::debug!(partition = p, error = %e, "hibernation stopped");
-                }
-                config
-                    .metrics
-                    .set_users_hibernated(p, gauge_value(worker.hibernated()));
+                let now = worker.now();
+                idle_clock.batch_applied(now);
+                sweep(&mut worker, &config, now).await;
                 record_lag(log.as_ref(), &reader, &config).await;
             }
             Err(e @ StateError::Fenced { .. }) => {
@@ -153,6 +182,65 @@ pub async fn run_partition(
 
 fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Hibernates and evicts the users idle as of `at` on the idle clock, and updates the gauge.
+async fn sweep(worker: &mut PartitionWorker, config: &LoopConfig, at: Ts) {
+    let p = worker.partition();
+    worker.evict_idle_at(at, config.idle);
+    if let Err(e) = worker.hibernate_idle_at(at, config.hibernate).await {
+        // Only the actor system stopping fails this; the loop ends with it.
+        tracing::debug!(partition = p, error = %e, "hibernation stopped");
+    }
+    config
+        .metrics
+        .set_users_hibernated(p, gauge_value(worker.hibernated()));
+}
+
+/// The partition's idle clock (see the module's documentation) and when it was last swept.
+struct IdleClock {
+    clock: Arc<dyn Clock>,
+    /// Wall time of the latest applied batch, or of the loop's start.
+    last_batch: Ts,
+    /// Idle-clock time of the latest sweep.
+    last_swept: Ts,
+    /// How far the idle clock moves between two sweeps of a quiet partition: a quarter of the
+    /// shorter idle period, so idle actors stop at most a quarter of it late while a quiet
+    /// partition looks through its users a few times per period, not at every empty read.
+    /// (Hibernated users are looked at for leaving on a period of their own; see
+    /// [`PartitionWorker::evict_idle`].)
+    period: Duration,
+}
+
+impl IdleClock {
+    fn new(config: &LoopConfig) -> IdleClock {
+        let shorter = config.hibernate.0.min(config.idle.0);
+        IdleClock {
+            clock: config.clock.clone(),
+            last_batch: config.clock.now(),
+            last_swept: Ts::MIN,
+            period: Duration((shorter / 4).max(1)),
+        }
+    }
+
+    /// A batch was applied and its users swept as of partition time `now`.
+    fn batch_applied(&mut self, now: Ts) {
+        self.last_batch = self.clock.now();
+        self.last_swept = now;
+    }
+
+    /// The idle-clock time to sweep a quiet partition at, when a period has passed since the
+    /// latest sweep; `now` is partition time.
+    fn quiet_sweep_due(&mut self, now: Ts) -> Option<Ts> {
+        // A wall clock set back counts as no time passed, not as negative idleness.
+        let quiet = self.clock.now().0.saturating_sub(self.last_batch.0).max(0);
+        let at = now.saturating_add(Duration(quiet));
+        if at < self.last_swept.saturating_add(self.period) {
+            return None;
+        }
+        self.last_swept = at;
+        Some(at)
+    }
 }
 
 /// Entries read before and never acknowledged (a failed batch, or a crashed previous owner's)

@@ -362,7 +362,15 @@ impl PartitionWorker {
     /// Time is the partition's, not the wall clock's, so a replay evicts by event time and a
     /// live partition by the time of its latest trigger.
     pub fn evict_idle(&mut self, idle: Duration) -> usize {
-        let horizon = self.now.saturating_sub(idle);
+        self.evict_idle_at(self.now, idle)
+    }
+
+    /// [`PartitionWorker::evict_idle`] as of `at` rather than partition time: for a partition
+    /// with no entries, whose time stands still while its users keep idling (see
+    /// [`crate::live`]). An `at` before partition time counts as partition time.
+    pub fn evict_idle_at(&mut self, at: Ts, idle: Duration) -> usize {
+        let at = at.max(self.now);
+        let horizon = at.saturating_sub(idle);
         let before = self.users();
         for users in self.actors.values_mut() {
             users.retain(|_, a| a.dirty || a.last_used > horizon);
@@ -374,10 +382,10 @@ impl PartitionWorker {
             tracing::debug!(partition = self.partition, stopped, "idle actors stopped");
         }
 
-        if self.now >= self.next_forget {
+        if at >= self.next_forget {
             let forgotten = self.dormant.forget_idle(horizon);
             let period = Duration((idle.0 / 2).max(1));
-            self.next_forget = self.now.saturating_add(period);
+            self.next_forget = at.saturating_add(period);
             if forgotten > 0 {
                 tracing::debug!(
                     partition = self.partition,
@@ -393,7 +401,17 @@ impl PartitionWorker {
     /// stops and their state stays in memory in compact form, so their next trigger needs no
     /// store read. Users with unwritten changes keep their actor. Returns how many hibernated.
     pub async fn hibernate_idle(&mut self, after: Duration) -> Result<usize, StateError> {
-        let horizon = self.now.saturating_sub(after);
+        self.hibernate_idle_at(self.now, after).await
+    }
+
+    /// [`PartitionWorker::hibernate_idle`] as of `at` rather than partition time, as
+    /// [`PartitionWorker::evict_idle_at`] is for eviction.
+    pub async fn hibernate_idle_at(
+        &mut self,
+        at: Ts,
+        after: Duration,
+    ) -> Result<usize, StateError> {
+        let horizon = at.max(self.now).saturating_sub(after);
         let mut sleepers = Vec::new();
         for (workspace, users) in &mut self.actors {
             let idle: Vec<String> = users

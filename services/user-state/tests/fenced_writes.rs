@@ -248,6 +248,7 @@ async fn a_partition_loop_stops_on_a_fenced_forget_and_leaves_the_entry() {
         retry_ms: 10,
         hibernate: beckon_core::Duration(600_000),
         idle: beckon_core::Duration::hours(1),
+        clock: Arc::new(clock.clone()),
         metrics: beckon_telemetry::Metrics::global(),
         warnings: Arc::new(beckon_telemetry::LogRateLimiter::new(
             Arc::new(clock.clone()),

@@ -147,6 +147,7 @@ async fn merge_steps_land_once_when_batches_fail_after_forwarding() {
             retry_ms: 10,
             hibernate: beckon_core::Duration(600_000),
             idle: beckon_core::Duration::hours(1),
+            clock: Arc::new(beckon_core::SystemClock),
             metrics: beckon_telemetry::Metrics::global(),
             warnings: Arc::new(beckon_telemetry::LogRateLimiter::new(
                 Arc::new(beckon_core::SystemClock),

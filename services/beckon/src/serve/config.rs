@@ -135,7 +135,8 @@ pub const TIMER_CLAIM_MS: Bounds = Bounds {
     words: "1 second to 24 hours",
 };
 
-/// Both idle periods are counted in partition time against the users' last trigger.
+/// Both idle periods are counted against the users' last trigger, in partition time plus the
+/// wall time a partition has gone without entries (see `beckon_user_state::live`).
 pub const HIBERNATE_AFTER_MS: Bounds = Bounds {
     name: "hibernate_after_ms",
     min: 1_000,

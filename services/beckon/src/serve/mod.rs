@@ -354,6 +354,7 @@ async fn run_all(
         consumer: settings.instance.clone(),
         hibernate_after: millis(settings.hibernate_after_ms),
         evict_after: millis(settings.evict_after_ms),
+        clock: clock.clone(),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
     let user_state = {
@@ -570,6 +571,7 @@ async fn run_user_state(
         consumer: settings.instance.clone(),
         hibernate_after: millis(settings.hibernate_after_ms),
         evict_after: millis(settings.evict_after_ms),
+        clock: userstate::system_clock(),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
     let leases = beckon_user_state::lease::Leases::new(

@@ -25,10 +25,13 @@ pub struct Parts {
     pub outlet: Arc<dyn Outlet>,
     pub workspace: String,
     pub consumer: String,
-    /// Users idle this long (partition time) hibernate in compact form.
+    /// Users idle this long (partition time, plus wall time while a partition has no
+    /// entries) hibernate in compact form.
     pub hibernate_after: beckon_core::Duration,
-    /// Users idle this long (partition time) leave memory.
+    /// Users idle this long (counted the same way) leave memory.
     pub evict_after: beckon_core::Duration,
+    /// Wall time, for how long a partition has gone without entries.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Repeated failures of one kind are logged a few times per this many milliseconds.
@@ -125,6 +128,7 @@ impl Instance {
             retry_ms: 200,
             hibernate: parts.hibernate_after,
             idle: parts.evict_after,
+            clock: parts.clock.clone(),
             metrics: Metrics::global(),
             warnings: self.warnings.clone(),
             lease: lease.as_ref().map(|(_, window)| window.clone()),
