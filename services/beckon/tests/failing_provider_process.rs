@@ -1,12 +1,15 @@
 //! `beckon serve gateway` as a real process, its webhook channel routed to a local receiver
 //! that answers 500 or holds the request past the client's timeout. The failures show on
 //! `/metrics` (deferred deliveries, an open circuit), and the process's JSON log lines name
-//! neither the webhook's signing secret nor any message body.
+//! neither the webhook's signing secret nor any message body. A receiver that never answers
+//! at all, behind the default ten-second call timeout, is given up on for now within the
+//! two seconds a user-state partition waits for each send.
 
 mod support;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -14,8 +17,10 @@ use axum::http::StatusCode;
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::{OutboundMessage, SendRequest};
+use beckon_user_state::Outlet as _;
 use prometheus_parse::{Scrape, Value};
 use support::{Served, http_get, wall_clock_ms};
+use tokio::io::AsyncReadExt;
 
 const SECRET: &str = "whsec-never-in-a-log-8c1e77";
 const BODY: &str = "Private: your test results from Dr. Okafor are ready";
@@ -81,13 +86,14 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
         Some(&log),
     );
 
-    // Three sends: the first two reach the provider and fail (the third failure opens the
-    // circuit), the last is refused by the open circuit without a call. Each is deferred to
-    // the gateway's retry queue rather than failed back to the caller.
+    // Four sends: each of the first three gets one attempt (a 500, a timeout, a 500: the
+    // third failure opens the circuit), the last is refused by the open circuit without a
+    // call. Each is deferred to the gateway's retry queue rather than failed back to the
+    // caller, and none waits for the adapter's retries: those are the queue's.
     let mut client = GatewayClient::connect(gateway.url())
         .await
         .expect("connect");
-    for n in 0..3 {
+    for n in 0..4 {
         let message = OutboundMessage {
             idempotency_key: format!("k-{n}"),
             user_id: "u-ada".into(),
@@ -122,7 +128,7 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
         ("provider", "webhook"),
         ("outcome", "deferred"),
     ];
-    assert_eq!(value(&scrape, "beckon_deliveries_total", &deferred), 3.0);
+    assert_eq!(value(&scrape, "beckon_deliveries_total", &deferred), 4.0);
     assert_eq!(
         value(&scrape, "beckon_circuit_state", &webhook),
         2.0,
@@ -148,4 +154,112 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
         );
     }
     assert!(lines.iter().any(|l| l.contains("circuit opened")), "{text}");
+}
+
+/// Requests a silent receiver was sent, by idempotency key.
+type Heard = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Reads a request's head, counts it by its `Idempotency-Key`, and never answers.
+async fn hold(mut stream: tokio::net::TcpStream, heard: Heard) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let key = String::from_utf8_lossy(&head)
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("idempotency-key"))
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_default();
+    if let Ok(mut heard) = heard.lock() {
+        *heard.entry(key).or_default() += 1;
+    }
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers_is_deferred_within_the_partitions_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    let heard: Heard = Arc::default();
+    let counted = heard.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(hold(stream, counted.clone()));
+        }
+    });
+    let attempts = |key: &str| heard.lock().map_or(0, |h| h.get(key).copied().unwrap_or(0));
+
+    // The default timeout (ten seconds) and retry policy (four attempts).
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let providers = dir.path().join("providers.yaml");
+    let config = format!(
+        "channels: {{ webhook: webhook }}\n\
+         webhook:\n  url: http://{addr}/hooks\n  secret: {{ file: {} }}\n",
+        secret.display()
+    );
+    std::fs::write(&providers, config).expect("providers");
+    let gateway = Served::start(
+        "gateway",
+        &["--providers", providers.to_str().unwrap_or_default()],
+    );
+
+    // The partition's own client: two seconds per call, then a few retries, then the batch
+    // fails and the partition stalls.
+    let channel = tonic::transport::Endpoint::from_shared(gateway.url())
+        .expect("gateway url")
+        .connect_lazy();
+    let outlet = beckon_user_state::remote::RemoteGateway::new(channel);
+    let message = beckon_core::OutboundMessage {
+        idempotency_key: "k-silent-1".into(),
+        workspace: "default".into(),
+        user_id: "u-ada".into(),
+        journey: "results".into(),
+        version: 1,
+        instance: Some(1),
+        step: "notify".into(),
+        channel: "webhook".into(),
+        at: beckon_core::Ts(wall_clock_ms()),
+        title: None,
+        subject: None,
+        body: BODY.into(),
+    };
+    outlet
+        .send(&message)
+        .await
+        .expect("answered before the partition's deadline");
+    assert_eq!(attempts("k-silent-1"), 1, "one attempt, then deferred");
+
+    // What the answer was: the message waits in the gateway's retry queue.
+    let mut client = GatewayClient::connect(gateway.url())
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(SendRequest {
+        workspace: "default".into(),
+        message: Some(OutboundMessage {
+            idempotency_key: "k-silent-2".into(),
+            user_id: "u-ada".into(),
+            channel: "webhook".into(),
+            journey: "results".into(),
+            step: "notify".into(),
+            body: BODY.into(),
+            ..OutboundMessage::default()
+        }),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let answer = client.send(request).await.expect("answered").into_inner();
+    assert_eq!(answer.outcome, "deferred", "{answer:?}");
+    assert_eq!(attempts("k-silent-2"), 1);
 }

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::channel::{Channel, Delivery};
+use crate::channel::{Channel, Delivery, Tries};
 use crate::error::GatewayError;
 use crate::events::{self, EventSink};
 use crate::policy::{BreakerState, CircuitBreaker, DeliveryPolicy, RateLimiter};
@@ -231,7 +231,11 @@ impl<P: Provider> Adapter<P> {
         self.breaker.state()
     }
 
-    async fn deliver(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
+    async fn deliver(
+        &self,
+        message: &OutboundMessage,
+        tries: Tries,
+    ) -> Result<Delivery, GatewayError> {
         let name = self.provider.name();
         let targets = match self.provider.targets(message).await {
             Ok(targets) if targets.is_empty() => {
@@ -250,11 +254,36 @@ impl<P: Provider> Adapter<P> {
             }
         };
 
+        let (attempts, within) = match tries {
+            Tries::Policy => (self.policy.retry.max_attempts.max(1), None),
+            Tries::Once { within } => (1, within),
+        };
+        // The caller's wait bounds the whole send, every recipient's attempt included. Once
+        // it is over, the recipients left are not tried at all.
+        let mut deadline = within.map(|d| Box::pin(tokio::time::sleep(d)));
+
         let mut sent = Vec::new();
         let mut retryable = None;
         let mut last_final = None;
         for target in &targets {
-            match self.deliver_to(message, target).await {
+            let outcome = match deadline.as_mut() {
+                None => self.deliver_to(message, target, attempts).await,
+                Some(deadline) => tokio::select! {
+                    biased;
+                    () = deadline.as_mut() => {
+                        // Not the provider's failure: the breaker is left as it stands, and
+                        // a probe dropped here is replaced after the cool-down.
+                        tracing::debug!(
+                            beckon.provider = name,
+                            beckon.idempotency_key = %message.idempotency_key,
+                            "no answer before the caller's deadline"
+                        );
+                        Outcome::Retryable("no answer before the caller's deadline".into())
+                    }
+                    outcome = self.deliver_to(message, target, attempts) => outcome,
+                },
+            };
+            match outcome {
                 Outcome::Sent(id) => sent.push(id),
                 Outcome::Retryable(reason) => retryable = Some(reason),
                 Outcome::Final(reason) => last_final = Some(reason),
@@ -294,9 +323,14 @@ impl<P: Provider> Adapter<P> {
         })
     }
 
-    async fn deliver_to(&self, message: &OutboundMessage, target: &Target) -> Outcome {
+    /// Up to `max_attempts` attempts at one target, with the policy's backoff between them.
+    async fn deliver_to(
+        &self,
+        message: &OutboundMessage,
+        target: &Target,
+        max_attempts: u32,
+    ) -> Outcome {
         let name = self.provider.name();
-        let max_attempts = self.policy.retry.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -429,7 +463,15 @@ impl<P: Provider> Channel for Adapter<P> {
         &'a self,
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
-        Box::pin(self.deliver(message))
+        Box::pin(self.deliver(message, Tries::Policy))
+    }
+
+    fn send_trying<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+        tries: Tries,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
+        Box::pin(self.deliver(message, tries))
     }
 
     fn resends_safely(&self) -> bool {

@@ -26,6 +26,16 @@ pub struct Delivery {
     pub deferred: bool,
 }
 
+/// How hard one send tries before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tries {
+    /// Every attempt the adapter's retry policy allows, with its backoff between them.
+    Policy,
+    /// One attempt per recipient. With `within`, the whole send also ends by then: a
+    /// recipient still without an answer counts as one the provider could not take now.
+    Once { within: Option<std::time::Duration> },
+}
+
 /// One way out: push, email, SMS, webhook, in-app, or a recorder.
 pub trait Channel: Send + Sync + 'static {
     /// Short name used in metrics and logs (`apns`, `smtp`, `recording`).
@@ -35,6 +45,17 @@ pub trait Channel: Send + Sync + 'static {
         &'a self,
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Delivery, GatewayError>>;
+
+    /// [`Channel::send`], trying only as hard as `tries` allows. A channel without retries
+    /// of its own (a recorder, the inbox) makes its one attempt either way.
+    fn send_trying<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+        tries: Tries,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
+        let _ = tries;
+        self.send(message)
+    }
 
     /// True when the provider itself drops a repeated idempotency key (a webhook receiver
     /// honouring `Idempotency-Key`), so a send whose earlier attempt is in doubt may be
@@ -57,6 +78,15 @@ pub struct Gateway {
     keys: Arc<dyn KeyStore>,
     metrics: Metrics,
     retry: Option<Retrying>,
+}
+
+/// Which send of a message this is.
+#[derive(Clone, Copy, Debug)]
+enum Pass {
+    /// The send a caller asked for; `within` is how long the caller waits for the answer.
+    First { within: Option<std::time::Duration> },
+    /// A retry from the gateway's own queue.
+    Retry,
 }
 
 /// The queue, the clock and the batch of a pass: what working a retry queue needs.
@@ -155,18 +185,37 @@ impl Gateway {
     }
 
     /// Delivers `message` once per idempotency key, inside a `gateway.send` span, and counts
-    /// the outcome in `beckon.deliveries`. With a retry queue, a send the provider could not
-    /// take now (its retries spent, or its circuit open) is deferred there and answered with
-    /// [`Delivery::deferred`]; without one, or when the queue cannot be written, it fails
-    /// with the provider's error for the caller to retry.
+    /// the outcome in `beckon.deliveries`.
+    ///
+    /// With a retry queue, the provider gets one attempt (per recipient, bounded by the
+    /// adapter's call timeout); a send it could not take now (no answer, a retryable answer,
+    /// or its circuit open) is deferred to the queue and answered with
+    /// [`Delivery::deferred`], and the queue's retries follow the adapter's whole policy. The
+    /// caller, a user-state partition applying a batch, is held for one attempt at most,
+    /// not for every retry and backoff. Without a queue, or when the queue cannot be
+    /// written, the adapter's whole policy is tried and a send still failing fails with the
+    /// provider's error for the caller to retry.
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
-        self.send_in_span(message, true).await
+        self.send_in_span(message, Pass::First { within: None })
+            .await
+    }
+
+    /// [`Gateway::send`] for a caller that waits no longer than `within`: with a retry queue,
+    /// a provider still silent by then is given up on for now and the message deferred, so
+    /// the caller gets its answer in time. Without a queue, the same as [`Gateway::send`].
+    pub async fn send_within(
+        &self,
+        message: &OutboundMessage,
+        within: std::time::Duration,
+    ) -> Result<Delivery, GatewayError> {
+        let within = Some(within);
+        self.send_in_span(message, Pass::First { within }).await
     }
 
     async fn send_in_span(
         &self,
         message: &OutboundMessage,
-        may_defer: bool,
+        pass: Pass,
     ) -> Result<Delivery, GatewayError> {
         let span = tracing::info_span!(
             "gateway.send",
@@ -178,9 +227,14 @@ impl Gateway {
             beckon.outcome = tracing::field::Empty,
         );
         let recorded = span.clone();
+        let first = matches!(pass, Pass::First { .. });
+        let tries = match (pass, &self.retry) {
+            (Pass::First { within }, Some(_)) => Tries::Once { within },
+            _ => Tries::Policy,
+        };
         let result = async {
-            match (self.route(message).await, &self.retry) {
-                (Err(e), Some(retry)) if may_defer && e.is_retryable() => {
+            match (self.route(message, tries).await, &self.retry) {
+                (Err(e), Some(retry)) if first && e.is_retryable() => {
                     self.defer(retry, message, e).await
                 }
                 (result, _) => result,
@@ -272,7 +326,7 @@ impl Gateway {
                 continue;
             }
 
-            let result = self.send_in_span(&entry.message, false).await;
+            let result = self.send_in_span(&entry.message, Pass::Retry).await;
             let kept = match result {
                 Ok(_) => {
                     done.sent += 1;
@@ -342,7 +396,11 @@ impl Gateway {
         retry.sink.emit(&message.workspace, event).await;
     }
 
-    async fn route(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
+    async fn route(
+        &self,
+        message: &OutboundMessage,
+        tries: Tries,
+    ) -> Result<Delivery, GatewayError> {
         let adapter = self
             .adapters
             .get(&message.channel)
@@ -373,7 +431,7 @@ impl Gateway {
             Claim::InFlight | Claim::New => {}
         }
 
-        let result = adapter.send(message).await;
+        let result = adapter.send_trying(message, tries).await;
 
         // The provider has answered; a store failure now must not turn a delivered message
         // into an error the caller would retry, so it is logged and the delivery returned.

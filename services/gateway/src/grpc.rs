@@ -176,6 +176,31 @@ fn check_channel(channel: &str) -> Result<(), Status> {
     }
 }
 
+/// How long a `Send` may take to reach its provider: three quarters of the caller's deadline
+/// (its `grpc-timeout`), the rest left for writing a deferral and for the answer's way back.
+/// `None` when the caller set no deadline, or one that does not parse.
+fn send_budget(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (unit, digits) = text.as_bytes().split_last()?;
+    // At most eight digits, as gRPC specifies; no product below can overflow then.
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let deadline = match unit {
+        b'H' => Duration::from_secs(n * 3_600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(deadline - deadline / 4)
+}
+
 fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
@@ -357,6 +382,7 @@ impl GatewayRpc for GatewayService {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
+        let budget = send_budget(request.metadata());
         let message = outbound(request.into_inner(), self.clock.now())?;
 
         // A caller that gives up (deadline, disconnect) drops this handler. The send runs in a
@@ -366,10 +392,17 @@ impl GatewayRpc for GatewayService {
         let task_message = message.clone();
         // The spawned task keeps the call's span: it is the same send, in the same trace.
         let span = tracing::Span::current();
-        let result =
-            tokio::spawn(async move { gateway.send(&task_message).await }.instrument(span))
-                .await
-                .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
+        let send = async move {
+            // A provider slower than the caller's deadline would otherwise be answered after
+            // the caller gave up, and the caller would send again while this one still runs.
+            match budget {
+                Some(within) => gateway.send_within(&task_message, within).await,
+                None => gateway.send(&task_message).await,
+            }
+        };
+        let result = tokio::spawn(send.instrument(span))
+            .await
+            .map_err(|e| Status::internal(format!("send task failed: {e}")))?;
         let outcome = match &result {
             Ok(d) if d.duplicate => "duplicate",
             Ok(d) if d.deferred => "deferred",
@@ -570,6 +603,26 @@ mod tests {
         for (expected, edit) in cases {
             let message = field_error(request(edit));
             assert!(message.starts_with(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_send_budget_is_most_of_the_callers_deadline() {
+        let budget = |value: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = value.parse() {
+                metadata.insert("grpc-timeout", v);
+            }
+            send_budget(&metadata)
+        };
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(budget("2S"), Some(ms(1_500)));
+        assert_eq!(budget("2000m"), Some(ms(1_500)));
+        assert_eq!(budget("4000000u"), Some(ms(3_000)));
+        assert_eq!(budget("1M"), Some(ms(45_000)));
+        assert_eq!(budget("99999999H").map(|d| d.as_secs() > 0), Some(true));
+        for bad in ["", "S", "12", "123456789S", "-1S", "1.5S", "10x"] {
+            assert_eq!(budget(bad), None, "{bad:?}");
         }
     }
 

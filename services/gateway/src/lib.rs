@@ -39,7 +39,7 @@ pub mod sms;
 pub mod webhook;
 
 pub use adapter::{Adapter, Attempt, Deps, Provider, Target};
-pub use channel::{Channel, Delivery, Gateway};
+pub use channel::{Channel, Delivery, Gateway, Tries};
 pub use error::GatewayError;
 pub use events::{EventSink, MemorySink};
 pub use ingest_sink::{IngestSink, IngestSinkConfig};

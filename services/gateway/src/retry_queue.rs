@@ -2,9 +2,11 @@
 //!
 //! A journey's send is part of applying one log entry: before this queue, a provider that was
 //! down failed the whole batch, and the partition retried it until the provider came back, so
-//! no other user in the partition moved on (no goal, no exit) meanwhile. With a queue, a send
-//! that fails in a way a later attempt may fix is written here and answered `deferred`; the
-//! partition goes on, and [`crate::Gateway::redeliver_due`] sends it again with backoff.
+//! no other user in the partition moved on (no goal, no exit) meanwhile. With a queue, the
+//! partition's send gets one attempt, and a send that fails in a way a later attempt may fix is
+//! written here and answered `deferred`; the partition goes on, and
+//! [`crate::Gateway::redeliver_due`] sends it again with backoff, each time with the adapter's
+//! whole retry policy.
 //!
 //! Exactly once still rests on the idempotency key store: a deferred message retried here and
 //! the same message sent again by a redelivered batch claim the same key, so one of them goes

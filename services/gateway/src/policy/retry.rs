@@ -15,8 +15,10 @@ use super::range;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Attempts per message and recipient, the first one included. The outbox retries later
-    /// sends again, so this stays small.
+    /// Attempts per message and recipient, the first one included, in each retry from the
+    /// gateway's retry queue (and in every send of a gateway without one). The first send of
+    /// a gateway with a queue makes one attempt, so its caller is not held for the rest. The
+    /// queue retries later again, so this stays small.
     #[serde(deserialize_with = "range::read_max_attempts")]
     pub max_attempts: u32,
     #[serde(
