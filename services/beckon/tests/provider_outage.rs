@@ -2,7 +2,9 @@
 //! that fail are deferred to the gateway's retry queue, so the partition goes on applying
 //! what comes after them (here another user's in-app message). A user who reaches the
 //! journey's goal meanwhile has their deferred message withdrawn; once the provider is back
-//! every other deferred message reaches it exactly once.
+//! every other deferred message reaches it exactly once. The journey waits for `Message
+//! Failed` to send a fallback: a message that was only deferred, and went out in the end, is
+//! no failure, and no fallback goes out.
 
 mod support;
 
@@ -32,11 +34,18 @@ steps:
     message:
       channel: webhook
       body: "Order {{ entry.order_id }} is on its way"
-  - id: wait-for-delivery
+  - id: wait-for-failure
     wait_for:
-      event: Order Received
+      event: Message Failed
+      where: { step: notify }
       timeout: 2d
-      on_event: exit
+      on_event: fallback
+      on_timeout: exit
+  - id: fallback
+    message:
+      channel: in_app
+      title: Your order shipped
+      body: "Order {{ entry.order_id }} is on its way"
 "#;
 
 const REVIEWED: &str = r#"
@@ -217,5 +226,18 @@ async fn a_provider_outage_holds_up_no_one_and_loses_nothing() {
         taken.keys().all(|k| !k.contains("u-3")),
         "the withdrawn message went out: {taken:?}"
     );
+
+    // The outage was no failure of these messages: no journey took its fallback.
+    for user in shipped {
+        let inbox = gateway
+            .list_inbox(ListInboxRequest {
+                workspace: "default".into(),
+                user_id: user.into(),
+            })
+            .await
+            .expect("list inbox")
+            .into_inner();
+        assert!(inbox.items.is_empty(), "{user}: {:?}", inbox.items);
+    }
     drop(served);
 }

@@ -243,13 +243,14 @@ impl<P: Provider> Adapter<P> {
                     what: format!("{name} recipient"),
                     user: message.user_id.clone(),
                 };
-                self.report_failed(message, "no_recipient", false).await;
+                self.report_failed(message, "no_recipient").await;
                 return Err(e);
             }
             Ok(targets) => targets,
             Err(e) => {
-                self.report_failed(message, &e.to_string(), e.is_retryable())
-                    .await;
+                if !e.is_retryable() {
+                    self.report_failed(message, &e.to_string()).await;
+                }
                 return Err(e);
             }
         };
@@ -306,17 +307,24 @@ impl<P: Provider> Adapter<P> {
         }
 
         // Nothing went out. When any target may still take the message later, the whole
-        // send is retryable: the outbox keeps it and the devices that refused for good have
-        // been forgotten by then.
+        // send is retryable: the retry queue (or the caller) keeps it, and the devices that
+        // refused for good have been forgotten by then. Nothing is reported to the user's
+        // journeys yet: the message may still go out, and a journey waiting for `Message
+        // Failed` must not move on while it can.
         if let Some(reason) = retryable {
-            self.report_failed(message, &reason, true).await;
+            tracing::debug!(
+                beckon.provider = name,
+                beckon.idempotency_key = %message.idempotency_key,
+                beckon.reason = %reason,
+                "provider could not take the message now"
+            );
             return Err(GatewayError::Unavailable {
                 provider: name.to_string(),
                 reason,
             });
         }
         let reason = last_final.unwrap_or_else(|| "no attempt made".into());
-        self.report_failed(message, &reason, false).await;
+        self.report_failed(message, &reason).await;
         Err(GatewayError::Rejected {
             provider: name.to_string(),
             reason,
@@ -434,19 +442,22 @@ impl<P: Provider> Adapter<P> {
         self.deps.sink.emit(&message.workspace, event).await;
     }
 
-    async fn report_failed(&self, message: &OutboundMessage, reason: &str, retryable: bool) {
+    /// Reports a message that will not be delivered: a final `Message Failed`. A send the
+    /// provider could not take now is not reported here; only its final outcome is.
+    async fn report_failed(&self, message: &OutboundMessage, reason: &str) {
         let mut extra = Props::new();
         extra.insert("reason".into(), Value::from(reason));
-        extra.insert("retryable".into(), Value::from(retryable));
+        // Always false now; kept so journeys that filter on it keep matching.
+        extra.insert("retryable".into(), Value::from(false));
         let at = self.deps.clock.now();
 
-        // Each failed attempt of the outbox is its own event, told apart by its time.
-        let discriminator = at.0.to_string();
+        // One event per message: a batch redelivered after the refusal is refused again,
+        // and ingest keeps the first report of the two.
         let event = events::delivery_event(
             events::MESSAGE_FAILED,
             message,
             self.provider.name(),
-            &discriminator,
+            "refused",
             at,
             extra,
         );

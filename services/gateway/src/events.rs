@@ -9,6 +9,8 @@ use serde_json::Value;
 
 /// Event names the gateway emits.
 pub const MESSAGE_SENT: &str = "Message Sent";
+/// The message will not be delivered: refused for good, nobody to send it to, or given up on
+/// by the retry queue. Never sent for a failure a later attempt may repair.
 pub const MESSAGE_FAILED: &str = "Message Failed";
 pub const DEVICE_TOKEN_INVALID: &str = beckon_core::devices::DEVICE_TOKEN_INVALID;
 /// The provider reports the message reached the device or mailbox.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beckon_core::{Clock, Ts};
+use beckon_gateway::events::MESSAGE_FAILED;
 use beckon_gateway::grpc::GatewayService;
 use beckon_gateway::inbox::Inbox;
 use beckon_gateway::policy::{BreakerConfig, RetryPolicy};
@@ -79,6 +80,13 @@ async fn the_first_send_makes_one_attempt_then_waits_in_the_queue() {
     assert_eq!((pass.retried, pass.sent), (1, 0), "{pass:?}");
     assert_eq!(hanging.attempts("k-hang-1"), 1 + ATTEMPTS);
     assert_eq!(queue.waiting().await.unwrap(), 1);
+
+    // The message may still go out: no journey hears of a failure.
+    assert!(
+        t.sink.named(MESSAGE_FAILED).is_empty(),
+        "{:?}",
+        t.sink.events()
+    );
 }
 
 #[tokio::test]
