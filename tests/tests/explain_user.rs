@@ -63,3 +63,83 @@ fn a_user_with_no_event_in_the_file_is_unknown() {
     };
     assert!(explain(&config).expect("explains").is_none());
 }
+
+/// A log export holds the gateway's reports beside the user's own events: the message the
+/// journey sent is explained as deferred, with the provider's answer, and then as sent by the
+/// gateway's retry queue.
+#[test]
+fn a_deferred_message_is_explained_as_deferred_then_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("shipped.yaml"),
+        "id: shipped\nversion: 1\nworkspace: default\nentry:\n  event: Order Shipped\n\
+         steps:\n  - id: notify\n    message:\n      channel: webhook\n      \
+         body: \"Order {{ entry.order_id }} is on its way\"\n",
+    )
+    .expect("journey");
+    let report = |name: &str, id: &str, at: &str, extra: &str| {
+        format!(
+            r#"{{"type":"track","userId":"u1","event":"{name}","messageId":"{id}","timestamp":"{at}","properties":{{"channel":"webhook","provider":"webhook","journey":"shipped","version":1,"step":"notify","idempotency_key":"default:u1:shipped:1:notify:1","instance":1{extra}}}}}"#
+        )
+    };
+    let lines = [
+        r#"{"type":"track","userId":"u1","event":"Order Shipped","properties":{"order_id":"A-1"},"messageId":"e1","timestamp":"2026-03-02T09:00:00.000Z"}"#.to_string(),
+        report(
+            "Message Deferred",
+            "gw-1",
+            "2026-03-02T09:00:01.000Z",
+            r#","reason":"webhook is unavailable: http 503""#,
+        ),
+        report(
+            "Deferred Message Sent",
+            "gw-2",
+            "2026-03-02T09:03:00.000Z",
+            r#","attempts":4,"provider_id":"default:u1:shipped:1:notify:1""#,
+        ),
+    ];
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines.join("\n") + "\n").expect("events");
+
+    let config = ExplainConfig {
+        user: "u1",
+        events: &events,
+        journeys: dir.path(),
+        workspace: "default",
+        drain: Duration::hours(1),
+    };
+    let decisions = explain(&config)
+        .expect("explains")
+        .expect("the user is in the file");
+    let kinds: Vec<DecisionKind> = decisions.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            DecisionKind::Entered,
+            DecisionKind::Step,
+            DecisionKind::Sent,
+            DecisionKind::Completed,
+            DecisionKind::DeliveryDeferred,
+            DecisionKind::DeliveredLater
+        ]
+    );
+
+    let text = render(&decisions);
+    let line = |kind: &str| {
+        text.lines()
+            .find(|l| l.contains(kind))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deferred = line("delivery_deferred");
+    assert!(
+        deferred.starts_with("2026-03-02T09:00:01.000Z  journey shipped / notify"),
+        "{text}"
+    );
+    assert!(
+        deferred.contains("webhook not taken now (webhook is unavailable: http 503)"),
+        "{text}"
+    );
+    let later = line("delivered_later");
+    assert!(later.starts_with("2026-03-02T09:03:00.000Z"), "{text}");
+    assert!(later.contains("sent on retry 4"), "{text}");
+}

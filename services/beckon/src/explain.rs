@@ -2,7 +2,9 @@
 //!
 //! It replays the user's events from a file through the same evaluator the services use, on
 //! a virtual clock, with no other user's events: users never share state, so what happened to
-//! one user does not depend on anyone else.
+//! one user does not depend on anyone else. Over an export of the services' log, which holds
+//! the gateway's reports too, a sent message is followed by what became of it: deferred (with
+//! the provider's answer), then sent, withdrawn or failed ([`beckon_core::delivery`]).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -67,7 +69,7 @@ pub fn render(decisions: &[Decision]) -> String {
             _ if d.step.is_empty() => format!("journey {}", d.journey),
             _ => format!("journey {} / {}", d.journey, d.step),
         };
-        let _ = write!(out, "{}  {about:<40} {:<15}", d.at, d.kind.to_string());
+        let _ = write!(out, "{}  {about:<40} {:<18}", d.at, d.kind.to_string());
         if let Some(arm) = &d.arm {
             let _ = write!(out, " [{arm}]");
         }

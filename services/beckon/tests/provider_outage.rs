@@ -17,7 +17,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::ingest_client::IngestClient;
-use beckon_proto::v1::{ListInboxRequest, TrackRequest};
+use beckon_proto::v1::user_state_client::UserStateClient;
+use beckon_proto::v1::{Decision, GetUserRequest, ListInboxRequest, TrackRequest};
 use beckon_testkit::RedisServer;
 use serde_json::json;
 use support::{Served, eventually, track, wall_clock_ms};
@@ -112,6 +113,35 @@ async fn start_receiver() -> (String, Receiver) {
         let _ = axum::serve(listener, router).await;
     });
     (format!("http://{addr}/hooks"), rx)
+}
+
+/// The first decision of `kind` about the `shipped` journey in `user`'s record, waiting for
+/// the gateway's report of it to be applied.
+async fn explained(
+    users: &mut UserStateClient<tonic::transport::Channel>,
+    user: &str,
+    kind: &str,
+) -> Decision {
+    let mut decisions = Vec::new();
+    for _ in 0..200 {
+        decisions = users
+            .explain(GetUserRequest {
+                workspace: "default".into(),
+                user_id: user.into(),
+            })
+            .await
+            .expect("explain")
+            .into_inner()
+            .decisions;
+        if let Some(d) = decisions
+            .iter()
+            .find(|d| d.journey == "shipped" && d.kind == kind)
+        {
+            return d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{user} has no {kind} decision: {decisions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +240,12 @@ async fn a_provider_outage_holds_up_no_one_and_loses_nothing() {
     assert!(receiver.refused() >= 1, "the provider was tried");
     assert!(receiver.taken().is_empty(), "{:?}", receiver.taken());
 
+    // The user's record says the message was deferred, and why, not merely that it was sent.
+    let mut users = UserStateClient::connect(served.url()).await.expect("users");
+    let deferred = explained(&mut users, "u-1", "delivery_deferred").await;
+    assert_eq!(deferred.step, "notify");
+    assert!(deferred.reason.contains("http 503"), "{deferred:?}");
+
     // The provider comes back: each deferred message still wanted arrives, once.
     receiver.down.store(false, Ordering::SeqCst);
     let wanted = 2;
@@ -225,6 +261,17 @@ async fn a_provider_outage_holds_up_no_one_and_loses_nothing() {
     assert!(
         taken.keys().all(|k| !k.contains("u-3")),
         "the withdrawn message went out: {taken:?}"
+    );
+
+    // Once settled, the record says how: sent by the gateway's retries, or withdrawn.
+    for user in ["u-1", "u-2"] {
+        let later = explained(&mut users, user, "delivered_later").await;
+        assert_eq!(later.step, "notify", "{later:?}");
+    }
+    let withdrawn = explained(&mut users, "u-3", "delivery_withdrawn").await;
+    assert!(
+        withdrawn.reason.contains("journey instance ended"),
+        "{withdrawn:?}"
     );
 
     // The outage was no failure of these messages: no journey took its fallback.

@@ -216,7 +216,8 @@ pub enum DecisionKind {
     NotEntered,
     /// The user reached a step.
     Step,
-    /// A message was rendered and handed to its channel.
+    /// A message was rendered and handed to its channel. What became of it there is noted
+    /// later, when the gateway's report of it comes back ([`crate::delivery`]).
     Sent,
     /// A message was not sent, and will not be.
     Skipped,
@@ -239,6 +240,17 @@ pub enum DecisionKind {
     /// Another id of the same person was merged into the user (or, on the other id's side,
     /// the user was merged away); `journey` is empty.
     Merged,
+    /// A sent message's provider could not take it now; it waits in the gateway's retry
+    /// queue. The reason holds the provider's answer.
+    DeliveryDeferred,
+    /// A message that had waited in the gateway's retry queue went out.
+    DeliveredLater,
+    /// A message that waited in the gateway's retry queue was dropped unsent: its journey
+    /// instance had ended on a goal or an exit rule.
+    DeliveryWithdrawn,
+    /// A sent message will not be delivered: refused for good, nobody to send it to, or
+    /// given up on by the gateway's retry queue.
+    DeliveryFailed,
 }
 
 impl fmt::Display for DecisionKind {
@@ -257,6 +269,10 @@ impl fmt::Display for DecisionKind {
             DecisionKind::SegmentEntered => "segment_entered",
             DecisionKind::SegmentLeft => "segment_left",
             DecisionKind::Merged => "merged",
+            DecisionKind::DeliveryDeferred => "delivery_deferred",
+            DecisionKind::DeliveredLater => "delivered_later",
+            DecisionKind::DeliveryWithdrawn => "delivery_withdrawn",
+            DecisionKind::DeliveryFailed => "delivery_failed",
         };
         f.write_str(text)
     }

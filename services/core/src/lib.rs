@@ -5,6 +5,7 @@
 //! actors; replay wires them together in one process.
 
 pub mod clock;
+pub mod delivery;
 pub mod devices;
 pub mod effect;
 pub mod error;

@@ -488,4 +488,8 @@ impl<P: Provider> Channel for Adapter<P> {
     fn resends_safely(&self) -> bool {
         self.provider.dedupes_by_key()
     }
+
+    fn reports_refusals(&self) -> bool {
+        true
+    }
 }

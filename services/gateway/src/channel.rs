@@ -63,6 +63,12 @@ pub trait Channel: Send + Sync + 'static {
     fn resends_safely(&self) -> bool {
         false
     }
+
+    /// True when the channel reports its own refusals as `Message Failed` (the provider
+    /// adapters do); the gateway reports them for the channels that do not.
+    fn reports_refusals(&self) -> bool {
+        false
+    }
 }
 
 /// Routes messages to the adapter of their channel, delivering each idempotency key once.
@@ -98,7 +104,8 @@ struct Retrying {
     queue: Arc<dyn RetryQueue>,
     policy: RetryQueuePolicy,
     clock: Arc<dyn Clock>,
-    /// Where a message given up on is reported as a final `Message Failed` event.
+    /// Where what the queue does with a message is reported: deferred, sent, withdrawn, or
+    /// given up on (a final `Message Failed`).
     sink: Arc<dyn EventSink>,
     /// Asked before each retry whether the message still means something.
     relevance: Option<Arc<dyn Relevance>>,
@@ -144,8 +151,9 @@ impl Gateway {
     }
 
     /// Defers sends a later attempt may deliver to `queue` instead of failing them, and
-    /// reports messages given up on to `sink`. Time (deferral, backoff, giving up) comes from
-    /// `clock`.
+    /// reports to `sink` what becomes of each: `Message Deferred`, then `Deferred Message
+    /// Sent`, `Message Withdrawn` or a final `Message Failed`. Time (deferral, backoff,
+    /// giving up) comes from `clock`.
     pub fn with_retry_queue(
         mut self,
         queue: Arc<dyn RetryQueue>,
@@ -275,12 +283,20 @@ impl Gateway {
             .defer(&entry, retry.policy.next_due(now, 1))
             .await
         {
-            Ok(()) => {
+            Ok(kept_now) => {
                 tracing::info!(
                     beckon.idempotency_key = %message.idempotency_key,
                     reason = %failure,
                     "send deferred"
                 );
+                // Not a failure: the user's record says the message waits, and why. A batch
+                // sent again while it waits changes nothing, so says nothing.
+                if kept_now {
+                    let mut extra = Props::new();
+                    extra.insert("reason".into(), Value::from(failure.to_string()));
+                    self.report(retry, events::MESSAGE_DEFERRED, message, "", extra)
+                        .await;
+                }
                 Ok(Delivery {
                     provider_id: String::new(),
                     duplicate: false,
@@ -322,13 +338,24 @@ impl Gateway {
                     "deferred send withdrawn"
                 );
                 retry.queue.remove(&entry.message).await?;
+                let mut extra = Props::new();
+                extra.insert("reason".into(), Value::from(why));
+                let message = &entry.message;
+                self.report(retry, events::MESSAGE_WITHDRAWN, message, "", extra)
+                    .await;
                 done.withdrawn += 1;
                 continue;
             }
 
             let result = self.send_in_span(&entry.message, Pass::Retry).await;
             let kept = match result {
-                Ok(_) => {
+                Ok(delivery) => {
+                    let mut extra = Props::new();
+                    extra.insert("attempts".into(), Value::from(entry.attempts + 1));
+                    extra.insert("provider_id".into(), Value::from(delivery.provider_id));
+                    let message = &entry.message;
+                    self.report(retry, events::DEFERRED_MESSAGE_SENT, message, "", extra)
+                        .await;
                     done.sent += 1;
                     false
                 }
@@ -349,7 +376,19 @@ impl Gateway {
                         true
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    let reports = self
+                        .adapters
+                        .get(&entry.message.channel)
+                        .is_some_and(|a| a.reports_refusals());
+                    if !reports {
+                        let mut extra = Props::new();
+                        extra.insert("reason".into(), Value::from(e.to_string()));
+                        extra.insert("retryable".into(), Value::from(false));
+                        let message = &entry.message;
+                        self.report(retry, events::MESSAGE_FAILED, message, "refused", extra)
+                            .await;
+                    }
                     done.refused += 1;
                     false
                 }
@@ -359,6 +398,24 @@ impl Gateway {
             }
         }
         Ok(done)
+    }
+
+    /// Reports what became of `message` in the retry queue to its user, as the event `name`.
+    async fn report(
+        &self,
+        retry: &Retrying,
+        name: &str,
+        message: &OutboundMessage,
+        discriminator: &str,
+        extra: Props,
+    ) {
+        let provider = self
+            .adapters
+            .get(&message.channel)
+            .map_or("none", |a| a.provider());
+        let at = retry.clock.now();
+        let event = events::delivery_event(name, message, provider, discriminator, at, extra);
+        retry.sink.emit(&message.workspace, event).await;
     }
 
     /// Reports a message given up on: a final `Message Failed`, once per message.
@@ -385,15 +442,8 @@ impl Gateway {
         );
         extra.insert("retryable".into(), Value::from(false));
         extra.insert("attempts".into(), Value::from(entry.attempts));
-        let event = events::delivery_event(
-            events::MESSAGE_FAILED,
-            message,
-            provider,
-            "given-up",
-            retry.clock.now(),
-            extra,
-        );
-        retry.sink.emit(&message.workspace, event).await;
+        self.report(retry, events::MESSAGE_FAILED, message, "given-up", extra)
+            .await;
     }
 
     async fn route(

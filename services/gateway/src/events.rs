@@ -11,7 +11,14 @@ use serde_json::Value;
 pub const MESSAGE_SENT: &str = "Message Sent";
 /// The message will not be delivered: refused for good, nobody to send it to, or given up on
 /// by the retry queue. Never sent for a failure a later attempt may repair.
-pub const MESSAGE_FAILED: &str = "Message Failed";
+pub const MESSAGE_FAILED: &str = beckon_core::delivery::MESSAGE_FAILED;
+/// The provider could not take the message now; it waits in the retry queue.
+pub const MESSAGE_DEFERRED: &str = beckon_core::delivery::MESSAGE_DEFERRED;
+/// A message that waited in the retry queue went out (besides the adapter's `Message Sent`,
+/// which only provider adapters report).
+pub const DEFERRED_MESSAGE_SENT: &str = beckon_core::delivery::DEFERRED_MESSAGE_SENT;
+/// A message that waited in the retry queue was dropped unsent: its journey instance ended.
+pub const MESSAGE_WITHDRAWN: &str = beckon_core::delivery::MESSAGE_WITHDRAWN;
 pub const DEVICE_TOKEN_INVALID: &str = beckon_core::devices::DEVICE_TOKEN_INVALID;
 /// The provider reports the message reached the device or mailbox.
 pub const MESSAGE_DELIVERED: &str = "Message Delivered";
@@ -25,9 +32,12 @@ pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
 /// from a user's state, so a user with none (forgotten since the send) has nothing it is
 /// about.
 pub fn is_delivery_outcome(event: &Event) -> bool {
-    const NAMES: [&str; 7] = [
+    const NAMES: [&str; 10] = [
         MESSAGE_SENT,
         MESSAGE_FAILED,
+        MESSAGE_DEFERRED,
+        DEFERRED_MESSAGE_SENT,
+        MESSAGE_WITHDRAWN,
         DEVICE_TOKEN_INVALID,
         MESSAGE_DELIVERED,
         MESSAGE_OPENED,
@@ -106,6 +116,9 @@ pub fn delivery_event(
         "idempotency_key".into(),
         Value::from(message.idempotency_key.clone()),
     );
+    if let Some(instance) = message.instance {
+        properties.insert("instance".into(), Value::from(instance));
+    }
     properties.extend(extra);
 
     let id_source = format!("{}\n{name}\n{discriminator}", message.idempotency_key);

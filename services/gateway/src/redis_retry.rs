@@ -181,12 +181,12 @@ where
         &'a self,
         entry: &'a Deferred,
         due: Ts,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+    ) -> BoxFuture<'a, Result<bool, GatewayError>> {
         Box::pin(async move {
             let body = encode(entry)?;
             let message = &entry.message;
             let mut con = self.conn.clone();
-            let _: i64 = DEFER
+            let kept: i64 = DEFER
                 .key(self.names.due())
                 .key(self.names.body())
                 .key(self.names.user(&message.workspace, &message.user_id))
@@ -196,7 +196,7 @@ where
                 .invoke_async(&mut con)
                 .await
                 .map_err(store_error)?;
-            Ok(())
+            Ok(kept == 1)
         })
     }
 

@@ -13,6 +13,11 @@
 //! out. A message that stays undeliverable past the policy's `give_up_after` is dropped and
 //! reported as a final `Message Failed` event, so journeys can branch on it.
 //!
+//! Each step is reported to the message's user as an event ([`beckon_core::delivery`]):
+//! `Message Deferred` when the message is first kept here, then one of `Deferred Message
+//! Sent`, `Message Withdrawn` or `Message Failed`. The user's state notes each beside the
+//! journey's `sent` decision, so an explanation of the user says what became of the message.
+//!
 //! Stores: [`MemoryRetryQueue`] here, lost with the process like the in-memory key store it
 //! goes with; [`crate::redis_retry::RedisRetryQueue`], shared by every gateway replica.
 
@@ -81,10 +86,14 @@ impl RetryQueuePolicy {
 
 /// Where deferred messages wait. Entries are keyed by (workspace, idempotency key).
 pub trait RetryQueue: Send + Sync + 'static {
-    /// Keeps `entry` until `due`. An entry kept already under the same key is left as it is:
-    /// a batch redelivered while its message waits here keeps the first deferral's age.
-    fn defer<'a>(&'a self, entry: &'a Deferred, due: Ts)
-    -> BoxFuture<'a, Result<(), GatewayError>>;
+    /// Keeps `entry` until `due`; true when it is kept now. An entry kept already under the
+    /// same key is left as it is (and false returned): a batch redelivered while its message
+    /// waits here keeps the first deferral's age.
+    fn defer<'a>(
+        &'a self,
+        entry: &'a Deferred,
+        due: Ts,
+    ) -> BoxFuture<'a, Result<bool, GatewayError>>;
 
     /// Up to `limit` entries due at `now`, each hidden from other takers until `now + hold`.
     fn take_due<'a>(
@@ -130,15 +139,17 @@ pub trait Relevance: Send + Sync + 'static {
 /// What one pass over the due entries did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Redelivered {
-    /// Delivered now, or found delivered already by another send of the same key.
+    /// Delivered now, or found delivered already by another send of the same key; reported
+    /// as `Deferred Message Sent`.
     pub sent: u64,
     /// Failed again and put back for later.
     pub retried: u64,
-    /// Refused for good by the provider; its `Message Failed` event is already out.
+    /// Refused for good by the provider, with a final `Message Failed` event.
     pub refused: u64,
     /// Past `give_up_after`, dropped with a final `Message Failed` event.
     pub given_up: u64,
-    /// Dropped unsent: its journey instance ended on a goal or an exit rule meanwhile.
+    /// Dropped unsent: its journey instance ended on a goal or an exit rule meanwhile;
+    /// reported as `Message Withdrawn`.
     pub withdrawn: u64,
 }
 
@@ -186,12 +197,16 @@ impl RetryQueue for MemoryRetryQueue {
         &'a self,
         entry: &'a Deferred,
         due: Ts,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        let result = self.with(|map| {
-            map.entry(scoped(&entry.message)).or_insert_with(|| Held {
-                entry: entry.clone(),
-                due,
-            });
+    ) -> BoxFuture<'a, Result<bool, GatewayError>> {
+        let result = self.with(|map| match map.entry(scoped(&entry.message)) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Held {
+                    entry: entry.clone(),
+                    due,
+                });
+                true
+            }
         });
         Box::pin(async move { result })
     }

@@ -13,14 +13,18 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use beckon_core::{Clock, Duration, Ts, VirtualClock};
-use beckon_gateway::events::{MESSAGE_FAILED, MESSAGE_SENT};
+use beckon_core::{Clock, Duration, OutboundMessage, Ts, VirtualClock};
+use beckon_gateway::events::{
+    DEFERRED_MESSAGE_SENT, MESSAGE_DEFERRED, MESSAGE_FAILED, MESSAGE_SENT, MESSAGE_WITHDRAWN,
+};
 use beckon_gateway::policy::{BreakerConfig, RetryPolicy};
+use beckon_gateway::retry_queue::Relevance;
 use beckon_gateway::webhook::{self, WebhookConfig};
 use beckon_gateway::{
     Gateway, KeyStore, MemoryKeyStore, MemoryRetryQueue, RedisRetryQueue, RetryQueue,
     RetryQueuePolicy, Secret,
 };
+use futures::future::BoxFuture;
 use support::{message, redis_server, serve, test_deps};
 
 /// A webhook receiver that answers 503 while `down`, and counts the requests it accepted by
@@ -128,6 +132,17 @@ async fn deferred_then_delivered_once(rig: Rig) {
     assert!(again.deferred);
     assert_eq!(rig.queue.waiting().await.unwrap(), 1);
 
+    // The user's record hears of the deferral once, with the provider's answer.
+    let deferred = rig.sink.named(MESSAGE_DEFERRED);
+    assert_eq!(deferred.len(), 1, "{deferred:?}");
+    assert_eq!(deferred[0].user, "ada");
+    assert_eq!(deferred[0].properties["idempotency_key"], "k-ada-1");
+    assert_eq!(deferred[0].properties["step"], "nudge");
+    assert_eq!(
+        deferred[0].properties["reason"],
+        "webhook is unavailable: http 503"
+    );
+
     // Not due yet: the first retry waits between one and two seconds.
     assert_eq!(rig.gateway.redeliver_due().await.unwrap().total(), 0);
 
@@ -156,6 +171,11 @@ async fn deferred_then_delivered_once(rig: Rig) {
     assert!(late.duplicate && !late.deferred, "{late:?}");
     assert_eq!(rig.receiver.accepted("k-ada-1"), 1);
     assert_eq!(rig.sink.named(MESSAGE_SENT).len(), 1);
+    // ... and of the retry that sent it.
+    let later = rig.sink.named(DEFERRED_MESSAGE_SENT);
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].properties["idempotency_key"], "k-ada-1");
+    assert!(later[0].properties["attempts"].as_u64().unwrap() >= 2);
     // Neither the deferral nor the failed retries were failures to report: the message went.
     assert!(
         rig.sink.named(MESSAGE_FAILED).is_empty(),
@@ -194,6 +214,49 @@ async fn given_up_after_its_time(rig: Rig) {
     assert_eq!(finals[0].properties["idempotency_key"], "k-bob-1");
     let reason = finals[0].properties["reason"].as_str().unwrap();
     assert!(reason.starts_with("gave up after"), "{reason}");
+    assert_eq!(rig.sink.named(MESSAGE_DEFERRED).len(), 1);
+    assert!(rig.sink.named(DEFERRED_MESSAGE_SENT).is_empty());
+}
+
+/// Says every message of `journey` is no longer wanted.
+struct Ended {
+    journey: &'static str,
+}
+
+impl Relevance for Ended {
+    fn withdrawn<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Option<String>> {
+        let why = (message.journey == self.journey)
+            .then(|| "the journey instance ended: Order Completed".to_string());
+        Box::pin(async move { why })
+    }
+}
+
+/// A message whose journey ended while it waited is dropped unsent, and its user told so.
+async fn withdrawn_once_its_journey_ended(rig: Rig) {
+    let gateway = rig.gateway.clone().with_relevance(Arc::new(Ended {
+        journey: "cart-reminder",
+    }));
+    rig.receiver.down.store(true, Ordering::SeqCst);
+    let dee = message("webhook", "k-dee-1", "dee");
+    assert!(gateway.send(&dee).await.unwrap().deferred);
+
+    rig.receiver.down.store(false, Ordering::SeqCst);
+    rig.advance(5_000);
+    let pass = gateway.redeliver_due().await.unwrap();
+    assert_eq!((pass.withdrawn, pass.sent), (1, 0), "{pass:?}");
+    assert_eq!(rig.queue.waiting().await.unwrap(), 0);
+    assert_eq!(rig.receiver.accepted("k-dee-1"), 0);
+
+    let withdrawn = rig.sink.named(MESSAGE_WITHDRAWN);
+    assert_eq!(withdrawn.len(), 1, "{withdrawn:?}");
+    assert_eq!(withdrawn[0].user, "dee");
+    assert_eq!(withdrawn[0].properties["idempotency_key"], "k-dee-1");
+    assert_eq!(
+        withdrawn[0].properties["reason"],
+        "the journey instance ended: Order Completed"
+    );
+    assert!(rig.sink.named(MESSAGE_FAILED).is_empty());
+    assert!(rig.sink.named(DEFERRED_MESSAGE_SENT).is_empty());
 }
 
 /// Forgetting a user takes their deferred sends with them, and no one else's.
@@ -262,6 +325,19 @@ async fn redis_queue_gives_up_with_a_final_failure() {
     let server = redis_server::server();
     let (queue, keys) = redis(&server).await;
     given_up_after_its_time(rig(queue, keys, MINUTE).await).await;
+}
+
+#[tokio::test]
+async fn memory_queue_withdraws_a_message_whose_journey_ended() {
+    let (queue, keys) = memory();
+    withdrawn_once_its_journey_ended(rig(queue, keys, HOUR).await).await;
+}
+
+#[tokio::test]
+async fn redis_queue_withdraws_a_message_whose_journey_ended() {
+    let server = redis_server::server();
+    let (queue, keys) = redis(&server).await;
+    withdrawn_once_its_journey_ended(rig(queue, keys, HOUR).await).await;
 }
 
 #[tokio::test]

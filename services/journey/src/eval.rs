@@ -273,6 +273,7 @@ impl Run<'_> {
         }
         let now = event.timestamp;
         self.ask_for_merge(state, event);
+        self.note_delivery(state, event);
 
         self.goals_and_exits(state, event);
         self.conversions_after_exit(state, event);
@@ -307,6 +308,21 @@ impl Run<'_> {
         if event.kind != EventKind::Alias {
             self.enter_on_event(state, event);
         }
+    }
+
+    /// A gateway's report of what became of a sent message is noted beside the `sent`
+    /// decision it is about, before anything the same event moves on (a journey waiting for
+    /// `Message Failed`), so the record reads in the order things happened.
+    fn note_delivery(&mut self, state: &mut UserState, event: &Event) {
+        let Some(mut d) = beckon_core::delivery::note(event) else {
+            return;
+        };
+        d.arm = state
+            .journeys
+            .iter()
+            .find(|inst| inst.id == d.instance && inst.journey == d.journey)
+            .and_then(|inst| inst.arm.clone());
+        self.record(state, d);
     }
 
     /// An event naming a second id of the user (an alias's `previousId`, or the

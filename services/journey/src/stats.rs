@@ -93,7 +93,14 @@ impl Stats {
             DecisionKind::Sent => j.steps.entry(d.step.clone()).or_default().sent += 1,
             DecisionKind::Skipped => j.steps.entry(d.step.clone()).or_default().skipped += 1,
             DecisionKind::Deferred => j.steps.entry(d.step.clone()).or_default().deferred += 1,
-            DecisionKind::SegmentEntered | DecisionKind::SegmentLeft | DecisionKind::Merged => {}
+            // What became of a sent message is the gateway's to count.
+            DecisionKind::SegmentEntered
+            | DecisionKind::SegmentLeft
+            | DecisionKind::Merged
+            | DecisionKind::DeliveryDeferred
+            | DecisionKind::DeliveredLater
+            | DecisionKind::DeliveryWithdrawn
+            | DecisionKind::DeliveryFailed => {}
         }
     }
 

@@ -47,12 +47,16 @@ impl Stats {
             DecisionKind::Exited => j.exited += 1,
             DecisionKind::Completed => j.completed += 1,
             // Segment changes, deferrals and conversions are counted by the journey crate's
-            // own statistics.
+            // own statistics; what became of a sent message, by the gateway's.
             DecisionKind::Deferred
             | DecisionKind::Converted
             | DecisionKind::SegmentEntered
             | DecisionKind::SegmentLeft
-            | DecisionKind::Merged => {}
+            | DecisionKind::Merged
+            | DecisionKind::DeliveryDeferred
+            | DecisionKind::DeliveredLater
+            | DecisionKind::DeliveryWithdrawn
+            | DecisionKind::DeliveryFailed => {}
         }
     }
 

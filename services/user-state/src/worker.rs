@@ -696,7 +696,12 @@ fn record_decision(metrics: &Metrics, d: &Decision) {
         | DecisionKind::Sent
         | DecisionKind::Skipped
         | DecisionKind::Deferred
-        | DecisionKind::Merged => {}
+        | DecisionKind::Merged
+        // Delivery outcomes are counted by the gateway, in `beckon.deliveries`.
+        | DecisionKind::DeliveryDeferred
+        | DecisionKind::DeliveredLater
+        | DecisionKind::DeliveryWithdrawn
+        | DecisionKind::DeliveryFailed => {}
     }
 }
 

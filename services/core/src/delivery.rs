@@ -1,0 +1,183 @@
+//! What became of a sent message, as its user's decisions tell it.
+//!
+//! The evaluator records `sent` when it hands a message to its channel; whether the provider
+//! took it is known only later, in the gateway, often in another process. The gateway reports
+//! what it did with a message as events of the message's user, through the same log as every
+//! other event, and applying one of the reports named here adds a note to the user's
+//! decisions, next to the `sent` it is about:
+//!
+//! | event | decision |
+//! | --- | --- |
+//! | `Message Deferred` | `delivery_deferred`: kept in the retry queue, with the provider's answer |
+//! | `Deferred Message Sent` | `delivered_later`: the retry queue sent it |
+//! | `Message Withdrawn` | `delivery_withdrawn`: dropped unsent, its journey instance ended |
+//! | `Message Failed` | `delivery_failed`: refused for good, or given up on |
+//!
+//! So `beckon explain` over a log export, and the UserState `Explain` call, show a deferred
+//! message as deferred and, once it is settled, how. A report is applied once, like any event
+//! (by its id), and only the gateway's own reports count: they carry the message's
+//! `idempotency_key`, `journey` and `step`.
+
+use serde_json::Value;
+
+use crate::effect::{Decision, DecisionKind};
+use crate::event::Event;
+
+/// The message will not be delivered: refused for good, nobody to send it to, or given up on
+/// by the retry queue.
+pub const MESSAGE_FAILED: &str = "Message Failed";
+/// The provider could not take the message now; it waits in the gateway's retry queue.
+pub const MESSAGE_DEFERRED: &str = "Message Deferred";
+/// A message that waited in the gateway's retry queue went out.
+pub const DEFERRED_MESSAGE_SENT: &str = "Deferred Message Sent";
+/// A message that waited in the gateway's retry queue was dropped unsent.
+pub const MESSAGE_WITHDRAWN: &str = "Message Withdrawn";
+
+/// The note a delivery report leaves in its user's decisions, or `None` when the event is
+/// not one (or is an older gateway's report of a failure that was still being retried).
+pub fn note(event: &Event) -> Option<Decision> {
+    let kind = match event.name.as_str() {
+        MESSAGE_DEFERRED => DecisionKind::DeliveryDeferred,
+        DEFERRED_MESSAGE_SENT => DecisionKind::DeliveredLater,
+        MESSAGE_WITHDRAWN => DecisionKind::DeliveryWithdrawn,
+        MESSAGE_FAILED => DecisionKind::DeliveryFailed,
+        _ => return None,
+    };
+    let props = &event.properties;
+    let text = |name: &str| props.get(name).and_then(Value::as_str);
+    text("idempotency_key")?;
+    let journey = text("journey")?;
+    if kind == DecisionKind::DeliveryFailed && props.get("retryable") == Some(&Value::Bool(true)) {
+        return None;
+    }
+
+    let channel = text("channel")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("message");
+    let why = text("reason").unwrap_or("no reason given");
+    let reason = match kind {
+        DecisionKind::DeliveryDeferred => {
+            format!("{channel} not taken now ({why}); the gateway retries it")
+        }
+        DecisionKind::DeliveredLater => match props.get("attempts").and_then(Value::as_u64) {
+            Some(n) => format!("{channel} sent on retry {n} from the gateway's queue"),
+            None => format!("{channel} sent from the gateway's retry queue"),
+        },
+        DecisionKind::DeliveryWithdrawn => format!("{channel} not sent: {why}"),
+        _ => format!("{channel} not delivered: {why}"),
+    };
+    Some(Decision {
+        at: event.timestamp,
+        journey: journey.to_string(),
+        step: text("step").unwrap_or_default().to_string(),
+        kind,
+        reason,
+        instance: props.get("instance").and_then(Value::as_u64).unwrap_or(0),
+        arm: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{EventKind, Props};
+    use crate::time::Ts;
+
+    fn report(name: &str, props: Value) -> Event {
+        Event {
+            kind: EventKind::Track,
+            message_id: "gw-1".into(),
+            user: "u1".into(),
+            anonymous_id: None,
+            name: name.into(),
+            properties: props.as_object().cloned().unwrap_or_default(),
+            traits: Props::new(),
+            timestamp: Ts(1_000),
+            previous_id: None,
+        }
+    }
+
+    fn about(extra: Value) -> Value {
+        let mut props = json!({
+            "idempotency_key": "w:u1:cart:7:nudge:1",
+            "journey": "cart",
+            "step": "nudge",
+            "channel": "push",
+            "instance": 7,
+        });
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        props
+    }
+
+    #[test]
+    fn each_report_is_noted_with_its_reason() {
+        let deferred = note(&report(
+            MESSAGE_DEFERRED,
+            about(json!({"reason": "apns is unavailable: timeout"})),
+        ))
+        .expect("a note");
+        assert_eq!(deferred.kind, DecisionKind::DeliveryDeferred);
+        assert_eq!(
+            deferred.reason,
+            "push not taken now (apns is unavailable: timeout); the gateway retries it"
+        );
+        assert_eq!(
+            (deferred.journey.as_str(), deferred.step.as_str()),
+            ("cart", "nudge")
+        );
+        assert_eq!((deferred.instance, deferred.at), (7, Ts(1_000)));
+
+        let sent = note(&report(
+            DEFERRED_MESSAGE_SENT,
+            about(json!({"attempts": 3})),
+        ));
+        assert_eq!(
+            sent.map(|d| (d.kind, d.reason)),
+            Some((
+                DecisionKind::DeliveredLater,
+                "push sent on retry 3 from the gateway's queue".to_string()
+            ))
+        );
+
+        let withdrawn = note(&report(
+            MESSAGE_WITHDRAWN,
+            about(json!({"reason": "the journey instance ended: goal"})),
+        ));
+        assert_eq!(
+            withdrawn.map(|d| d.reason),
+            Some("push not sent: the journey instance ended: goal".to_string())
+        );
+
+        let failed = note(&report(
+            MESSAGE_FAILED,
+            about(json!({"reason": "http 401", "retryable": false})),
+        ));
+        assert_eq!(
+            failed.map(|d| (d.kind, d.reason)),
+            Some((
+                DecisionKind::DeliveryFailed,
+                "push not delivered: http 401".to_string()
+            ))
+        );
+    }
+
+    #[test]
+    fn other_events_and_reports_of_no_message_leave_no_note() {
+        assert_eq!(note(&report("Order Completed", about(json!({})))), None);
+        assert_eq!(
+            note(&report(MESSAGE_DEFERRED, json!({"journey": "cart"}))),
+            None
+        );
+        assert_eq!(
+            note(&report(MESSAGE_DEFERRED, json!({"idempotency_key": "k"}))),
+            None
+        );
+        // An older gateway reported each failed attempt; only the final one is a failure.
+        let retried = about(json!({"reason": "http 503", "retryable": true}));
+        assert_eq!(note(&report(MESSAGE_FAILED, retried)), None);
+    }
+}
