@@ -165,6 +165,13 @@ fn serve_refuses_unknown_and_repeated_config_keys_with_line_and_column() {
             "providers.channels: duplicate key `push`",
             "line 4 column 5",
         ),
+        // A channel no journey sends on would route nothing.
+        (
+            "providers:\n  channels:\n    push: record\n    pigeon: record\n",
+            "providers.channels: unknown channel `pigeon`; known channels: push, in_app, \
+             email, sms, webhook, live_activity",
+            "line 4 column 5",
+        ),
     ];
     for (file, reason, place) in cases {
         let (code, stderr) = serve_config(&[], &[], Some(file));
@@ -265,6 +272,20 @@ fn serve_refuses_provider_policy_values_out_of_range_naming_the_path() {
         stderr.contains("providers.webhook.policy.retry.max_delay: 100 is shorter than base_delay"),
         "{stderr}"
     );
+
+    // A separate providers file names an unknown channel by its own line and column.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("providers.yaml");
+    std::fs::write(&path, "channels: {pigeon: record}\n").expect("write providers");
+    let args = ["--providers", path.to_str().unwrap_or_default()];
+    let (code, stderr) = serve_config(&args, &[], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("channels: unknown channel `pigeon`; known channels: push"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 1 column 12"), "{stderr}");
 
     // A separate providers file is read the same way, its own lines counted.
     let dir = tempfile::tempdir().expect("tempdir");

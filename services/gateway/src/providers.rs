@@ -39,6 +39,79 @@ use crate::sms::TwilioConfig;
 use crate::webhook::WebhookConfig;
 use crate::{apns, email, fcm, sms, webhook};
 
+/// The channels a journey can send on, and so the only ones a gateway routes.
+pub const CHANNELS: [&str; 6] = ["push", "in_app", "email", "sms", "webhook", "live_activity"];
+
+/// Why `name` is no channel, naming the ones there are.
+fn unknown_channel(name: &str) -> String {
+    format!(
+        "unknown channel `{name}`; known channels: {}",
+        CHANNELS.join(", ")
+    )
+}
+
+/// Reads the `channels` mapping, refusing a channel no journey can send on while the reader
+/// still stands on its name, so a file's error carries the name's line and column: a
+/// misspelt channel would otherwise route nothing, and its messages would go to the recorder.
+fn read_channels<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, ProviderKind>, D::Error> {
+    struct Routes;
+
+    impl<'de> serde::de::Visitor<'de> for Routes {
+        type Value = BTreeMap<String, ProviderKind>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "a mapping from channel ({}) to provider",
+                CHANNELS.join(", ")
+            )
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut routes = BTreeMap::new();
+            while let Some(KnownChannel(channel)) = map.next_key()? {
+                let kind = map.next_value()?;
+                routes.insert(channel, kind);
+            }
+            Ok(routes)
+        }
+    }
+
+    deserializer.deserialize_map(Routes)
+}
+
+/// A channel name from [`CHANNELS`].
+struct KnownChannel(String);
+
+impl<'de> Deserialize<'de> for KnownChannel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+
+        impl serde::de::Visitor<'_> for Name {
+            type Value = KnownChannel;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a channel: {}", CHANNELS.join(", "))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KnownChannel, E> {
+                if CHANNELS.contains(&v) {
+                    Ok(KnownChannel(v.to_string()))
+                } else {
+                    Err(E::custom(unknown_channel(v)))
+                }
+            }
+        }
+
+        deserializer.deserialize_str(Name)
+    }
+}
+
 /// The providers a channel can be routed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -197,9 +270,12 @@ pub struct WebhookSettings {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvidersConfig {
-    /// Channel (`push`, `email`, `live_activity`, ...) to provider. A channel not named here
-    /// goes to the recorder.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Channel (one of [`CHANNELS`]) to provider. A channel not named here goes to the
+    /// recorder.
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "read_channels"
+    )]
     pub channels: BTreeMap<String, ProviderKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apns: Option<ApnsSettings>,
@@ -266,6 +342,13 @@ impl ProvidersConfig {
     /// file checks the same as it goes; this covers settings from anywhere else.
     pub fn validate(&self) -> Result<(), GatewayError> {
         let config = |field: String, reason: String| GatewayError::Config { field, reason };
+        if let Some(name) = self
+            .channels
+            .keys()
+            .find(|c| !CHANNELS.contains(&c.as_str()))
+        {
+            return Err(config("channels".into(), unknown_channel(name)));
+        }
         for (provider, timeout_ms, policy) in common_settings(self) {
             range::TIMEOUT_MS
                 .check(timeout_ms)
@@ -487,6 +570,35 @@ mod tests {
             }
         });
         assert!(err.starts_with("webhook.policy.breaker.cool_down"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_channel_is_refused_naming_the_known_ones() {
+        let err = serde_json::from_str::<ProvidersConfig>(r#"{"channels": {"pigeon": "record"}}"#)
+            .expect_err("pigeon is no channel")
+            .to_string();
+        assert!(err.contains("unknown channel `pigeon`"), "{err}");
+        assert!(
+            err.contains("push, in_app, email, sms, webhook, live_activity"),
+            "{err}"
+        );
+
+        // Built in code, it is refused as well.
+        let mut config = ProvidersConfig::default();
+        config
+            .channels
+            .insert("pigeon".into(), ProviderKind::Record);
+        let err = config.validate().expect_err("refused").to_string();
+        assert!(err.contains("channels"), "{err}");
+        assert!(err.contains("unknown channel `pigeon`"), "{err}");
+
+        let every: ProvidersConfig = serde_json::from_str(
+            r#"{"channels": {"push": "record", "in_app": "inbox", "email": "record",
+                "sms": "record", "webhook": "record", "live_activity": "record"}}"#,
+        )
+        .expect("every known channel");
+        assert_eq!(every.channels.len(), CHANNELS.len());
+        assert!(every.validate().is_ok());
     }
 
     #[test]

@@ -17,8 +17,8 @@ use beckon_ingest::log::EventLog;
 use beckon_user_state::StateStore;
 use futures::future::BoxFuture;
 
-/// The channels a served gateway records to.
-pub const CHANNELS: [&str; 6] = ["push", "in_app", "email", "sms", "webhook", "live_activity"];
+/// The channels a served gateway records to: every channel a journey can send on.
+pub const CHANNELS: [&str; 6] = beckon_gateway::providers::CHANNELS;
 
 /// Lines queued for the writer at most per batch, so one slow sync cannot hold an unbounded
 /// amount of memory.
