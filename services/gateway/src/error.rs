@@ -4,7 +4,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum GatewayError {
-    #[error("no adapter is configured for channel {0}")]
+    /// A channel journeys send on, for which this gateway has no provider.
+    #[error("no provider is configured for channel {0} in this gateway")]
     NoAdapter(String),
 
     /// The provider refused the message for good (bad token, invalid request).

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use beckon_core::{Clock, OutboundMessage, Ts};
-use beckon_proto::convert::{millis_to_timestamp, timestamp_to_millis};
+use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::gateway_server::{Gateway as GatewayRpc, GatewayServer};
 use futures::Stream;
@@ -26,6 +26,7 @@ use crate::channel::Gateway;
 use crate::error::GatewayError;
 use crate::events::{self, EventSink};
 use crate::inbox::{InboxMessage, InboxStore, InboxSubscription};
+use crate::providers::CHANNELS;
 use beckon_core::Props;
 
 /// Longest idempotency key and user id accepted, in bytes.
@@ -160,18 +161,42 @@ fn check_id(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn check_channel(channel: &str) -> Result<(), Status> {
-    let ok = !channel.is_empty()
+/// Whether `channel` looks like a channel name: short, lowercase letters, digits and `_`.
+fn channel_shaped(channel: &str) -> bool {
+    !channel.is_empty()
         && channel.len() <= 32
         && channel
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn check_channel(channel: &str) -> Result<(), Status> {
+    if channel_shaped(channel) {
         Ok(())
     } else {
         Err(invalid(
             "message.channel",
             "expected a channel name such as push, in_app, email, sms or webhook",
+        ))
+    }
+}
+
+/// A message's channel must be one a journey can send on. One of those that this gateway has
+/// no provider for is a different matter, answered when the send is routed.
+fn check_known_channel(channel: &str) -> Result<(), Status> {
+    let known = CHANNELS.join(", ");
+    if CHANNELS.contains(&channel) {
+        Ok(())
+    } else if channel_shaped(channel) {
+        Err(invalid(
+            "message.channel",
+            format!("unknown channel `{channel}`; known channels: {known}"),
+        ))
+    } else {
+        // Not echoed: it may be long, or hold anything at all.
+        Err(invalid(
+            "message.channel",
+            format!("not a channel name; known channels: {known}"),
         ))
     }
 }
@@ -213,7 +238,7 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
         .ok_or_else(|| invalid("message", "is required"))?;
     check_id("message.idempotency_key", &m.idempotency_key)?;
     check_id("message.user_id", &m.user_id)?;
-    check_channel(&m.channel)?;
+    check_known_channel(&m.channel)?;
     if m.body.is_empty() && m.title.is_empty() {
         return Err(invalid(
             "message.body",
@@ -226,10 +251,13 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
             format!("{} bytes; at most {MAX_BODY_BYTES}", m.body.len()),
         ));
     }
+    // A time outside the calendar is refused, not replaced: the message's time is what
+    // providers and receivers are told, and what its delivery events are about.
     let at = match m.at {
         None => now,
-        Some(ts) if (0..1_000_000_000).contains(&ts.nanos) => Ts(timestamp_to_millis(&ts)),
-        Some(_) => return Err(invalid("message.at", "nanos must be within 0..1e9")),
+        Some(ts) => {
+            Ts::from_parts(ts.seconds, ts.nanos).map_err(|why| invalid("message.at", why))?
+        }
     };
 
     Ok(OutboundMessage {
@@ -569,7 +597,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         type Edit = fn(&mut pb::SendRequest);
-        let cases: [(&str, Edit); 7] = [
+        let cases: [(&str, Edit); 10] = [
             ("invalid workspace", |r| r.workspace = "ac me".into()),
             ("invalid message:", |r| r.message = None),
             ("invalid message.idempotency_key", |r| {
@@ -592,6 +620,15 @@ mod tests {
                     m.body.clear();
                 }
             }),
+            (
+                "invalid message.channel: unknown channel `pigeon`; known channels: push, \
+                 in_app, email, sms, webhook, live_activity",
+                |r| {
+                    if let Some(m) = r.message.as_mut() {
+                        m.channel = "pigeon".into();
+                    }
+                },
+            ),
             ("invalid message.at", |r| {
                 if let Some(m) = r.message.as_mut() {
                     let mut at = millis_to_timestamp(1_000);
@@ -599,6 +636,22 @@ mod tests {
                     m.at = Some(at);
                 }
             }),
+            (
+                "invalid message.at: seconds 9223372036854775 out of range",
+                |r| {
+                    if let Some(m) = r.message.as_mut() {
+                        m.at = Some(millis_to_timestamp(i64::MAX));
+                    }
+                },
+            ),
+            (
+                "invalid message.at: seconds -9223372036854776 out of range",
+                |r| {
+                    if let Some(m) = r.message.as_mut() {
+                        m.at = Some(millis_to_timestamp(i64::MIN));
+                    }
+                },
+            ),
         ];
         for (expected, edit) in cases {
             let message = field_error(request(edit));

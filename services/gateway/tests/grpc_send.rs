@@ -11,6 +11,7 @@ use beckon_core::Duration;
 use beckon_gateway::grpc::GatewayService;
 use beckon_gateway::inbox::Inbox;
 use beckon_gateway::{Gateway, RecordingChannel};
+use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::{OutboundMessage, SendRequest};
 use support::test_deps;
 use tonic::Code;
@@ -107,10 +108,54 @@ async fn a_bad_field_is_refused_by_name_and_nothing_is_sent() {
 }
 
 #[tokio::test]
-async fn a_channel_without_adapter_is_a_failed_precondition() {
+async fn a_known_channel_without_a_provider_is_a_failed_precondition() {
     let (mut client, _) = start().await;
 
     let status = client.send(request("sms", "k-sms-1")).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("channel sms"), "{status:?}");
+    assert_eq!(
+        status.message(),
+        "no provider is configured for channel sms in this gateway"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_channel_is_an_invalid_argument_naming_the_field() {
+    let (mut client, recorder) = start().await;
+
+    let status = client
+        .send(request("pigeon", "k-pigeon-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "invalid message.channel: unknown channel `pigeon`; known channels: push, in_app, \
+         email, sms, webhook, live_activity"
+    );
+    assert!(recorder.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_time_outside_the_calendar_is_refused_not_replaced() {
+    let (mut client, recorder) = start().await;
+
+    for at in [i64::MAX / 2, i64::MIN / 2] {
+        let mut late = request("push", "k-at-1");
+        late.message.as_mut().unwrap().at = Some(millis_to_timestamp(at));
+        let status = client.send(late).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("invalid message.at: seconds"),
+            "{status:?}"
+        );
+        assert!(status.message().contains("out of range"), "{status:?}");
+    }
+    assert!(recorder.messages().is_empty(), "nothing was sent");
+
+    // A time in the calendar is kept as given.
+    let mut dated = request("push", "k-at-2");
+    dated.message.as_mut().unwrap().at = Some(millis_to_timestamp(support::START.0 - 5_000));
+    client.send(dated).await.unwrap();
+    assert_eq!(recorder.messages()[0].at.0, support::START.0 - 5_000);
 }
