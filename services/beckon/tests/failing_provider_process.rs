@@ -263,3 +263,95 @@ async fn a_provider_that_never_answers_is_deferred_within_the_partitions_deadlin
     assert_eq!(answer.outcome, "deferred", "{answer:?}");
     assert_eq!(attempts("k-silent-2"), 1);
 }
+
+/// The lines of a gateway's JSON log that say delivery events were left unforwarded.
+fn unforwarded(log: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("log file");
+    text.lines()
+        .filter(|l| l.contains("still queued"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A stopping gateway says delivery events were left unforwarded only when some were, and
+/// how many: here ingest takes the connection and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_counts_the_delivery_events_it_could_not_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingest = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind ingest");
+    let ingest_url = format!("http://{}", ingest.local_addr().expect("addr"));
+    let heard: Heard = Arc::default();
+    let held = heard.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = ingest.accept().await {
+            tokio::spawn(hold(stream, held.clone()));
+        }
+    });
+
+    // A receiver that refuses every message for good: each send reports `Message Failed`.
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(|| async { StatusCode::NOT_FOUND }),
+    );
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = receiver.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(receiver, router).await;
+    });
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let providers = dir.path().join("providers.yaml");
+    let config = format!(
+        "channels: {{ webhook: webhook }}\n\
+         webhook:\n  url: http://{addr}/hooks\n  secret: {{ file: {} }}\n",
+        secret.display()
+    );
+    std::fs::write(&providers, config).expect("providers");
+    let args = [
+        "--providers",
+        providers.to_str().unwrap_or_default(),
+        "--ingest-url",
+        ingest_url.as_str(),
+    ];
+    let env = [("BECKON_LOG_FORMAT", "json"), ("BECKON_LOG", "info")];
+
+    // Nothing sent, nothing to forward: nothing said about it.
+    let quiet_log = dir.path().join("quiet.log");
+    let mut quiet = Served::start_with("gateway", &args, &env, Some(&quiet_log));
+    assert!(quiet.terminate().success());
+    assert_eq!(unforwarded(&quiet_log), Vec::<serde_json::Value>::new());
+
+    // One refusal reported, stuck on its way to ingest: said, with the count.
+    let log = dir.path().join("gateway.log");
+    let mut gateway = Served::start_with("gateway", &args, &env, Some(&log));
+    let mut client = GatewayClient::connect(gateway.url())
+        .await
+        .expect("connect");
+    let answer = client
+        .send(SendRequest {
+            workspace: "default".into(),
+            message: Some(OutboundMessage {
+                idempotency_key: "k-refused-1".into(),
+                user_id: "u-ada".into(),
+                channel: "webhook".into(),
+                journey: "results".into(),
+                step: "notify".into(),
+                body: BODY.into(),
+                ..OutboundMessage::default()
+            }),
+        })
+        .await;
+    assert_eq!(
+        answer.expect_err("refused").code(),
+        tonic::Code::FailedPrecondition
+    );
+    assert!(gateway.terminate().success());
+    let lines = unforwarded(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["level"], "WARN", "{lines:?}");
+    assert!(lines[0].to_string().contains("\"queued\":1"), "{lines:?}");
+}

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use beckon_core::Event;
 use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
 use beckon_proto::v1 as pb;
@@ -85,17 +87,71 @@ struct Queued {
 pub struct IngestSink {
     tx: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
+    waiting: Arc<Waiting>,
+}
+
+/// Events taken by the sink and not yet forwarded or given up on: queued, or in a call.
+#[derive(Default)]
+struct Waiting {
+    count: AtomicU64,
+    /// Woken each time the count falls to zero.
+    none: Notify,
+}
+
+impl Waiting {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.none.notify_waiters();
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
 }
 
 /// The forwarder task. It ends once every [`IngestSink`] is dropped and the queue is empty.
-pub struct Forwarder(JoinHandle<()>);
+pub struct Forwarder {
+    task: JoinHandle<()>,
+    waiting: Arc<Waiting>,
+}
 
 impl Forwarder {
     /// Waits until the queue has been forwarded (or given up on), for a graceful shutdown.
+    /// Only returns once every [`IngestSink`] is dropped; see [`Forwarder::flush`] for a
+    /// process whose senders live on.
     pub async fn drained(self) {
-        if let Err(e) = self.0.await {
+        if let Err(e) = self.task.await {
             tracing::warn!(error = %e, "ingest forwarder ended abnormally");
         }
+    }
+
+    /// Events taken and not yet forwarded or given up on: queued, or in a call to ingest.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.now()
+    }
+
+    /// Waits up to `within` for every event taken so far to be forwarded (or given up on),
+    /// and returns how many still wait: 0 when all went. Senders may live on meanwhile, as
+    /// they do in a stopping gateway whose channels still hold the sink.
+    pub async fn flush(&self, within: Duration) -> u64 {
+        let all_gone = async {
+            loop {
+                // Registered before the count is read, so a last event finishing in between
+                // still wakes this.
+                let none = self.waiting.none.notified();
+                if self.waiting.now() == 0 {
+                    return;
+                }
+                none.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, all_gone).await;
+        self.waiting.now()
     }
 }
 
@@ -107,12 +163,14 @@ impl IngestSink {
         sleeper: Arc<dyn Sleeper>,
     ) -> (IngestSink, Forwarder) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let handle = tokio::spawn(forward_all(rx, client, config, sleeper));
+        let waiting = Arc::new(Waiting::default());
+        let task = tokio::spawn(forward_all(rx, client, config, sleeper, waiting.clone()));
         let sink = IngestSink {
             tx,
             dropped: Arc::default(),
+            waiting: waiting.clone(),
         };
-        (sink, Forwarder(handle))
+        (sink, Forwarder { task, waiting })
     }
 
     /// Events dropped because the queue was full or the forwarder had stopped.
@@ -128,7 +186,10 @@ impl EventSink for IngestSink {
             event,
             trace: beckon_telemetry::current_trace_string(),
         };
+        // Counted before it is queued, so the forwarder never finishes it first.
+        self.waiting.add();
         if let Err(e) = self.tx.try_send(queued) {
+            self.waiting.done();
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at 1, 2, 4, 8, ... drops: visible, without a line per event.
             if n.is_power_of_two() {
@@ -164,11 +225,12 @@ async fn forward_all(
     client: IngestClient<Channel>,
     config: IngestSinkConfig,
     sleeper: Arc<dyn Sleeper>,
+    waiting: Arc<Waiting>,
 ) {
     let queue = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|queued| (queued, rx))
     });
-    let (client, config, sleeper) = (&client, &config, &sleeper);
+    let (client, config, sleeper, waiting) = (&client, &config, &sleeper, &waiting);
     queue
         .for_each_concurrent(config.concurrency.max(1), |queued| {
             let span = tracing::info_span!(
@@ -182,7 +244,12 @@ async fn forward_all(
             if let Some(trace) = &queued.trace {
                 beckon_telemetry::set_parent_from_trace_string(&span, trace);
             }
-            forward(client.clone(), config, sleeper.as_ref(), queued).instrument(span)
+            let forwarded = forward(client.clone(), config, sleeper.as_ref(), queued);
+            async move {
+                forwarded.await;
+                waiting.done();
+            }
+            .instrument(span)
         })
         .await;
 }

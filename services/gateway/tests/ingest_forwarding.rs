@@ -188,3 +188,31 @@ async fn a_stalled_ingest_never_blocks_the_sender() {
         .collect();
     assert_eq!(keys, ["k-stall-0", "k-stall-1", "k-stall-2"]);
 }
+
+/// A stopping gateway asks how many events still wait, while its channels still hold the sink:
+/// none when nothing was taken, each one queued or in a call otherwise, none once ingest took
+/// them.
+#[tokio::test]
+async fn a_flush_counts_the_events_still_waiting_while_senders_live_on() {
+    let mut ingest = start_ingest(0, true).await;
+    let config = IngestSinkConfig {
+        concurrency: 1,
+        ..IngestSinkConfig::default()
+    };
+    let (sink, forwarder) = sink(&ingest.url, config);
+
+    // The bound is never reached: with nothing taken, nothing waits.
+    assert_eq!(forwarder.flush(Duration::from_secs(600)).await, 0);
+
+    // One event stalls in ingest, one waits behind it.
+    sink.emit("acme", sent_event("k-flush-0")).await;
+    ingest.arrived.recv().await.unwrap();
+    sink.emit("acme", sent_event("k-flush-1")).await;
+    assert_eq!(forwarder.waiting(), 2);
+    assert_eq!(forwarder.flush(Duration::from_millis(50)).await, 2);
+
+    ingest.stall.send_replace(false);
+    assert_eq!(forwarder.flush(Duration::from_secs(600)).await, 0);
+    assert_eq!(ingest.fake.received.lock().unwrap().len(), 2);
+    assert_eq!(sink.dropped(), 0);
+}

@@ -656,14 +656,16 @@ async fn run_gateway(
 
     let _ = retrying.await;
 
-    // Give the queue a moment to reach ingest. Connections the drain cut may still hold a
-    // sender, so the forwarder is not waited on for ever.
-    if let Some(forwarder) = forwarder
-        && tokio::time::timeout(FORWARD_DRAIN, forwarder.drained())
-            .await
-            .is_err()
-    {
-        tracing::info!("delivery events still queued at exit were not forwarded");
+    // Give the queue a moment to reach ingest. The gateway's channels still hold the sink, so
+    // the forwarder itself does not end: what is waited for is the events taken so far.
+    if let Some(forwarder) = forwarder {
+        let queued = forwarder.flush(FORWARD_DRAIN).await;
+        if queued > 0 {
+            tracing::warn!(
+                queued,
+                "delivery events still queued at exit were not forwarded"
+            );
+        }
     }
     Ok(())
 }
