@@ -310,6 +310,8 @@ fn run_serve(
 ) -> anyhow::Result<ExitCode> {
     let settings = beckon::serve::Settings::resolve(args)?;
     if print_config {
+        // What the start would refuse is refused here too: a printed configuration starts.
+        beckon::serve::check_providers(service, &settings)?;
         std::io::stdout().write_all(settings.printable().as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -308,8 +308,78 @@ fn serve_refuses_provider_policy_values_out_of_range_naming_the_path() {
          max_delay: 10000 }\n      rate_limit: { per_second: 100, burst: 100 }\n      \
          breaker: { failure_threshold: 5, cool_down: 30000 }\n",
     );
-    let (code, stderr) = serve_config(&[], &[], Some(&file));
+    let secret = [("BECKON_TEST_HOOK_SECRET", "whsec-limits")];
+    let (code, stderr) = serve_config(&[], &secret, Some(&file));
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn print_config_refuses_provider_secrets_and_urls_the_start_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "whsec-print\n").expect("write secret");
+    let missing = dir.path().join("missing.secret");
+    let providers = |url: &str, secret: &str| {
+        format!(
+            "providers:\n  channels: {{ webhook: webhook }}\n  webhook:\n    url: {url}\n    \
+             secret: {secret}\n"
+        )
+    };
+    let good_url = "http://127.0.0.1:9/hooks";
+    let good_secret = format!("{{ file: {} }}", secret_file.display());
+    let cases: &[(String, &[&str])] = &[
+        (
+            providers(good_url, "{ env: BECKON_TEST_SURELY_UNSET_HOOK_SECRET }"),
+            &[
+                "providers.webhook.secret:",
+                "environment variable BECKON_TEST_SURELY_UNSET_HOOK_SECRET is not set",
+            ],
+        ),
+        (
+            providers(good_url, &format!("{{ file: {} }}", missing.display())),
+            &[
+                "providers.webhook.secret:",
+                "missing.secret",
+                "cannot read secret file",
+            ],
+        ),
+        (
+            providers("hooks.example.com/beckon", &good_secret),
+            &["providers.webhook.url: not a URL"],
+        ),
+        (
+            providers("ftp://hooks.example.com/beckon", &good_secret),
+            &["providers.webhook.url: the scheme `ftp` cannot be used; expected http or https"],
+        ),
+    ];
+    for (file, expected) in cases {
+        let (code, stderr) = serve_config(&[], &[], Some(file));
+        let case = format!("{file:?}: {stderr}");
+        assert_eq!(code, Some(2), "{case}");
+        for text in *expected {
+            assert!(stderr.contains(text), "{case}");
+        }
+        assert!(!stderr.contains("panicked"), "{case}");
+    }
+
+    // The same settings with a readable secret and a usable URL print.
+    let (code, stderr) = serve_config(&[], &[], Some(&providers(good_url, &good_secret)));
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Services that build no gateway start without the providers' secrets, and print so.
+    let unset = providers(good_url, "{ env: BECKON_TEST_SURELY_UNSET_HOOK_SECRET }");
+    let path = dir.path().join("beckon.yaml");
+    std::fs::write(&path, unset).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(["serve", "ingest", "--print-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("beckon runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -289,6 +289,9 @@ pub struct ProvidersConfig {
     pub webhook: Option<WebhookSettings>,
 }
 
+/// A channel and the provider it is routed to.
+type Route = (String, Arc<dyn Channel>);
+
 /// What the adapters are built with besides their settings.
 #[derive(Clone)]
 pub struct Wiring {
@@ -301,11 +304,21 @@ pub struct Wiring {
     pub deps: Deps,
 }
 
+/// Reads a provider URL. Every adapter speaks HTTP (APNs over HTTP/2, `http` meaning h2c
+/// for a local fake), and an unsubscribe link is opened by a browser, so any other scheme is
+/// refused here rather than at the first send.
 fn parse_url(field: &str, text: &str) -> Result<Url, GatewayError> {
-    Url::parse(text).map_err(|e| GatewayError::Config {
+    let config = |reason: String| GatewayError::Config {
         field: field.to_string(),
-        reason: format!("not a URL: {e}"),
-    })
+        reason,
+    };
+    let url = Url::parse(text).map_err(|e| config(format!("not a URL: {e}")))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(config(format!(
+            "the scheme `{other}` cannot be used; expected http or https"
+        ))),
+    }
 }
 
 fn missing(channel: &str, kind: &str) -> GatewayError {
@@ -369,8 +382,38 @@ impl ProvidersConfig {
     /// once (push and live_activity may share one APNs connection). Fails on the first
     /// unusable setting, naming it.
     pub fn apply(&self, mut gateway: Gateway, wiring: &Wiring) -> Result<Gateway, GatewayError> {
+        for (channel, adapter) in self.routes(wiring)? {
+            tracing::info!(
+                beckon.channel = %channel,
+                beckon.provider = adapter.provider(),
+                "channel routed"
+            );
+            gateway = gateway.with(&channel, adapter);
+        }
+        Ok(gateway)
+    }
+
+    /// Runs every check [`ProvidersConfig::apply`] runs, building the routed providers and
+    /// dropping them: ranges, routes, secrets read from their files or variables, URLs and
+    /// their schemes, signing keys. Nothing is sent and nothing connects, so a configuration
+    /// can be checked before a port is taken, or by `--print-config`.
+    pub fn check(&self) -> Result<(), GatewayError> {
+        let record: Arc<dyn Channel> = Arc::new(crate::RecordingChannel::new());
+        let wiring = Wiring {
+            recipients: Arc::new(crate::MemoryRecipients::new()),
+            devices: Arc::new(crate::MemoryDevices::new()),
+            inbox: record.clone(),
+            record,
+            deps: Deps::live(Arc::new(crate::MemorySink::new())),
+        };
+        self.routes(&wiring).map(|_| ())
+    }
+
+    /// Each configured channel with its provider, built.
+    fn routes(&self, wiring: &Wiring) -> Result<Vec<Route>, GatewayError> {
         self.validate()?;
         let mut built: BTreeMap<ProviderKind, Arc<dyn Channel>> = BTreeMap::new();
+        let mut routes = Vec::with_capacity(self.channels.len());
         for (channel, kind) in &self.channels {
             let adapter = match built.get(kind) {
                 Some(adapter) => adapter.clone(),
@@ -380,14 +423,9 @@ impl ProvidersConfig {
                     adapter
                 }
             };
-            tracing::info!(
-                beckon.channel = %channel,
-                beckon.provider = adapter.provider(),
-                "channel routed"
-            );
-            gateway = gateway.with(channel, adapter);
+            routes.push((channel.clone(), adapter));
         }
-        Ok(gateway)
+        Ok(routes)
     }
 
     fn build(
@@ -599,6 +637,31 @@ mod tests {
         .expect("every known channel");
         assert_eq!(every.channels.len(), CHANNELS.len());
         assert!(every.validate().is_ok());
+    }
+
+    #[test]
+    fn urls_must_parse_and_speak_http() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("hook");
+        std::fs::write(&secret, "whsec-check\n").expect("write");
+        let checked = |url: &str| {
+            let config: ProvidersConfig = serde_json::from_value(serde_json::json!({
+                "channels": {"webhook": "webhook"},
+                "webhook": {"url": url, "secret": {"file": secret}},
+            }))
+            .expect("parses");
+            config.check().map_err(|e| e.to_string())
+        };
+        assert_eq!(checked("https://hooks.example.com/beckon"), Ok(()));
+        assert_eq!(checked("http://127.0.0.1:9/hooks"), Ok(()));
+
+        let err = checked("hooks.example.com/beckon").expect_err("relative");
+        assert!(err.contains("webhook.url: not a URL"), "{err}");
+        let err = checked("ftp://hooks.example.com/beckon").expect_err("ftp");
+        assert!(
+            err.contains("webhook.url: the scheme `ftp` cannot be used"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -391,12 +391,7 @@ impl Settings {
 
         // Reading a file checks the providers' values as it goes; these came from code, or
         // from a file read by something else.
-        self.providers.validate().map_err(|e| match e {
-            beckon_gateway::GatewayError::Config { field, reason } => {
-                anyhow::anyhow!("providers.{field}: {reason}")
-            }
-            other => anyhow::anyhow!("providers: {other}"),
-        })?;
+        self.providers.validate().map_err(providers_error)?;
 
         // A peer URL that is neither would otherwise fail only at the first call, long
         // after the process announced it was ready.
@@ -458,6 +453,16 @@ impl Settings {
             *url = hide_password(url);
         }
         serde_norway::to_string(&shown).unwrap_or_default()
+    }
+}
+
+/// A providers setting's error, named by its path in the configuration.
+pub fn providers_error(e: beckon_gateway::GatewayError) -> anyhow::Error {
+    match e {
+        beckon_gateway::GatewayError::Config { field, reason } => {
+            anyhow::anyhow!("providers.{field}: {reason}")
+        }
+        other => anyhow::anyhow!("providers: {other}"),
     }
 }
 

@@ -102,6 +102,7 @@ pub async fn run(
 
     // The certificate files are read now, so a missing one is named before the port is taken.
     served_tls(&settings)?;
+    check_providers(service, &settings)?;
 
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -116,6 +117,19 @@ pub async fn run(
         Service::UserState => run_user_state(settings, listener, shutdown).await,
         Service::Journey => run_journey(settings, listener, shutdown).await,
         Service::Gateway => run_gateway(settings, listener, shutdown).await,
+    }
+}
+
+/// Checks the providers a service would build (the gateway's, in `serve gateway` and `serve
+/// all`) as the start builds them: secrets read, URLs parsed, keys loaded. The start runs it
+/// before taking the port, and `--print-config` runs it too, so a configuration it prints
+/// is one the service starts with.
+pub fn check_providers(service: Service, settings: &Settings) -> anyhow::Result<()> {
+    match service {
+        Service::All | Service::Gateway => {
+            settings.providers.check().map_err(config::providers_error)
+        }
+        Service::Ingest | Service::UserState | Service::Journey | Service::Scheduler => Ok(()),
     }
 }
 
@@ -769,7 +783,7 @@ async fn served_gateway(
     let gateway = settings
         .providers
         .apply(base, &wiring)
-        .context("providers")?;
+        .map_err(config::providers_error)?;
     let service = GatewayService::new(gateway.clone(), inbox)
         .with_outcomes(sink)
         .with_workspaces(vec![settings.workspace.clone()]);
