@@ -292,6 +292,17 @@ impl<P: Provider> Adapter<P> {
         }
 
         if !sent.is_empty() {
+            // The message counts as sent: a recipient that could not take it now is not
+            // retried (its key is done), and the count says how many missed it.
+            if retryable.is_some() {
+                tracing::info!(
+                    beckon.provider = name,
+                    beckon.idempotency_key = %message.idempotency_key,
+                    recipients = targets.len(),
+                    sent = sent.len(),
+                    "message sent to some recipients; the others could not take it now"
+                );
+            }
             let provider_id = sent.join(",");
             let mut extra = Props::new();
             extra.insert("provider_id".into(), Value::from(provider_id.clone()));
