@@ -77,26 +77,52 @@ fn a_deferred_message_is_explained_as_deferred_then_sent() {
          body: \"Order {{ entry.order_id }} is on its way\"\n",
     )
     .expect("journey");
-    let report = |name: &str, id: &str, at: &str, extra: &str| {
-        format!(
-            r#"{{"type":"track","userId":"u1","event":"{name}","messageId":"{id}","timestamp":"{at}","properties":{{"channel":"webhook","provider":"webhook","journey":"shipped","version":1,"step":"notify","idempotency_key":"default:u1:shipped:1:notify:1","instance":1{extra}}}}}"#
-        )
+    // As the gateway reports them, about the message the journey sent.
+    let report = |name: &str, id: &str, at: &str, extra: serde_json::Value| {
+        let mut properties = serde_json::json!({
+            "channel": "webhook",
+            "provider": "webhook",
+            "journey": "shipped",
+            "version": 1,
+            "step": "notify",
+            "idempotency_key": "default:u1:shipped:1:notify:1",
+            "instance": 1,
+        });
+        if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        serde_json::json!({
+            "type": "track",
+            "userId": "u1",
+            "event": name,
+            "messageId": id,
+            "timestamp": at,
+            "properties": properties,
+        })
     };
     let lines = [
-        r#"{"type":"track","userId":"u1","event":"Order Shipped","properties":{"order_id":"A-1"},"messageId":"e1","timestamp":"2026-03-02T09:00:00.000Z"}"#.to_string(),
+        serde_json::json!({
+            "type": "track",
+            "userId": "u1",
+            "event": "Order Shipped",
+            "properties": {"order_id": "A-1"},
+            "messageId": "e1",
+            "timestamp": "2026-03-02T09:00:00.000Z",
+        }),
         report(
             "Message Deferred",
             "gw-1",
             "2026-03-02T09:00:01.000Z",
-            r#","reason":"webhook is unavailable: http 503""#,
+            serde_json::json!({"reason": "webhook is unavailable: http 503"}),
         ),
         report(
             "Deferred Message Sent",
             "gw-2",
             "2026-03-02T09:03:00.000Z",
-            r#","attempts":4,"provider_id":"default:u1:shipped:1:notify:1""#,
+            serde_json::json!({"attempts": 4, "provider_id": "default:u1:shipped:1:notify:1"}),
         ),
     ];
+    let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
     let events = dir.path().join("events.jsonl");
     std::fs::write(&events, lines.join("\n") + "\n").expect("events");
 

@@ -6,12 +6,12 @@
 //! other event, and applying one of the reports named here adds a note to the user's
 //! decisions, next to the `sent` it is about:
 //!
-//! | event | decision |
-//! | --- | --- |
-//! | `Message Deferred` | `delivery_deferred`: kept in the retry queue, with the provider's answer |
-//! | `Deferred Message Sent` | `delivered_later`: the retry queue sent it |
-//! | `Message Withdrawn` | `delivery_withdrawn`: dropped unsent, its journey instance ended |
-//! | `Message Failed` | `delivery_failed`: refused for good, or given up on |
+//! | event | decision | what it says |
+//! | --- | --- | --- |
+//! | `Message Deferred` | `delivery_deferred` | kept in the retry queue, and the reason |
+//! | `Deferred Message Sent` | `delivered_later` | the retry queue sent it |
+//! | `Message Withdrawn` | `delivery_withdrawn` | dropped unsent: its journey ended |
+//! | `Message Failed` | `delivery_failed` | refused for good, or given up on |
 //!
 //! So `beckon explain` over a log export, and the UserState `Explain` call, show a deferred
 //! message as deferred and, once it is settled, how. A report is applied once, like any event

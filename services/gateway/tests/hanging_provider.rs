@@ -1,7 +1,7 @@
 //! A webhook receiver that takes the connection and never answers. The send a user-state
 //! partition asks for gets one attempt, ended by the adapter's call timeout or the caller's
 //! deadline, and is then deferred to the retry queue, whose retries follow the adapter's whole
-//! policy. Without a retry queue the first send tries the whole policy, as it always did.
+//! policy. Without a retry queue every send tries the whole policy.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
