@@ -458,7 +458,8 @@ impl<P: Provider> Adapter<P> {
     async fn report_failed(&self, message: &OutboundMessage, reason: &str) {
         let mut extra = Props::new();
         extra.insert("reason".into(), Value::from(reason));
-        // Always false now; kept so journeys that filter on it keep matching.
+        // Always false, as only final failures are reported; kept for journeys that filter
+        // on it.
         extra.insert("retryable".into(), Value::from(false));
         let at = self.deps.clock.now();
 

@@ -200,9 +200,9 @@ impl Gateway {
     /// or its circuit open) is deferred to the queue and answered with
     /// [`Delivery::deferred`], and the queue's retries follow the adapter's whole policy. The
     /// caller, a user-state partition applying a batch, is held for one attempt at most,
-    /// not for every retry and backoff. Without a queue, or when the queue cannot be
-    /// written, the adapter's whole policy is tried and a send still failing fails with the
-    /// provider's error for the caller to retry.
+    /// not for every retry and backoff. When the queue cannot be written, that attempt's
+    /// failure is returned for the caller to retry. Without a queue, the adapter's whole
+    /// policy is tried, and a send still failing fails with the provider's error.
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
         self.send_in_span(message, Pass::First { within: None })
             .await

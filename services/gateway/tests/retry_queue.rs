@@ -32,6 +32,8 @@ use support::{message, redis_server, serve, test_deps};
 #[derive(Clone, Default)]
 struct Receiver {
     down: Arc<AtomicBool>,
+    /// Refuses every request for good (404) while set.
+    gone: Arc<AtomicBool>,
     accepted: Arc<Mutex<HashMap<String, usize>>>,
     refused: Arc<Mutex<usize>>,
 }
@@ -43,6 +45,9 @@ impl Receiver {
 }
 
 async fn receive(State(rx): State<Receiver>, headers: HeaderMap) -> StatusCode {
+    if rx.gone.load(Ordering::SeqCst) {
+        return StatusCode::NOT_FOUND;
+    }
     if rx.down.load(Ordering::SeqCst) {
         *rx.refused.lock().unwrap() += 1;
         return StatusCode::SERVICE_UNAVAILABLE;
@@ -325,6 +330,89 @@ async fn redis_queue_gives_up_with_a_final_failure() {
     let server = redis_server::server();
     let (queue, keys) = redis(&server).await;
     given_up_after_its_time(rig(queue, keys, MINUTE).await).await;
+}
+
+/// A deferred message its provider then refuses for good is reported failed once: by the
+/// adapter, which reports its own refusals, or by the gateway for a channel that does not.
+#[tokio::test]
+async fn a_refusal_on_retry_is_reported_failed_once() {
+    let (queue, keys) = memory();
+    let rig = rig(queue, keys, HOUR).await;
+    rig.receiver.down.store(true, Ordering::SeqCst);
+    let eve = message("webhook", "k-eve-1", "eve");
+    assert!(rig.gateway.send(&eve).await.unwrap().deferred);
+    rig.receiver.gone.store(true, Ordering::SeqCst);
+    rig.advance(5_000);
+    let pass = rig.gateway.redeliver_due().await.unwrap();
+    assert_eq!(pass.refused, 1, "{pass:?}");
+    let failed = rig.sink.named(MESSAGE_FAILED);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].properties["reason"], "http 404");
+
+    // A channel of the gateway's own kind, which reports nothing itself.
+    let t = support::test_deps();
+    let queue: Arc<dyn RetryQueue> = Arc::new(MemoryRetryQueue::new());
+    let gateway = Gateway::new()
+        .with("sms", Arc::new(RefusesOnRetry::default()))
+        .with_retry_queue(
+            queue.clone(),
+            policy(HOUR),
+            Arc::new(t.clock.clone()),
+            Arc::new(t.sink.clone()),
+        );
+    assert!(
+        gateway
+            .send(&message("sms", "k-fay-1", "fay"))
+            .await
+            .unwrap()
+            .deferred
+    );
+    let now = t.clock.now();
+    t.clock.advance_to(Ts(now.0 + 5_000));
+    let pass = gateway.redeliver_due().await.unwrap();
+    assert_eq!(pass.refused, 1, "{pass:?}");
+    let failed = t.sink.named(MESSAGE_FAILED);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].user, "fay");
+    assert_eq!(failed[0].properties["retryable"], false);
+    assert_eq!(
+        failed[0].properties["reason"],
+        "sms-test rejected the message: number disconnected"
+    );
+    assert_eq!(queue.waiting().await.unwrap(), 0);
+}
+
+/// Unavailable on its first call, refusing for good after.
+#[derive(Default)]
+struct RefusesOnRetry {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl beckon_gateway::Channel for RefusesOnRetry {
+    fn provider(&self) -> &str {
+        "sms-test"
+    }
+
+    fn send<'a>(
+        &'a self,
+        _message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<beckon_gateway::Delivery, beckon_gateway::GatewayError>> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            let provider = "sms-test".to_string();
+            Err(if first {
+                beckon_gateway::GatewayError::Unavailable {
+                    provider,
+                    reason: "carrier busy".into(),
+                }
+            } else {
+                beckon_gateway::GatewayError::Rejected {
+                    provider,
+                    reason: "number disconnected".into(),
+                }
+            })
+        })
+    }
 }
 
 #[tokio::test]
