@@ -10,6 +10,7 @@ pub mod devices;
 pub mod effect;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod partition;
 pub mod state;
 pub mod time;

@@ -28,9 +28,16 @@ use crate::events::{self, EventSink};
 use crate::inbox::{InboxMessage, InboxStore, InboxSubscription};
 use crate::providers::CHANNELS;
 use beckon_core::Props;
+use beckon_core::ids::id_problem;
 
-/// Longest idempotency key and user id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest idempotency key (and inbox item id, which is one) accepted, in bytes. A journey's
+/// key names the workspace, the user (an id of up to
+/// [`MAX_ID_BYTES`](beckon_core::ids::MAX_ID_BYTES)), the journey, the step and counters, so
+/// it is allowed well beyond the ids it is made of.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Longest journey, step or url text accepted in an outcome report, in bytes.
+const MAX_TEXT_BYTES: usize = 4096;
 
 /// Largest body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -145,20 +152,33 @@ fn check_workspace(workspace: &str) -> Result<(), Status> {
     }
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), Status> {
+/// An idempotency key or inbox item id.
+fn check_key(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if value.len() > MAX_ID_BYTES {
+    if value.len() > MAX_KEY_BYTES {
         return Err(invalid(
             field,
-            format!("{} bytes; at most {MAX_ID_BYTES}", value.len()),
+            format!("{} bytes; at most {MAX_KEY_BYTES}", value.len()),
         ));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
     }
     Ok(())
+}
+
+/// A user id, by the rule ingest applies to the events that bring users in: a user it took
+/// can always be sent to.
+fn check_user_id(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    match id_problem(value) {
+        Some(why) => Err(invalid(field, why)),
+        None => Ok(()),
+    }
 }
 
 /// Whether `channel` looks like a channel name: short, lowercase letters, digits and `_`.
@@ -236,8 +256,8 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
     let m = request
         .message
         .ok_or_else(|| invalid("message", "is required"))?;
-    check_id("message.idempotency_key", &m.idempotency_key)?;
-    check_id("message.user_id", &m.user_id)?;
+    check_key("message.idempotency_key", &m.idempotency_key)?;
+    check_user_id("message.user_id", &m.user_id)?;
     check_known_channel(&m.channel)?;
     if m.body.is_empty() && m.title.is_empty() {
         return Err(invalid(
@@ -312,13 +332,13 @@ impl Outcome {
 /// Checks an outcome report; the message it is about, as far as the report tells it.
 fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage, Props), Status> {
     check_user(&r.workspace, &r.user_id)?;
-    check_id("message_key", &r.message_key)?;
+    check_key("message_key", &r.message_key)?;
     let outcome = Outcome::parse(&r.outcome)?;
     if !r.channel.is_empty() {
         check_channel(&r.channel).map_err(|_| invalid("channel", "not a channel name"))?;
     }
     for (field, value) in [("journey", &r.journey), ("step", &r.step), ("url", &r.url)] {
-        if value.len() > MAX_ID_BYTES * 8 || value.chars().any(char::is_control) {
+        if value.len() > MAX_TEXT_BYTES || value.chars().any(char::is_control) {
             return Err(invalid(field, "too long or contains control characters"));
         }
     }
@@ -354,7 +374,7 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
 
 fn check_user(workspace: &str, user: &str) -> Result<(), Status> {
     check_workspace(workspace)?;
-    check_id("user_id", user)
+    check_user_id("user_id", user)
 }
 
 fn item(m: &InboxMessage) -> pb::InboxMessage {
@@ -484,7 +504,7 @@ impl GatewayRpc for GatewayService {
     ) -> Result<Response<pb::InboxItemResponse>, Status> {
         let r = request.into_inner();
         check_user(&r.workspace, &r.user_id)?;
-        check_id("id", &r.id)?;
+        check_key("id", &r.id)?;
 
         // Reading a message is opening it: journeys may wait for that.
         let unread = self
@@ -523,7 +543,7 @@ impl GatewayRpc for GatewayService {
     ) -> Result<Response<pb::InboxItemResponse>, Status> {
         let r = request.into_inner();
         check_user(&r.workspace, &r.user_id)?;
-        check_id("id", &r.id)?;
+        check_key("id", &r.id)?;
 
         let found = self.inbox.dismiss(&r.workspace, &r.user_id, &r.id).await?;
         Ok(Response::new(pb::InboxItemResponse { found }))
@@ -572,6 +592,7 @@ impl GatewayRpc for GatewayService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use beckon_core::ids::MAX_ID_BYTES;
 
     fn request(edit: impl FnOnce(&mut pb::SendRequest)) -> pb::SendRequest {
         let mut r = pb::SendRequest {
@@ -657,6 +678,31 @@ mod tests {
             let message = field_error(request(edit));
             assert!(message.starts_with(expected), "{message}");
         }
+    }
+
+    #[test]
+    fn every_user_ingest_accepts_can_be_sent_to() {
+        // The longest user id ingest takes, and the key a journey makes for a message to it.
+        let user = "u".repeat(MAX_ID_BYTES);
+        let key = format!("acme:{user}:cart-abandonment-reminder:1712345678901:second-push:2");
+        let r = request(|r| {
+            if let Some(m) = r.message.as_mut() {
+                m.user_id = user.clone();
+                m.idempotency_key = key.clone();
+            }
+        });
+        let message = outbound(r, Ts(0)).expect("accepted");
+        assert_eq!((message.user_id, message.idempotency_key), (user, key));
+
+        let blank = field_error(request(|r| {
+            if let Some(m) = r.message.as_mut() {
+                m.user_id = "   ".into();
+            }
+        }));
+        assert!(
+            blank.starts_with("invalid message.user_id: only whitespace"),
+            "{blank}"
+        );
     }
 
     #[test]

@@ -125,33 +125,7 @@ impl serde::de::Visitor<'_> for KeyVisitor {
     }
 }
 
-/// Longest id accepted (user, anonymous, previous and message ids, in bytes). Ids become part
-/// of store keys and of every message and decision about the user, so one unbounded id would
-/// cost every structure that names it.
-pub const MAX_ID_BYTES: usize = 512;
-
-/// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
-/// (which keys, logs and exported files would carry along unseen). The one rule for user ids
-/// wherever they arrive: in events, and in requests that name a user.
-pub fn id_problem(id: &str) -> Option<String> {
-    if id.len() <= MAX_ID_BYTES && id.trim().is_empty() {
-        return Some("only whitespace".into());
-    }
-    name_problem(id)
-}
-
-/// Why an event, page or screen name cannot be used, if it cannot: too long or holding
-/// control characters. Names key the counts and windows kept per user and are printed in
-/// every decision about the event, as ids are.
-pub fn name_problem(name: &str) -> Option<String> {
-    if name.len() > MAX_ID_BYTES {
-        return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", name.len()));
-    }
-    if name.chars().any(char::is_control) {
-        return Some("contains a control character".into());
-    }
-    None
-}
+pub use beckon_core::ids::{MAX_ID_BYTES, id_problem, name_problem};
 
 /// Checks the name of an event of `kind`, by field: `event` for a track, `name` for a page or
 /// screen (the other kinds' names are Beckon's own).

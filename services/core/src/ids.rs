@@ -1,0 +1,32 @@
+//! The rules every service applies to the ids and names clients send: user, anonymous,
+//! previous and message ids, and event names. One rule wherever they arrive (events over
+//! gRPC or in files, requests that name a user, messages handed to a gateway), so what one
+//! service accepts another does not refuse later.
+
+/// Longest id accepted (user, anonymous, previous and message ids, in bytes). Ids become part
+/// of store keys and of every message and decision about the user, so one unbounded id would
+/// cost every structure that names it.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
+/// (which keys, logs and exported files would carry along unseen). The one rule for user ids
+/// wherever they arrive: in events, and in requests that name a user.
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.len() <= MAX_ID_BYTES && id.trim().is_empty() {
+        return Some("only whitespace".into());
+    }
+    name_problem(id)
+}
+
+/// Why an event, page or screen name cannot be used, if it cannot: too long or holding
+/// control characters. Names key the counts and windows kept per user and are printed in
+/// every decision about the event, as ids are.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_ID_BYTES {
+        return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Some("contains a control character".into());
+    }
+    None
+}
