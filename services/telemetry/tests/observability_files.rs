@@ -127,6 +127,7 @@ fn every_alert_has_a_runbook() {
             "BeckonTimerLatenessHigh",
             "BeckonDeliveryFailureRatioHigh",
             "BeckonPartitionsUnowned",
+            "BeckonUserStateAbsent",
             "BeckonCircuitOpen",
             "BeckonEventsRejectedHigh",
         ]
