@@ -85,7 +85,10 @@ impl Forwarder for LogForwarder {
                 .append_trigger(workspace, key, trigger, tp.as_deref())
                 .await
                 .map(|_| ())
-                .map_err(|e| StateError::Unavailable(e.to_string()))
+                .map_err(|e| StateError::Downstream {
+                    service: "event log",
+                    reason: e.to_string(),
+                })
         })
     }
 }
@@ -118,7 +121,10 @@ impl Outlet for Gateway {
                     );
                     Ok(())
                 }
-                Err(e) => Err(StateError::Unavailable(e.to_string())),
+                Err(e) => Err(StateError::Downstream {
+                    service: "gateway",
+                    reason: e.to_string(),
+                }),
             }
         })
     }

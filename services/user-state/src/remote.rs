@@ -58,8 +58,12 @@ where
     Err(Status::unavailable(format!("{what}: out of attempts")))
 }
 
-fn unavailable(what: &str, s: &Status) -> StateError {
-    StateError::Unavailable(format!("{what}: {:?}: {}", s.code(), s.message()))
+/// A call to `service` that failed for good; the partition loop retries the batch.
+fn unavailable(service: &'static str, what: &str, s: &Status) -> StateError {
+    StateError::Downstream {
+        service,
+        reason: format!("{what}: {:?}: {}", s.code(), s.message()),
+    }
 }
 
 fn request<T>(msg: T) -> tonic::Request<T> {
@@ -102,7 +106,7 @@ impl RemoteScheduler {
         })
         .await
         .map(|_| ())
-        .map_err(|s| unavailable("SetTimers", &s))
+        .map_err(|s| unavailable("scheduler", "SetTimers", &s))
     }
 
     async fn cancel_timers(&self, workspace: &str, refs: Vec<TimerRef>) -> Result<(), StateError> {
@@ -116,7 +120,7 @@ impl RemoteScheduler {
         })
         .await
         .map(|_| ())
-        .map_err(|s| unavailable("CancelTimers", &s))
+        .map_err(|s| unavailable("scheduler", "CancelTimers", &s))
     }
 }
 
@@ -239,7 +243,7 @@ impl Outlet for RemoteGateway {
                     );
                     Ok(())
                 }
-                Err(s) => Err(unavailable("Send", &s)),
+                Err(s) => Err(unavailable("gateway", "Send", &s)),
             }
         })
     }
