@@ -352,6 +352,17 @@ fn run_serve(
 }
 
 fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<ExitCode> {
+    // An id no event may carry is a mistake in the command, not a user who happens to have
+    // no events: refused as a usage error, by the rule ingest applies.
+    if let Some(problem) = beckon_core::ids::id_problem(config.user) {
+        writeln!(
+            std::io::stderr(),
+            "beckon explain: USER {:?} is not a user id: {problem}",
+            config.user
+        )?;
+        return Ok(ExitCode::from(2));
+    }
+
     // Unknown, as `beckon user explain` says of a user the service does not have.
     let Some(decisions) = beckon::explain::explain(config)? else {
         writeln!(

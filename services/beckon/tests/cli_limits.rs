@@ -495,3 +495,26 @@ fn serve_refuses_tls_files_that_hold_no_certificate_or_key_naming_the_setting() 
         "{stderr}"
     );
 }
+
+#[test]
+fn explain_refuses_a_blank_or_garbled_user_id_as_a_usage_error() {
+    // The files are never read: the id is refused first.
+    let cases = [
+        ("", "only whitespace"),
+        ("  ", "only whitespace"),
+        ("ada\nbob", "contains a control character"),
+    ];
+    for (user, why) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(["explain", user, "--events", "missing.jsonl"])
+            .args(["--journeys", "missing"])
+            .output()
+            .expect("beckon runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+
+        assert_eq!(out.status.code(), Some(2), "{user:?}: {stderr}");
+        let said = format!("beckon explain: USER {user:?} is not a user id: {why}");
+        assert_eq!(stderr.trim_end(), said, "{user:?}");
+        assert!(out.stdout.is_empty(), "{user:?}");
+    }
+}
