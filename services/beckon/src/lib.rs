@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod explain;
+pub mod failure;
 pub mod grpc;
 pub mod lint;
 pub mod loadgen;

@@ -127,11 +127,16 @@ enum UserAction {
 impl UserAction {
     /// The action as written on the command line.
     fn name(self) -> String {
-        use clap::ValueEnum as _;
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+        value_name(&self)
     }
+}
+
+/// A value as written on the command line.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 #[derive(clap::Args)]
@@ -179,6 +184,13 @@ fn main() -> ExitCode {
         init_logging(cli.log.as_deref().unwrap_or("warn"));
     }
 
+    // Client commands say their failures plainly, under the command's name.
+    let client = match &cli.command {
+        Command::User { action, .. } => Some(format!("user {}", action.name())),
+        Command::Journeys { action, .. } => Some(format!("journeys {}", value_name(action))),
+        _ => None,
+    };
+
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Lint { path } => run_lint(&path),
@@ -200,7 +212,7 @@ fn main() -> ExitCode {
             }
             _ => match id {
                 Some(user) => run_user(action, &user, (&url, tls_ca.as_deref()), &workspace),
-                None => Err(anyhow::anyhow!("beckon user: this action needs a user id")),
+                None => Err(anyhow::anyhow!("this action needs a user id")),
             },
         },
         Command::Serve {
@@ -232,7 +244,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let said = match &client {
+                Some(command) => format!("beckon {command}: {}", beckon::failure::plain(&e)),
+                None => format!("error: {e:#}"),
+            };
+            let _ = writeln!(std::io::stderr(), "{said}");
             ExitCode::from(2)
         }
     }

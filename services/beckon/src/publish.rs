@@ -74,7 +74,7 @@ pub fn run(
                         writeln!(out, "{}", status.message())?;
                         return Ok(ExitCode::from(1));
                     }
-                    Err(status) => anyhow::bail!("{}: {}", status.code(), status.message()),
+                    Err(status) => return Err(status.into()),
                 };
                 for j in &r.published {
                     writeln!(out, "published journey {} version {}", j.id, j.version)?;

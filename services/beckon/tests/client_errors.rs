@@ -1,0 +1,102 @@
+//! What the client commands (`beckon user`, `beckon journeys`) say when a call fails: a plain
+//! reason and the server's message, under the command's name, with no gRPC code names and no
+//! cause said twice.
+
+mod support;
+
+use support::Served;
+
+/// `beckon ARGS`: exit code and standard error.
+fn beckon(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(args)
+        .output()
+        .expect("run beckon");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Nothing of tonic's own wording gets through.
+fn assert_plain(said: &str) {
+    for jargon in [
+        "code: '",
+        "The service is",
+        "Operation is",
+        "The system is",
+        "message: ",
+    ] {
+        assert!(!said.contains(jargon), "{jargon:?} in {said}");
+    }
+}
+
+#[test]
+fn a_command_aimed_at_another_service_says_the_address_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("sent.jsonl");
+    let gateway = Served::start(
+        "gateway",
+        &["--messages-out", out.to_str().unwrap_or_default()],
+    );
+    let url = gateway.url();
+    let wrong = "that address does not serve this API (is it the right service's port?)";
+
+    let (code, said) = beckon(&["user", "get", "ada", "--url", &url]);
+    assert_eq!(code, Some(2), "{said}");
+    assert_eq!(said.trim_end(), format!("beckon user get: {wrong}"));
+
+    let (code, said) = beckon(&["journeys", "list", "--url", &url]);
+    assert_eq!(code, Some(2), "{said}");
+    assert_eq!(said.trim_end(), format!("beckon journeys list: {wrong}"));
+}
+
+#[test]
+fn a_server_that_is_not_there_is_said_to_be_unavailable_once() {
+    // A port of the test's own, closed again: nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+
+    let (code, said) = beckon(&["user", "get", "ada", "--url", &url]);
+    assert_eq!(code, Some(2), "{said}");
+    let said = said.trim_end();
+    assert!(
+        said.starts_with(&format!(
+            "beckon user get: connecting to {url}: the server is unavailable: "
+        )),
+        "{said}"
+    );
+    assert_plain(said);
+    assert_eq!(said.matches("tcp connect error").count(), 1, "{said}");
+}
+
+#[test]
+fn a_changed_published_version_is_refused_with_the_servers_reason_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::start("all", &[]);
+    let url = served.url();
+    let spec = dir.path().join("welcome.yaml");
+    let journey = |body: &str| {
+        format!(
+            "id: welcome\nversion: 1\nworkspace: default\nentry:\n  event: Signed Up\nsteps:\n  \
+             - id: hello\n    message:\n      channel: push\n      body: {body}\n"
+        )
+    };
+    let path = spec.to_str().unwrap_or_default();
+
+    std::fs::write(&spec, journey("Hello")).expect("write spec");
+    let (code, said) = beckon(&["journeys", "apply", path, "--url", &url]);
+    assert_eq!(code, Some(0), "{said}");
+
+    // The same version with other content: refused by the server, said in its words.
+    std::fs::write(&spec, journey("Hello again")).expect("write spec");
+    let (code, said) = beckon(&["journeys", "apply", path, "--url", &url]);
+    assert_eq!(code, Some(2), "{said}");
+    let said = said.trim_end();
+    assert_eq!(
+        said,
+        "beckon journeys apply: journey/welcome@1: journey welcome version 1 is already published \
+         with other content; publish it as a new version"
+    );
+}
