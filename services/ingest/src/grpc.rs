@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{IngestError, RejectReason, Rejection};
 use crate::log::EventLog;
-use crate::segment::{Draft, derived_id};
+use crate::segment::{Draft, MAX_EVENT_BYTES, derived_id};
 
 pub use crate::log::Appended;
 
@@ -199,6 +199,14 @@ fn check_workspace(workspace: &str) -> Result<(), IngestError> {
 /// rejects the same things. The fields move straight into the event; only an event without
 /// a message id is also written out as Segment JSON, whose text its derived id hashes.
 pub fn from_proto(e: beckon_proto::v1::Event, kind: Option<&str>) -> Result<Event, IngestError> {
+    let size = prost::Message::encoded_len(&e);
+    if size > MAX_EVENT_BYTES {
+        return Err(IngestError::Invalid(Rejection::new(
+            RejectReason::BadField,
+            "event",
+            format!("{size} bytes encoded, larger than {MAX_EVENT_BYTES}"),
+        )));
+    }
     let kind = match (kind, e.r#type.as_str()) {
         (Some(k), "") => k.to_string(),
         (Some(k), t) if t != k => {

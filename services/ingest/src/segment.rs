@@ -10,6 +10,13 @@ use crate::error::{RejectReason, Rejection};
 
 /// Parses one JSON line.
 pub fn parse_line(line: &str) -> Result<Event, Rejection> {
+    if line.len() > MAX_EVENT_BYTES {
+        return Err(Rejection::new(
+            RejectReason::BadField,
+            "",
+            format!("{} bytes, larger than {MAX_EVENT_BYTES}", line.len()),
+        ));
+    }
     // Most lines are well-formed events: read their fields straight from the text. Anything
     // the direct read does not take (bad JSON, a field of another type, a rule broken) goes the
     // general way, which accepts or rejects it with the precise reason.
@@ -126,6 +133,12 @@ impl serde::de::Visitor<'_> for KeyVisitor {
 }
 
 pub use beckon_core::ids::{MAX_ID_BYTES, id_problem, name_problem};
+
+/// Largest event accepted, in bytes: its JSON line, or its encoded protobuf message. An event
+/// is kept in the log and its properties in the user's record, which is read and written
+/// whole on every change; one outsized event would slow every later one of that user.
+/// Segment's own limit is the same.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 
 /// Checks the name of an event of `kind`, by field: `event` for a track, `name` for a page or
 /// screen (the other kinds' names are Beckon's own).

@@ -231,3 +231,32 @@ fn names_holding_control_characters_are_refused_by_field_on_every_path() {
         assert_eq!(r.detail, "contains a control character", "{kind}");
     }
 }
+
+#[test]
+fn an_outsized_event_is_refused_whole_on_every_path() {
+    use beckon_ingest::segment::MAX_EVENT_BYTES;
+
+    let mut big = base("track");
+    big.properties = object(json!({"blob": "x".repeat(MAX_EVENT_BYTES)}));
+    let refusal = outcome(from_proto(big, None)).expect_err("refused");
+    assert!(refusal.starts_with("BadField event "), "{refusal}");
+    assert!(
+        refusal.contains(&format!("larger than {MAX_EVENT_BYTES}")),
+        "{refusal}"
+    );
+
+    // An event just inside the limit passes.
+    let mut fits = base("track");
+    fits.properties = object(json!({"blob": "x".repeat(MAX_EVENT_BYTES - 200)}));
+    assert!(outcome(from_proto(fits, None)).is_ok());
+
+    // A JSON line, as replay reads it, by its length.
+    let line = json!({"type": "track", "userId": "u1", "event": "Opened",
+        "timestamp": "2026-03-02T09:00:00Z", "properties": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
+    let r = beckon_ingest::parse_line(&line.to_string()).expect_err("refused");
+    assert!(
+        r.detail.contains(&format!("larger than {MAX_EVENT_BYTES}")),
+        "{}",
+        r.detail
+    );
+}
