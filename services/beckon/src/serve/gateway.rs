@@ -20,6 +20,11 @@ use futures::future::BoxFuture;
 /// The channels a served gateway records to: every channel a journey can send on.
 pub const CHANNELS: [&str; 6] = beckon_gateway::providers::CHANNELS;
 
+/// Messages the in-memory recorder of a served gateway keeps, the most recent ones: enough
+/// to look at what went out lately, and a bound on the memory of a process that runs for
+/// weeks with no provider and no messages file.
+pub const RECORDED_IN_MEMORY: usize = 1_000;
+
 /// Lines queued for the writer at most per batch, so one slow sync cannot hold an unbounded
 /// amount of memory.
 const FILE_BATCH: usize = 4096;
@@ -167,8 +172,9 @@ impl Channel for FileChannel {
     }
 }
 
-/// The recorder of a served gateway: `out` (a file) or memory. A file that cannot be opened
-/// for appending is an error naming the setting and the path.
+/// The recorder of a served gateway: `out` (a file) or memory, where only the
+/// [`RECORDED_IN_MEMORY`] most recent messages are kept. A file that cannot be opened for
+/// appending is an error naming the setting and the path.
 pub fn recorder(out: Option<PathBuf>) -> anyhow::Result<Arc<dyn Channel>> {
     match out {
         Some(path) => {
@@ -180,7 +186,48 @@ pub fn recorder(out: Option<PathBuf>) -> anyhow::Result<Arc<dyn Channel>> {
             })?;
             Ok(Arc::new(channel))
         }
-        None => Ok(Arc::new(RecordingChannel::new())),
+        None => Ok(Arc::new(memory_recorder())),
+    }
+}
+
+/// The recorder of a served gateway with no messages file: the most recent messages only.
+pub fn memory_recorder() -> RecordingChannel {
+    RecordingChannel::with_capacity(RECORDED_IN_MEMORY)
+}
+
+/// The channels whose messages only the in-memory recorder sees: with no messages file,
+/// every channel that no provider takes (unrouted, or routed to `record`).
+pub fn recorded_in_memory_only(
+    out: Option<&Path>,
+    providers: &beckon_gateway::providers::ProvidersConfig,
+) -> Vec<&'static str> {
+    if out.is_some() {
+        return Vec::new();
+    }
+    CHANNELS
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                providers.channels.get(*c),
+                None | Some(beckon_gateway::providers::ProviderKind::Record)
+            )
+        })
+        .collect()
+}
+
+/// Says once, at start, which channels send nowhere: their messages look sent, but only the
+/// most recent ones are kept, in memory, and all are gone when the process stops.
+pub fn warn_recorded_in_memory_only(
+    out: Option<&Path>,
+    providers: &beckon_gateway::providers::ProvidersConfig,
+) {
+    for channel in recorded_in_memory_only(out, providers) {
+        tracing::warn!(
+            beckon.channel = %channel,
+            kept = RECORDED_IN_MEMORY,
+            "messages on channel {channel} are recorded in memory only; \
+             configure a provider or --messages-out"
+        );
     }
 }
 
@@ -382,5 +429,43 @@ mod tests {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(keys.len(), 400);
         assert_eq!(distinct.len(), 400);
+    }
+
+    #[tokio::test]
+    async fn the_memory_recorder_keeps_only_the_most_recent_messages() {
+        let recorder = memory_recorder();
+
+        for n in 0..RECORDED_IN_MEMORY + 25 {
+            recorder.send(&message(n)).await.expect("recorded");
+        }
+
+        let kept = recorder.messages();
+        assert_eq!(kept.len(), RECORDED_IN_MEMORY);
+        assert_eq!(kept[0].idempotency_key, "key-25");
+        let last = format!("key-{}", RECORDED_IN_MEMORY + 24);
+        assert_eq!(kept[RECORDED_IN_MEMORY - 1].idempotency_key, last);
+    }
+
+    #[test]
+    fn channels_no_provider_takes_are_in_memory_only_without_a_messages_file() {
+        use beckon_gateway::ProviderKind;
+
+        let mut providers = beckon_gateway::ProvidersConfig::default();
+        providers
+            .channels
+            .insert("in_app".into(), ProviderKind::Inbox);
+        providers
+            .channels
+            .insert("sms".into(), ProviderKind::Record);
+        providers
+            .channels
+            .insert("webhook".into(), ProviderKind::Webhook);
+
+        assert_eq!(
+            recorded_in_memory_only(None, &providers),
+            vec!["push", "email", "sms", "live_activity"]
+        );
+        let file = Path::new("/tmp/sent.jsonl");
+        assert!(recorded_in_memory_only(Some(file), &providers).is_empty());
     }
 }

@@ -716,6 +716,7 @@ async fn served_gateway(
 ) -> anyhow::Result<(beckon_gateway::Gateway, GatewayService)> {
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
     let record = gateway::recorder(settings.messages_out.clone())?;
+    gateway::warn_recorded_in_memory_only(settings.messages_out.as_deref(), &settings.providers);
     let mut base = gateway::CHANNELS
         .iter()
         .fold(beckon_gateway::Gateway::new(), |g, c| {
