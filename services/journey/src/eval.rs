@@ -1112,22 +1112,25 @@ impl Run<'_> {
         } else {
             Value::Null
         };
-        let escape = if m.channel == Channel::Email {
+        // Only an email's body is HTML. A subject or a title is plain text, shown as it is:
+        // escaped, a name like `Tom & Jerry` would reach the inbox as `Tom &amp; Jerry`.
+        let body_escape = if m.channel == Channel::Email {
             Escape::Html
         } else {
             Escape::None
         };
-        let render = |t: &crate::template::Template| {
+        let render = |t: &crate::template::Template, escape: Escape| {
             if t.is_static() {
                 Ok(t.source().to_string())
             } else {
                 t.render(data.clone(), escape)
             }
         };
+        let plain = |t: &crate::template::Template| render(t, Escape::None);
         let rendered = (|| {
-            let body = render(&m.body)?;
-            let title = m.title.as_ref().map(render).transpose()?;
-            let subject = m.subject.as_ref().map(render).transpose()?;
+            let body = render(&m.body, body_escape)?;
+            let title = m.title.as_ref().map(plain).transpose()?;
+            let subject = m.subject.as_ref().map(plain).transpose()?;
             Ok::<_, crate::template::RenderError>((body, title, subject))
         })();
 
