@@ -190,32 +190,21 @@ fn channel_shaped(channel: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn check_channel(channel: &str) -> Result<(), Status> {
-    if channel_shaped(channel) {
-        Ok(())
-    } else {
-        Err(invalid(
-            "message.channel",
-            "expected a channel name such as push, in_app, email, sms or webhook",
-        ))
-    }
-}
-
-/// A message's channel must be one a journey can send on. One of those that this gateway has
-/// no provider for is a different matter, answered when the send is routed.
-fn check_known_channel(channel: &str) -> Result<(), Status> {
+/// A message's channel (in `field`) must be one a journey can send on. One of those that this
+/// gateway has no provider for is a different matter, answered when the send is routed.
+fn check_known_channel(field: &str, channel: &str) -> Result<(), Status> {
     let known = CHANNELS.join(", ");
     if CHANNELS.contains(&channel) {
         Ok(())
     } else if channel_shaped(channel) {
         Err(invalid(
-            "message.channel",
+            field,
             format!("unknown channel `{channel}`; known channels: {known}"),
         ))
     } else {
         // Not echoed: it may be long, or hold anything at all.
         Err(invalid(
-            "message.channel",
+            field,
             format!("not a channel name; known channels: {known}"),
         ))
     }
@@ -258,7 +247,7 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
         .ok_or_else(|| invalid("message", "is required"))?;
     check_key("message.idempotency_key", &m.idempotency_key)?;
     check_user_id("message.user_id", &m.user_id)?;
-    check_known_channel(&m.channel)?;
+    check_known_channel("message.channel", &m.channel)?;
     if m.body.is_empty() && m.title.is_empty() {
         return Err(invalid(
             "message.body",
@@ -334,8 +323,10 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
     check_user(&r.workspace, &r.user_id)?;
     check_key("message_key", &r.message_key)?;
     let outcome = Outcome::parse(&r.outcome)?;
+    // The channel is optional here, but one that is given becomes the outcome event's
+    // `channel` property, which journeys branch on: it must be one they can send on.
     if !r.channel.is_empty() {
-        check_channel(&r.channel).map_err(|_| invalid("channel", "not a channel name"))?;
+        check_known_channel("channel", &r.channel)?;
     }
     for (field, value) in [("journey", &r.journey), ("step", &r.step), ("url", &r.url)] {
         if value.len() > MAX_TEXT_BYTES || value.chars().any(char::is_control) {
@@ -759,6 +750,23 @@ mod tests {
             "{}",
             refused.message()
         );
+
+        let refused = outcome(|r| r.channel = "fax".into()).expect_err("no such channel");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused.message(),
+            "invalid channel: unknown channel `fax`; known channels: push, in_app, email, sms, \
+             webhook, live_activity"
+        );
+        let refused = outcome(|r| r.channel = "Fax Machine!".into()).expect_err("not a name");
+        assert!(
+            refused
+                .message()
+                .starts_with("invalid channel: not a channel name; known"),
+            "{}",
+            refused.message()
+        );
+        assert!(outcome(|r| r.channel = "email".into()).is_ok());
 
         let refused = outcome(|r| r.url.clear()).expect_err("a click without its url");
         assert!(refused.message().contains("url"), "{}", refused.message());
