@@ -719,10 +719,10 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
         match op {
             TimerOp::Set(timer, span) => {
                 let mut run = vec![timer];
-                while let Some(TimerOp::Set(..)) = ops.peek() {
-                    if let Some(TimerOp::Set(t, _)) = ops.next() {
-                        run.push(t);
-                    }
+                while let Some(TimerOp::Set(t, _)) =
+                    ops.next_if(|op| matches!(op, TimerOp::Set(..)))
+                {
+                    run.push(t);
                 }
                 sink.schedule_many(&run).instrument(span).await?;
             }
@@ -733,12 +733,10 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
                 span,
             } => {
                 let mut run = vec![(user, id)];
-                while let Some(TimerOp::Cancel { workspace: w, .. }) = ops.peek()
-                    && *w == workspace
-                {
-                    if let Some(TimerOp::Cancel { user, id, .. }) = ops.next() {
-                        run.push((user, id));
-                    }
+                while let Some(TimerOp::Cancel { user, id, .. }) = ops.next_if(
+                    |op| matches!(op, TimerOp::Cancel { workspace: w, .. } if *w == workspace),
+                ) {
+                    run.push((user, id));
                 }
                 sink.cancel_many(&workspace, &run).instrument(span).await?;
             }
