@@ -7,9 +7,8 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,10 +16,10 @@ use axum::http::StatusCode;
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::{OutboundMessage, SendRequest};
+use beckon_testkit::Hanging;
 use beckon_user_state::Outlet as _;
 use prometheus_parse::{Scrape, Value};
 use support::{Served, http_get, wall_clock_ms};
-use tokio::io::AsyncReadExt;
 
 const SECRET: &str = "whsec-never-in-a-log-8c1e77";
 const BODY: &str = "Private: your test results from Dr. Okafor are ready";
@@ -156,50 +155,12 @@ async fn a_failing_provider_opens_the_circuit_and_leaks_nothing_into_the_logs() 
     assert!(lines.iter().any(|l| l.contains("circuit opened")), "{text}");
 }
 
-/// Requests a silent receiver was sent, by idempotency key.
-type Heard = Arc<Mutex<HashMap<String, usize>>>;
-
-/// Reads a request's head, counts it by its `Idempotency-Key`, and never answers.
-async fn hold(mut stream: tokio::net::TcpStream, heard: Heard) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let key = String::from_utf8_lossy(&head)
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("idempotency-key"))
-        .map(|(_, value)| value.trim().to_string())
-        .unwrap_or_default();
-    if let Ok(mut heard) = heard.lock() {
-        *heard.entry(key).or_default() += 1;
-    }
-    while let Ok(n) = stream.read(&mut buf).await {
-        if n == 0 {
-            return;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_never_answers_is_deferred_within_the_partitions_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    let heard: Heard = Arc::default();
-    let counted = heard.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(hold(stream, counted.clone()));
-        }
-    });
-    let attempts = |key: &str| heard.lock().map_or(0, |h| h.get(key).copied().unwrap_or(0));
+    let hanging = Hanging::start().await;
+    let addr = hanging.addr;
+    let attempts = |key: &str| hanging.attempts(key);
 
     // The default timeout (ten seconds) and retry policy (four attempts).
     let secret = dir.path().join("webhook.secret");
@@ -278,17 +239,8 @@ fn unforwarded(log: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_gateway_counts_the_delivery_events_it_could_not_forward() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ingest = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind ingest");
-    let ingest_url = format!("http://{}", ingest.local_addr().expect("addr"));
-    let heard: Heard = Arc::default();
-    let held = heard.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = ingest.accept().await {
-            tokio::spawn(hold(stream, held.clone()));
-        }
-    });
+    let ingest = Hanging::start().await;
+    let ingest_url = ingest.url("");
 
     // A receiver that refuses every message for good: each send reports `Message Failed`.
     let router = axum::Router::new().route(

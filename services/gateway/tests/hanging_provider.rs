@@ -19,7 +19,7 @@ use beckon_gateway::webhook::{self, WebhookConfig};
 use beckon_gateway::{Gateway, GatewayError, MemoryRetryQueue, RetryQueue, RetryQueuePolicy};
 use beckon_gateway::{MemorySink, Secret};
 use beckon_proto::v1::{OutboundMessage, SendRequest};
-use support::hanging::Hanging;
+use beckon_testkit::Hanging;
 use support::{TestDeps, message, test_deps};
 
 /// Attempts the webhook's policy allows per send.
@@ -27,7 +27,10 @@ const ATTEMPTS: usize = 3;
 
 /// A webhook channel to `hanging`, whose calls time out after `timeout`.
 fn channel(hanging: &Hanging, timeout: Duration, t: &TestDeps) -> webhook::WebhookChannel {
-    let mut config = WebhookConfig::new(hanging.url("/hooks"), Secret::new("whsec-hang-0d1e"));
+    let mut config = WebhookConfig::new(
+        hanging.url("/hooks").parse().expect("url"),
+        Secret::new("whsec-hang-0d1e"),
+    );
     config.timeout = timeout;
     config.policy.retry = RetryPolicy {
         max_attempts: ATTEMPTS as u32,

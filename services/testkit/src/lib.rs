@@ -13,10 +13,12 @@
 //! says so with [`TestkitError::Unsupported`].
 
 mod cluster;
+mod hanging;
 mod server;
 mod traces;
 
 pub use cluster::RedisCluster;
+pub use hanging::Hanging;
 pub use server::{Fsync, Options, RedisServer};
 pub use traces::mentions;
 

@@ -5,7 +5,6 @@
 pub mod apns;
 pub mod fcm;
 pub mod grpc;
-pub mod hanging;
 pub mod redis_server;
 pub mod smtp;
 pub mod twilio;

@@ -32,8 +32,9 @@ impl Hanging {
         Hanging { addr, requests }
     }
 
-    pub fn url(&self, path: &str) -> url::Url {
-        url::Url::parse(&format!("http://{}{path}", self.addr)).expect("url")
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Requests that carried `key`.
