@@ -445,6 +445,38 @@ impl Checker<'_> {
         });
     }
 
+    /// Refuses an event name that ingest would refuse (too long, control characters): no
+    /// event could ever match it. Placed at the name, written after `key:` or as the `event:`
+    /// of the mapping there; the name is not searched for, as an escape (`"\u0007"`) is
+    /// written otherwise than it reads.
+    fn event_name(&mut self, from_line: u32, key: &str, field: String, name: &str) {
+        let Some(problem) = beckon_core::ids::name_problem(name) else {
+            return;
+        };
+        let (line, column) = locate_value(self.text, from_line, key);
+        let value: String = self
+            .text
+            .lines()
+            .nth(line.saturating_sub(1) as usize)
+            .map(|l| l.chars().skip(column.saturating_sub(1) as usize).collect())
+            .unwrap_or_default();
+
+        // A mapping, in braces or on the lines below (`locate_value` then stands on the key).
+        let mapping = value.starts_with('{') || value.trim_end().ends_with(':');
+        let (line, column) = if mapping {
+            locate_value(self.text, line, "event")
+        } else {
+            (line, column)
+        };
+        self.errors.push(SpecError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field,
+            message: format!("not an event name ingest accepts: {problem}"),
+        });
+    }
+
     /// A template that does not compile, placed where in the file the problem is written
     /// when the template's text can be matched to the file's, else at its key.
     fn template_error(
@@ -510,6 +542,13 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
             "entry".into(),
             "expected exactly one of `event`, `first_seen: true`, `segment` or `api: true`".into(),
         );
+    }
+    if let Some(event) = &e.event {
+        let entry_line = locate(text, top, "entry", "").0;
+        ck.event_name(entry_line, "entry", "entry.event".into(), event);
+    }
+    if let Some(goal) = &spec.goal {
+        ck.event_name(top, "goal", "goal".into(), &goal.event);
     }
     if e.on.is_some() && e.segment.is_none() {
         ck.error(
@@ -881,6 +920,7 @@ fn compile_step(
         };
         compile_message(ck, at, &field, "webhook", &m).map_or(StepKind::Exit, StepKind::Message)
     } else if let Some(w) = &s.wait_for {
+        ck.event_name(at, "wait_for", format!("{field}.wait_for.event"), &w.event);
         ck.wait(
             at,
             "timeout",

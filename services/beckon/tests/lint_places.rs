@@ -1,0 +1,90 @@
+//! `beckon lint` places each error where the problem is written: the bad tag inside a
+//! template, the value of a key rather than the key, every error of a file in file order.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The error lines `beckon lint` prints for `text` written to a file of its own, with the
+/// file's path taken off the front, and its exit code.
+fn lint_one(text: &str) -> (Option<i32>, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journey.yaml");
+    std::fs::write(&path, text).expect("write spec");
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .arg("lint")
+        .arg(&path)
+        .output()
+        .expect("beckon runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), errors_of(&stderr, &path))
+}
+
+fn errors_of(stderr: &str, path: &Path) -> Vec<String> {
+    let prefix = format!("{}:", path.display());
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+const REFUSED: &str = "not an event name ingest accepts";
+const CONTROL: &str = "contains a control character";
+
+#[test]
+fn an_entry_event_name_ingest_would_refuse_is_refused_at_its_value() {
+    let text = "\
+id: orders
+version: 1
+workspace: default
+entry:
+  event: \"\\u0007Order\"
+steps:
+  - id: bye
+    exit: true
+";
+    let (code, errors) = lint_one(text);
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![format!("5:10: entry.event: {REFUSED}: {CONTROL}")]
+    );
+
+    // In braces, and a name longer than any event's.
+    let long = "x".repeat(600);
+    let text = format!(
+        "id: orders\nversion: 1\nworkspace: default\nentry: {{ event: {long} }}\n\
+         steps:\n  - id: bye\n    exit: true\n"
+    );
+    let (_, errors) = lint_one(&text);
+    let reason = "600 bytes, longer than 512";
+    assert_eq!(
+        errors,
+        vec![format!("4:17: entry.event: {REFUSED}: {reason}")]
+    );
+}
+
+#[test]
+fn goal_and_wait_for_event_names_go_through_the_same_rule() {
+    let text = "\
+id: orders
+version: 1
+workspace: default
+entry:
+  event: Product Added
+goal: \"Order\\tCompleted\"
+steps:
+  - id: wait
+    wait_for:
+      event: \"Order\\u0000\"
+      timeout: 1h
+";
+    let (_, errors) = lint_one(text);
+    assert_eq!(
+        errors,
+        vec![
+            format!("6:7: goal: {REFUSED}: {CONTROL}"),
+            format!("10:14: steps[0].wait_for.event: {REFUSED}: {CONTROL}"),
+        ]
+    );
+}
