@@ -117,11 +117,42 @@ fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
         assert!(!stderr.contains("panicked"), "{case}");
     }
 
-    // The environment goes through the same check.
-    let (code, stderr) = serve_config(&[], &[("BECKON_HIBERNATE_AFTER_MS", "0")], None);
+    // The environment goes through the same check, and is named as it was given.
+    let cases: &[(&str, &str, &str)] = &[
+        ("BECKON_HIBERNATE_AFTER_MS", "0", "1000..=31536000000"),
+        ("BECKON_EVICT_AFTER_MS", "-5", "1000..=31536000000"),
+        ("BECKON_LEASE_TTL_MS", "0", "300..=600000"),
+        ("BECKON_TIMER_CLAIM_MS", "soon", "1000..=86400000"),
+        ("BECKON_PARTITIONS", "99999", "1..=4096"),
+        ("BECKON_THREADS", "100000", "1..=256"),
+        (
+            "BECKON_REDIS_CLUSTER",
+            "maybe",
+            "possible values: true, false",
+        ),
+    ];
+    for (variable, value, range) in cases {
+        let (code, stderr) = serve_config(&[], &[(variable, value)], None);
+        let case = format!("{variable}={value}: {stderr}");
+        assert_eq!(code, Some(2), "{case}");
+        let said = format!("invalid value '{value}' for '{variable}'");
+        assert!(stderr.contains(&said), "{case}");
+        assert!(stderr.contains(range), "{case}");
+        let flag = variable
+            .trim_start_matches("BECKON_")
+            .to_lowercase()
+            .replace('_', "-");
+        assert!(!stderr.contains(&format!("--{flag}")), "{case}");
+    }
+
+    // A flag given as well wins, and is the one named.
+    let env = [("BECKON_PARTITIONS", "16")];
+    let (code, stderr) = serve_config(&["--partitions", "0"], &env, None);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("hibernate-after-ms"), "{stderr}");
-    assert!(stderr.contains("1000..=31536000000"), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '0' for '--partitions <PARTITIONS>'"),
+        "{stderr}"
+    );
 }
 
 #[test]

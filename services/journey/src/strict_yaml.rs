@@ -32,6 +32,147 @@ fn located(e: serde_norway::Error) -> String {
     }
 }
 
+/// Where the value of the key at `path` is written in `text` (line and column from 1), for a
+/// problem found after reading, when the reader's own place is gone: a setting checked
+/// against another. Block mappings are followed by indentation, flow mappings
+/// (`retry: { base_delay: 100 }`) by their braces; the key's own place when its value starts
+/// on the next line. `None` when the key is not written plainly (inside a list, quoted,
+/// merged from an anchor).
+pub fn value_place(text: &str, path: &[&str]) -> Option<(u32, u32)> {
+    if path.is_empty() {
+        return None;
+    }
+    // The keys of the block mappings that hold the current line, with their indentation.
+    let mut outer: Vec<(usize, &str)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let number = u32::try_from(number + 1).ok()?;
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') || content.starts_with("---") {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        while outer.last().is_some_and(|(i, _)| *i >= indent) {
+            outer.pop();
+        }
+        // A list item holds what follows it; no path given here goes through a list.
+        let (indent, content) = match content.strip_prefix('-') {
+            Some(item) if item.is_empty() || item.starts_with(' ') => {
+                outer.push((indent, "-"));
+                let item_content = item.trim_start();
+                (line.len() - item_content.len(), item_content)
+            }
+            _ => (indent, content),
+        };
+        let Some((key, after)) = plain_key(content) else {
+            continue;
+        };
+        outer.push((indent, key));
+
+        let at = indent + key.len() + 1;
+        let value = at + (after.len() - after.trim_start().len());
+        let held = outer.iter().map(|(_, k)| *k);
+        if held.clone().eq(path.iter().copied()) {
+            let column = if after.trim().is_empty() || after.trim_start().starts_with('#') {
+                indent
+            } else {
+                value
+            };
+            return Some((number, column_of(line, column)));
+        }
+        if after.trim_start().starts_with('{') {
+            let keys: Vec<&str> = held.collect();
+            if let Some(rest) = path.strip_prefix(keys.as_slice())
+                && let Some(byte) = flow_place(&line[value..], rest)
+            {
+                return Some((number, column_of(line, value + byte)));
+            }
+        }
+    }
+    None
+}
+
+/// `key` and what follows its colon, when `content` starts with a plain mapping key.
+fn plain_key(content: &str) -> Option<(&str, &str)> {
+    let end = content
+        .char_indices()
+        .find(|(i, c)| {
+            *c == ':'
+                && content[i + 1..]
+                    .chars()
+                    .next()
+                    .is_none_or(char::is_whitespace)
+        })
+        .map(|(i, _)| i)?;
+    let key = &content[..end];
+    let plain = !key.is_empty()
+        && !key.starts_with(['-', '{', '[', '"', '\'', '&', '*', '!', '?'])
+        && !key.contains([' ', ',', '{', '}', '#']);
+    plain.then(|| (key, &content[end + 1..]))
+}
+
+/// The byte offset in `flow` (text that opens with `{`) of the value of the key at `path`
+/// inside it.
+fn flow_place(flow: &str, path: &[&str]) -> Option<usize> {
+    // The key read last at each depth of braces; a key is a run of plain characters ending
+    // in `: `.
+    let mut keys: Vec<Option<&str>> = Vec::new();
+    let mut token_start: Option<usize> = None;
+    let mut chars = flow.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' => {
+                keys.push(None);
+                token_start = None;
+            }
+            '}' => {
+                keys.pop();
+                if keys.is_empty() {
+                    return None;
+                }
+                token_start = None;
+            }
+            ',' => {
+                if let Some(last) = keys.last_mut() {
+                    *last = None;
+                }
+                token_start = None;
+            }
+            '"' | '\'' => {
+                // Quoted text is skipped whole; a quote closes it.
+                for (_, q) in chars.by_ref() {
+                    if q == c {
+                        break;
+                    }
+                }
+                token_start = None;
+            }
+            ':' if chars.peek().is_none_or(|(_, n)| n.is_whitespace()) => {
+                let key = token_start.map(|s| flow[s..i].trim());
+                if let (Some(key), Some(last)) = (key, keys.last_mut()) {
+                    *last = Some(key);
+                }
+                token_start = None;
+
+                let held: Vec<&str> = keys.iter().map(|k| k.unwrap_or_default()).collect();
+                if held == path {
+                    let after = &flow[i + 1..];
+                    return Some(i + 1 + after.len() - after.trim_start().len());
+                }
+            }
+            c if c.is_whitespace() => {}
+            _ => {
+                token_start.get_or_insert(i);
+            }
+        }
+    }
+    None
+}
+
+/// The column (from 1, in characters) of byte `at` of `line`.
+fn column_of(line: &str, at: usize) -> u32 {
+    u32::try_from(line[..at].chars().count() + 1).unwrap_or(u32::MAX)
+}
+
 /// A deserializer that hands its visitors on wrapped, so every mapping below it checks its
 /// keys. `keys` is set while a mapping key is read: the keys read before it in that mapping.
 struct Strict<'k, D> {
@@ -400,6 +541,40 @@ mod tests {
         let err = refusal("name: a\ninner:\n  sise: 1\n");
         assert!(err.starts_with("inner: unknown field `sise`"), "{err}");
         assert!(err.ends_with("at line 3 column 3"), "{err}");
+    }
+
+    #[test]
+    fn values_are_found_by_their_path_in_blocks_and_braces() {
+        let text = "\
+workspace: shop   # a comment
+evict_after_ms: 1000
+providers:
+  channels: { push: apns }
+  webhook:
+    url: http://127.0.0.1:9/
+    policy: { retry: { base_delay: 100, max_delay: 50 }, breaker: {} }
+  twilio:
+    policy:
+      retry:
+        max_delay:
+          200
+";
+        let at = |path: &[&str]| value_place(text, path);
+        assert_eq!(at(&["workspace"]), Some((1, 12)));
+        assert_eq!(at(&["evict_after_ms"]), Some((2, 17)));
+        assert_eq!(at(&["providers", "channels", "push"]), Some((4, 21)));
+        assert_eq!(at(&["providers", "webhook", "url"]), Some((6, 10)));
+        let retry = ["providers", "webhook", "policy", "retry"];
+        assert_eq!(at(&[&retry[..], &["base_delay"]].concat()), Some((7, 36)));
+        assert_eq!(at(&[&retry[..], &["max_delay"]].concat()), Some((7, 52)));
+        let twilio = ["providers", "twilio", "policy", "retry", "max_delay"];
+        assert_eq!(at(&twilio), Some((11, 9)));
+        assert_eq!(at(&["providers", "webhook", "timeout_ms"]), None);
+        assert_eq!(at(&["url"]), None);
+
+        let text = "list:\n  - size: 1\n    other: 2\nsize: 3\n";
+        assert_eq!(value_place(text, &["list", "other"]), None);
+        assert_eq!(value_place(text, &["size"]), Some((4, 7)));
     }
 
     #[test]

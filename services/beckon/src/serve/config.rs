@@ -21,12 +21,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Treat a single Redis URL as a Redis Cluster seed node.
-    #[arg(long, env = "BECKON_REDIS_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "BECKON_REDIS_CLUSTER", num_args = 0..=1, default_missing_value = "true",
+          value_parser = env_named(clap::builder::BoolValueParser::new()))]
     pub redis_cluster: Option<bool>,
     #[arg(long, env = "BECKON_WORKSPACE")]
     pub workspace: Option<String>,
     #[arg(long, env = "BECKON_PARTITIONS", allow_negative_numbers = true,
-          value_parser = |t: &str| PARTITIONS.parse_arg::<u32>(t))]
+          value_parser = env_named(|t: &str| PARTITIONS.parse_arg::<u32>(t)))]
     pub partitions: Option<u32>,
     /// Folder (or file) of journey, segment and policy specs. The journey service and `serve
     /// all` publish it at start; a user-state instance without `--journeys-url` evaluates it
@@ -42,12 +43,12 @@ pub struct ServeArgs {
     /// How long a user-state instance's partition lease lasts without renewal; a crashed
     /// instance's partitions move after it.
     #[arg(long, env = "BECKON_LEASE_TTL_MS", allow_negative_numbers = true,
-          value_parser = |t: &str| LEASE_TTL_MS.parse_arg::<u64>(t))]
+          value_parser = env_named(|t: &str| LEASE_TTL_MS.parse_arg::<u64>(t)))]
     pub lease_ttl_ms: Option<u64>,
     /// How long a scheduler keeps a due timer it claimed before another firing round (its
     /// own after a restart, or another scheduler's) may fire it again.
     #[arg(long, env = "BECKON_TIMER_CLAIM_MS", allow_negative_numbers = true,
-          value_parser = |t: &str| TIMER_CLAIM_MS.parse_arg::<u64>(t))]
+          value_parser = env_named(|t: &str| TIMER_CLAIM_MS.parse_arg::<u64>(t)))]
     pub timer_claim_ms: Option<u64>,
     /// Scheduler service URL, for user-state running alone.
     #[arg(long, env = "BECKON_SCHEDULER_URL")]
@@ -58,16 +59,16 @@ pub struct ServeArgs {
     /// Users with no trigger for this many milliseconds hibernate: their actor stops and
     /// their state stays in memory in compact form (default 10 minutes).
     #[arg(long, env = "BECKON_HIBERNATE_AFTER_MS", allow_negative_numbers = true,
-          value_parser = |t: &str| HIBERNATE_AFTER_MS.parse_arg::<u64>(t))]
+          value_parser = env_named(|t: &str| HIBERNATE_AFTER_MS.parse_arg::<u64>(t)))]
     pub hibernate_after_ms: Option<u64>,
     /// Users with no trigger for this many milliseconds leave memory; their next trigger
     /// reads them from Redis (default 24 hours).
     #[arg(long, env = "BECKON_EVICT_AFTER_MS", allow_negative_numbers = true,
-          value_parser = |t: &str| EVICT_AFTER_MS.parse_arg::<u64>(t))]
+          value_parser = env_named(|t: &str| EVICT_AFTER_MS.parse_arg::<u64>(t)))]
     pub evict_after_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
-          value_parser = |t: &str| THREADS.parse_arg::<usize>(t))]
+          value_parser = env_named(|t: &str| THREADS.parse_arg::<usize>(t)))]
     pub threads: Option<usize>,
     /// Where the gateway records every message it sends, one JSON object per line.
     #[arg(long, env = "BECKON_MESSAGES_OUT")]
@@ -93,6 +94,55 @@ pub struct ServeArgs {
     /// web roots: a deployment's private CA.
     #[arg(long, env = "BECKON_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// `parser`, whose errors name the environment variable when the value came from one: clap
+/// reads a flag and its variable into the same argument, and would name the flag either way.
+pub fn env_named<P: clap::builder::TypedValueParser>(parser: P) -> EnvNamed<P> {
+    EnvNamed(parser)
+}
+
+/// See [`env_named`].
+#[derive(Clone)]
+pub struct EnvNamed<P>(P);
+
+impl<P: clap::builder::TypedValueParser> clap::builder::TypedValueParser for EnvNamed<P> {
+    type Value = P::Value;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<P::Value, clap::Error> {
+        self.0.parse_ref(cmd, arg, value)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+        source: clap::parser::ValueSource,
+    ) -> Result<P::Value, clap::Error> {
+        self.0.parse_ref_(cmd, arg, value, source).map_err(|mut e| {
+            let variable = arg.and_then(clap::Arg::get_env);
+            if let (clap::parser::ValueSource::EnvVariable, Some(variable)) = (source, variable) {
+                let name = variable.to_string_lossy().into_owned();
+                e.insert(
+                    clap::error::ContextKind::InvalidArg,
+                    clap::error::ContextValue::String(name),
+                );
+            }
+            e
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
 }
 
 /// The values a numeric setting accepts. Flags and environment variables are checked when
