@@ -231,6 +231,24 @@ pub fn warn_recorded_in_memory_only(
     }
 }
 
+/// Says once, at start, that a user-state instance with no gateway to call sends nothing:
+/// its messages look sent, but are only recorded, in memory (the most recent ones, gone when
+/// the process stops) or in the messages file.
+pub fn warn_no_gateway(out: Option<&Path>) {
+    const HOW: &str = "set --gateway-url (BECKON_GATEWAY_URL) to send them";
+    match out {
+        None => tracing::warn!(
+            kept = RECORDED_IN_MEMORY,
+            "no gateway: messages are recorded in memory only, the last {RECORDED_IN_MEMORY}, \
+             and never sent; {HOW}"
+        ),
+        Some(path) => tracing::warn!(
+            path = %path.display(),
+            "no gateway: messages are recorded in the messages file only and never sent; {HOW}"
+        ),
+    }
+}
+
 /// A gateway whose every channel records to `out` (a file) or to memory.
 pub fn recording_gateway(out: Option<PathBuf>) -> anyhow::Result<Gateway> {
     let channel = recorder(out)?;

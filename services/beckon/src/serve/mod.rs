@@ -571,7 +571,11 @@ async fn run_user_state(
             let channel = peer(&settings, "gateway_url", u)?.connect_lazy();
             Arc::new(beckon_user_state::remote::RemoteGateway::new(channel))
         }
-        None => Arc::new(gateway::recording_gateway(settings.messages_out.clone())?),
+        None => {
+            let gateway = gateway::recording_gateway(settings.messages_out.clone())?;
+            gateway::warn_no_gateway(settings.messages_out.as_deref());
+            Arc::new(gateway)
+        }
     };
 
     let definitions_in_force = engine.clone();
