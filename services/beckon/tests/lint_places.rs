@@ -88,3 +88,32 @@ steps:
         ]
     );
 }
+
+#[test]
+fn a_step_that_goes_nowhere_is_named_at_the_target_not_the_key() {
+    let text = "\
+id: routes
+version: 1
+workspace: default
+entry:
+  event: Signed Up
+steps:
+  - id: wait
+    wait_for: { event: Order Completed, timeout: 1h, on_timeout: nowhere }
+    next: elsewhere
+  - id: pick
+    split:
+      - { arm: a, percent: 50, next: wait }
+      - { arm: b, percent: 50, next: 'gone' }
+";
+    let (code, errors) = lint_one(text);
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![
+            "9:11: steps[0].next: no step with id `elsewhere`",
+            "8:66: steps[0].on_timeout: no step with id `nowhere`",
+            "13:38: steps[1].next: no step with id `gone`",
+        ]
+    );
+}

@@ -406,6 +406,36 @@ fn locate_value(text: &str, from_line: u32, key: &str) -> (u32, u32) {
     (from_line.max(1), 1)
 }
 
+/// Where `value` is written as the value of the first `key:` at or after `from_line` that
+/// has it, also inside a flow mapping (`{arm: a, next: b}`); where `key: value` is when the
+/// value is not written as it reads (an escape in quotes).
+fn locate_written(text: &str, from_line: u32, key: &str, value: &str) -> (u32, u32) {
+    let needle = format!("{key}:");
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1) as usize)
+    {
+        for (at, _) in line.match_indices(&needle) {
+            let boundary = line[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| c == ' ' || c == '{' || c == ',' || c == '-');
+            let after = &line[at + needle.len()..];
+            let written = after.trim_start();
+            let unquoted = written.trim_start_matches(['"', '\'']);
+            let whole = unquoted.strip_prefix(value).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with([' ', ',', '}', '"', '\'', '#'])
+            });
+            if boundary && whole {
+                let byte = line.len() - written.len();
+                return (i as u32 + 1, line[..byte].chars().count() as u32 + 1);
+            }
+        }
+    }
+    locate(text, from_line, key, value)
+}
+
 struct Checker<'a> {
     file: &'a str,
     text: &'a str,
@@ -816,13 +846,14 @@ fn compile_step(
         Some(n) => match index.get(n) {
             Some(&t) => Target::Step(t),
             None => {
-                ck.error(
-                    at,
-                    key,
-                    n,
-                    format!("{field}.{key}"),
-                    format!("no step with id `{n}`"),
-                );
+                let (line, column) = locate_written(ck.text, at, key, n);
+                ck.errors.push(SpecError {
+                    file: ck.file.to_string(),
+                    line,
+                    column,
+                    field: format!("{field}.{key}"),
+                    message: format!("no step with id `{n}`"),
+                });
                 Target::Exit
             }
         },
