@@ -117,3 +117,75 @@ steps:
         ]
     );
 }
+
+/// A journey whose one step is `step`, written from line 7, indented as a list item's keys.
+fn with_step(step: &str) -> String {
+    format!(
+        "id: tags\nversion: 1\nworkspace: default\nentry:\n  event: Signed Up\nsteps:\n\
+         {step}"
+    )
+}
+
+const UNKNOWN: &str = "Unknown filter (requested filter=nope)";
+
+#[test]
+fn a_bad_tag_in_a_flow_mapping_is_placed_at_the_tag() {
+    let step = "  - id: hi\n    message: { channel: push, body: \"{{ x | nope }}\" }\n";
+    let (code, errors) = lint_one(&with_step(step));
+    assert_eq!(code, Some(1), "{errors:?}");
+    let inside = "at 1:8 of the template";
+    assert_eq!(
+        errors,
+        vec![format!("8:45: steps[0].message.body: {UNKNOWN}, {inside}")]
+    );
+
+    // Across lines, the flow mapping's value on a line of its own.
+    let step = "  - id: hi\n    message: {\n      channel: push,\n      \
+                title: 'Hi {{ user.name | nope }}',\n      body: hi }\n";
+    let (_, errors) = lint_one(&with_step(step));
+    let inside = "at 1:19 of the template";
+    assert_eq!(
+        errors,
+        vec![format!(
+            "10:33: steps[0].message.title: {UNKNOWN}, {inside}"
+        )]
+    );
+}
+
+#[test]
+fn a_bad_tag_in_a_block_scalar_is_placed_by_its_line_in_the_body() {
+    // The body's third line is the file's 14th; the body is indented by 8.
+    let step = "  - id: hi\n    message:\n      channel: email\n      subject: Hi\n      \
+                body: |\n        Hello {{ user.name }},\n\n        We saved \
+                {{ entry.name | nope }} for you.\n";
+    let (code, errors) = lint_one(&with_step(step));
+    assert_eq!(code, Some(1), "{errors:?}");
+    let inside = "at 3:26 of the template";
+    assert_eq!(
+        errors,
+        vec![format!("14:34: steps[0].message.body: {UNKNOWN}, {inside}")]
+    );
+
+    // Folded: the body's two lines are one line of the template.
+    let step = "  - id: hi\n    message:\n      channel: push\n      body: >-\n        \
+                Hello\n        there {{ user.name | nope }}\n";
+    let (_, errors) = lint_one(&with_step(step));
+    let inside = "at 1:28 of the template";
+    assert_eq!(
+        errors,
+        vec![format!("12:30: steps[0].message.body: {UNKNOWN}, {inside}")]
+    );
+}
+
+#[test]
+fn a_bad_tag_that_cannot_be_placed_exactly_is_placed_at_its_scalar() {
+    // The escaped quotes make the file's text longer than the template's.
+    let step = "  - id: hi\n    message:\n      channel: push\n      \
+                body: \"Say \\\"hi\\\" {{ x | nope }}\"\n";
+    let (_, errors) = lint_one(&with_step(step));
+    let inside = "at 1:17 of the template";
+    assert_eq!(
+        errors,
+        vec![format!("10:13: steps[0].message.body: {UNKNOWN}, {inside}")]
+    );
+}

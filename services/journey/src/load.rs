@@ -517,10 +517,15 @@ impl Checker<'_> {
         field: String,
         e: &TemplateError,
     ) {
-        let key_at = locate(self.text, from_line, key, "");
+        // The key may stand in a flow mapping (`message: { body: "..." }`): its line is found
+        // as a value's is, and the value's start is where a problem that cannot be placed
+        // more exactly is reported. That is the case of a quoted value with escapes, whose
+        // text in the file differs from the text Liquid read, and of a problem placed past
+        // the template's last line (a block left open).
+        let value_at = locate_value(self.text, from_line, key);
         let inside =
-            e.at.and_then(|at| crate::value_place::place(self.text, key_at.0, key, source, at));
-        let (line, column) = inside.unwrap_or(key_at);
+            e.at.and_then(|at| crate::value_place::place(self.text, value_at.0, key, source, at));
+        let (line, column) = inside.unwrap_or(value_at);
         self.errors.push(SpecError {
             file: self.file.to_string(),
             line,

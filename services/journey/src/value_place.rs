@@ -90,7 +90,7 @@ fn pieces<'a>(text: &'a str, key_line: u32, key: &str) -> Option<Vec<Piece<'a>>>
         .skip(key_line.checked_sub(1)? as usize);
     let (_, first) = lines.next()?;
     let indent = indentation(first);
-    let key_at = first.find(&format!("{key}:"))?;
+    let key_at = key_in(first, key)?;
     let after_key = key_at + key.len() + 1;
     let value_at = after_key + (first.len() - after_key - first[after_key..].trim_start().len());
     let rest = &first[value_at..];
@@ -141,6 +141,18 @@ fn pieces<'a>(text: &'a str, key_line: u32, key: &str) -> Option<Vec<Piece<'a>>>
         });
     }
     Some(pieces)
+}
+
+/// The byte offset of `key:` in `line` as a key: at the start, or after a space, a brace, a
+/// comma or a list marker, so `url` is not found in `base_url:`.
+fn key_in(line: &str, key: &str) -> Option<usize> {
+    let needle = format!("{key}:");
+    line.match_indices(&needle).map(|(at, _)| at).find(|at| {
+        let after = line[at + needle.len()..].chars().next();
+        let before = line[..*at].chars().next_back();
+        before.is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-'))
+            && after.is_none_or(char::is_whitespace)
+    })
 }
 
 /// Leading spaces of a line, as the value's `- ` list marker counts for indentation too.
@@ -194,6 +206,15 @@ mod tests {
         let text = "body: Hi there\n  {{ user.name | }}\n";
         let value = "Hi there {{ user.name | }}";
         assert_eq!(place(text, 1, "body", value, (1, 10)), Some((2, 3)));
+    }
+
+    #[test]
+    fn a_value_in_a_flow_mapping() {
+        let text = "  - id: hi\n    message: { channel: push, body: \"{{ x | nope }}\" }\n";
+        let value = "{{ x | nope }}";
+        assert_eq!(place(text, 2, "body", value, (1, 8)), Some((2, 45)));
+        let text = "webhook: { base_url: x, url: \"{{ a |\" }\n";
+        assert_eq!(place(text, 1, "url", "{{ a |", (1, 4)), Some((1, 34)));
     }
 
     #[test]
