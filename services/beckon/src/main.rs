@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use beckon::replay::{self, ReplayConfig};
 use beckon_core::{Duration, Ts};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Replay and the services allocate many small, short-lived values per event (strings,
 /// maps, effect lists); mimalloc's thread-local free lists serve those with far fewer
@@ -177,7 +177,13 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve { args, .. }, Some(serve)) =
+        (&mut cli.command, matches.subcommand_matches("serve"))
+    {
+        args.note_environment(serve);
+    }
 
     // Services log through the telemetry pipeline (trace ids, OTLP); the rest log plainly.
     if !matches!(cli.command, Command::Serve { .. }) {

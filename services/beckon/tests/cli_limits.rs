@@ -419,8 +419,12 @@ fn serve_refuses_an_eviction_period_shorter_than_hibernation() {
     let file = "hibernate_after_ms: 600000\n";
     let (code, stderr) = serve_config(&["--evict-after-ms", "60000"], &[], Some(file));
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("evict_after_ms: 60000"), "{stderr}");
-    assert!(stderr.contains("hibernate_after_ms (600000)"), "{stderr}");
+    // Each named as it was given: the flag, and the file's value with its place.
+    assert!(stderr.contains("--evict-after-ms: 60000"), "{stderr}");
+    assert!(
+        stderr.contains("hibernate_after_ms (600000, at ") && stderr.contains("line 1 column 21)"),
+        "{stderr}"
+    );
 
     // Equal periods, and the defaults, are accepted.
     let (code, stderr) = serve_config(&["--evict-after-ms", "600000"], &[], Some(file));
@@ -503,26 +507,26 @@ fn serve_refuses_tls_files_that_hold_no_certificate_or_key_naming_the_setting() 
     let (code, stderr) = serve_config(&["--tls-ca", &path(&garbage)], &[], None);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("tls_ca:") && stderr.contains("holds no PEM CERTIFICATE"),
+        stderr.contains("--tls-ca:") && stderr.contains("holds no PEM CERTIFICATE"),
         "{stderr}"
     );
 
     // A key given where the authorities go.
     let (code, stderr) = serve_config(&["--tls-ca", &path(&key)], &[], None);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("tls_ca:"), "{stderr}");
+    assert!(stderr.contains("--tls-ca:"), "{stderr}");
 
     let missing = dir.path().join("missing.pem");
     let (code, stderr) = serve_config(&["--tls-ca", &path(&missing)], &[], None);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("tls_ca: reading"), "{stderr}");
+    assert!(stderr.contains("--tls-ca: reading"), "{stderr}");
 
     // Certificate and key swapped.
     let args = ["--tls-cert", &path(&key), "--tls-key", &path(&garbage)];
     let (code, stderr) = serve_config(&args, &[], None);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("tls_cert:") && stderr.contains("CERTIFICATE"),
+        stderr.contains("--tls-cert:") && stderr.contains("CERTIFICATE"),
         "{stderr}"
     );
 }
@@ -548,4 +552,70 @@ fn explain_refuses_a_blank_or_garbled_user_id_as_a_usage_error() {
         assert_eq!(stderr.trim_end(), said, "{user:?}");
         assert!(out.stdout.is_empty(), "{user:?}");
     }
+}
+
+#[test]
+fn serve_names_both_sides_of_settings_that_contradict_each_other() {
+    let must = "users must hibernate before they leave memory, so it must be at least as long";
+
+    // Both in the file: each with its line and column, the later one as the error's place.
+    let file = "workspace: shop\nhibernate_after_ms: 5000\nevict_after_ms: 2000\n";
+    let (code, stderr) = serve_config(&[], &[], Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    let said = format!(
+        "beckon.yaml: evict_after_ms: 2000 is shorter than hibernate_after_ms (5000, at line 2 \
+         column 21); {must} at line 3 column 17"
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+
+    // One from the environment, the other from the file.
+    let file = "workspace: shop\nhibernate_after_ms: 5000\n";
+    let env = [("BECKON_EVICT_AFTER_MS", "2000")];
+    let (code, stderr) = serve_config(&[], &env, Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: BECKON_EVICT_AFTER_MS: 2000 is shorter than hibernate_after_ms"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("beckon.yaml line 2 column 21)"), "{stderr}");
+
+    // A flag against a variable, and against the default.
+    let env = [("BECKON_HIBERNATE_AFTER_MS", "3000")];
+    let (_, stderr) = serve_config(&["--evict-after-ms", "2000"], &env, None);
+    let said = format!(
+        "error: --evict-after-ms: 2000 is shorter than BECKON_HIBERNATE_AFTER_MS (3000); {must}"
+    );
+    assert!(stderr.contains(&said), "{stderr}");
+    let (_, stderr) = serve_config(&["--evict-after-ms", "2000"], &[], None);
+    assert!(
+        stderr.contains("shorter than hibernate_after_ms (600000, the default)"),
+        "{stderr}"
+    );
+
+    // A provider's retry cap below its first wait, in a flow mapping.
+    let file = webhook_providers("    policy:\n      retry: { base_delay: 500, max_delay: 100 }\n");
+    let (code, stderr) = serve_config(&[], &[], Some(&file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "beckon.yaml: providers.webhook.policy.retry.max_delay: 100 is shorter than \
+             base_delay (500)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("at line 7 column 44 (retry.base_delay at line 7 column 28)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_names_a_peer_url_from_the_environment_by_its_variable() {
+    let env = [("BECKON_JOURNEYS_URL", "ftp://127.0.0.1:1")];
+    let (code, stderr) = serve_config(&[], &env, None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: BECKON_JOURNEYS_URL: `ftp://127.0.0.1:1`: the scheme must be"),
+        "{stderr}"
+    );
 }

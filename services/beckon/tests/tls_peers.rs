@@ -167,12 +167,12 @@ fn tls_settings_are_refused_by_name_when_incomplete_or_unreadable() {
     let (code, stderr) = run(&missing);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("tls_cert: reading /nonexistent/server.pem"),
+        stderr.contains("--tls-cert: reading /nonexistent/server.pem"),
         "{stderr}"
     );
 
     let (code, stderr) = run(&["--ingest-url", "ftp://127.0.0.1:1"]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("ingest_url"), "{stderr}");
+    assert!(stderr.contains("--ingest-url"), "{stderr}");
     assert!(stderr.contains("http or https"), "{stderr}");
 }

@@ -94,6 +94,183 @@ pub struct ServeArgs {
     /// web roots: a deployment's private CA.
     #[arg(long, env = "BECKON_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// The settings above whose value came from their environment variable, not their flag
+    /// (see [`ServeArgs::note_environment`]).
+    #[arg(skip)]
+    pub from_env: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Notes which settings `matches` (those of `serve`) took from the environment: clap
+    /// reads a flag and its variable into the same field, and an error must name the one
+    /// that was given.
+    pub fn note_environment(&mut self, matches: &clap::ArgMatches) {
+        let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        self.from_env = command
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| {
+                matches.try_contains_id(id).unwrap_or(false)
+                    && matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+            })
+            .map(str::to_string)
+            .collect();
+    }
+
+    /// Which settings were given by flag or variable (`true` for a variable).
+    fn given(&self) -> Vec<(&'static str, bool)> {
+        let given = [
+            ("listen", self.listen.is_some()),
+            ("redis_url", self.redis_url.is_some()),
+            ("redis_cluster", self.redis_cluster.is_some()),
+            ("workspace", self.workspace.is_some()),
+            ("partitions", self.partitions.is_some()),
+            ("journeys", self.journeys.is_some()),
+            ("journeys_url", self.journeys_url.is_some()),
+            ("instance", self.instance.is_some()),
+            ("lease_ttl_ms", self.lease_ttl_ms.is_some()),
+            ("timer_claim_ms", self.timer_claim_ms.is_some()),
+            ("scheduler_url", self.scheduler_url.is_some()),
+            ("gateway_url", self.gateway_url.is_some()),
+            ("hibernate_after_ms", self.hibernate_after_ms.is_some()),
+            ("evict_after_ms", self.evict_after_ms.is_some()),
+            ("threads", self.threads.is_some()),
+            ("messages_out", self.messages_out.is_some()),
+            ("admin_listen", self.admin_listen.is_some()),
+            ("providers", self.providers.is_some()),
+            ("ingest_url", self.ingest_url.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+            ("tls_ca", self.tls_ca.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| (key, self.from_env.iter().any(|e| e == key)))
+            .collect()
+    }
+}
+
+/// Where the effective settings came from, so an error found after the layers were merged
+/// (two settings that contradict each other) names each setting as it was given: by flag, by
+/// environment variable, or by its line and column in a file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Origins {
+    /// Settings given by flag or variable, `true` for a variable.
+    given: Vec<(&'static str, bool)>,
+    /// The config file and its text.
+    file: Option<(PathBuf, String)>,
+    /// The providers file (`--providers`) and its text, when the providers came from one.
+    providers_file: Option<(PathBuf, String)>,
+}
+
+/// How one setting was given.
+#[derive(Clone, Debug, PartialEq)]
+enum Origin {
+    Default,
+    Flag,
+    Env,
+    File { line: u32, column: u32 },
+}
+
+impl Origins {
+    fn of(&self, key: &str) -> Origin {
+        if let Some((_, env)) = self.given.iter().find(|(k, _)| *k == key) {
+            return if *env { Origin::Env } else { Origin::Flag };
+        }
+        match self.place(&[key]) {
+            Some((line, column)) => Origin::File { line, column },
+            None => Origin::Default,
+        }
+    }
+
+    /// Where the value at `path` is written in the config file.
+    fn place(&self, path: &[&str]) -> Option<(u32, u32)> {
+        let (_, text) = self.file.as_ref()?;
+        beckon_journey::strict_yaml::value_place(text, path)
+    }
+
+    /// The setting as it was given: `--evict-after-ms`, `BECKON_EVICT_AFTER_MS`, or its key.
+    pub fn name(&self, key: &str) -> String {
+        match self.of(key) {
+            Origin::Flag => format!("--{}", key.replace('_', "-")),
+            Origin::Env => format!("BECKON_{}", key.to_uppercase()),
+            Origin::Default | Origin::File { .. } => key.to_string(),
+        }
+    }
+
+    /// An error about `key` that compares it with `other` (whose value is `other_value`):
+    /// each is named as it was given, and a value from the config file carries its line and
+    /// column, so both places are in the message.
+    fn contradiction(
+        &self,
+        key: &str,
+        reason: impl FnOnce(&str) -> String,
+        other: &str,
+        other_value: u64,
+    ) -> anyhow::Error {
+        let own = self.of(key);
+        let other_said = match self.of(other) {
+            Origin::Default => format!("{other} ({other_value}, the default)"),
+            Origin::File { line, column } if matches!(own, Origin::File { .. }) => {
+                format!("{other} ({other_value}, at line {line} column {column})")
+            }
+            Origin::File { line, column } => {
+                let path = self.file.as_ref().map(|(p, _)| p.display().to_string());
+                let path = path.unwrap_or_default();
+                format!("{other} ({other_value}, at {path} line {line} column {column})")
+            }
+            Origin::Flag | Origin::Env => format!("{} ({other_value})", self.name(other)),
+        };
+        let reason = reason(&other_said);
+        match (own, &self.file) {
+            (Origin::File { line, column }, Some((path, _))) => anyhow::anyhow!(
+                "{}: {key}: {reason} at line {line} column {column}",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("{}: {reason}", self.name(key)),
+        }
+    }
+
+    /// A providers setting's error, named by its path in the configuration and, when the
+    /// providers came from a file, with its line and column there. A setting checked against
+    /// another carries the other's place too.
+    pub fn providers_error(&self, e: beckon_gateway::GatewayError) -> anyhow::Error {
+        let beckon_gateway::GatewayError::Config { field, reason } = e else {
+            return anyhow::anyhow!("providers: {e}");
+        };
+        let (file, prefix): (Option<&(PathBuf, String)>, &[&str]) = match &self.providers_file {
+            Some(file) => (Some(file), &[]),
+            None => (self.file.as_ref(), &["providers"]),
+        };
+        let Some((path, text)) = file else {
+            return anyhow::anyhow!("providers.{field}: {reason}");
+        };
+        let at = |field: &str| {
+            let keys: Vec<&str> = prefix.iter().copied().chain(field.split('.')).collect();
+            beckon_journey::strict_yaml::value_place(text, &keys)
+        };
+        let Some((line, column)) = at(&field) else {
+            return anyhow::anyhow!("{}: providers.{field}: {reason}", path.display());
+        };
+        let mut said = format!(
+            "{}: providers.{field}: {reason} at line {line} column {column}",
+            path.display()
+        );
+        let compared = beckon_gateway::policy::DeliveryPolicy::COMPARED
+            .iter()
+            .find_map(|(checked, against)| {
+                let provider = field.strip_suffix(checked)?;
+                Some((*against, format!("{provider}{against}")))
+            });
+        if let Some((against, other)) = compared {
+            match at(&other) {
+                Some((l, c)) => said.push_str(&format!(" ({against} at line {l} column {c})")),
+                None => said.push_str(&format!(" ({against} is the default)")),
+            }
+        }
+        anyhow::anyhow!(said)
+    }
 }
 
 /// `parser`, whose errors name the environment variable when the value came from one: clap
@@ -319,6 +496,9 @@ pub struct Settings {
     /// Which provider each channel uses, and their settings; credentials are named by file
     /// or environment variable, never written here.
     pub providers: beckon_gateway::ProvidersConfig,
+    /// Where each setting came from, for errors; not a setting.
+    #[serde(skip)]
+    pub origins: Origins,
 }
 
 impl Default for Settings {
@@ -348,6 +528,7 @@ impl Default for Settings {
             tls_key: None,
             tls_ca: None,
             providers: beckon_gateway::ProvidersConfig::default(),
+            origins: Origins::default(),
         }
     }
 }
@@ -367,12 +548,18 @@ fn host_name() -> String {
 impl Settings {
     /// Defaults, then the file named by `--config`, then environment and flags.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
-        let mut s = match &args.config {
+        let mut origins = Origins {
+            given: args.given(),
+            ..Origins::default()
+        };
+        let mut s: Settings = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                beckon_journey::strict_yaml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                let read = beckon_journey::strict_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                origins.file = Some((path.clone(), text));
+                read
             }
             None => Settings::default(),
         };
@@ -415,7 +602,9 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             s.providers = beckon_journey::strict_yaml::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            origins.providers_file = Some((path.clone(), text));
         }
+        s.origins = origins;
 
         s.validate()?;
         Ok(s)
@@ -441,7 +630,9 @@ impl Settings {
 
         // Reading a file checks the providers' values as it goes; these came from code, or
         // from a file read by something else.
-        self.providers.validate().map_err(providers_error)?;
+        self.providers
+            .validate()
+            .map_err(|e| self.origins.providers_error(e))?;
 
         // A peer URL that is neither would otherwise fail only at the first call, long
         // after the process announced it was ready.
@@ -453,7 +644,8 @@ impl Settings {
         ];
         for (name, url) in peers {
             if let Some(url) = url {
-                crate::grpc::check_peer_url(url).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                crate::grpc::check_peer_url(url)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", self.origins.name(name)))?;
             }
         }
         match (&self.tls_cert, &self.tls_key) {
@@ -469,19 +661,25 @@ impl Settings {
         ];
         for (setting, path, kind) in files {
             if let Some(path) = path {
-                crate::grpc::read_pem(setting, path, kind)?;
+                crate::grpc::read_pem(&self.origins.name(setting), path, kind)?;
             }
         }
 
         // Eviction drops a user from memory, hibernation included: evicting first would
         // leave hibernation nothing to do, and every idle user would come back from Redis.
         if self.evict_after_ms < self.hibernate_after_ms {
-            anyhow::bail!(
-                "evict_after_ms: {} is shorter than hibernate_after_ms ({}); users must \
-                 hibernate before they leave memory, so it must be at least as long",
-                self.evict_after_ms,
-                self.hibernate_after_ms
-            );
+            let evict = self.evict_after_ms;
+            return Err(self.origins.contradiction(
+                "evict_after_ms",
+                |other| {
+                    format!(
+                        "{evict} is shorter than {other}; users must hibernate before they \
+                         leave memory, so it must be at least as long"
+                    )
+                },
+                "hibernate_after_ms",
+                self.hibernate_after_ms,
+            ));
         }
         Ok(())
     }
@@ -503,16 +701,6 @@ impl Settings {
             *url = hide_password(url);
         }
         serde_norway::to_string(&shown).unwrap_or_default()
-    }
-}
-
-/// A providers setting's error, named by its path in the configuration.
-pub fn providers_error(e: beckon_gateway::GatewayError) -> anyhow::Error {
-    match e {
-        beckon_gateway::GatewayError::Config { field, reason } => {
-            anyhow::anyhow!("providers.{field}: {reason}")
-        }
-        other => anyhow::anyhow!("providers: {other}"),
     }
 }
 

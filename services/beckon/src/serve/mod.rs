@@ -126,9 +126,10 @@ pub async fn run(
 /// is one the service starts with.
 pub fn check_providers(service: Service, settings: &Settings) -> anyhow::Result<()> {
     match service {
-        Service::All | Service::Gateway => {
-            settings.providers.check().map_err(config::providers_error)
-        }
+        Service::All | Service::Gateway => settings
+            .providers
+            .check()
+            .map_err(|e| settings.origins.providers_error(e)),
         Service::Ingest | Service::UserState | Service::Journey | Service::Scheduler => Ok(()),
     }
 }
@@ -788,7 +789,7 @@ async fn served_gateway(
     let gateway = settings
         .providers
         .apply(base, &wiring)
-        .map_err(config::providers_error)?;
+        .map_err(|e| settings.origins.providers_error(e))?;
     let service = GatewayService::new(gateway.clone(), inbox)
         .with_outcomes(sink)
         .with_workspaces(vec![settings.workspace.clone()]);

@@ -23,6 +23,10 @@ pub struct DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
+    /// The settings [`DeliveryPolicy::check`] refuses for what another one holds, as
+    /// `(refused, compared with)`, so an error can point at both.
+    pub const COMPARED: &[(&str, &str)] = &[("retry.max_delay", "retry.base_delay")];
+
     /// Checks every setting against its range; on the first one outside it, its path below
     /// the policy (`retry.max_attempts`) and why. Reading a file checks the same as it goes;
     /// this covers a policy built in code, and the settings that depend on each other.
