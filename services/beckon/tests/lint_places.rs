@@ -111,8 +111,8 @@ steps:
     assert_eq!(
         errors,
         vec![
-            "9:11: steps[0].next: no step with id `elsewhere`",
             "8:66: steps[0].on_timeout: no step with id `nowhere`",
+            "9:11: steps[0].next: no step with id `elsewhere`",
             "13:38: steps[1].next: no step with id `gone`",
         ]
     );
@@ -187,5 +187,33 @@ fn a_bad_tag_that_cannot_be_placed_exactly_is_placed_at_its_scalar() {
     assert_eq!(
         errors,
         vec![format!("10:13: steps[0].message.body: {UNKNOWN}, {inside}")]
+    );
+}
+
+#[test]
+fn errors_found_after_reading_are_all_reported_in_file_order() {
+    let text = "\
+id: many
+version: 1
+workspace: default
+entry:
+  event: \"Signed\\u0001Up\"
+steps:
+  - id: first
+    message: { channel: push, body: \"{{ a | nope }}\" }
+    next: missing
+  - id: second
+    wait_for: { event: Order Completed, timeout: 1h, on_event: gone }
+";
+    let (code, errors) = lint_one(text);
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![
+            format!("5:10: entry.event: {REFUSED}: {CONTROL}"),
+            format!("8:45: steps[0].message.body: {UNKNOWN}, at 1:8 of the template"),
+            "9:11: steps[0].next: no step with id `missing`".to_string(),
+            "11:64: steps[1].on_event: no step with id `gone`".to_string(),
+        ]
     );
 }

@@ -679,6 +679,8 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
     }
 
     if !ck.errors.is_empty() {
+        // Checks run by kind, not by place: a step's `next` is checked before its body.
+        ck.errors.sort_by_key(|e| (e.line, e.column));
         return Err(ck.errors);
     }
     let entry = spec.entry;
