@@ -22,5 +22,8 @@ pub use effect::{
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, Props};
-pub use state::{FunnelTrack, JourneyInstance, Membership, MergeStage, Tracking, UserState};
+pub use state::{
+    FunnelTrack, JourneyInstance, MAX_EVENT_NAMES, Membership, MergeStage, StateLimits, Tracking,
+    UserState,
+};
 pub use time::{Duration, Ts};

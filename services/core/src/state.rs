@@ -11,10 +11,16 @@
 //! their bucket. A folded occurrence therefore leaves a window up to one bucket width late,
 //! never early, and counts are exact for any user with at most 512 occurrences in the window.
 //! At most [`MAX_BUCKETS`] buckets are kept per event name; past that the oldest are dropped.
+//!
+//! Distinct event names are bounded too ([`StateLimits::event_names`], by default
+//! [`MAX_EVENT_NAMES`]): a client that makes up a new name for every event would otherwise grow
+//! the record, which is read and written whole on every change, without end. Past the limit
+//! the least recently seen names are forgotten first, and a name that a loaded definition
+//! refers to is never forgotten ([`UserState::bound_event_names`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::effect::Decision;
@@ -31,6 +37,24 @@ pub const MAX_SENDS: usize = 256;
 pub const RECENT_MESSAGE_IDS: usize = 128;
 /// How many decisions a user keeps for explanations.
 pub const RECENT_DECISIONS: usize = 100;
+/// Distinct event names a user keeps statistics for, unless configured otherwise.
+pub const MAX_EVENT_NAMES: usize = 1_000;
+
+/// Bounds on a user's state that a deployment may set, unlike the constants above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Distinct event names kept per user, besides the names definitions refer to, which are
+    /// always kept.
+    pub event_names: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> StateLimits {
+        StateLimits {
+            event_names: MAX_EVENT_NAMES,
+        }
+    }
+}
 
 /// What history definitions need: per event name, the longest window and the properties that
 /// filters look at.
@@ -42,6 +66,9 @@ pub struct Tracking {
     last: Vec<String>,
     /// How long sends are remembered for frequency caps; zero when no cap is defined.
     sends: Duration,
+    /// Every event name a definition refers to (conditions, entries, goals, exits, waits):
+    /// their statistics are never forgotten to keep a user under the name limit.
+    referred: AHashSet<String>,
 }
 
 /// An ordered funnel whose progress a definition reads.
@@ -110,6 +137,7 @@ impl Tracking {
         window: Duration,
         props: impl IntoIterator<Item = String>,
     ) {
+        self.refer(event);
         let entry = self.events.entry(event.to_string()).or_default();
         entry.window = entry.window.max(window);
         for p in props {
@@ -119,8 +147,24 @@ impl Tracking {
         }
     }
 
+    /// Notes that a definition reads or waits for `event`, so that its statistics are kept
+    /// whatever the user's other names. `*` (any activity) names no event.
+    pub fn refer(&mut self, event: &str) {
+        if event != "*" && !self.referred.contains(event) {
+            self.referred.insert(event.to_string());
+        }
+    }
+
+    /// Whether a definition refers to `event`.
+    pub fn refers_to(&self, event: &str) -> bool {
+        self.referred.contains(event)
+    }
+
     /// Asks that progress through `funnel` be kept.
     pub fn track_funnel(&mut self, funnel: FunnelTrack) {
+        for step in &funnel.steps {
+            self.refer(step);
+        }
         if !self.funnels.iter().any(|f| f.key == funnel.key) {
             self.funnels.push(funnel);
         }
@@ -238,6 +282,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn is_one(n: &u32) -> bool {
     *n == 1
 }
@@ -324,6 +372,9 @@ pub struct UserState {
     pub traits: BTreeMap<String, TraitValue>,
     #[serde(default)]
     pub events: BTreeMap<String, EventStats>,
+    /// Event names forgotten so far to keep `events` within the name limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub event_names_evicted: u64,
     #[serde(default)]
     pub recent: BTreeMap<String, History>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -698,6 +749,43 @@ impl UserState {
         })
     }
 
+    /// Forgets the statistics of the least recently seen event names until at most `limit`
+    /// remain, never one that `tracking` says a definition refers to; returns how many were
+    /// forgotten. Referred names count toward the limit but never go: a user whose referred
+    /// names alone reach it keeps exactly those.
+    ///
+    /// Order: the oldest last occurrence (event time) goes first; on a tie, the name that
+    /// sorts first, so replays forget the same names.
+    pub fn bound_event_names(&mut self, limit: usize, tracking: &Tracking) -> usize {
+        let excess = self.events.len().saturating_sub(limit);
+        if excess == 0 {
+            return 0;
+        }
+        let mut candidates: Vec<(Ts, &String)> = self
+            .events
+            .iter()
+            .filter(|(name, _)| !tracking.refers_to(name))
+            .map(|(name, stats)| (stats.last, name))
+            .collect();
+        let n = excess.min(candidates.len());
+        if n == 0 {
+            return 0;
+        }
+        // Only the `n` oldest need to be in order among themselves: no full sort.
+        if n < candidates.len() {
+            candidates.select_nth_unstable(n - 1);
+        }
+        let gone: Vec<String> = candidates[..n].iter().map(|(_, k)| (*k).clone()).collect();
+        for name in &gone {
+            self.events.remove(name);
+            // Occurrences only exist for names definitions asked for; a name no longer
+            // referred to keeps none worth having.
+            self.recent.remove(name);
+        }
+        self.event_names_evicted += n as u64;
+        n
+    }
+
     pub fn record(&mut self, decision: Decision) {
         if self.decisions.len() >= RECENT_DECISIONS {
             self.decisions.pop_front();
@@ -936,5 +1024,50 @@ mod tests {
         let kept = &s.recent["Product Viewed"].exact[0].props;
         assert_eq!(kept.get("category"), Some(&json!("c")));
         assert!(kept.get("sku").is_none());
+    }
+    #[test]
+    fn least_recently_seen_names_go_first_and_referred_ones_stay() {
+        let mut s = UserState::new("w", "u1");
+        let mut t = Tracking::default();
+        t.refer("Order Completed");
+        t.refer("*");
+        // Seen at 10, 20, 30, 40, 50; `Order Completed` is the oldest but referred to.
+        let names = ["Order Completed", "B", "A", "C", "D"];
+        for (i, name) in names.iter().enumerate() {
+            let at = 10 * (i as i64 + 1);
+            s.observe(&event(&format!("m{i}"), name, at, json!({})), &t);
+        }
+        // `C` comes again later than the others, so it is the most recent of them.
+        s.observe(&event("m9", "C", 60, json!({})), &t);
+        // A late event for `B` does not make it recent: its last occurrence is still 20.
+        s.observe(&event("m10", "B", 5, json!({})), &t);
+
+        assert_eq!(
+            s.bound_event_names(5, &t),
+            0,
+            "within the limit, nothing goes"
+        );
+        assert_eq!(s.bound_event_names(3, &t), 2);
+        let kept: Vec<&str> = s.events.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["C", "D", "Order Completed"]);
+        assert_eq!(s.event_names_evicted, 2);
+
+        // A limit below the referred names keeps just those.
+        assert_eq!(s.bound_event_names(0, &t), 2);
+        let kept: Vec<&str> = s.events.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["Order Completed"]);
+        assert_eq!(s.bound_event_names(0, &t), 0);
+        assert_eq!(s.event_names_evicted, 4);
+    }
+
+    #[test]
+    fn names_seen_at_the_same_instant_go_in_name_order() {
+        let mut s = UserState::new("w", "u1");
+        let t = Tracking::default();
+        for (i, name) in ["b", "c", "a"].iter().enumerate() {
+            s.observe(&event(&format!("m{i}"), name, 7, json!({})), &t);
+        }
+        assert_eq!(s.bound_event_names(1, &t), 2);
+        assert_eq!(s.events.keys().collect::<Vec<_>>(), ["c"]);
     }
 }

@@ -408,6 +408,7 @@ impl Condition {
     pub fn track(&self, tracking: &mut Tracking) {
         match self {
             Condition::Did(d) | Condition::DidNot(d) => {
+                tracking.refer(&d.event);
                 if let Some(within) = d.within {
                     let props = d.filter.keys().chain(d.same.iter()).cloned();
                     tracking.track(&d.event, within, props);
@@ -420,12 +421,14 @@ impl Condition {
                 let props = ["journey".to_string(), "step".to_string()];
                 tracking.track(e.event(), e.within(), props);
             }
-            Condition::Trait(_)
-            | Condition::Property(_)
-            | Condition::FirstDone(_)
-            | Condition::LastDone(_)
-            | Condition::Inactive(_)
-            | Condition::Segment(_) => {}
+            // Counts and first and last times are read from the per-name statistics.
+            Condition::FirstDone(d) | Condition::LastDone(d) => tracking.refer(&d.event),
+            Condition::Inactive(i) => {
+                if let Some(event) = &i.event {
+                    tracking.refer(event);
+                }
+            }
+            Condition::Trait(_) | Condition::Property(_) | Condition::Segment(_) => {}
         }
     }
 

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use beckon_core::{
     ApiEntry, Decision, DecisionKind, Effect, Event, EventKind, HOLDOUT_ARM, JourneyInstance,
-    Membership, MergeIn, MergeOut, MergeStage, OutboundMessage, Props, Timer, TimerKind, Tracking,
-    Trigger, Ts, UserState,
+    Membership, MergeIn, MergeOut, MergeStage, OutboundMessage, Props, StateLimits, Timer,
+    TimerKind, Tracking, Trigger, Ts, UserState,
 };
 use serde_json::{Value, json};
 
@@ -68,6 +68,8 @@ pub struct Engine {
     policy: Policy,
     status: AHashMap<String, JourneyStatus>,
     tracking: Tracking,
+    /// Bounds on each user's state; the deployment's, not the definitions'.
+    limits: StateLimits,
     /// Event names any journey has as its goal: most events are none of them, and skip the
     /// conversion check at the cost of a few string comparisons.
     goal_events: Vec<String>,
@@ -75,22 +77,36 @@ pub struct Engine {
 
 /// The evaluator in force now. A new release of the definitions replaces it whole; a trigger
 /// being evaluated keeps the one it started with.
+///
+/// The state limits of the first engine stay in force: they are the deployment's setting, and
+/// an engine built from a new release (which knows nothing of them) takes them on.
 #[derive(Clone)]
-pub struct CurrentEngine(Arc<arc_swap::ArcSwap<Engine>>);
+pub struct CurrentEngine {
+    engine: Arc<arc_swap::ArcSwap<Engine>>,
+    limits: StateLimits,
+}
 
 impl CurrentEngine {
     pub fn new(engine: Arc<Engine>) -> CurrentEngine {
-        CurrentEngine(Arc::new(arc_swap::ArcSwap::new(engine)))
+        CurrentEngine {
+            limits: engine.limits,
+            engine: Arc::new(arc_swap::ArcSwap::new(engine)),
+        }
     }
 
     /// The engine in force, cheaply, for one evaluation.
     pub fn get(&self) -> arc_swap::Guard<Arc<Engine>> {
-        self.0.load()
+        self.engine.load()
     }
 
     /// Puts a new engine in force for every evaluation that starts from now on.
     pub fn replace(&self, engine: Arc<Engine>) {
-        self.0.store(engine);
+        let engine = if engine.limits == self.limits {
+            engine
+        } else {
+            Arc::new(Arc::unwrap_or_clone(engine).with_state_limits(self.limits))
+        };
+        self.engine.store(engine);
     }
 }
 
@@ -187,6 +203,16 @@ impl Engine {
         &self.tracking
     }
 
+    /// The same engine, bounding users' state by `limits` instead of the defaults.
+    pub fn with_state_limits(mut self, limits: StateLimits) -> Engine {
+        self.limits = limits;
+        self
+    }
+
+    pub fn state_limits(&self) -> StateLimits {
+        self.limits
+    }
+
     /// Pauses, resumes or archives a journey (all its versions).
     pub fn set_status(&mut self, journey: &str, status: JourneyStatus) {
         self.status.insert(journey.to_string(), status);
@@ -229,6 +255,10 @@ impl Engine {
             Trigger::Forget(_) => {}
         }
         state.clock = state.clock.max(trigger.at());
+
+        // After the evaluation, which saw every name this trigger brought; names definitions
+        // refer to are kept, so what they decide later does not change.
+        state.bound_event_names(self.limits.event_names, &self.tracking);
         run.effects
     }
 

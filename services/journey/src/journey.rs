@@ -152,14 +152,23 @@ impl Journey {
         self.index.get(id).copied()
     }
 
-    /// Registers the history this journey's conditions and templates need.
+    /// Registers the history this journey's conditions and templates need, and every event
+    /// name it refers to: its entry, goal, exit and wait events.
     pub fn track(&self, tracking: &mut Tracking) {
+        if let EntryTrigger::Event(event) = &self.entry.trigger {
+            tracking.refer(event);
+        }
         if let Some(c) = &self.entry.condition {
             c.track(tracking);
         }
+        for m in self.goal.iter().chain(&self.exit_on) {
+            tracking.refer(&m.event);
+        }
         for step in &self.steps {
-            if let StepKind::Branch { condition, .. } = &step.kind {
-                condition.track(tracking);
+            match &step.kind {
+                StepKind::Branch { condition, .. } => condition.track(tracking),
+                StepKind::WaitFor { event, .. } => tracking.refer(event),
+                _ => {}
             }
         }
         for name in &self.last_events {

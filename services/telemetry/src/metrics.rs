@@ -44,6 +44,7 @@ pub struct Metrics {
     partitions_unowned: Gauge<i64>,
     events_applied: Counter<u64>,
     events_rejected: Counter<u64>,
+    event_names_evicted: Counter<u64>,
     actors_live: UpDownCounter<i64>,
     users_hibernated: Gauge<i64>,
     actors_activations: Counter<u64>,
@@ -123,6 +124,12 @@ impl Metrics {
                 "beckon.events.rejected",
                 "{event}",
                 "Events refused, by reason",
+            ),
+            event_names_evicted: counter(
+                "beckon.state.event_names_evicted",
+                "{name}",
+                "Event names forgotten from users' statistics to keep each user within the \
+                 distinct-name limit",
             ),
             actors_live: meter
                 .i64_up_down_counter("beckon.actors.live")
@@ -239,6 +246,14 @@ impl Metrics {
     pub fn event_rejected(&self, reason: &'static str) {
         self.events_rejected
             .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// Event names a user's statistics forgot, least recently seen first, to stay within
+    /// the per-user limit.
+    pub fn event_names_evicted(&self, count: u64) {
+        if count > 0 {
+            self.event_names_evicted.add(count, &[]);
+        }
     }
 
     pub fn actor_started(&self) {

@@ -28,9 +28,18 @@ impl Actor for UserActor {
     }
 }
 
+/// What applying a trigger came to.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The effects to perform, in order.
+    pub effects: Vec<Effect>,
+    /// Event names the user's statistics forgot to stay within the name limit.
+    pub names_evicted: u64,
+}
+
 /// Apply a trigger; answers with the effects to perform.
 #[derive(Message)]
-#[rtype(result = "Vec<Effect>")]
+#[rtype(result = "Applied")]
 pub struct Apply {
     pub trigger: Trigger,
     /// The sender's span: the evaluation's span is its child. A mailbox does not carry the
@@ -58,9 +67,18 @@ impl Handler<Apply> for UserActor {
             beckon.effects = tracing::field::Empty,
         );
         let _entered = span.enter();
+        let evicted_before = self.state.event_names_evicted;
         let effects = self.engine.get().apply(&mut self.state, &msg.trigger);
         span.record("beckon.effects", effects.len());
-        MessageResult(effects)
+        // A forget starts the count again; nothing was evicted by it.
+        let names_evicted = self
+            .state
+            .event_names_evicted
+            .saturating_sub(evicted_before);
+        MessageResult(Applied {
+            effects,
+            names_evicted,
+        })
     }
 }
 

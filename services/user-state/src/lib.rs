@@ -18,7 +18,7 @@ pub mod stats;
 pub mod store;
 pub mod worker;
 
-pub use actor::{Apply, Hibernate, Snapshot, UserActor};
+pub use actor::{Applied, Apply, Hibernate, Snapshot, UserActor};
 pub use dormant::Dormitory;
 pub use error::StateError;
 pub use outlet::{Forwarder, LogForwarder, Outlet, TimerSink, Timers};

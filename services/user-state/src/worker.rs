@@ -10,7 +10,7 @@ use beckon_core::{
     Decision, DecisionKind, Duration, Effect, Event, OutboundMessage, Timer, Trigger, Ts, UserState,
 };
 use beckon_journey::CurrentEngine;
-use beckon_telemetry::Metrics;
+use beckon_telemetry::{Admit, LogRateLimiter, Metrics};
 use futures::StreamExt as _;
 use tracing::{Instrument as _, Span};
 
@@ -81,6 +81,9 @@ pub struct PartitionWorker {
     fence: Option<u64>,
     stats: Stats,
     metrics: Metrics,
+    /// Limits warnings about users over the event-name limit; without it they are logged at
+    /// `debug`, as a replay wants.
+    warnings: Option<Arc<LogRateLimiter>>,
 }
 
 impl PartitionWorker {
@@ -108,7 +111,15 @@ impl PartitionWorker {
             fence: None,
             stats: Stats::default(),
             metrics: Metrics::global(),
+            warnings: None,
         }
+    }
+
+    /// Warns about users whose event names went past the limit, at most as often as
+    /// `warnings` lets through.
+    pub fn with_warnings(mut self, warnings: Arc<LogRateLimiter>) -> PartitionWorker {
+        self.warnings = Some(warnings);
+        self
     }
 
     /// Where triggers addressed to users of other partitions go (merges). Without one, a
@@ -536,12 +547,46 @@ impl PartitionWorker {
             );
             return Ok(());
         };
-        let effects = addr.send(Apply::new(trigger)).await?;
+        let applied = addr.send(Apply::new(trigger)).await?;
         if let Some(active) = self.actors.get_mut(workspace).and_then(|m| m.get_mut(user)) {
             active.dirty = true;
             active.last_used = self.now;
         }
-        self.perform(workspace, effects).await
+        if applied.names_evicted > 0 {
+            self.names_evicted(workspace, user, applied.names_evicted);
+        }
+        self.perform(workspace, applied.effects).await
+    }
+
+    /// Counts names a user's statistics forgot, and says so: a client that makes up event
+    /// names (an id in the name, say) does it on every event, so the line is rate-limited.
+    fn names_evicted(&self, workspace: &str, user: &str, evicted: u64) {
+        self.metrics.event_names_evicted(evicted);
+        let limit = self.engine.get().state_limits().event_names;
+        let admit = self
+            .warnings
+            .as_ref()
+            .map(|w| w.admit("state.event_names_evicted"));
+        match admit {
+            Some(Admit::Log { suppressed }) => tracing::warn!(
+                partition = self.partition,
+                beckon.workspace = %workspace,
+                enduser.id = %user,
+                limit,
+                evicted,
+                suppressed,
+                "user has more distinct event names than the limit; least recently seen forgotten"
+            ),
+            Some(Admit::Suppress) => {}
+            None => tracing::debug!(
+                partition = self.partition,
+                beckon.workspace = %workspace,
+                enduser.id = %user,
+                limit,
+                evicted,
+                "user has more distinct event names than the limit; least recently seen forgotten"
+            ),
+        }
     }
 
     /// The user's actor, started from the hibernated record or the store when there is none.

@@ -66,6 +66,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_EVICT_AFTER_MS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| EVICT_AFTER_MS.parse_arg::<u64>(t)))]
     pub evict_after_ms: Option<u64>,
+    /// Distinct event names whose statistics each user keeps (default 1000); past it the
+    /// least recently seen are forgotten, never one a journey or segment refers to.
+    #[arg(long, env = "BECKON_MAX_EVENT_NAMES", allow_negative_numbers = true,
+          value_parser = |t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t))]
+    pub max_event_names: Option<usize>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| THREADS.parse_arg::<usize>(t)))]
@@ -378,6 +383,16 @@ pub const EVICT_AFTER_MS: Bounds = Bounds {
     words: "1 second to 365 days, and no shorter than hibernate_after_ms",
 };
 
+/// A name costs its length plus about 60 bytes in the user's record, which is read and
+/// written whole on every change; past a hundred thousand, one user's record could reach
+/// megabytes even with short names.
+pub const MAX_EVENT_NAMES: Bounds = Bounds {
+    name: "max_event_names",
+    min: 1,
+    max: 100_000,
+    words: "1 to 100000 distinct event names per user",
+};
+
 /// Each actor thread is an OS thread with an event loop of its own.
 pub const THREADS: Bounds = Bounds {
     name: "threads",
@@ -460,6 +475,7 @@ bounded_field! {
     de_hibernate_after_ms: HIBERNATE_AFTER_MS as u64;
     de_evict_after_ms: EVICT_AFTER_MS as u64;
     de_threads: THREADS as usize;
+    de_max_event_names: MAX_EVENT_NAMES as usize;
 }
 
 /// The effective configuration.
@@ -487,6 +503,8 @@ pub struct Settings {
     pub evict_after_ms: u64,
     #[serde(deserialize_with = "de_threads")]
     pub threads: usize,
+    #[serde(deserialize_with = "de_max_event_names")]
+    pub max_event_names: usize,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
     pub ingest_url: Option<String>,
@@ -521,6 +539,7 @@ impl Default for Settings {
             threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .min(THREADS.max as usize),
+            max_event_names: beckon_core::state::MAX_EVENT_NAMES,
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
@@ -591,6 +610,7 @@ impl Settings {
         layer!(hibernate_after_ms);
         layer!(evict_after_ms);
         layer!(threads);
+        layer!(max_event_names);
         layer!(opt messages_out);
         layer!(opt admin_listen);
         layer!(opt ingest_url);
@@ -621,6 +641,10 @@ impl Settings {
             (HIBERNATE_AFTER_MS, self.hibernate_after_ms),
             (EVICT_AFTER_MS, self.evict_after_ms),
             (THREADS, u64::try_from(self.threads).unwrap_or(u64::MAX)),
+            (
+                MAX_EVENT_NAMES,
+                u64::try_from(self.max_event_names).unwrap_or(u64::MAX),
+            ),
         ];
         for (bounds, value) in checks {
             bounds

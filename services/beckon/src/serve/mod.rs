@@ -145,7 +145,8 @@ fn local_engine(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<Cu
         workspace = %settings.workspace,
         "evaluating a local folder of specs; other instances do not share it"
     );
-    Ok(CurrentEngine::new(Arc::new(Engine::from_definitions(defs))))
+    let engine = Engine::from_definitions(defs).with_state_limits(state_limits(settings));
+    Ok(CurrentEngine::new(Arc::new(engine)))
 }
 
 /// Publishes the `--journeys` folder, when given, so a fresh deployment starts with its specs.
@@ -175,9 +176,17 @@ async fn publish_folder(settings: &Settings, store: &dyn DefinitionStore) -> any
 }
 
 /// An engine with nothing in it yet; the definitions follower fills it before any partition
-/// is taken.
-fn empty_engine() -> CurrentEngine {
-    CurrentEngine::new(Arc::new(Engine::new(Vec::new())))
+/// is taken, and the engines it puts in force keep these limits.
+fn empty_engine(settings: &Settings) -> CurrentEngine {
+    let engine = Engine::new(Vec::new()).with_state_limits(state_limits(settings));
+    CurrentEngine::new(Arc::new(engine))
+}
+
+/// The bounds on each user's state the settings ask for.
+fn state_limits(settings: &Settings) -> beckon_core::StateLimits {
+    beckon_core::StateLimits {
+        event_names: settings.max_event_names,
+    }
 }
 
 /// The first process of a deployment records its partition count in Redis; every other
@@ -333,7 +342,7 @@ async fn run_all(
 
     let (stop, server_stop) = fan_out(shutdown);
     let retrying = spawn_retries(&gateway, stop.clone());
-    let engine = empty_engine();
+    let engine = empty_engine(&settings);
     let follower = beckon_journey_service::follow_store(
         definitions.clone(),
         &settings.workspace,
@@ -542,7 +551,7 @@ async fn run_user_state(
             let channel = peer(&settings, "journeys_url", journeys_url)?
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .connect_lazy();
-            let engine = empty_engine();
+            let engine = empty_engine(&settings);
             let follower = beckon_journey_service::follow_service(
                 channel,
                 &settings.workspace,

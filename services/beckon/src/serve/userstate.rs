@@ -134,6 +134,7 @@ impl Instance {
             lease: lease.as_ref().map(|(_, window)| window.clone()),
         };
         let fence = lease.as_ref().map(|(token, _)| *token);
+        let warnings = self.warnings.clone();
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         arbiter.spawn_fn(move || {
             actix::spawn(async move {
@@ -146,7 +147,8 @@ impl Instance {
                 )
                 // Merges reach the other id's partition through the same log.
                 .with_forwarder(Arc::new(LogForwarder(parts.log.clone())))
-                .with_concurrent_sends(SEND_CHAINS);
+                .with_concurrent_sends(SEND_CHAINS)
+                .with_warnings(warnings);
                 let worker = match fence {
                     Some(token) => worker.with_fence(token),
                     None => worker,
