@@ -24,9 +24,18 @@ pub struct ExplainConfig<'a> {
     pub drain: Duration,
 }
 
-/// The user's decisions, in the order they were made; `None` when no event of the file is the
-/// user's, so the user is unknown (a known user may have no decisions).
-pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Vec<Decision>>> {
+/// What an explanation found for one user.
+#[derive(Debug, Default)]
+pub struct Explained {
+    /// The user's decisions, in the order they were made.
+    pub decisions: Vec<Decision>,
+    /// What bears on them without being one ([`Engine::notes`]).
+    pub notes: Vec<String>,
+}
+
+/// The user's decisions and notes; `None` when no event of the file is the user's, so the
+/// user is unknown (a known user may have no decisions).
+pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Explained>> {
     let defs = beckon_journey::load_definitions(config.journeys)
         .with_context(|| format!("loading definitions from {}", config.journeys.display()))?
         .for_workspace(config.workspace);
@@ -55,7 +64,12 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Vec<Decision
         return Ok(None);
     };
     sim.advance(last.saturating_add(config.drain));
-    Ok(Some(sim.decisions.into_iter().map(|(_, d)| d).collect()))
+    let notes = sim
+        .user(config.user)
+        .map(|state| engine.notes(state))
+        .unwrap_or_default();
+    let decisions = sim.decisions.into_iter().map(|(_, d)| d).collect();
+    Ok(Some(Explained { decisions, notes }))
 }
 
 /// One line per decision: time, what it is about, what happened, and why.

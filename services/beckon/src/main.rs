@@ -386,7 +386,7 @@ fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<Ex
     }
 
     // Unknown, as `beckon user explain` says of a user the service does not have.
-    let Some(decisions) = beckon::explain::explain(config)? else {
+    let Some(explained) = beckon::explain::explain(config)? else {
         writeln!(
             std::io::stderr(),
             "beckon explain: no user {:?}: no event in {} is theirs",
@@ -395,10 +395,14 @@ fn run_explain(config: &beckon::explain::ExplainConfig<'_>) -> anyhow::Result<Ex
         )?;
         return Ok(ExitCode::from(1));
     };
-    if decisions.is_empty() {
+    if explained.decisions.is_empty() {
         writeln!(std::io::stderr(), "no decisions for user {}", config.user)?;
     }
-    std::io::stdout().write_all(beckon::explain::render(&decisions).as_bytes())?;
+    let mut out = beckon::explain::render(&explained.decisions);
+    for note in &explained.notes {
+        out += &format!("note: {note}\n");
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -441,6 +445,7 @@ fn run_user(
             }
             UserAction::Explain => {
                 let e = client.explain(req).await?.into_inner();
+                let notes = e.notes.iter().map(|n| format!("note: {n}\n"));
                 e.decisions
                     .iter()
                     .map(|d| {
@@ -457,6 +462,7 @@ fn run_user(
                             d.reason
                         )
                     })
+                    .chain(notes)
                     .collect()
             }
         };

@@ -203,6 +203,22 @@ impl Engine {
         &self.tracking
     }
 
+    /// What an explanation of `state` should say besides its decisions: whether conditions
+    /// may have seen less than the user did.
+    pub fn notes(&self, state: &UserState) -> Vec<String> {
+        let mut notes = Vec::new();
+        if state.event_names_evicted > 0 {
+            notes.push(format!(
+                "{} event names were forgotten from this user's statistics to stay within the \
+                 limit of {} distinct names per user, least recently seen first. Names the \
+                 journeys and segments refer to are never forgotten; a condition published \
+                 later on a forgotten name counts only what came after it was forgotten.",
+                state.event_names_evicted, self.limits.event_names
+            ));
+        }
+        notes
+    }
+
     /// The same engine, bounding users' state by `limits` instead of the defaults.
     pub fn with_state_limits(mut self, limits: StateLimits) -> Engine {
         self.limits = limits;

@@ -232,6 +232,7 @@ pub fn view(state: &UserState) -> UserView {
         "traits": state.traits.iter().map(|(k, v)| (k.clone(), v.value.clone()))
             .collect::<serde_json::Map<_, _>>(),
         "events": state.events,
+        "event_names_evicted": state.event_names_evicted,
     });
     UserView {
         user_id: state.user.clone(),
@@ -399,9 +400,14 @@ impl UserStateRpc for UserStateService {
                 reason: d.reason.clone(),
             })
             .collect();
+        let notes = match &self.definitions {
+            Some(engine) => engine.get().notes(&state),
+            None => beckon_journey::Engine::default().notes(&state),
+        };
         Ok(Response::new(Explanation {
             user_id: state.user,
             decisions,
+            notes,
         }))
     }
 }

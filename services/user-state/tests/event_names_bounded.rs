@@ -95,8 +95,8 @@ async fn made_up_names_are_forgotten_and_referred_names_stay() {
     let store = Arc::new(RedisStateStore::new(con, server.namespace(), 1));
 
     let defs = beckon_journey::load_definitions_str("specs.yaml", SPECS).expect("specs");
-    let engine =
-        Engine::from_definitions(defs).with_state_limits(StateLimits { event_names: LIMIT });
+    let limits = StateLimits { event_names: LIMIT };
+    let engine = Arc::new(Engine::from_definitions(defs).with_state_limits(limits));
     let clock = VirtualClock::new(Ts(START));
     let telemetry = beckon_telemetry::build(
         TelemetryConfig::new("user-state"),
@@ -107,7 +107,7 @@ async fn made_up_names_are_forgotten_and_referred_names_stay() {
         Arc::new(Gateway::new().with("push", Arc::new(RecordingChannel::new())));
     let mut worker = PartitionWorker::new(
         0,
-        Arc::new(engine),
+        engine.clone(),
         store.clone() as Arc<dyn StateStore>,
         Timers::Local(Box::new(MemoryTimers::new())),
         outlet,
@@ -153,6 +153,12 @@ async fn made_up_names_are_forgotten_and_referred_names_stay() {
     let evicted = (REFERRED.len() + MADE_UP - LIMIT) as u64;
     assert_eq!(stored.event_names_evicted, evicted);
     assert_eq!(evicted_total(&telemetry.metrics_endpoint()), evicted as f64);
+
+    // An explanation of the user says so, with the count and the limit.
+    let notes = engine.notes(&stored);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with(&format!("{evicted} event names were forgotten")));
+    assert!(notes[0].contains(&format!("limit of {LIMIT} distinct names")));
 
     // The record holds about a hundred names, not three thousand: well under 32 KiB, where
     // the unbounded record was over 200 KiB for this flood.
