@@ -26,4 +26,4 @@ pub use state::{
     FunnelTrack, JourneyInstance, MAX_EVENT_NAMES, Membership, MergeStage, StateLimits, Tracking,
     UserState,
 };
-pub use time::{Duration, Ts};
+pub use time::{Duration, EARLIEST_EVENT, LATEST_EVENT, Ts, check_event_time, parse_event_time};

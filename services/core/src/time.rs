@@ -106,6 +106,69 @@ impl Ts {
     }
 }
 
+/// The earliest instant an event may carry: 1970-01-01T00:00:00Z. Nothing anyone tracks
+/// happened before it, and an earlier time (a year 0 left by a client's default value) would
+/// become the user's `first_seen` and start every window from it.
+pub const EARLIEST_EVENT: Ts = Ts(0);
+
+/// The latest instant an event may carry: the latest millisecond the calendar represents
+/// (late on 9999-12-30 UTC).
+pub const LATEST_EVENT: Ts = Ts(MAX_JIFF_MS);
+
+/// The range of event times in words, for refusals.
+fn event_range() -> String {
+    format!("the supported range is {EARLIEST_EVENT} to {LATEST_EVENT}")
+}
+
+/// `at` when an event may carry it; otherwise why not, with the range.
+pub fn check_event_time(at: Ts) -> Result<Ts, String> {
+    // Quoted like a timestamp written in a line, so both paths read alike.
+    let quoted = format!("{:?}", at.to_string());
+    if at < EARLIEST_EVENT {
+        Err(format!(
+            "{quoted} is before {EARLIEST_EVENT}; {}",
+            event_range()
+        ))
+    } else if at > LATEST_EVENT {
+        Err(format!("{quoted} is out of range; {}", event_range()))
+    } else {
+        Ok(at)
+    }
+}
+
+/// Reads an event's timestamp: ISO 8601 as [`Ts::parse_rfc3339`] takes it, within
+/// [`EARLIEST_EVENT`] and [`LATEST_EVENT`]. A refusal shows the text as written; one that is
+/// well formed but past the calendar (`9999-12-31T23:59:59.999Z`) is said to be out of range.
+pub fn parse_event_time(text: &str) -> Result<Ts, String> {
+    let at = match Ts::parse_rfc3339(text) {
+        Ok(at) => at,
+        Err(_) if past_the_calendar(text) => {
+            return Err(format!(
+                "{:?} is out of range; {}",
+                shown(text),
+                event_range()
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    check_event_time(at).map_err(|_| {
+        let side = if at < EARLIEST_EVENT {
+            format!("before {EARLIEST_EVENT}")
+        } else {
+            "out of range".to_string()
+        };
+        format!("{:?} is {side}; {}", shown(text), event_range())
+    })
+}
+
+/// Whether `text` is a valid date and time with an offset whose instant the calendar cannot
+/// hold: its parts read, and only the instant they make fails.
+fn past_the_calendar(text: &str) -> bool {
+    let well_formed = jiff::fmt::temporal::Pieces::parse(text)
+        .is_ok_and(|p| p.offset().is_some() && p.time().is_some());
+    well_formed && jiff::Timestamp::from_str(text).is_err()
+}
+
 impl fmt::Display for Ts {
     /// RFC 3339 in UTC with millisecond precision, so output sorts and diffs cleanly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -375,6 +438,61 @@ mod tests {
             let ms = (x >> 1) as i64 % (MAX_JIFF_MS + 1);
             assert_eq!(Ts(ms).to_string(), jiff_text(ms), "at {ms}");
         }
+    }
+
+    #[test]
+    fn event_times_run_from_1970_to_the_end_of_the_calendar() {
+        let range = "the supported range is 1970-01-01T00:00:00.000Z to 9999-12-30T22:00:00.999Z";
+        assert_eq!(parse_event_time("1970-01-01T00:00:00Z"), Ok(EARLIEST_EVENT));
+        assert_eq!(
+            parse_event_time("9999-12-30T22:00:00.999Z"),
+            Ok(LATEST_EVENT)
+        );
+        assert_eq!(
+            parse_event_time("0000-01-01T00:00:00Z"),
+            Err(format!(
+                "\"0000-01-01T00:00:00Z\" is before 1970-01-01T00:00:00.000Z; {range}"
+            ))
+        );
+        assert_eq!(
+            parse_event_time("1969-12-31T23:59:59.999Z"),
+            Err(format!(
+                "\"1969-12-31T23:59:59.999Z\" is before 1970-01-01T00:00:00.000Z; {range}"
+            ))
+        );
+        // An offset can put a time written in 1970 before it.
+        assert!(parse_event_time("1970-01-01T00:30:00+01:00").is_err());
+        for late in [
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-30T22:00:01Z",
+            "9999-12-31T00:00:00-01:00",
+        ] {
+            assert_eq!(
+                parse_event_time(late),
+                Err(format!("{late:?} is out of range; {range}"))
+            );
+        }
+        // Other mistakes keep the parser's own reasons.
+        for (text, why) in [
+            ("2017-02-30T00:00:00Z", "not ISO 8601"),
+            ("2017-11-25T00:00:00", "not ISO 8601"),
+            ("2017-11-25T00:00:00+25:00", "outside -23:59 to +23:59"),
+        ] {
+            let e = parse_event_time(text).expect_err(text);
+            assert!(
+                e.contains(why) && !e.contains("supported range"),
+                "{text}: {e}"
+            );
+        }
+
+        assert_eq!(check_event_time(Ts(0)), Ok(Ts(0)));
+        assert_eq!(
+            check_event_time(Ts(-1)),
+            Err(format!(
+                "\"1969-12-31T23:59:59.999Z\" is before 1970-01-01T00:00:00.000Z; {range}"
+            ))
+        );
+        assert!(check_event_time(Ts(MAX_JIFF_MS + 1)).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use beckon_core::{Event, Props, Ts};
+use beckon_core::{Clock, Duration, Event, Props, SystemClock, Ts};
 use beckon_proto::convert::{struct_into_json, struct_to_json};
 use beckon_proto::v1::ingest_server::Ingest;
 use beckon_proto::v1::{
@@ -23,6 +23,12 @@ pub use crate::log::Appended;
 /// Most events one `Batch` call may carry.
 pub const MAX_BATCH: usize = 1000;
 
+/// How far ahead of the server's clock an event's time may be, unless configured otherwise.
+/// Clients' clocks are often minutes off, sometimes hours across a time-zone mistake; an event
+/// days ahead is a wrong clock or a wrong unit, and would hold its user's windows, first and
+/// last times hostage until then.
+pub const MAX_FUTURE_SKEW: Duration = Duration(24 * 3_600_000);
+
 pub struct IngestService {
     /// Where accepted events go; the answer comes only after the append is durable.
     log: Arc<dyn EventLog>,
@@ -32,6 +38,10 @@ pub struct IngestService {
     /// The workspaces this deployment evaluates; events for any other would be acknowledged
     /// and never applied, so they are refused. `None` takes every workspace.
     served: Option<Vec<String>>,
+    /// The server's clock, which event times are held against.
+    clock: Arc<dyn Clock>,
+    /// How far ahead of `clock` an event's time may be.
+    max_future: Duration,
 }
 
 impl IngestService {
@@ -42,7 +52,39 @@ impl IngestService {
             inflight: Arc::new(Semaphore::new(max_inflight.max(1))),
             metrics: Metrics::global(),
             served: None,
+            clock: Arc::new(SystemClock),
+            max_future: MAX_FUTURE_SKEW,
         }
+    }
+
+    /// Holds event times against `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> IngestService {
+        self.clock = clock;
+        self
+    }
+
+    /// Refuses events whose time is more than `skew` ahead of the server's clock.
+    pub fn with_max_future_skew(mut self, skew: Duration) -> IngestService {
+        self.max_future = skew;
+        self
+    }
+
+    /// Refuses an event from further ahead than the allowed skew, by field `timestamp`.
+    fn check_not_ahead(&self, event: &Event) -> Result<(), Rejection> {
+        let now = self.clock.now();
+        let latest = now.saturating_add(self.max_future);
+        if event.timestamp <= latest {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            RejectReason::BadTimestamp,
+            "timestamp",
+            format!(
+                "\"{}\" is more than {} ahead of the server's clock ({now}); events may be at \
+                 most {} in the future",
+                event.timestamp, self.max_future, self.max_future
+            ),
+        ))
     }
 
     /// Refuses events for workspaces other than these.
@@ -105,6 +147,8 @@ impl IngestService {
             IngestError::Invalid(Rejection::new(RejectReason::BadField, "event", "missing"))
         })?;
         let event = from_proto(event, kind)?;
+        self.check_not_ahead(&event)
+            .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
 
         let _permit = self
             .inflight
@@ -354,7 +398,12 @@ impl Ingest for IngestService {
         let mut outcomes = Vec::with_capacity(r.events.len());
         let mut valid = Vec::with_capacity(r.events.len());
         for (i, event) in r.events.into_iter().enumerate() {
-            match from_proto(event, None) {
+            let checked = from_proto(event, None).and_then(|event| {
+                self.check_not_ahead(&event)
+                    .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
+                Ok(event)
+            });
+            match checked {
                 Ok(event) => {
                     outcomes.push(None);
                     valid.push(event);

@@ -3,7 +3,7 @@
 //! A missing `messageId` is replaced by one derived from the event's content, so the same
 //! input always yields the same id and replays stay deterministic.
 
-use beckon_core::{Event, EventKind, Props, Ts};
+use beckon_core::{Event, EventKind, Props, Ts, check_event_time, parse_event_time};
 use serde_json::Value;
 
 use crate::error::{RejectReason, Rejection};
@@ -224,6 +224,8 @@ impl Draft {
         let timestamp = self
             .timestamp
             .ok_or_else(|| Rejection::new(RejectReason::BadTimestamp, "timestamp", "missing"))?;
+        let timestamp = check_event_time(timestamp)
+            .map_err(|why| Rejection::new(RejectReason::BadTimestamp, "timestamp", why))?;
 
         let name = match kind {
             EventKind::Track => self
@@ -315,8 +317,8 @@ pub fn parse_value(value: Value, raw: &str) -> Result<Event, Rejection> {
         .ok_or_else(missing_user)?;
 
     let timestamp = match take_string(&mut obj, "timestamp")? {
-        Some(text) => Ts::parse_rfc3339(&text)
-            .map_err(|e| Rejection::new(RejectReason::BadTimestamp, "timestamp", e.to_string()))?,
+        Some(text) => parse_event_time(&text)
+            .map_err(|why| Rejection::new(RejectReason::BadTimestamp, "timestamp", why))?,
         None => {
             return Err(Rejection::new(
                 RejectReason::BadTimestamp,
@@ -499,6 +501,35 @@ mod tests {
             reason(r#"{"type":"track","userId":"u","timestamp":"2017-11-25T00:00:00Z"}"#),
             Some(RejectReason::MissingEvent)
         );
+    }
+
+    #[test]
+    fn timestamps_outside_1970_to_the_calendar_end_are_refused_with_the_range() {
+        let line = |at: &str| {
+            serde_json::json!({"type": "track", "userId": "u1", "event": "Opened",
+                "messageId": "m1", "timestamp": at})
+            .to_string()
+        };
+        let range = "the supported range is 1970-01-01T00:00:00.000Z to 9999-12-30T22:00:00.999Z";
+        for (at, why) in [
+            ("0000-01-01T00:00:00Z", "before 1970-01-01T00:00:00.000Z"),
+            (
+                "1969-12-31T23:59:59.999Z",
+                "before 1970-01-01T00:00:00.000Z",
+            ),
+            ("9999-12-31T23:59:59.999Z", "out of range"),
+        ] {
+            let r = parse_line(&line(at)).expect_err(at);
+            assert_eq!(
+                (r.reason, r.field.as_str()),
+                (RejectReason::BadTimestamp, "timestamp")
+            );
+            assert_eq!(r.detail, format!("{at:?} is {why}; {range}"));
+        }
+        // The edges themselves are events; far in the future is for the server to judge.
+        for at in ["1970-01-01T00:00:00Z", "9999-12-30T22:00:00.999Z"] {
+            assert!(parse_line(&line(at)).is_ok(), "{at}");
+        }
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_MAX_EVENT_NAMES", allow_negative_numbers = true,
           value_parser = |t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t))]
     pub max_event_names: Option<usize>,
+    /// How far ahead of the server's clock an event's time may be before ingest refuses it
+    /// (default 24 hours).
+    #[arg(long, env = "BECKON_MAX_FUTURE_SKEW_MS", allow_negative_numbers = true,
+          value_parser = |t: &str| MAX_FUTURE_SKEW_MS.parse_arg::<u64>(t))]
+    pub max_future_skew_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| THREADS.parse_arg::<usize>(t)))]
@@ -393,6 +398,15 @@ pub const MAX_EVENT_NAMES: Bounds = Bounds {
     words: "1 to 100000 distinct event names per user",
 };
 
+/// Phones' clocks are often minutes off; a limit under a second would refuse them, and one past
+/// a year would let a wrong unit through.
+pub const MAX_FUTURE_SKEW_MS: Bounds = Bounds {
+    name: "max_future_skew_ms",
+    min: 1_000,
+    max: 365 * DAY_MS,
+    words: "1 second to 365 days",
+};
+
 /// Each actor thread is an OS thread with an event loop of its own.
 pub const THREADS: Bounds = Bounds {
     name: "threads",
@@ -476,6 +490,7 @@ bounded_field! {
     de_evict_after_ms: EVICT_AFTER_MS as u64;
     de_threads: THREADS as usize;
     de_max_event_names: MAX_EVENT_NAMES as usize;
+    de_max_future_skew_ms: MAX_FUTURE_SKEW_MS as u64;
 }
 
 /// The effective configuration.
@@ -505,6 +520,8 @@ pub struct Settings {
     pub threads: usize,
     #[serde(deserialize_with = "de_max_event_names")]
     pub max_event_names: usize,
+    #[serde(deserialize_with = "de_max_future_skew_ms")]
+    pub max_future_skew_ms: u64,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
     pub ingest_url: Option<String>,
@@ -540,6 +557,7 @@ impl Default for Settings {
                 .map_or(2, |n| n.get())
                 .min(THREADS.max as usize),
             max_event_names: beckon_core::state::MAX_EVENT_NAMES,
+            max_future_skew_ms: beckon_ingest::grpc::MAX_FUTURE_SKEW.as_millis() as u64,
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
@@ -611,6 +629,7 @@ impl Settings {
         layer!(evict_after_ms);
         layer!(threads);
         layer!(max_event_names);
+        layer!(max_future_skew_ms);
         layer!(opt messages_out);
         layer!(opt admin_listen);
         layer!(opt ingest_url);
@@ -645,6 +664,7 @@ impl Settings {
                 MAX_EVENT_NAMES,
                 u64::try_from(self.max_event_names).unwrap_or(u64::MAX),
             ),
+            (MAX_FUTURE_SKEW_MS, self.max_future_skew_ms),
         ];
         for (bounds, value) in checks {
             bounds

@@ -182,6 +182,18 @@ fn empty_engine(settings: &Settings) -> CurrentEngine {
     CurrentEngine::new(Arc::new(engine))
 }
 
+/// The Ingest service as the settings ask for it, holding event times against `clock`.
+fn ingest_service(
+    settings: &Settings,
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+) -> IngestService {
+    IngestService::new(log, MAX_INFLIGHT)
+        .with_workspaces(vec![settings.workspace.clone()])
+        .with_clock(clock)
+        .with_max_future_skew(beckon_core::Duration(settings.max_future_skew_ms as i64))
+}
+
 /// The bounds on each user's state the settings ask for.
 fn state_limits(settings: &Settings) -> beckon_core::StateLimits {
     beckon_core::StateLimits {
@@ -389,20 +401,19 @@ async fn run_all(
         })
     };
 
-    let users = UserStateService::new(user_store, log.clone(), clock)
+    let ingest = ingest_service(&settings, log.clone(), clock.clone());
+    let users = UserStateService::new(user_store, log, clock)
         .with_workspaces(vec![settings.workspace.clone()])
         .with_definitions(definitions_in_force);
-    let routes = Routes::new(IngestServer::new(
-        IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
-    ))
-    .add_service(UserStateServer::new(users))
-    .add_service(JourneysService::new(definitions).into_server())
-    .add_service(SchedulerServer::new(SchedulerService::new(
-        timers,
-        settings.partitions,
-        wake,
-    )))
-    .add_service(gateway_service.into_server());
+    let routes = Routes::new(IngestServer::new(ingest))
+        .add_service(UserStateServer::new(users))
+        .add_service(JourneysService::new(definitions).into_server())
+        .add_service(SchedulerServer::new(SchedulerService::new(
+            timers,
+            settings.partitions,
+            wake,
+        )))
+        .add_service(gateway_service.into_server());
     let server_stop = ending_inbox_streams(server_stop, inbox_drain);
     let names = [
         "beckon.v1.Ingest",
@@ -479,9 +490,8 @@ async fn run_ingest(
     let conn = target.connect().await?;
     same_partitions(conn.clone(), &settings).await?;
     let log = redis_log(&target, conn, settings.partitions);
-    let routes = Routes::new(IngestServer::new(
-        IngestService::new(log, MAX_INFLIGHT).with_workspaces(vec![settings.workspace.clone()]),
-    ));
+    let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
+    let routes = Routes::new(IngestServer::new(ingest_service(&settings, log, clock)));
     crate::grpc::serve(
         listener,
         routes,
