@@ -69,12 +69,12 @@ pub struct ServeArgs {
     /// Distinct event names whose statistics each user keeps (default 1000); past it the
     /// least recently seen are forgotten, never one a journey or segment refers to.
     #[arg(long, env = "BECKON_MAX_EVENT_NAMES", allow_negative_numbers = true,
-          value_parser = |t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t))]
+          value_parser = env_named(|t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t)))]
     pub max_event_names: Option<usize>,
     /// How far ahead of the server's clock an event's time may be before ingest refuses it
     /// (default 24 hours).
     #[arg(long, env = "BECKON_MAX_FUTURE_SKEW_MS", allow_negative_numbers = true,
-          value_parser = |t: &str| MAX_FUTURE_SKEW_MS.parse_arg::<u64>(t))]
+          value_parser = env_named(|t: &str| MAX_FUTURE_SKEW_MS.parse_arg::<u64>(t)))]
     pub max_future_skew_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
