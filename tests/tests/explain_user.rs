@@ -18,7 +18,8 @@ fn the_capped_push_is_explained_in_order() {
     };
     let decisions = explain(&config)
         .expect("explains")
-        .expect("the user is in the file");
+        .expect("the user is in the file")
+        .decisions;
 
     let sent: Vec<_> = decisions
         .iter()
@@ -135,7 +136,8 @@ fn a_deferred_message_is_explained_as_deferred_then_sent() {
     };
     let decisions = explain(&config)
         .expect("explains")
-        .expect("the user is in the file");
+        .expect("the user is in the file")
+        .decisions;
     let kinds: Vec<DecisionKind> = decisions.iter().map(|d| d.kind).collect();
     assert_eq!(
         kinds,
