@@ -65,10 +65,16 @@ pub fn init(config: TelemetryConfig, clock: Arc<dyn Clock>) -> Result<TelemetryG
 
     // The SDK announces each global provider at `info`, on every start, whether anything is
     // exported or not: noise an operator learns to skip. What is exported is said below once.
-    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+    // The subscriber that swallows it must say it wants nothing (`OFF`): one with no level
+    // hint, such as `NoSubscriber`, lifts the process's maximum level to `TRACE` for good,
+    // and every `trace!` span in the HTTP/2, gRPC and Redis crates is then built, entered
+    // and closed in the registry only to be filtered out by each layer.
+    let quiet = tracing_subscriber::registry().with(LevelFilter::OFF);
+    tracing::subscriber::with_default(quiet, || {
         global::set_tracer_provider(guard.tracer_provider.clone());
         global::set_meter_provider(guard.meter_provider.clone());
     });
+    tracing::callsite::rebuild_interest_cache();
     if traces.is_none() && metrics.is_none() {
         tracing::debug!("OpenTelemetry set up; no OTLP endpoint, so nothing is exported");
     } else {
@@ -134,7 +140,9 @@ where
         .with_tracked_inactivity(false)
         .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
-    let (text, json) = match config.log_format {
+    // One boxed layer rather than an `Option` for each format: a `None` layer declares an
+    // interest in every callsite, which keeps spans of every level alive.
+    let logs = match config.log_format {
         LogFormat::Text => {
             let format = tracing_subscriber::fmt::format()
                 .with_ansi(false)
@@ -146,7 +154,7 @@ where
                     inner: format,
                     ids: ids.clone(),
                 });
-            (Some(layer.with_filter(filter)), None)
+            layer.with_filter(filter).boxed()
         }
         LogFormat::Json => {
             let layer = tracing_subscriber::fmt::layer()
@@ -156,13 +164,10 @@ where
                     clock: clock.clone(),
                     ids: ids.clone(),
                 });
-            (None, Some(layer.with_filter(filter)))
+            layer.with_filter(filter).boxed()
         }
     };
-    let subscriber = tracing_subscriber::registry()
-        .with(otel)
-        .with(text)
-        .with(json);
+    let subscriber = tracing_subscriber::registry().with(otel).with(logs);
     let dispatch = Dispatch::new(subscriber);
     ids.bind(&dispatch);
 
