@@ -270,7 +270,7 @@ async fn a_provider_outage_holds_up_no_one_and_loses_nothing() {
     }
     let withdrawn = explained(&mut users, "u-3", "delivery_withdrawn").await;
     assert!(
-        withdrawn.reason.contains("journey instance ended"),
+        withdrawn.reason.contains("goal Order Received happened"),
         "{withdrawn:?}"
     );
 

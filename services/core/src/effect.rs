@@ -169,7 +169,8 @@ pub struct OutboundMessage {
     pub journey: String,
     pub version: u32,
     /// The journey instance that sent it, when known: a message still waiting for its
-    /// provider when that instance ends on a goal or an exit rule is no longer sent.
+    /// provider when the user reaches the journey's goal or an exit rule is no longer sent,
+    /// even when the instance had already completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u64>,
     pub step: String,
@@ -245,8 +246,8 @@ pub enum DecisionKind {
     DeliveryDeferred,
     /// A message that had waited in the gateway's retry queue went out.
     DeliveredLater,
-    /// A message that waited in the gateway's retry queue was dropped unsent: its journey
-    /// instance had ended on a goal or an exit rule.
+    /// A message that waited in the gateway's retry queue was dropped unsent: the user
+    /// reached the journey's goal or an exit rule after its instance was entered.
     DeliveryWithdrawn,
     /// A sent message will not be delivered: refused for good, nobody to send it to, or
     /// given up on by the gateway's retry queue.

@@ -345,6 +345,36 @@ pub struct JourneyHistory {
     /// The last entry already converted; a second goal does not count again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub converted: bool,
+    /// The latest goal or exit event of the journey, kept here rather than found in the
+    /// recent decisions, which a busy user scrolls past.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal_or_exit: Option<GoalOrExit>,
+}
+
+/// A goal or exit event of a journey, and which of the user's instances it came after.
+///
+/// A message an instance handed to the gateway before it is moot, whether the instance was
+/// still running then or had already run to its end: the user ordered meanwhile. Instances
+/// are numbered in entry order, so "entered before" is a comparison with the counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoalOrExit {
+    pub at: Ts,
+    /// The user's instance counter when it happened: every instance numbered below had
+    /// been entered.
+    pub below: u64,
+    /// Instances of the journey that went on running: the event was for another key (an
+    /// order of another cart), or for a goal their version does not have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spared: Vec<u64>,
+    /// What happened, for explanations: `goal Order Completed happened`.
+    pub reason: String,
+}
+
+impl GoalOrExit {
+    /// Whether a message of `instance` was made before this and is moot now.
+    pub fn covers(&self, instance: u64) -> bool {
+        instance < self.below && !self.spared.contains(&instance)
+    }
 }
 
 /// Entry instants of one journey kept for entry limits ("at most 2 entries per 30 days").
@@ -913,6 +943,7 @@ fn merge_journey_history(ours: &mut JourneyHistory, theirs: &JourneyHistory) {
     ours.entries += theirs.entries;
     ours.last_entered = ours.last_entered.max(theirs.last_entered);
     ours.last_exit = ours.last_exit.max(theirs.last_exit);
+    // `goal_or_exit` stays ours: theirs numbers the other id's instances, not these.
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct Engine {
     /// Event names any journey has as its goal: most events are none of them, and skip the
     /// conversion check at the cost of a few string comparisons.
     goal_events: Vec<String>,
+    /// Event names any journey has as its goal or an exit event, for the same reason.
+    end_events: Vec<String>,
 }
 
 /// The evaluator in force now. A new release of the definitions replaces it whole; a trigger
@@ -164,6 +166,15 @@ impl Engine {
             }
         }
         engine.goal_events.sort();
+        for j in engine.versions.values().flat_map(|v| v.values()) {
+            let names = j.goal.iter().chain(&j.exit_on).map(|m| &m.event);
+            for name in names {
+                if !engine.end_events.contains(name) {
+                    engine.end_events.push(name.clone());
+                }
+            }
+        }
+        engine.end_events.sort();
 
         let mut segments: AHashMap<String, Arc<Segment>> = AHashMap::new();
         for s in defs.segments {
@@ -321,7 +332,8 @@ impl Run<'_> {
         self.ask_for_merge(state, event);
         self.note_delivery(state, event);
 
-        self.goals_and_exits(state, event);
+        let ended = self.goals_and_exits(state, event);
+        self.note_goal_or_exit(state, event, &ended);
         self.conversions_after_exit(state, event);
 
         // Instances waiting for this event move on. Collect first: running steps may end them.
@@ -526,8 +538,10 @@ impl Run<'_> {
     }
 
     /// Goals and exit events first: a purchase ends the cart reminder before anything else.
-    fn goals_and_exits(&mut self, state: &mut UserState, event: &Event) {
+    /// Returns the journeys it ended instances of, each with what ended them.
+    fn goals_and_exits(&mut self, state: &mut UserState, event: &Event) -> Vec<(String, String)> {
         let now = event.timestamp;
+        let mut ended: Vec<(String, String)> = Vec::new();
         let mut i = 0;
         while i < state.journeys.len() {
             let Some(j) = self.journey_of(&state.journeys[i]) else {
@@ -560,9 +574,60 @@ impl Run<'_> {
                     }
                     let what = if goal { "goal" } else { "exit event" };
                     let reason = format!("{what} {} happened", event.name);
+                    if !ended.iter().any(|(id, _)| *id == j.id) {
+                        ended.push((j.id.clone(), reason.clone()));
+                    }
                     self.finish(state, i, end, now, reason);
                 }
                 None => i += 1,
+            }
+        }
+        ended
+    }
+
+    /// Notes a goal or exit event of every journey the user has been in, running or not, so
+    /// that a message of theirs still waiting in the gateway's retry queue is withdrawn
+    /// however many decisions later the gateway looks. `ended` is what
+    /// [`Run::goals_and_exits`] ended with this event; an instance still running now was
+    /// spared by it.
+    fn note_goal_or_exit(
+        &mut self,
+        state: &mut UserState,
+        event: &Event,
+        ended: &[(String, String)],
+    ) {
+        let named = |n: &String| *n == event.name || n == "*";
+        if ended.is_empty() && !self.engine.end_events.iter().any(named) {
+            return;
+        }
+
+        let mut marks = Vec::new();
+        for id in state.history.keys() {
+            let done = ended.iter().find(|(j, _)| j == id);
+            let reason = match done {
+                Some((_, reason)) => reason.clone(),
+                None => match self.engine.journey_by_id(id).and_then(|j| ends(j, event)) {
+                    Some(reason) => reason,
+                    None => continue,
+                },
+            };
+            let spared = state
+                .journeys
+                .iter()
+                .filter(|inst| inst.journey == *id)
+                .map(|inst| inst.id)
+                .collect();
+            marks.push((id.clone(), spared, reason));
+        }
+
+        for (id, spared, reason) in marks {
+            if let Some(h) = state.history.get_mut(&id) {
+                h.goal_or_exit = Some(beckon_core::state::GoalOrExit {
+                    at: event.timestamp,
+                    below: state.next_instance,
+                    spared,
+                    reason,
+                });
             }
         }
     }
@@ -1526,6 +1591,28 @@ fn key_matches(j: &Journey, inst: &JourneyInstance, event: &Event) -> bool {
         Some(v) => inst.key.as_deref() == Some(v.as_str()),
         None => true,
     }
+}
+
+/// What `event` is to journey `j`, when it is its goal or one of its exit events: the goal
+/// first, as for a running instance.
+fn ends(j: &Journey, event: &Event) -> Option<String> {
+    let goal = j
+        .goal
+        .as_ref()
+        .is_some_and(|g| event_matches(event, &g.event, &g.filter));
+    let exit = || {
+        j.exit_on
+            .iter()
+            .any(|x| event_matches(event, &x.event, &x.filter))
+    };
+    let what = if goal {
+        "goal"
+    } else if exit() {
+        "exit event"
+    } else {
+        return None;
+    };
+    Some(format!("{what} {} happened", event.name))
 }
 
 /// Whether `event` is an event named `name` (or any event for `*`) matching `filter`.

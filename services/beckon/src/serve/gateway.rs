@@ -282,15 +282,31 @@ impl StateContacts {
     }
 }
 
-/// A deferred message is withdrawn once the user's state records that its journey instance
-/// ended on a goal or an exit rule. A completed journey is no reason: its last step may be the
-/// very message. With no state, or none of the decision left in the user's recent log, the
-/// message goes out as asked.
+/// A deferred message is withdrawn once a goal or exit event of its journey came after its
+/// instance was entered: the instance ended on it, or had already run to its end (the message
+/// may be its last step) and the user reached the goal since. The journey's record in the
+/// state keeps the latest such event, so this holds however many decisions the user has made
+/// since. An instance that ended on an exit step, or because its journey was archived, is
+/// found in the user's recent decisions. Plain completion is no reason: the message is the
+/// very step that completed it. With no state the message goes out as asked.
 impl beckon_gateway::retry_queue::Relevance for StateContacts {
     fn withdrawn<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let instance = message.instance?;
             let state = self.state(&message.workspace, &message.user_id).await?;
+
+            let mark = state
+                .history
+                .get(&message.journey)
+                .and_then(|h| h.goal_or_exit.as_ref())
+                .filter(|mark| mark.covers(instance));
+            if let Some(mark) = mark {
+                return Some(format!(
+                    "{} at {} (after the message was made)",
+                    mark.reason, mark.at
+                ));
+            }
+
             state
                 .decisions
                 .iter()
