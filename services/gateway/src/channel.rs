@@ -204,7 +204,7 @@ impl Gateway {
     /// failure is returned for the caller to retry. Without a queue, the adapter's whole
     /// policy is tried, and a send still failing fails with the provider's error.
     pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, GatewayError> {
-        self.send_in_span(message, Pass::First { within: None })
+        self.send_in_span(message, Pass::First { within: None }, None, &mut None)
             .await
     }
 
@@ -217,13 +217,19 @@ impl Gateway {
         within: std::time::Duration,
     ) -> Result<Delivery, GatewayError> {
         let within = Some(within);
-        self.send_in_span(message, Pass::First { within }).await
+        self.send_in_span(message, Pass::First { within }, None, &mut None)
+            .await
     }
 
+    /// One send. `held` is the token of a claim an earlier attempt left on the key without
+    /// reaching a provider; a claim this attempt leaves so is put in `leftover` (a first
+    /// send keeps it in the deferred entry itself).
     async fn send_in_span(
         &self,
         message: &OutboundMessage,
         pass: Pass,
+        held: Option<&str>,
+        leftover: &mut Option<String>,
     ) -> Result<Delivery, GatewayError> {
         let span = tracing::info_span!(
             "gateway.send",
@@ -241,11 +247,16 @@ impl Gateway {
             _ => Tries::Policy,
         };
         let result = async {
-            match (self.route(message, tries).await, &self.retry) {
-                (Err(e), Some(retry)) if first && e.is_retryable() => {
-                    self.defer(retry, message, e).await
+            match (self.route(message, tries, held).await, &self.retry) {
+                ((Err(e), left), Some(retry)) if first && e.is_retryable() => {
+                    self.defer(retry, message, e, left).await
                 }
-                (result, _) => result,
+                ((result, left), _) => {
+                    if let Some(left) = left {
+                        *leftover = Some(left);
+                    }
+                    result
+                }
             }
         }
         .instrument(span)
@@ -270,6 +281,7 @@ impl Gateway {
         retry: &Retrying,
         message: &OutboundMessage,
         failure: GatewayError,
+        claim: Option<String>,
     ) -> Result<Delivery, GatewayError> {
         let now = retry.clock.now();
         let entry = Deferred {
@@ -277,6 +289,7 @@ impl Gateway {
             attempts: 0,
             since: now,
             reason: failure.to_string(),
+            claim,
         };
         match retry
             .queue
@@ -347,7 +360,13 @@ impl Gateway {
                 continue;
             }
 
-            let result = self.send_in_span(&entry.message, Pass::Retry).await;
+            let held = entry.claim.clone();
+            let mut left = None;
+            let result = self
+                .send_in_span(&entry.message, Pass::Retry, held.as_deref(), &mut left)
+                .await;
+            // The next attempt takes over what this one left, or claims afresh.
+            entry.claim = left;
             let kept = match result {
                 Ok(delivery) => {
                     let mut extra = Props::new();
@@ -446,26 +465,38 @@ impl Gateway {
             .await;
     }
 
+    /// One attempt at the provider, under the message's idempotency key. Besides the
+    /// result, the token of a claim left on the key by an attempt that reached no provider
+    /// (or that the provider refused), when it could not be released: whoever holds it may
+    /// take the claim over ([`KeyStore`]).
     async fn route(
         &self,
         message: &OutboundMessage,
         tries: Tries,
-    ) -> Result<Delivery, GatewayError> {
-        let adapter = self
-            .adapters
-            .get(&message.channel)
-            .ok_or_else(|| GatewayError::NoAdapter(message.channel.clone()))?;
+        held: Option<&str>,
+    ) -> (Result<Delivery, GatewayError>, Option<String>) {
+        let Some(adapter) = self.adapters.get(&message.channel) else {
+            return (Err(GatewayError::NoAdapter(message.channel.clone())), None);
+        };
         let scoped = SendKey::of(message);
         let key = scoped.key;
+        let token = held.map_or_else(crate::keys::attempt_token, str::to_string);
 
-        match self.keys.claim(scoped).await? {
+        // A claim whose answer was lost may have been written all the same; nothing was
+        // sent, so the token goes with the failure.
+        let claim = match self.keys.claim(scoped, &token).await {
+            Ok(claim) => claim,
+            Err(e) => return (Err(e), Some(token)),
+        };
+        match claim {
             Claim::Done(provider_id) => {
                 tracing::debug!(beckon.idempotency_key = key, "repeated key; not sent again");
-                return Ok(Delivery {
+                let delivery = Delivery {
                     provider_id,
                     duplicate: true,
                     deferred: false,
-                });
+                };
+                return (Ok(delivery), None);
             }
             Claim::InFlight if !adapter.resends_safely() => {
                 tracing::warn!(
@@ -473,10 +504,11 @@ impl Gateway {
                     beckon.provider = adapter.provider(),
                     "earlier send in doubt; not repeated"
                 );
-                return Err(GatewayError::InDoubt {
+                let doubt = GatewayError::InDoubt {
                     provider: adapter.provider().to_string(),
                     key: key.to_string(),
-                });
+                };
+                return (Err(doubt), None);
             }
             Claim::InFlight | Claim::New => {}
         }
@@ -485,14 +517,24 @@ impl Gateway {
 
         // The provider has answered; a store failure now must not turn a delivered message
         // into an error the caller would retry, so it is logged and the delivery returned.
-        let recorded = match &result {
-            Ok(delivery) => self.keys.complete(scoped, &delivery.provider_id).await,
-            Err(_) => self.keys.release(scoped).await,
+        // A failed send's claim that cannot be released goes back with its token: an error
+        // is the answer on which the claim is released anyway, so taking it over later
+        // sends no more than a release would have let through.
+        let (recorded, left) = match &result {
+            Ok(delivery) => {
+                let done = self.keys.complete(scoped, &delivery.provider_id).await;
+                (done, None)
+            }
+            Err(_) => {
+                let released = self.keys.release(scoped, &token).await;
+                let left = released.is_err().then(|| token.clone());
+                (released, left)
+            }
         };
         if let Err(e) = recorded {
             tracing::warn!(beckon.idempotency_key = key, error = %e, "key not recorded");
         }
-        result
+        (result, left)
     }
 }
 

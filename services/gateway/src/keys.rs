@@ -53,8 +53,20 @@ impl<'a> SendKey<'a> {
 ///
 /// A send claims its key before it talks to the provider and completes it after; a send that
 /// failed releases it so a later retry starts afresh.
+///
+/// Every attempt claims with a token of its own ([`attempt_token`]). A claim still holding
+/// the same token is the caller's own: claiming it again answers [`Claim::New`]. That is how
+/// the retry queue takes over a claim whose attempt provably reached no provider (the store
+/// failed around the claim, or the provider refused and the release failed): the deferred
+/// entry keeps the token, and only the retry that holds it may go on. A claim left by an
+/// attempt that may have reached a provider (its gateway died mid-call) has a token nobody
+/// holds, and stays in doubt: at most once.
 pub trait KeyStore: Send + Sync + 'static {
-    fn claim<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<Claim, GatewayError>>;
+    fn claim<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, GatewayError>>;
 
     fn complete<'a>(
         &'a self,
@@ -62,7 +74,12 @@ pub trait KeyStore: Send + Sync + 'static {
         provider_id: &'a str,
     ) -> BoxFuture<'a, Result<(), GatewayError>>;
 
-    fn release<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<(), GatewayError>>;
+    /// Frees the key when it is still in flight under `token`.
+    fn release<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 
     /// Erases every key of one user (right to be forgotten).
     fn forget_user<'a>(
@@ -72,9 +89,23 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }
 
+/// A fresh token for one attempt's claim: 128 random bits, hex.
+pub fn attempt_token() -> String {
+    use ring::rand::SecureRandom as _;
+
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // Never seen on the platforms the gateway runs on; unique within the process still.
+        let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return format!("p{}-{n}", std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Clone, Debug)]
 enum Entry {
-    InFlight,
+    InFlight(String),
     Done(String),
 }
 
@@ -112,16 +143,21 @@ impl MemoryKeyStore {
 }
 
 impl KeyStore for MemoryKeyStore {
-    fn claim<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<Claim, GatewayError>> {
+    fn claim<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
         let result = self
             .entries
             .lock()
             .map_err(|_| Self::poisoned())
             .map(|mut map| match map.get(&scoped(key)) {
                 Some(Entry::Done(id)) => Claim::Done(id.clone()),
-                Some(Entry::InFlight) => Claim::InFlight,
+                Some(Entry::InFlight(held)) if held == token => Claim::New,
+                Some(Entry::InFlight(_)) => Claim::InFlight,
                 None => {
-                    map.insert(scoped(key), Entry::InFlight);
+                    map.insert(scoped(key), Entry::InFlight(token.to_string()));
                     Claim::New
                 }
             });
@@ -143,14 +179,18 @@ impl KeyStore for MemoryKeyStore {
         Box::pin(async move { result })
     }
 
-    fn release<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<(), GatewayError>> {
+    fn release<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
         let result = self
             .entries
             .lock()
             .map_err(|_| Self::poisoned())
             .map(|mut map| {
                 let key = scoped(key);
-                if matches!(map.get(&key), Some(Entry::InFlight)) {
+                if matches!(map.get(&key), Some(Entry::InFlight(held)) if held == token) {
                     map.remove(&key);
                 }
             });

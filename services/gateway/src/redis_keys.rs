@@ -4,7 +4,8 @@
 //! Redis Cluster slot and each operation is one atomic script:
 //!
 //! ```text
-//! bk:{<workspace>:<partition>}:sent:<idempotency key>   "i" while in flight, "d:<provider id>"
+//! bk:{<workspace>:<partition>}:sent:<idempotency key>   "i:<attempt token>" while in flight,
+//!                                                       "d:<provider id>" once delivered
 //! bk:{<workspace>:<partition>}:sent-by:<user>           set of the user's idempotency keys
 //! ```
 //!
@@ -14,7 +15,10 @@
 //! the user.
 //! Both expire after the configured TTL; every write renews the set's expiry, so it always
 //! outlives its members. A key left in flight by a gateway that died stays in doubt until
-//! its TTL runs out, exactly as the in-memory store would keep it until the process ends.
+//! its TTL runs out, exactly as the in-memory store would keep it until the process ends;
+//! one left by an attempt that reached no provider is taken over by the retry holding its
+//! token (see [`KeyStore`]). A bare "i", written before claims had tokens, reads as in flight
+//! under a token nobody holds.
 //!
 //! Idempotency keys are derived from (workspace, user, journey instance, step), so a key is
 //! unique within its workspace; the layout relies on that and does not repeat the user.
@@ -31,16 +35,19 @@ use redis::aio::ConnectionLike;
 use crate::error::GatewayError;
 use crate::keys::{Claim, KeyStore, SendKey};
 
+/// A claim written before claims carried tokens.
 const IN_FLIGHT: &str = "i";
+const IN_FLIGHT_PREFIX: &str = "i:";
 const DONE_PREFIX: &str = "d:";
 
-/// Answers what the key held, or claims it when it held nothing (returns nil).
+/// Answers what the key held, or claims it when it held nothing or the caller's own claim
+/// (returns nil).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], 'i', 'PX', ARGV[1])
+if held and held ~= 'i:' .. ARGV[3] then return held end
+redis.call('SET', KEYS[1], 'i:' .. ARGV[3], 'PX', ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return false
@@ -59,11 +66,12 @@ return 1
     )
 });
 
-/// Only an in-flight claim is released: a delivered key must stay delivered.
+/// Only the caller's own in-flight claim is released: a delivered key must stay delivered,
+/// and another attempt's claim is that attempt's.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) == 'i' then
+if redis.call('GET', KEYS[1]) == 'i:' .. ARGV[2] then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[1])
 end
@@ -140,20 +148,21 @@ where
         self.config.ttl.as_millis().max(1)
     }
 
-    async fn claim_key(&self, key: SendKey<'_>) -> Result<Claim, GatewayError> {
+    async fn claim_key(&self, key: SendKey<'_>, token: &str) -> Result<Claim, GatewayError> {
         let mut conn = self.conn.clone();
         let held: Option<String> = CLAIM
             .key(self.key_name(key))
             .key(self.index_name(key.workspace, key.user))
             .arg(self.ttl_ms())
             .arg(key.key)
+            .arg(token)
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
 
         Ok(match held {
             None => Claim::New,
-            Some(v) if v == IN_FLIGHT => Claim::InFlight,
+            Some(v) if v == IN_FLIGHT || v.starts_with(IN_FLIGHT_PREFIX) => Claim::InFlight,
             Some(v) => match v.strip_prefix(DONE_PREFIX) {
                 Some(id) => Claim::Done(id.to_string()),
                 None => {
@@ -179,12 +188,13 @@ where
             .map_err(store_error)
     }
 
-    async fn release_key(&self, key: SendKey<'_>) -> Result<(), GatewayError> {
+    async fn release_key(&self, key: SendKey<'_>, token: &str) -> Result<(), GatewayError> {
         let mut conn = self.conn.clone();
         RELEASE
             .key(self.key_name(key))
             .key(self.index_name(key.workspace, key.user))
             .arg(key.key)
+            .arg(token)
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
@@ -231,8 +241,12 @@ impl<C> KeyStore for RedisKeyStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn claim<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<Claim, GatewayError>> {
-        Box::pin(self.claim_key(key))
+    fn claim<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
+        Box::pin(self.claim_key(key, token))
     }
 
     fn complete<'a>(
@@ -243,8 +257,12 @@ where
         Box::pin(self.complete_key(key, provider_id))
     }
 
-    fn release<'a>(&'a self, key: SendKey<'a>) -> BoxFuture<'a, Result<(), GatewayError>> {
-        Box::pin(self.release_key(key))
+    fn release<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(self.release_key(key, token))
     }
 
     fn forget_user<'a>(

@@ -42,6 +42,11 @@ pub struct Deferred {
     /// Why the last attempt failed.
     #[serde(default)]
     pub reason: String,
+    /// The token of a claim the last attempt may have left on the message's idempotency
+    /// key without reaching any provider: the next attempt claims with it, and so takes
+    /// that claim over instead of finding the send in doubt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 /// How the queue retries and when it gives up.

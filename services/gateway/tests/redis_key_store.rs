@@ -16,21 +16,28 @@ async fn script(store: &dyn KeyStore) -> Vec<Claim> {
     let other_user = SendKey::new("acme", "bob", "k9");
     let mut answers = Vec::new();
 
-    answers.push(store.claim(k1).await.unwrap()); // new
-    answers.push(store.claim(k1).await.unwrap()); // in flight
+    answers.push(store.claim(k1, "t1").await.unwrap()); // new
+    answers.push(store.claim(k1, "t2").await.unwrap()); // in flight
     store.complete(k1, "prov-1").await.unwrap();
-    answers.push(store.claim(k1).await.unwrap()); // done
-    store.release(k1).await.unwrap(); // a delivered key stays delivered
-    answers.push(store.claim(k1).await.unwrap());
+    answers.push(store.claim(k1, "t3").await.unwrap()); // done
+    store.release(k1, "t3").await.unwrap(); // a delivered key stays delivered
+    answers.push(store.claim(k1, "t1").await.unwrap());
 
-    answers.push(store.claim(k2).await.unwrap()); // new
-    store.release(k2).await.unwrap(); // a failed send frees its key
-    answers.push(store.claim(k2).await.unwrap()); // new again
+    answers.push(store.claim(k2, "t4").await.unwrap()); // new
+    store.release(k2, "t4").await.unwrap(); // a failed send frees its key
+    answers.push(store.claim(k2, "t5").await.unwrap()); // new again
+    // The claim's own token takes it over; any other finds it in flight and cannot free it.
+    answers.push(store.claim(k2, "t5").await.unwrap()); // new: taken over
+    answers.push(store.claim(k2, "t6").await.unwrap()); // in flight
+    store.release(k2, "t6").await.unwrap();
+    answers.push(store.claim(k2, "t7").await.unwrap()); // still in flight
+    store.release(k2, "t5").await.unwrap();
+    answers.push(store.claim(k2, "t8").await.unwrap()); // new
 
-    answers.push(store.claim(other_user).await.unwrap());
+    answers.push(store.claim(other_user, "t9").await.unwrap());
     store.forget_user("acme", "ada").await.unwrap();
-    answers.push(store.claim(k1).await.unwrap()); // forgotten: new
-    answers.push(store.claim(other_user).await.unwrap()); // untouched: in flight
+    answers.push(store.claim(k1, "t10").await.unwrap()); // forgotten: new
+    answers.push(store.claim(other_user, "t11").await.unwrap()); // untouched: in flight
     answers
 }
 
@@ -52,6 +59,10 @@ async fn redis_and_memory_stores_answer_alike() {
             Claim::New,
             Claim::New,
             Claim::New,
+            Claim::InFlight,
+            Claim::InFlight,
+            Claim::New,
+            Claim::New,
             Claim::New,
             Claim::InFlight,
         ]
@@ -63,7 +74,7 @@ async fn keys_carry_the_partition_tag_and_expire() {
     let server = redis_server::server();
     let store = redis_server::key_store(&server).await;
     let key = SendKey::new("acme", "ada", "k-ttl");
-    store.claim(key).await.unwrap();
+    store.claim(key, "t-ttl").await.unwrap();
     store.complete(key, "prov-7").await.unwrap();
 
     let p = partition_of("acme", "ada", 64);

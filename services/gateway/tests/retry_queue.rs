@@ -476,6 +476,7 @@ async fn a_taken_entry_is_hidden_for_its_hold() {
         attempts: 0,
         since: support::START,
         reason: "webhook is unavailable: http 503".into(),
+        claim: None,
     };
     let t0 = support::START;
     queue.defer(&entry, t0).await.unwrap();
