@@ -246,6 +246,61 @@ async fn published_versions_are_immutable_and_listed() {
     assert!(release.documents[0].yaml.contains("\"subject\":\"Hi\""));
 }
 
+/// One event would send this journey's push over and over at the same instant.
+const SELF_LOOP: &str = "id: selfloop\nversion: 1\nworkspace: w\nentry: {event: X}\nsteps:\n  \
+    - id: a\n    message: {channel: push, body: hi}\n    next: a\n";
+
+#[tokio::test]
+async fn a_loop_without_waiting_is_refused_on_apply_and_nothing_is_published() {
+    let redis = RedisServer::start().expect("redis");
+    let (addr, _stop) = serve(&redis).await;
+    let mut c = client(addr).await;
+
+    // Beside a good journey in the same request, so the refusal is seen to take it all back.
+    let status = c
+        .apply(pb::ApplyRequest {
+            workspace: "w".into(),
+            files: vec![
+                file("welcome.yaml", &journey(1, "Hi")),
+                file("loop.yaml", SELF_LOOP),
+            ],
+        })
+        .await
+        .expect_err("a loop without waiting");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "loop.yaml:8:11: steps[0].next: step `a` goes back to itself without waiting: a loop \
+         must pass through a delay, a wait_for or a wait_until"
+    );
+
+    let release = c
+        .get_release(pb::GetReleaseRequest {
+            workspace: "w".into(),
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(release.number, 0);
+    assert!(release.documents.is_empty(), "{:?}", release.documents);
+
+    // Lint over gRPC reports the same place.
+    let r = c
+        .lint(pb::LintRequest {
+            workspace: "w".into(),
+            files: vec![file("loop.yaml", SELF_LOOP)],
+        })
+        .await
+        .expect("lint")
+        .into_inner();
+    let places: Vec<(&str, u32, u32, &str)> = r
+        .errors
+        .iter()
+        .map(|e| (e.file.as_str(), e.line, e.column, e.field.as_str()))
+        .collect();
+    assert_eq!(places, vec![("loop.yaml", 8, 11, "steps[0].next")]);
+}
+
 #[tokio::test]
 async fn a_release_published_anywhere_reaches_every_follower() {
     let redis = RedisServer::start().expect("redis");

@@ -38,8 +38,9 @@ use crate::template::Escape;
 /// The channel Live Activity steps send on.
 pub const LIVE_ACTIVITY: &str = "live_activity";
 
-/// Steps one trigger may run for one instance before the instance is stopped; guards against
-/// loops with no waiting step in them.
+/// Steps one trigger may run for one instance before the instance is stopped. Loading refuses
+/// loops with no waiting step in them, so this only guards against what that check cannot
+/// see; README and SPECS give the number.
 const MAX_STEPS_PER_TRIGGER: usize = 64;
 
 /// Whether a journey takes new users and sends. Engine-level: a published version never

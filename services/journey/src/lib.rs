@@ -5,6 +5,7 @@
 //! of them, so every journey can be tested without Redis or a network.
 
 pub mod condition;
+mod cycle;
 pub mod error;
 pub mod eval;
 pub mod journey;

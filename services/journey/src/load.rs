@@ -9,6 +9,7 @@ use std::path::Path;
 use ahash::AHashMap;
 use serde::Deserialize;
 
+use crate::cycle::{self, Edge};
 use crate::error::{JourneyError, SpecError};
 use crate::journey::{
     Arm, Cap, Definitions, Entry, EntryTrigger, Journey, LiveActivity, LiveValue, Message, Policy,
@@ -665,6 +666,7 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         .enumerate()
         .map(|(i, s)| compile_step(&mut ck, top, &index, spec.steps.len(), i, s))
         .collect();
+    refuse_loops_without_waiting(&mut ck, top, &spec.steps, &steps);
     for step in &steps {
         if let StepKind::Message(m) = &step.kind {
             let templates = [Some(&m.body), m.title.as_ref(), m.subject.as_ref()];
@@ -718,6 +720,74 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         index,
         last_events,
     })
+}
+
+/// Refuses each loop of steps in which no step waits, at the target that closes it: one
+/// trigger would run it until the step limit, sending its messages again and again at once.
+fn refuse_loops_without_waiting(
+    ck: &mut Checker<'_>,
+    top: u32,
+    specs: &[StepSpec],
+    steps: &[Step],
+) {
+    for c in cycle::without_waiting(steps) {
+        let from = c.from();
+        let to = c.steps.first().copied().unwrap_or_default();
+        let spec = &specs[from];
+        let mut message = if c.steps.len() == 1 {
+            format!(
+                "step `{}` goes back to itself without waiting",
+                steps[to].id
+            )
+        } else {
+            let names: Vec<String> = c
+                .steps
+                .iter()
+                .chain([&to])
+                .map(|&s| format!("`{}`", steps[s].id))
+                .collect();
+            format!("steps {} loop without waiting", names.join(" -> "))
+        };
+
+        // A target left out is the next step in the list; the loop is then closed by the
+        // step's place, not by anything written, and the error stands at its id.
+        let written = match c.edge {
+            Edge::Next => spec.next.is_some(),
+            Edge::Then | Edge::Arm(_) => true,
+            Edge::Else => spec.branch.as_ref().is_some_and(|b| b.otherwise.is_some()),
+            Edge::OnEvent => spec.wait_for.as_ref().is_some_and(|w| w.on_event.is_some()),
+            Edge::OnTimeout => spec
+                .wait_for
+                .as_ref()
+                .is_some_and(|w| w.on_timeout.is_some()),
+        };
+        let at = locate(ck.text, top, "id", &spec.id).0;
+        let key = c.edge.key();
+        let (line, column, field) = if written {
+            let (line, column) = locate_written(ck.text, at, key, &steps[to].id);
+            (line, column, format!("steps[{from}].{key}"))
+        } else {
+            message.push_str(&format!(
+                " (`{}` goes on to the step after it)",
+                steps[from].id
+            ));
+            let (line, column) = locate_written(ck.text, at, "id", &spec.id);
+            (line, column, format!("steps[{from}]"))
+        };
+        message.push_str(": a loop must pass through a delay, a wait_for or a wait_until");
+        for &s in &c.steps {
+            if let Some(why) = cycle::why_not_waiting(&steps[s].kind) {
+                message.push_str(&format!("; `{}` does not wait: {why}", steps[s].id));
+            }
+        }
+        ck.errors.push(SpecError {
+            file: ck.file.to_string(),
+            line,
+            column,
+            field,
+            message,
+        });
+    }
 }
 
 fn id_is_valid(id: &str) -> bool {
