@@ -217,3 +217,71 @@ steps:
         ]
     );
 }
+
+/// Two versions of one journey in one file, each document from `entry:` on as given.
+fn two_versions(first: &str, second: &str) -> String {
+    format!(
+        "id: twice\nversion: 1\nworkspace: default\n{first}---\nid: twice\nversion: 2\n\
+         workspace: default\n{second}"
+    )
+}
+
+#[test]
+fn an_error_in_the_second_document_is_placed_in_it_not_in_the_first() {
+    let good = "entry: {event: X}\nsteps:\n  - id: a\n    message: {channel: push, body: hi}\n";
+    let bad = format!("{good}    exit: true\n");
+    let (code, errors) = lint_one(&two_versions(good, &bad));
+    assert_eq!(code, Some(1), "{errors:?}");
+    let kinds = "expected exactly one of delay, wait_for, wait_until, branch, split, message, \
+                 live_activity, set_traits, webhook, exit";
+    assert_eq!(errors, vec![format!("14:3: steps[0]: {kinds}")]);
+
+    // Checks between documents too: the same version twice, a segment nobody defined.
+    let again = "id: twice\nversion: 1\nworkspace: default\nentry: {segment: nope}\nsteps:\n  \
+                 - id: a\n    exit: true\n";
+    let text = format!("{}---\n{again}", two_versions(good, good));
+    let (_, errors) = lint_one(&text);
+    let errors: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(" (also in ").next().unwrap_or(e))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "17:1: id: journey twice version 1 is defined twice",
+            "20:18: segment: expected the id of a segment in this workspace, found `nope`",
+        ]
+    );
+}
+
+#[test]
+fn an_empty_document_at_the_end_defines_nothing() {
+    let text = "id: t\nversion: 1\nworkspace: default\nentry: {event: X}\nsteps:\n  - id: a\n    \
+                exit: true\n---\n";
+    let (code, errors) = lint_one(text);
+    assert_eq!((code, errors), (Some(0), Vec::<String>::new()));
+
+    // Its comments do not make it a definition either.
+    let (code, errors) = lint_one(&format!("{text}# nothing yet\n"));
+    assert_eq!((code, errors), (Some(0), Vec::<String>::new()));
+}
+
+#[test]
+fn an_id_that_is_not_ascii_is_placed_at_its_value() {
+    let text = "id: \"héllo\"\nversion: 1\nworkspace: default\nentry: {event: X}\nsteps:\n  \
+                - id: a\n    exit: true\n";
+    let (code, errors) = lint_one(text);
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec!["1:5: id: expected letters, digits, `-` or `_`"]
+    );
+
+    let segment = "kind: segment\nversion: 1\nworkspace: default\nid: bé\ncondition:\n  \
+                   trait: {name: plan, exists: true}\n";
+    let (_, errors) = lint_one(segment);
+    assert_eq!(
+        errors,
+        vec!["4:5: id: expected letters, digits, `-` or `_`"]
+    );
+}

@@ -56,6 +56,10 @@ pub fn split(
                     continue;
                 }
             };
+            // An empty document (a `---` closing the file, say) defines nothing.
+            if value.is_null() {
+                continue;
+            }
             match document(workspace, value) {
                 Ok(d) => docs.push(d),
                 Err((field, message)) => errors.push(spec_error(
@@ -88,8 +92,7 @@ pub fn check_with(
         .cloned()
         .collect();
     combined.extend(files.iter().cloned());
-    beckon_journey::load_definitions_texts("release", &combined)
-        .map_err(DefinitionError::Invalid)?;
+    beckon_journey::load_definitions_texts(&combined).map_err(DefinitionError::Invalid)?;
     Ok(docs)
 }
 
@@ -181,11 +184,9 @@ pub fn engine(workspace: &str, docs: &[(String, String)]) -> Result<Engine, Defi
 /// Loads documents read back from the store. They were checked when published, so an error
 /// here means the stored data is damaged.
 pub(crate) fn load_stored(docs: &[(String, String)]) -> Result<Definitions, DefinitionError> {
-    beckon_journey::load_definitions_texts("release", docs).map_err(|errors| {
-        DefinitionError::Corrupt {
-            key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
-            reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
-        }
+    beckon_journey::load_definitions_texts(docs).map_err(|errors| DefinitionError::Corrupt {
+        key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
+        reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
     })
 }
 

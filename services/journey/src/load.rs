@@ -44,43 +44,92 @@ pub fn load_str(file: &str, text: &str) -> Result<Vec<Journey>, Vec<SpecError>> 
 
 /// Parses and checks every definition in one YAML text.
 pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<SpecError>> {
+    load_documents(file, text).map(|(defs, _)| defs)
+}
+
+/// Where each journey and segment of a file is written: its document's text and the number
+/// of the file's lines before it, in the order of [`Definitions`].
+#[derive(Default)]
+struct Places<'t> {
+    journeys: Vec<Document<'t>>,
+    segments: Vec<Document<'t>>,
+}
+
+/// One YAML document of a file: its text, and how many of the file's lines come before it.
+type Document<'t> = (&'t str, u32);
+
+/// Parses and checks every definition in one YAML text, and says where each was written.
+fn load_documents<'t>(
+    file: &str,
+    text: &'t str,
+) -> Result<(Definitions, Places<'t>), Vec<SpecError>> {
     let mut defs = Definitions::default();
+    let mut places = Places::default();
     let mut errors = Vec::new();
 
-    // A first pass reads only each document's kind. A document that is not even YAML is
-    // parsed as a journey below, which reports its error; nothing after it is read, since
-    // the document iterator does not move past a syntax error.
-    let mut kinds: Vec<Option<String>> = Vec::new();
+    // A first pass reads only each document's kind, and whether it is empty. A document that
+    // is not even YAML is parsed as a journey below, which reports its error; nothing after
+    // it is read, since the document iterator does not move past a syntax error.
+    let mut kinds: Vec<(bool, Option<String>)> = Vec::new();
+    let mut whole = true;
     for doc in serde_norway::Deserializer::from_str(text).take(MAX_DOCUMENTS) {
-        match Peek::deserialize(doc) {
-            Ok(p) => kinds.push(p.kind),
+        match Option::<Peek>::deserialize(doc) {
+            Ok(p) => kinds.push((p.is_none(), p.and_then(|p| p.kind))),
             Err(_) => {
-                kinds.push(None);
+                kinds.push((false, None));
+                whole = false;
                 break;
             }
         }
     }
 
-    for (doc, kind) in serde_norway::Deserializer::from_str(text).zip(kinds) {
+    // Checks after parsing look for keys in the document's own text, so an id used in two
+    // documents of a file is not looked for in the wrong one. When the documents cannot be
+    // told apart as the reader did, the whole file is searched, as before.
+    let mut documents = documents(text);
+    if !whole || documents.len() != kinds.len() {
+        documents = vec![(text, 0); kinds.len()];
+    }
+
+    let shifted = |mut found: Vec<SpecError>, before: u32| {
+        for e in &mut found {
+            e.line = e.line.saturating_add(before);
+        }
+        found
+    };
+    for ((doc, (empty, kind)), (own, before)) in serde_norway::Deserializer::from_str(text)
+        .zip(kinds)
+        .zip(documents)
+    {
+        // An empty document (a `---` closing the file, say) defines nothing.
+        if empty {
+            continue;
+        }
         match kind.as_deref() {
             Some("segment") => match SegmentSpec::deserialize(strict(doc)) {
-                Ok(spec) => match compile_segment(file, text, spec) {
-                    Ok(s) => defs.segments.push(s),
-                    Err(mut e) => errors.append(&mut e),
+                Ok(spec) => match compile_segment(file, own, spec) {
+                    Ok(s) => {
+                        defs.segments.push(s);
+                        places.segments.push((own, before));
+                    }
+                    Err(e) => errors.extend(shifted(e, before)),
                 },
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
             Some("policy") => match PolicySpec::deserialize(strict(doc)) {
-                Ok(spec) => match compile_policy(file, text, spec) {
+                Ok(spec) => match compile_policy(file, own, spec) {
                     Ok(p) => defs.policies.push(p),
-                    Err(mut e) => errors.append(&mut e),
+                    Err(e) => errors.extend(shifted(e, before)),
                 },
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
             _ => match JourneySpec::deserialize(strict(doc)) {
-                Ok(spec) => match compile(file, text, spec) {
-                    Ok(j) => defs.journeys.push(j),
-                    Err(mut e) => errors.append(&mut e),
+                Ok(spec) => match compile(file, own, spec) {
+                    Ok(j) => {
+                        defs.journeys.push(j);
+                        places.journeys.push((own, before));
+                    }
+                    Err(e) => errors.extend(shifted(e, before)),
                 },
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
@@ -88,10 +137,55 @@ pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<S
     }
 
     if errors.is_empty() {
-        Ok(defs)
+        Ok((defs, places))
     } else {
         Err(errors)
     }
+}
+
+/// The documents of a YAML text as the reader splits them: at lines starting with `---` (a
+/// document's start, kept with it, as a value may follow on that line) or `...` (an end),
+/// followed by a space or nothing, which no value inside a document may start a line with.
+/// Directives and comments before a `---` make no document of their own; a text with no
+/// document is read as one empty document.
+fn documents(text: &str) -> Vec<Document<'_>> {
+    let mut found = Vec::new();
+    let (mut start, mut before) = (0, 0);
+    let (mut content, mut explicit) = (false, false);
+    let mut at = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let marker = |m: &str| {
+            bare.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+        };
+        let (starts, ends) = (marker("---"), marker("..."));
+        if starts || ends {
+            if content || explicit {
+                found.push((&text[start..at], before));
+            }
+            let rest = bare[3..].trim();
+            (start, before) = if starts {
+                (at, n)
+            } else {
+                (at + line.len(), n + 1)
+            };
+            explicit = starts;
+            content = starts && !rest.is_empty() && !rest.starts_with('#');
+        } else {
+            let written = bare.trim_start();
+            let directive = bare.starts_with('%') && !content && !explicit;
+            if !written.is_empty() && !written.starts_with('#') && !directive {
+                content = true;
+            }
+        }
+        at += line.len();
+    }
+    if content || explicit || found.is_empty() {
+        found.push((&text[start..], before));
+    }
+    found
 }
 
 /// Loads the journeys of every `*.yaml` / `*.yml` file under `dir`, in file-name order.
@@ -103,7 +197,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Journey>, JourneyError> {
 /// with all the errors found when any file has one.
 pub fn load_definitions(dir: &Path) -> Result<Definitions, JourneyError> {
     let (files, mut unreadable) = read_spec_texts(dir)?;
-    match load_definitions_texts(&dir.display().to_string(), &files) {
+    match load_definitions_texts(&files) {
         Ok(definitions) if unreadable.is_empty() => Ok(definitions),
         Ok(_) => Err(JourneyError::Invalid(unreadable)),
         Err(errors) => {
@@ -124,7 +218,7 @@ pub fn read_spec_files(dir: &Path) -> Result<Vec<(String, String)>, JourneyError
     if unreadable.is_empty() {
         return Ok(files);
     }
-    if let Err(errors) = load_definitions_texts(&dir.display().to_string(), &files) {
+    if let Err(errors) = load_definitions_texts(&files) {
         unreadable.extend(errors);
     }
     Err(JourneyError::Invalid(unreadable))
@@ -205,27 +299,21 @@ fn collect_spec_paths(dir: &Path, paths: &mut Vec<std::path::PathBuf>) -> Result
 }
 
 /// Parses and checks a set of spec texts as one whole: each `(name, text)` on its own, then
-/// the checks between documents (ids defined twice, segments used but not defined). `origin`
-/// names the set in errors that belong to no single file.
-pub fn load_definitions_texts(
-    origin: &str,
-    files: &[(String, String)],
-) -> Result<Definitions, Vec<SpecError>> {
+/// the checks between documents (ids defined twice, segments used but not defined).
+pub fn load_definitions_texts(files: &[(String, String)]) -> Result<Definitions, Vec<SpecError>> {
     let mut defs = Definitions::default();
     let mut errors = Vec::new();
-    let mut texts = Vec::new();
-    // The file and text each journey and segment came from, in the order of `defs`, so an
-    // error between documents can point at one of them.
+    // The file and document each journey and segment came from, in the order of `defs`, so
+    // an error between documents can point at one of them.
     let mut sources = Sources::default();
     for (name, text) in files {
-        match load_definitions_str(name, text) {
-            Ok(d) => {
-                for j in &d.journeys {
-                    texts.push((j.id.clone(), name.clone(), text.clone()));
-                    sources.journeys.push((name.as_str(), text.as_str()));
+        match load_documents(name, text) {
+            Ok((d, places)) => {
+                for doc in places.journeys {
+                    sources.journeys.push((name.as_str(), doc));
                 }
-                for _ in &d.segments {
-                    sources.segments.push((name.as_str(), text.as_str()));
+                for doc in places.segments {
+                    sources.segments.push((name.as_str(), doc));
                 }
                 defs.journeys.extend(d.journeys);
                 defs.segments.extend(d.segments);
@@ -234,7 +322,7 @@ pub fn load_definitions_texts(
             Err(mut es) => errors.append(&mut es),
         }
     }
-    cross_check(origin, &defs, &texts, &sources, &mut errors);
+    cross_check(&defs, &sources, &mut errors);
 
     if errors.is_empty() {
         Ok(defs)
@@ -243,34 +331,34 @@ pub fn load_definitions_texts(
     }
 }
 
-/// Checks between documents: ids defined twice, segments referred to but not defined.
-/// `(file, text)` of each journey and segment, in the order of [`Definitions`].
+/// The file and document of each journey and segment, in the order of [`Definitions`].
 #[derive(Default)]
 struct Sources<'a> {
-    journeys: Vec<(&'a str, &'a str)>,
-    segments: Vec<(&'a str, &'a str)>,
+    journeys: Vec<(&'a str, Document<'a>)>,
+    segments: Vec<(&'a str, Document<'a>)>,
 }
 
 /// An id defined twice, reported at the second definition's `id:` line, naming the first.
-fn defined_twice(what: &str, id: &str, version: u32, at: (&str, &str), first: &str) -> SpecError {
-    let (file, text) = at;
+fn defined_twice(
+    what: &str,
+    id: &str,
+    version: u32,
+    at: (&str, Document<'_>),
+    first: &str,
+) -> SpecError {
+    let (file, (text, before)) = at;
     let (line, column) = locate(text, 1, "id", id);
     SpecError {
         file: file.to_string(),
-        line,
+        line: line.saturating_add(before),
         column,
         field: "id".into(),
         message: format!("{what} {id} version {version} is defined twice (also in {first})"),
     }
 }
 
-fn cross_check(
-    origin: &str,
-    defs: &Definitions,
-    texts: &[(String, String, String)],
-    sources: &Sources<'_>,
-    errors: &mut Vec<SpecError>,
-) {
+/// Checks between documents: ids defined twice, segments referred to but not defined.
+fn cross_check(defs: &Definitions, sources: &Sources<'_>, errors: &mut Vec<SpecError>) {
     let mut seen = AHashMap::new();
     for (j, at) in defs.journeys.iter().zip(&sources.journeys) {
         let key = (j.workspace.clone(), j.id.clone(), j.version);
@@ -293,7 +381,7 @@ fn cross_check(
             .iter()
             .any(|s| s.workspace == ws && s.id == id)
     };
-    for j in &defs.journeys {
+    for (j, (file, (text, before))) in defs.journeys.iter().zip(&sources.journeys) {
         let mut used = Vec::new();
         if let EntryTrigger::Segment { id, .. } = &j.entry.trigger {
             used.push(id.as_str());
@@ -307,16 +395,10 @@ fn cross_check(
             }
         }
         for id in used.into_iter().filter(|id| !known(&j.workspace, id)) {
-            let (file, text) = texts
-                .iter()
-                .find(|(jid, _, _)| *jid == j.id)
-                .map_or((origin.to_string(), ""), |(_, f, t)| {
-                    (f.clone(), t.as_str())
-                });
-            let (line, column) = locate(text, 1, "segment", id);
+            let (line, column) = locate_written(text, 1, "segment", id);
             errors.push(SpecError {
-                file,
-                line,
+                file: file.to_string(),
+                line: line.saturating_add(*before),
                 column,
                 field: "segment".into(),
                 message: format!("expected the id of a segment in this workspace, found `{id}`"),
@@ -557,13 +639,8 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         );
     }
     if !id_is_valid(&spec.id) {
-        ck.error(
-            1,
-            "id",
-            "",
-            "id".into(),
-            "expected letters, digits, `-` or `_`".into(),
-        );
+        let message = "expected letters, digits, `-` or `_`".to_string();
+        ck.value_error(top, "id", "id".into(), message);
     }
     let e = &spec.entry;
     let starts = [e.event.is_some(), e.first_seen, e.segment.is_some(), e.api]
@@ -805,13 +882,8 @@ fn compile_segment(file: &str, text: &str, spec: SegmentSpec) -> Result<Segment,
     };
     let top = locate(text, 1, "id", &spec.id).0;
     if !id_is_valid(&spec.id) {
-        ck.error(
-            1,
-            "id",
-            "",
-            "id".into(),
-            "expected letters, digits, `-` or `_`".into(),
-        );
+        let message = "expected letters, digits, `-` or `_`".to_string();
+        ck.value_error(top, "id", "id".into(), message);
     }
     let mut found = Vec::new();
     spec.condition.check("condition", &mut found);
