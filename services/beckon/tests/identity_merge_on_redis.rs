@@ -432,6 +432,20 @@ async fn segment_members_follow_the_merge_and_forgetting_leaves_nothing() {
 
     // Nothing of either id is left in Redis: no key names them, no set, hash or sorted set
     // holds them.
+    assert_nothing_names(&s, &[anon, known]);
+    let gone = s
+        .users
+        .get_user(GetUserRequest {
+            workspace: "default".into(),
+            user_id: anon.into(),
+        })
+        .await
+        .expect_err("the tombstone went with the user");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+/// No Redis key names any of `ids`, and no set, hash or sorted set holds them.
+fn assert_nothing_names(s: &Setup, ids: &[&str]) {
     let mut con = s
         .redis
         .as_ref()
@@ -440,7 +454,7 @@ async fn segment_members_follow_the_merge_and_forgetting_leaves_nothing() {
         .expect("redis");
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("keys");
     for key in &keys {
-        assert!(!key.contains(anon) && !key.contains(known), "{key}");
+        assert!(!ids.iter().any(|id| key.contains(id)), "{key}");
         let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).expect("type");
         let inside: Vec<String> = match kind.as_str() {
             "zset" => redis::cmd("ZRANGE")
@@ -457,17 +471,87 @@ async fn segment_members_follow_the_merge_and_forgetting_leaves_nothing() {
             _ => Vec::new(),
         };
         assert!(
-            !inside.iter().any(|m| m.contains(anon) || m.contains(known)),
+            !inside.iter().any(|m| ids.iter().any(|id| m.contains(id))),
             "{key}: {inside:?}"
         );
     }
-    let gone = s
-        .users
-        .get_user(GetUserRequest {
-            workspace: "default".into(),
-            user_id: anon.into(),
-        })
-        .await
-        .expect_err("the tombstone went with the user");
-    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+/// Merges chain: `first` into `middle`, then `middle` (with what it took over) into `last`.
+/// The first id's tombstone keeps pointing at the middle one.
+async fn merge_chain(s: &mut Setup, first: &str, middle: &str, last: &str, t: i64, tag: &str) {
+    send(
+        s,
+        vec![event("track", first, "", "Pricing", &format!("{tag}1"), t)],
+    )
+    .await;
+    send(
+        s,
+        vec![event(
+            "identify",
+            middle,
+            first,
+            "",
+            &format!("{tag}2"),
+            t + 1_000,
+        )],
+    )
+    .await;
+    assert!(
+        eventually_async(200, async || view(&mut s.users, first)
+            .await
+            .is_some_and(|v| v.user_id == middle))
+        .await,
+        "{first} merged into {middle}"
+    );
+    send(
+        s,
+        vec![event(
+            "identify",
+            last,
+            middle,
+            "",
+            &format!("{tag}3"),
+            t + 2_000,
+        )],
+    )
+    .await;
+    assert!(
+        eventually_async(200, async || view(&mut s.users, middle)
+            .await
+            .is_some_and(|v| v.user_id == last))
+        .await,
+        "{middle} merged into {last}"
+    );
+    assert_eq!(exported(&mut s.users, first).await["merged_into"], middle);
+}
+
+#[tokio::test]
+async fn forgetting_any_id_of_a_merge_chain_erases_every_id_of_it() {
+    let mut s = setup().await;
+    let url = s.served.url();
+    let t = wall_clock_ms() - 60 * 60_000;
+
+    // Forgetting the user everything was merged into also erases the first id, whose
+    // tombstone points at the middle one, not at the user.
+    let chain = ["chain-a1", "chain-b1", "chain-e1"];
+    merge_chain(&mut s, chain[0], chain[1], chain[2], t, "c1-").await;
+    let forgotten = cli(&url, &["forget", chain[2]]);
+    assert!(forgotten.starts_with("forgotten:"), "{forgotten}");
+
+    // Forgetting an id in the middle forgets the person it belongs to, as reading it reads
+    // them: the ids on either side go too, and nothing names the middle one.
+    let other = ["chain-a2", "chain-b2", "chain-e2"];
+    merge_chain(&mut s, other[0], other[1], other[2], t, "c2-").await;
+    let forgotten = cli(&url, &["forget", other[1]]);
+    assert!(forgotten.starts_with("forgotten:"), "{forgotten}");
+
+    for id in chain.iter().chain(&other) {
+        assert_eq!(
+            exported(&mut s.users, id).await,
+            Value::Null,
+            "{id} is gone"
+        );
+    }
+    assert_nothing_names(&s, &[chain.as_slice(), other.as_slice()].concat());
 }

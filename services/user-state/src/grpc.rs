@@ -32,7 +32,7 @@ use beckon_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::StateError;
-use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, StateStore};
+use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, StateStore, merged_away_into};
 
 /// Members per page when the request leaves `page_size` at 0. Larger requests are cut to
 /// [`MAX_MEMBERS_PAGE`].
@@ -166,18 +166,41 @@ impl UserStateService {
             Err(StateError::Corrupt { .. }) => Default::default(),
             Err(e) => return Err(e.into()),
         };
-        for id in merged.into_keys() {
-            // An id forgotten on its own and seen again since is another user now.
-            let points_here = match self.store.load(workspace, &id).await {
-                Ok(state) => state.is_some_and(|s| s.merged_into.as_deref() == Some(user)),
+        for id in merged.keys() {
+            let points_here = match self.store.load(workspace, id).await {
+                Ok(state) => state.is_some_and(|s| merged_away_into(&s, user, &merged)),
                 Err(StateError::Corrupt { .. }) => false,
                 Err(e) => return Err(e.into()),
             };
             if points_here {
-                ids.push(id);
+                ids.push(id.clone());
             }
         }
         Ok(ids)
+    }
+
+    /// The user a forget of `user` is about: for an id merged into another user, that user,
+    /// as reads resolve it. Every id of a person names them, so a request naming an old id
+    /// erases the person, with every id merged into them. An id whose chain leads to no
+    /// stored user (or loops) is forgotten as it is.
+    async fn forget_target(&self, workspace: &str, user: &str) -> Result<String, Status> {
+        let mut target = user.to_string();
+        for _ in 0..MAX_MERGE_HOPS {
+            let into = match self.store.load(workspace, &target).await {
+                Ok(state) => state.and_then(|s| s.merged_into),
+                Err(StateError::Corrupt { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(into) = into else {
+                return Ok(target);
+            };
+            match self.store.load(workspace, &into).await {
+                Ok(Some(_)) => target = into,
+                Ok(None) | Err(StateError::Corrupt { .. }) => return Ok(target),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(target)
     }
 
     /// The stored record of the id, as it is (a merged id's tombstone included).
@@ -286,8 +309,9 @@ impl UserStateRpc for UserStateService {
         // The merged ids are read before the erase removes the record naming them. Erasing
         // before appending makes the count this call's own: once the entry is in the log the
         // owner may erase first. A failure in between leaves the entries to a retried call.
-        let ids = self.ids_to_forget(&r.workspace, &r.user_id).await?;
-        let keys_removed = self.store.forget(&r.workspace, &r.user_id).await?;
+        let user = self.forget_target(&r.workspace, &r.user_id).await?;
+        let ids = self.ids_to_forget(&r.workspace, &user).await?;
+        let keys_removed = self.store.forget(&r.workspace, &user).await?;
 
         let at = self.clock.now();
         let traceparent = beckon_telemetry::current_trace_string();

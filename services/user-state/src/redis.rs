@@ -355,22 +355,18 @@ where
         if let Some(token) = fence {
             self.check_fence(workspace, user, token).await?;
         }
-        let merged: Vec<String> = match self.load_state(workspace, user).await {
-            Ok(state) => state
-                .map(|s| s.merged.into_keys().collect())
-                .unwrap_or_default(),
+        let merged = match self.load_state(workspace, user).await {
+            Ok(state) => state.map(|s| s.merged).unwrap_or_default(),
             // A record that cannot be read is still erased; it names no merged ids then.
-            Err(StateError::Corrupt { .. }) => Vec::new(),
+            Err(StateError::Corrupt { .. }) => Default::default(),
             Err(e) => return Err(e),
         };
         let mut removed = self.forget_one(workspace, user, fence).await?;
-        for id in &merged {
-            // Only a tombstone that still points here: the id may have been forgotten on its
-            // own and seen again since.
+        for id in merged.keys() {
             let points_here = self
                 .load_state(workspace, id)
                 .await?
-                .is_some_and(|s| s.merged_into.as_deref() == Some(user));
+                .is_some_and(|s| crate::store::merged_away_into(&s, user, &merged));
             if points_here {
                 // The tombstone's partition has a lease of its own; the user's token says
                 // nothing about it, and the user's erase above already passed the check.

@@ -12,6 +12,22 @@ use futures::future::BoxFuture;
 
 use crate::error::StateError;
 
+/// Whether `id`'s record is a tombstone that leads to the forgotten `user`: it was merged into
+/// the user, or into another id the user took over. Merges flatten: a user that takes over an
+/// id also takes over the ids merged into that one, whose tombstones keep pointing at the id
+/// they were merged into. A record that points anywhere else (or nowhere: an id forgotten on
+/// its own and seen again since) is another user now and stays.
+pub(crate) fn merged_away_into(
+    id_state: &UserState,
+    user: &str,
+    merged: &BTreeMap<String, beckon_core::MergeStage>,
+) -> bool {
+    id_state
+        .merged_into
+        .as_deref()
+        .is_some_and(|into| into == user || merged.contains_key(into))
+}
+
 /// Largest page of segment members a store hands out at once.
 pub const MAX_MEMBERS_PAGE: usize = 1000;
 
@@ -243,14 +259,12 @@ impl StateStore for MemoryStore {
             };
             let mut removed = 1;
             for id in state.merged.keys() {
-                // Only tombstones that still point here: the id may have been forgotten and
-                // seen again since.
                 let key = (workspace.to_string(), id.clone());
                 let tombstone = records
                     .records
                     .get(&key)
                     .and_then(|(_, b)| crate::redis::decode(b, id).ok())
-                    .is_some_and(|s| s.merged_into.as_deref() == Some(user));
+                    .is_some_and(|s| merged_away_into(&s, user, &state.merged));
                 if tombstone && records.remove(workspace, id).is_some() {
                     removed += 1;
                 }
