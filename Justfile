@@ -54,6 +54,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The Kubernetes manifests and Dockerfiles: the binary accepts every Deployment's settings,
+# references resolve, pods run as the image's numeric non-root user.
+deploy-check:
+    cargo test --locked -p beckon --test deploy_manifests
+
 # What CI runs.
 ci:
     .ci/run

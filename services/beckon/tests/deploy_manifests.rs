@@ -34,6 +34,33 @@ fn labels_match(selector: &Value, labels: &Value) -> bool {
         .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
+/// The numeric user every Dockerfile under docker/ ends with, the same in all of them.
+fn numeric_image_user() -> u64 {
+    let docker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docker");
+    let mut users = BTreeSet::new();
+    for entry in std::fs::read_dir(&docker).expect("read docker/") {
+        let path = entry.expect("entry").path();
+        if !path.to_string_lossy().ends_with("Dockerfile") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read Dockerfile");
+        let user = text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("{}: no USER", path.display()));
+        let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), ""));
+        let uid: u64 = uid
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: USER {user} is not numeric", path.display()));
+        assert!(uid != 0, "{}: USER is root", path.display());
+        assert_eq!(gid, uid.to_string(), "{}: group", path.display());
+        users.insert(uid);
+    }
+    assert_eq!(users.len(), 1, "one image user across docker/: {users:?}");
+    users.into_iter().next().unwrap_or_default()
+}
+
 #[test]
 fn the_manifests_start_services_the_binary_accepts() {
     let kustomization = documents(&folder().join("kustomization.yaml"));
@@ -74,6 +101,7 @@ fn the_manifests_start_services_the_binary_accepts() {
         .map(|s| (str_at(s, "/metadata/name"), s))
         .collect();
     let deployments = of_kind("Deployment");
+    let image_user = numeric_image_user();
     let mut started = BTreeSet::new();
     for d in &deployments {
         let name = str_at(d, "/metadata/name");
@@ -82,6 +110,18 @@ fn the_manifests_start_services_the_binary_accepts() {
             labels_match(&d["spec"]["selector"]["matchLabels"], labels),
             "{name}: selector matches its pods"
         );
+        // Under runAsNonRoot the kubelet starts only a numeric, non-zero user; the image's
+        // USER is numeric too, and both name the same account.
+        let pod_security = &d["spec"]["template"]["spec"]["securityContext"];
+        assert_eq!(pod_security["runAsNonRoot"], true, "{name}: runAsNonRoot");
+        for field in ["runAsUser", "runAsGroup"] {
+            assert_eq!(
+                pod_security[field].as_u64(),
+                Some(image_user),
+                "{name}: {field} is the image's numeric user"
+            );
+        }
+
         let container = &d["spec"]["template"]["spec"]["containers"][0];
         let args: Vec<&str> = container["args"]
             .as_array()
