@@ -23,7 +23,7 @@ pub use effect::{
 pub use error::CoreError;
 pub use event::{Event, EventKind, Props};
 pub use state::{
-    FunnelTrack, JourneyInstance, MAX_EVENT_NAMES, Membership, MergeStage, StateLimits, Tracking,
-    UserState,
+    FunnelTrack, JourneyInstance, MAX_EVENT_NAMES, MAX_TRAIT_BYTES, Membership, MergeStage,
+    StateLimits, Tracking, UserState,
 };
 pub use time::{Duration, EARLIEST_EVENT, LATEST_EVENT, Ts, check_event_time, parse_event_time};

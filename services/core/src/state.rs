@@ -17,6 +17,11 @@
 //! the record, which is read and written whole on every change, without end. Past the limit
 //! the least recently seen names are forgotten first, and a name that a loaded definition
 //! refers to is never forgotten ([`UserState::bound_event_names`]).
+//!
+//! Traits are bounded by size ([`StateLimits::trait_bytes`], by default [`MAX_TRAIT_BYTES`]):
+//! every identify may add keys, and each event may carry up to 32 KiB of them. A change that
+//! would take a user's traits past the limit is dropped and counted, and the record keeps the
+//! traits it had ([`UserState::set_trait_within`]). Opt-outs and consent always apply.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -39,6 +44,8 @@ pub const RECENT_MESSAGE_IDS: usize = 128;
 pub const RECENT_DECISIONS: usize = 100;
 /// Distinct event names a user keeps statistics for, unless configured otherwise.
 pub const MAX_EVENT_NAMES: usize = 1_000;
+/// Bytes of traits a user keeps (names plus values as JSON), unless configured otherwise.
+pub const MAX_TRAIT_BYTES: usize = 64 * 1024;
 
 /// Bounds on a user's state that a deployment may set, unlike the constants above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,12 +53,15 @@ pub struct StateLimits {
     /// Distinct event names kept per user, besides the names definitions refer to, which are
     /// always kept.
     pub event_names: usize,
+    /// Bytes of traits kept per user, counted as [`UserState::traits_bytes`] does.
+    pub trait_bytes: usize,
 }
 
 impl Default for StateLimits {
     fn default() -> StateLimits {
         StateLimits {
             event_names: MAX_EVENT_NAMES,
+            trait_bytes: MAX_TRAIT_BYTES,
         }
     }
 }
@@ -405,6 +415,9 @@ pub struct UserState {
     /// Event names forgotten so far to keep `events` within the name limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub event_names_evicted: u64,
+    /// Trait changes dropped so far because they would have taken `traits` past the limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub traits_dropped: u64,
     #[serde(default)]
     pub recent: BTreeMap<String, History>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -453,9 +466,20 @@ impl UserState {
         self.message_ids.iter().any(|m| m == message_id)
     }
 
-    /// Folds an event into the behavioral state. Returns false, changing nothing, when the
-    /// event's message id was applied before.
+    /// Folds an event into the behavioral state within the default limits; see
+    /// [`UserState::observe_within`].
     pub fn observe(&mut self, event: &Event, tracking: &Tracking) -> bool {
+        self.observe_within(event, tracking, &StateLimits::default())
+    }
+
+    /// Folds an event into the behavioral state. Returns false, changing nothing, when the
+    /// event's message id was applied before. Its traits apply within `limits.trait_bytes`.
+    pub fn observe_within(
+        &mut self,
+        event: &Event,
+        tracking: &Tracking,
+        limits: &StateLimits,
+    ) -> bool {
         if self.id_hashes.len() != self.message_ids.len() {
             self.id_hashes = IdHashes(self.message_ids.iter().map(|m| id_hash(m)).collect());
         }
@@ -486,8 +510,11 @@ impl UserState {
         self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
 
         // Late and retried identifies are normal: an older value never replaces a newer one.
-        for (name, value) in &event.traits {
-            self.set_trait(name, value.clone(), at);
+        if !event.traits.is_empty() {
+            let mut total = self.traits_bytes();
+            for (name, value) in &event.traits {
+                self.set_trait_within(name, value.clone(), at, limits.trait_bytes, &mut total);
+            }
         }
         crate::devices::apply_invalid_token(self, event);
         if event.kind == EventKind::Identify || event.kind == EventKind::Alias {
@@ -603,6 +630,50 @@ impl UserState {
         }
     }
 
+    /// Sets a trait as [`UserState::set_trait`] does, unless the change would take the
+    /// traits past `limit` bytes: then it is dropped, counted in `traits_dropped`, and the
+    /// stored value (if any) stays. `total` is [`UserState::traits_bytes`] before the call and
+    /// is kept up to date, so a run of changes measures the traits once.
+    ///
+    /// A change that does not grow the traits always applies, so a record that is over the
+    /// limit (the limit was lowered, or two ids merged) can still shrink. Opt-outs (a boolean
+    /// `unsubscribed` or `<channel>_opt_out`) and the `consent` map always apply: dropping a
+    /// user's refusal would let messages through that they declined. Returns false when
+    /// the change was dropped.
+    pub fn set_trait_within(
+        &mut self,
+        name: &str,
+        value: serde_json::Value,
+        at: Ts,
+        limit: usize,
+        total: &mut usize,
+    ) -> bool {
+        let stored = self.traits.get(name);
+        if stored.is_some_and(|t| t.at > at) {
+            // Older than the stored value: ignored, as `set_trait` does; not a drop.
+            return true;
+        }
+        let before = stored.map_or(0, |t| trait_bytes(name, &t.value));
+        let after = trait_bytes(name, &value);
+        let grown = total.saturating_sub(before).saturating_add(after);
+        if after > before && grown > limit && !is_consent(name, &value) {
+            self.traits_dropped += 1;
+            return false;
+        }
+        *total = grown;
+        self.set_trait(name, value, at);
+        true
+    }
+
+    /// What the traits count toward [`StateLimits::trait_bytes`]: each name's length plus its
+    /// value's length as JSON.
+    pub fn traits_bytes(&self) -> usize {
+        self.traits
+            .iter()
+            .map(|(name, t)| trait_bytes(name, &t.value))
+            .sum()
+    }
+
     fn remember(&mut self, event: &Event, tracked: &TrackedEvent) {
         let mut props = Props::new();
         for p in &tracked.props {
@@ -643,19 +714,24 @@ impl UserState {
     /// newer value (this user's on a tie), except that consent takes the stricter answer
     /// (`<channel>_opt_out` and `unsubscribed` true if either says so, a `consent` map false
     /// per channel if either says so) and the `devices` token lists are united per platform.
-    pub fn absorb(&mut self, other: &UserState, tracking: &Tracking) {
+    /// The merged traits stay within `limits.trait_bytes` as an identify's do: what would
+    /// take them past it is dropped ([`UserState::set_trait_within`]).
+    pub fn absorb(&mut self, other: &UserState, tracking: &Tracking, limits: &StateLimits) {
         self.version += 1;
         self.total_events += other.total_events;
         self.first_seen = min_opt(self.first_seen, other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.clock = self.clock.max(other.clock);
 
+        let mut total = self.traits_bytes();
         for (name, theirs) in &other.traits {
             let merged = match self.traits.get(name) {
                 Some(ours) => merge_trait(name, ours, theirs),
                 None => theirs.clone(),
             };
-            self.traits.insert(name.clone(), merged);
+            // The merged value carries the later time, so it is never ignored as older.
+            let TraitValue { value, at } = merged;
+            self.set_trait_within(name, value, at, limits.trait_bytes, &mut total);
         }
 
         self.merge_event_stats(other);
@@ -884,6 +960,32 @@ fn is_opt_out(name: &str) -> bool {
     name == "unsubscribed" || name.ends_with("_opt_out")
 }
 
+/// A user's answer about being contacted, which applies whatever the size of their traits.
+/// Only the shapes the gateway reads count, so an opt-out name cannot carry a large value.
+fn is_consent(name: &str, value: &serde_json::Value) -> bool {
+    (is_opt_out(name) && value.is_boolean()) || (name == "consent" && value.is_object())
+}
+
+/// What one trait counts toward the size limit: its name's length plus its value's as JSON.
+fn trait_bytes(name: &str, value: &serde_json::Value) -> usize {
+    /// Counts what would be written, without keeping it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let mut count = Count(0);
+    // Writing a JSON value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    name.len() + count.0
+}
+
 /// One trait of two ids of the same person, as the merged user keeps it (see
 /// [`UserState::absorb`]).
 fn merge_trait(name: &str, ours: &TraitValue, theirs: &TraitValue) -> TraitValue {
@@ -1100,5 +1202,114 @@ mod tests {
         }
         assert_eq!(s.bound_event_names(1, &t), 2);
         assert_eq!(s.events.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    fn identify(id: &str, at: i64, traits: serde_json::Value) -> Event {
+        Event {
+            kind: EventKind::Identify,
+            traits: traits.as_object().cloned().unwrap_or_default(),
+            ..event(id, "", at, json!({}))
+        }
+    }
+
+    fn small_limits() -> StateLimits {
+        StateLimits {
+            trait_bytes: 1_000,
+            ..StateLimits::default()
+        }
+    }
+
+    #[test]
+    fn traits_that_do_not_fit_are_dropped_and_counted() {
+        let mut s = UserState::new("w", "u1");
+        let t = Tracking::default();
+        let limits = small_limits();
+        let big = "x".repeat(300);
+        // Each trait costs its name (2 bytes) plus 302 (the quoted string): three fit in 1,000.
+        for i in 0..5 {
+            let e = identify(&format!("m{i}"), 10 + i, json!({ format!("k{i}"): big }));
+            assert!(s.observe_within(&e, &t, &limits));
+        }
+        assert_eq!(s.traits.keys().collect::<Vec<_>>(), ["k0", "k1", "k2"]);
+        assert_eq!(s.traits_bytes(), 3 * 304);
+        assert_eq!(s.traits_dropped, 2);
+
+        // A kept trait may still change, to a value of any size that fits.
+        let e = identify("m5", 20, json!({"k0": "y".repeat(380)}));
+        s.observe_within(&e, &t, &limits);
+        assert_eq!(s.trait_value("k0"), Some(&json!("y".repeat(380))));
+        let e = identify("m6", 21, json!({"k1": "z".repeat(400)}));
+        s.observe_within(&e, &t, &limits);
+        assert_eq!(
+            s.trait_value("k1"),
+            Some(&json!(big)),
+            "would not fit: kept"
+        );
+        assert_eq!(s.traits_dropped, 3);
+
+        // An update older than the stored value is ignored as before, not counted as dropped.
+        let e = identify("m7", 1, json!({"k2": "z".repeat(900)}));
+        s.observe_within(&e, &t, &limits);
+        assert_eq!(s.traits_dropped, 3);
+        assert!(s.traits_bytes() <= limits.trait_bytes);
+    }
+
+    #[test]
+    fn opt_outs_and_shrinking_changes_apply_past_the_limit() {
+        let mut s = UserState::new("w", "u1");
+        let t = Tracking::default();
+        // Set without a limit, as a record written before the limit was lowered would be.
+        s.set_trait("notes", json!("n".repeat(2_000)), Ts(1));
+        let limits = small_limits();
+
+        let e = identify(
+            "m1",
+            10,
+            json!({
+                "unsubscribed": true,
+                "email_opt_out": true,
+                "consent": {"sms": false},
+                "plan": "pro",
+                "sms_opt_out": "y".repeat(50),
+            }),
+        );
+        s.observe_within(&e, &t, &limits);
+        assert_eq!(s.trait_value("unsubscribed"), Some(&json!(true)));
+        assert_eq!(s.trait_value("email_opt_out"), Some(&json!(true)));
+        assert_eq!(s.trait_value("consent"), Some(&json!({"sms": false})));
+        assert_eq!(s.trait_value("plan"), None);
+        assert_eq!(
+            s.trait_value("sms_opt_out"),
+            None,
+            "not a boolean: no exemption"
+        );
+        assert_eq!(s.traits_dropped, 2);
+
+        // Shrinking the oversized trait applies, and then new traits fit again.
+        s.observe_within(&identify("m2", 11, json!({"notes": "short"})), &t, &limits);
+        s.observe_within(&identify("m3", 12, json!({"plan": "pro"})), &t, &limits);
+        assert_eq!(s.trait_value("notes"), Some(&json!("short")));
+        assert_eq!(s.trait_value("plan"), Some(&json!("pro")));
+        assert_eq!(s.traits_dropped, 2);
+    }
+
+    #[test]
+    fn a_merge_keeps_the_traits_within_the_limit() {
+        let t = Tracking::default();
+        let limits = small_limits();
+        let big = "x".repeat(300);
+        let mut ours = UserState::new("w", "u1");
+        let mut theirs = UserState::new("w", "anon");
+        for i in 0..3 {
+            ours.set_trait(&format!("a{i}"), json!(big), Ts(1));
+            theirs.set_trait(&format!("b{i}"), json!(big), Ts(2));
+        }
+        theirs.set_trait("unsubscribed", json!(true), Ts(2));
+
+        ours.absorb(&theirs, &t, &limits);
+        assert_eq!(ours.trait_value("unsubscribed"), Some(&json!(true)));
+        assert!(ours.trait_value("b0").is_none());
+        assert_eq!(ours.traits_dropped, 3);
+        assert!(ours.traits_bytes() <= limits.trait_bytes);
     }
 }

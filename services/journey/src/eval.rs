@@ -228,6 +228,14 @@ impl Engine {
                 state.event_names_evicted, self.limits.event_names
             ));
         }
+        if state.traits_dropped > 0 {
+            notes.push(format!(
+                "{} trait changes were dropped because they would have taken this user's \
+                 traits past the limit of {} bytes (names plus values as JSON); the traits \
+                 kept the values they had. Opt-outs and consent always apply.",
+                state.traits_dropped, self.limits.trait_bytes
+            ));
+        }
         notes
     }
 
@@ -326,7 +334,7 @@ enum Sent {
 
 impl Run<'_> {
     fn on_event(&mut self, state: &mut UserState, event: &Event) {
-        if !state.observe(event, &self.engine.tracking) {
+        if !state.observe_within(event, &self.engine.tracking, &self.engine.limits) {
             return;
         }
         let now = event.timestamp;
@@ -462,7 +470,7 @@ impl Run<'_> {
         }
         let now = m.at.max(state.clock);
         let other = &m.snapshot;
-        state.absorb(other, &self.engine.tracking);
+        state.absorb(other, &self.engine.tracking, &self.engine.limits);
         state.merged.insert(m.from.clone(), MergeStage::Done);
         for id in other.merged.keys() {
             state.merged.entry(id.clone()).or_insert(MergeStage::Done);
@@ -1076,8 +1084,10 @@ impl Run<'_> {
                     }
                 }
                 StepKind::SetTraits(traits) => {
+                    let limit = self.engine.limits.trait_bytes;
+                    let mut total = state.traits_bytes();
                     for (name, value) in traits {
-                        state.set_trait(name, value.clone(), now);
+                        state.set_trait_within(name, value.clone(), now, limit, &mut total);
                     }
                     step.next
                 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     events_applied: Counter<u64>,
     events_rejected: Counter<u64>,
     event_names_evicted: Counter<u64>,
+    traits_dropped: Counter<u64>,
     actors_live: UpDownCounter<i64>,
     users_hibernated: Gauge<i64>,
     actors_activations: Counter<u64>,
@@ -130,6 +131,12 @@ impl Metrics {
                 "{name}",
                 "Event names forgotten from users' statistics to keep each user within the \
                  distinct-name limit",
+            ),
+            traits_dropped: counter(
+                "beckon.state.traits_dropped",
+                "{change}",
+                "Trait changes dropped because they would have taken a user's traits past the \
+                 size limit",
             ),
             actors_live: meter
                 .i64_up_down_counter("beckon.actors.live")
@@ -253,6 +260,13 @@ impl Metrics {
     pub fn event_names_evicted(&self, count: u64) {
         if count > 0 {
             self.event_names_evicted.add(count, &[]);
+        }
+    }
+
+    /// Trait changes dropped to keep a user's traits within the size limit.
+    pub fn traits_dropped(&self, count: u64) {
+        if count > 0 {
+            self.traits_dropped.add(count, &[]);
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Applied {
     pub effects: Vec<Effect>,
     /// Event names the user's statistics forgot to stay within the name limit.
     pub names_evicted: u64,
+    /// Trait changes dropped because they would have taken the traits past their limit.
+    pub traits_dropped: u64,
 }
 
 /// Apply a trigger; answers with the effects to perform.
@@ -68,6 +70,7 @@ impl Handler<Apply> for UserActor {
         );
         let _entered = span.enter();
         let evicted_before = self.state.event_names_evicted;
+        let dropped_before = self.state.traits_dropped;
         let effects = self.engine.get().apply(&mut self.state, &msg.trigger);
         span.record("beckon.effects", effects.len());
         // A forget starts the count again; nothing was evicted by it.
@@ -75,9 +78,11 @@ impl Handler<Apply> for UserActor {
             .state
             .event_names_evicted
             .saturating_sub(evicted_before);
+        let traits_dropped = self.state.traits_dropped.saturating_sub(dropped_before);
         MessageResult(Applied {
             effects,
             names_evicted,
+            traits_dropped,
         })
     }
 }

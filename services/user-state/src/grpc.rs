@@ -256,6 +256,7 @@ pub fn view(state: &UserState) -> UserView {
             .collect::<serde_json::Map<_, _>>(),
         "events": state.events,
         "event_names_evicted": state.event_names_evicted,
+        "traits_dropped": state.traits_dropped,
     });
     UserView {
         user_id: state.user.clone(),

@@ -555,6 +555,9 @@ impl PartitionWorker {
         if applied.names_evicted > 0 {
             self.names_evicted(workspace, user, applied.names_evicted);
         }
+        if applied.traits_dropped > 0 {
+            self.traits_dropped(workspace, user, applied.traits_dropped);
+        }
         self.perform(workspace, applied.effects).await
     }
 
@@ -585,6 +588,38 @@ impl PartitionWorker {
                 limit,
                 evicted,
                 "user has more distinct event names than the limit; least recently seen forgotten"
+            ),
+        }
+    }
+
+    /// Counts trait changes dropped to keep a user's traits within their limit, and says so:
+    /// a client that adds a new trait on every identify does it on every event, so the line
+    /// is rate-limited.
+    fn traits_dropped(&self, workspace: &str, user: &str, dropped: u64) {
+        self.metrics.traits_dropped(dropped);
+        let limit = self.engine.get().state_limits().trait_bytes;
+        let admit = self
+            .warnings
+            .as_ref()
+            .map(|w| w.admit("state.traits_dropped"));
+        match admit {
+            Some(Admit::Log { suppressed }) => tracing::warn!(
+                partition = self.partition,
+                beckon.workspace = %workspace,
+                enduser.id = %user,
+                limit_bytes = limit,
+                dropped,
+                suppressed,
+                "trait changes would take the user's traits past the limit; dropped"
+            ),
+            Some(Admit::Suppress) => {}
+            None => tracing::debug!(
+                partition = self.partition,
+                beckon.workspace = %workspace,
+                enduser.id = %user,
+                limit_bytes = limit,
+                dropped,
+                "trait changes would take the user's traits past the limit; dropped"
             ),
         }
     }

@@ -95,7 +95,10 @@ async fn made_up_names_are_forgotten_and_referred_names_stay() {
     let store = Arc::new(RedisStateStore::new(con, server.namespace(), 1));
 
     let defs = beckon_journey::load_definitions_str("specs.yaml", SPECS).expect("specs");
-    let limits = StateLimits { event_names: LIMIT };
+    let limits = StateLimits {
+        event_names: LIMIT,
+        ..StateLimits::default()
+    };
     let engine = Arc::new(Engine::from_definitions(defs).with_state_limits(limits));
     let clock = VirtualClock::new(Ts(START));
     let telemetry = beckon_telemetry::build(

@@ -71,6 +71,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_MAX_EVENT_NAMES", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t)))]
     pub max_event_names: Option<usize>,
+    /// Bytes of traits each user keeps, names plus values as JSON (default 65536); a trait
+    /// change past it is dropped and counted, except opt-outs and consent.
+    #[arg(long, env = "BECKON_MAX_TRAIT_BYTES", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| MAX_TRAIT_BYTES.parse_arg::<usize>(t)))]
+    pub max_trait_bytes: Option<usize>,
     /// How far ahead of the server's clock an event's time may be before ingest refuses it
     /// (default 24 hours).
     #[arg(long, env = "BECKON_MAX_FUTURE_SKEW_MS", allow_negative_numbers = true,
@@ -398,6 +403,15 @@ pub const MAX_EVENT_NAMES: Bounds = Bounds {
     words: "1 to 100000 distinct event names per user",
 };
 
+/// Traits are read and written whole with the user's record on every change, and returned
+/// whole by GetUser; 4 MiB keeps that record within what a gRPC answer carries.
+pub const MAX_TRAIT_BYTES: Bounds = Bounds {
+    name: "max_trait_bytes",
+    min: 1_024,
+    max: 4 * 1024 * 1024,
+    words: "1024 to 4194304 bytes of traits per user",
+};
+
 /// Phones' clocks are often minutes off; a limit under a second would refuse them, and one past
 /// a year would let a wrong unit through.
 pub const MAX_FUTURE_SKEW_MS: Bounds = Bounds {
@@ -490,6 +504,7 @@ bounded_field! {
     de_evict_after_ms: EVICT_AFTER_MS as u64;
     de_threads: THREADS as usize;
     de_max_event_names: MAX_EVENT_NAMES as usize;
+    de_max_trait_bytes: MAX_TRAIT_BYTES as usize;
     de_max_future_skew_ms: MAX_FUTURE_SKEW_MS as u64;
 }
 
@@ -520,6 +535,8 @@ pub struct Settings {
     pub threads: usize,
     #[serde(deserialize_with = "de_max_event_names")]
     pub max_event_names: usize,
+    #[serde(deserialize_with = "de_max_trait_bytes")]
+    pub max_trait_bytes: usize,
     #[serde(deserialize_with = "de_max_future_skew_ms")]
     pub max_future_skew_ms: u64,
     pub messages_out: Option<PathBuf>,
@@ -557,6 +574,7 @@ impl Default for Settings {
                 .map_or(2, |n| n.get())
                 .min(THREADS.max as usize),
             max_event_names: beckon_core::state::MAX_EVENT_NAMES,
+            max_trait_bytes: beckon_core::state::MAX_TRAIT_BYTES,
             max_future_skew_ms: beckon_ingest::grpc::MAX_FUTURE_SKEW.as_millis() as u64,
             messages_out: None,
             admin_listen: None,
@@ -629,6 +647,7 @@ impl Settings {
         layer!(evict_after_ms);
         layer!(threads);
         layer!(max_event_names);
+        layer!(max_trait_bytes);
         layer!(max_future_skew_ms);
         layer!(opt messages_out);
         layer!(opt admin_listen);
@@ -663,6 +682,10 @@ impl Settings {
             (
                 MAX_EVENT_NAMES,
                 u64::try_from(self.max_event_names).unwrap_or(u64::MAX),
+            ),
+            (
+                MAX_TRAIT_BYTES,
+                u64::try_from(self.max_trait_bytes).unwrap_or(u64::MAX),
             ),
             (MAX_FUTURE_SKEW_MS, self.max_future_skew_ms),
         ];

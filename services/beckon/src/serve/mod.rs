@@ -198,6 +198,7 @@ fn ingest_service(
 fn state_limits(settings: &Settings) -> beckon_core::StateLimits {
     beckon_core::StateLimits {
         event_names: settings.max_event_names,
+        trait_bytes: settings.max_trait_bytes,
     }
 }
 
