@@ -7,8 +7,13 @@ pub fn plain(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
-            parts.extend(reason(status.code()).map(str::to_string));
-            parts.push(status.message().to_string());
+            match too_large(status) {
+                Some(said) => parts.push(said),
+                None => {
+                    parts.extend(reason(status.code()).map(str::to_string));
+                    parts.push(status.message().to_string());
+                }
+            }
         } else if cause.is::<tonic::transport::Error>() {
             // Its own text ("transport error") says nothing its causes do not say better.
             parts.push(UNAVAILABLE.to_string());
@@ -29,6 +34,31 @@ pub fn plain(e: &anyhow::Error) -> String {
 }
 
 const UNAVAILABLE: &str = "the server is unavailable";
+
+/// An answer over a size limit, said in words: tonic's own status ("Error, decoded message
+/// length too large: found N bytes, the limit is: M bytes") comes from this side of the call
+/// when decoding, from the server when encoding.
+fn too_large(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::OutOfRange {
+        return None;
+    }
+    let message = status.message();
+    let (whose, rest) = if let Some(rest) =
+        message.strip_prefix("Error, decoded message length too large: ")
+    {
+        ("this command accepts", rest)
+    } else if let Some(rest) = message.strip_prefix("Error, encoded message length too large: ") {
+        ("the server sends", rest)
+    } else {
+        return None;
+    };
+    let (found, limit) = rest.split_once(", the limit is: ")?;
+    let found = found.strip_prefix("found ")?.strip_suffix(" bytes")?;
+    let limit = limit.strip_suffix(" bytes")?;
+    Some(format!(
+        "the answer is too large: {found} bytes, more than the {limit} bytes {whose}"
+    ))
+}
 
 /// What a code means to someone running the command; `None` where the server's message says
 /// it all (a precondition, a field refused, a name not found).
@@ -99,6 +129,33 @@ mod tests {
             plain(&e),
             "that address does not serve this API (is it the right service's port?)"
         );
+    }
+
+    #[test]
+    fn an_answer_over_a_size_limit_is_said_in_words() {
+        let e = anyhow::Error::from(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 30317058 bytes, the limit is: \
+             4194304 bytes",
+        ));
+        assert_eq!(
+            plain(&e),
+            "the answer is too large: 30317058 bytes, more than the 4194304 bytes this \
+             command accepts"
+        );
+
+        let e = anyhow::Error::from(tonic::Status::out_of_range(
+            "Error, encoded message length too large: found 70000000 bytes, the limit is: \
+             67108864 bytes",
+        ));
+        assert_eq!(
+            plain(&e),
+            "the answer is too large: 70000000 bytes, more than the 67108864 bytes the server \
+             sends"
+        );
+
+        // Any other out-of-range answer is the server's own words.
+        let e = anyhow::Error::from(tonic::Status::out_of_range("page_size: at most 1000"));
+        assert_eq!(plain(&e), "page_size: at most 1000");
     }
 
     #[test]

@@ -425,7 +425,8 @@ fn run_user(
             .with_context(|| format!("connecting to {url}"))?;
         // Calls carry the caller's trace context, when there is one.
         let mut client =
-            UserStateClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
+            UserStateClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor)
+                .max_decoding_message_size(beckon_user_state::grpc::MAX_ANSWER_BYTES);
         let req = GetUserRequest {
             workspace: workspace.to_string(),
             user_id: user.to_string(),
@@ -508,7 +509,8 @@ fn run_segments(
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
-        let mut client = UserStateClient::new(channel);
+        let mut client = UserStateClient::new(channel)
+            .max_decoding_message_size(beckon_user_state::grpc::MAX_ANSWER_BYTES);
         let mut out = std::io::stdout().lock();
         let UserAction::Members = action else {
             let request = SegmentSizesRequest {

@@ -14,6 +14,9 @@
 //! instance it is, drops its live actor and hibernated record when it applies the entry, in
 //! log order, and erases the store again for anything triggers ordered before the forget
 //! wrote meanwhile. Triggers appended after the forget find an empty user.
+//!
+//! Answers may be large: GetUser and ExportUser carry a user's whole record. The service
+//! sends answers up to [`MAX_ANSWER_BYTES`], and clients of it (`beckon user`) accept as much.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use beckon_core::{Clock, Forget, UserState};
 use beckon_ingest::log::EventLog;
 use beckon_journey::CurrentEngine;
 use beckon_proto::convert::millis_to_timestamp;
-use beckon_proto::v1::user_state_server::UserState as UserStateRpc;
+use beckon_proto::v1::user_state_server::{UserState as UserStateRpc, UserStateServer};
 use beckon_proto::v1::{
     Decision, Explanation, ForgetUserResponse, GetUserRequest, JourneyPosition,
     ListSegmentMembersRequest, ListSegmentMembersResponse, SegmentSizesRequest,
@@ -92,6 +95,12 @@ impl PageToken {
 /// circles, which merges never do.
 const MAX_MERGE_HOPS: usize = 8;
 
+/// The largest answer the service sends and its clients accept. A user's record is bounded
+/// (traits by `max_trait_bytes`, at most 4 MiB; event names by `max_event_names`; histories
+/// by constants), but records written before those bounds, or with generous settings, run to
+/// tens of megabytes, and the data-subject export must still reach the caller whole.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 pub struct UserStateService {
     store: Arc<dyn StateStore>,
     /// The partition logs, where forgets go so the users' owners let go of them in order.
@@ -125,6 +134,11 @@ impl UserStateService {
     pub fn with_definitions(mut self, definitions: CurrentEngine) -> UserStateService {
         self.definitions = Some(definitions);
         self
+    }
+
+    /// The gRPC server for this service, sending answers up to [`MAX_ANSWER_BYTES`].
+    pub fn into_server(self) -> UserStateServer<UserStateService> {
+        UserStateServer::new(self).max_encoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// Whether `segment` is known here: defined now, or (when no definitions are at hand)

@@ -20,7 +20,6 @@ use beckon_journey_service::{
 };
 use beckon_proto::v1::ingest_server::IngestServer;
 use beckon_proto::v1::scheduler_server::SchedulerServer;
-use beckon_proto::v1::user_state_server::UserStateServer;
 use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
 use beckon_scheduler::grpc::SchedulerService;
 use beckon_scheduler::{AsyncTimerStore, MemoryAsyncTimers, SchedulerError};
@@ -407,7 +406,7 @@ async fn run_all(
         .with_workspaces(vec![settings.workspace.clone()])
         .with_definitions(definitions_in_force);
     let routes = Routes::new(IngestServer::new(ingest))
-        .add_service(UserStateServer::new(users))
+        .add_service(users.into_server())
         .add_service(JourneysService::new(definitions).into_server())
         .add_service(SchedulerServer::new(SchedulerService::new(
             timers,
@@ -632,7 +631,7 @@ async fn run_user_state(
     let users = UserStateService::new(store, log, clock)
         .with_workspaces(vec![settings.workspace.clone()])
         .with_definitions(definitions_in_force);
-    let routes = Routes::new(UserStateServer::new(users));
+    let routes = Routes::new(users.into_server());
     crate::grpc::serve(
         listener,
         routes,
