@@ -135,3 +135,34 @@ fn a_folder_or_missing_file_is_an_error_not_a_hang() {
         assert!(err.is_some(), "replaying {:?} must fail", config.events);
     }
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_read_and_rejected() {
+    let good = Events::new()
+        .track("u1", "Product Added", at(0), json!({"name": "Lamp"}))
+        .track("u2", "Product Added", at(2), json!({"name": "Desk"}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = std::fs::read(good.write(dir.path())).expect("read events");
+    let mut lines = written.split_inclusive(|b| *b == b'\n');
+    let mut bytes = lines.next().expect("first line").to_vec();
+    // Latin-1 text where UTF-8 was expected, with Windows line ends around it.
+    bytes.extend_from_slice(b"{\"type\":\"track\",\"userId\":\"u3\",\"event\":\"Caf\xe9\"}\r\n");
+    bytes.extend_from_slice(lines.next().expect("second line"));
+    let path = dir.path().join("mixed.jsonl");
+    std::fs::write(&path, bytes).expect("write events");
+
+    let mut config = beckon::replay::ReplayConfig::new(path, beckon_tests::example_journeys());
+    config.progress = false;
+    let out = beckon::replay::run(&config).expect("replay runs");
+    let e = &out.report.events;
+
+    assert_eq!((e.read, e.applied, e.rejected), (3, 2, 1));
+    assert_eq!(e.applied + e.rejected, e.read);
+    let rejected = &e.rejected_lines[0];
+    assert_eq!(
+        (rejected.line, rejected.reason.as_str()),
+        (2, "malformed_json")
+    );
+    assert_eq!(rejected.detail, "not UTF-8 text: invalid byte at column 43");
+    assert_eq!(sent(&out, "u2", "cart-abandonment").len(), 1);
+}

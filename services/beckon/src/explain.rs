@@ -46,7 +46,15 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Explained>> 
     let mut sim = Sim::new(&engine, config.workspace);
     let mut last = None;
     for line in BufReader::new(file).lines() {
-        let Ok(line) = line else { continue };
+        let line = match line {
+            Ok(line) => line,
+            // A line that is not UTF-8 is no event of anyone's; the next one may be.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            // Anything else (a directory, a failing disk) would fail the same way forever.
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", config.events.display()));
+            }
+        };
         // A cheap filter first: most lines belong to other users.
         if !line.contains(config.user) {
             continue;

@@ -184,21 +184,37 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
     let mut bytes = 0u64;
     let mut merges = Merges::default();
 
-    for (n, line) in reader.lines().enumerate() {
-        let line_no = n as u64 + 1;
-        let line = match line {
-            Ok(l) => l,
-            // Invalid UTF-8 is one bad line, not the end of the file.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                reject(&mut counts, line_no, "malformed_json", "", &e.to_string());
+    // Lines are read as bytes, so one that is not UTF-8 is counted, read and rejected like
+    // any other bad line, and the replay goes on with the next.
+    let mut reader = reader;
+    let mut raw: Vec<u8> = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    loop {
+        raw.clear();
+        // Anything that fails here (a directory, a failing disk) would fail the same way
+        // forever.
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .with_context(|| format!("reading {}", config.events.display()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        bytes += n as u64;
+        let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let line = match std::str::from_utf8(text) {
+            Ok(line) => line,
+            Err(e) => {
+                counts.read += 1;
+                let detail = format!(
+                    "not UTF-8 text: invalid byte at column {}",
+                    e.valid_up_to() + 1
+                );
+                reject(&mut counts, line_no, "malformed_json", "", &detail);
                 continue;
             }
-            // Anything else (a directory, a failing disk) would fail the same way forever.
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", config.events.display()));
-            }
         };
-        bytes += line.len() as u64 + 1;
         if line.trim().is_empty() {
             continue;
         }
@@ -207,7 +223,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
             progress.set_position(bytes);
         }
 
-        let event = match beckon_ingest::parse_line(&line) {
+        let event = match beckon_ingest::parse_line(line) {
             Ok(e) => e,
             Err(r) => {
                 reject(&mut counts, line_no, r.reason.as_str(), &r.field, &r.detail);
