@@ -331,17 +331,19 @@ fn run_serve(
     print_config: bool,
 ) -> anyhow::Result<ExitCode> {
     let settings = beckon::serve::Settings::resolve(args)?;
-    if print_config {
-        // What the start would refuse is refused here too: a printed configuration starts.
-        beckon::serve::check_providers(service, &settings)?;
-        std::io::stdout().write_all(settings.printable().as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let name = format!("beckon-{}", service.name());
     let mut telemetry = beckon_telemetry::TelemetryConfig::from_env(&name)?;
     // `--log` names the filter as `BECKON_LOG` does, and wins over it.
     if let Some(filter) = log {
         telemetry.log_filter = filter.to_string();
+    }
+    telemetry.env_filter()?;
+    // Before the admin port is taken. What the start would refuse, `--print-config` refuses
+    // too: a printed configuration starts.
+    beckon::serve::preflight(service, &settings)?;
+    if print_config {
+        std::io::stdout().write_all(settings.printable().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
     }
     let clock: std::sync::Arc<dyn beckon_core::Clock> =
         std::sync::Arc::new(beckon_core::SystemClock);

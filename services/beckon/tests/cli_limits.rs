@@ -404,6 +404,7 @@ fn print_config_refuses_provider_secrets_and_urls_the_start_would_refuse() {
     let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
         .args(["serve", "ingest", "--print-config", "--config"])
         .arg(&path)
+        .args(["--redis-url", "redis://127.0.0.1:1/"])
         .output()
         .expect("beckon runs");
     assert!(
@@ -618,4 +619,93 @@ fn serve_names_a_peer_url_from_the_environment_by_its_variable() {
         stderr.contains("error: BECKON_JOURNEYS_URL: `ftp://127.0.0.1:1`: the scheme must be"),
         "{stderr}"
     );
+}
+
+/// `beckon [--log FILTER] serve all ARGS` and the same with `--print-config`: exit code and
+/// stderr of each. Every case here is refused before a port is taken; one that started would
+/// be stopped and reported.
+fn start_and_print(
+    log: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> [(Option<i32>, String); 2] {
+    [false, true].map(|print| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_beckon"));
+        if let Some(filter) = log {
+            command.args(["--log", filter]);
+        }
+        command.args(["serve", "all"]).args(args);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if print {
+            command.arg("--print-config");
+        }
+        let mut child = command
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("beckon runs");
+        for _ in 0..600 {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+}
+
+#[test]
+fn print_config_refuses_what_the_start_refuses_with_the_same_words() {
+    /// `--log`, the serve flags, the environment, and words the refusal holds.
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        &'a str,
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            None,
+            &["--listen", "nothost:abc"],
+            &[],
+            "--listen: \"nothost:abc\"",
+        ),
+        (None, &["--listen", "nothost"], &[], "no port"),
+        (None, &["--admin-listen", ":9090"], &[], "--admin-listen"),
+        (
+            None,
+            &["--redis-url", "redis://:pw@127.0.0.1:notaport/"],
+            &[],
+            "redis://:***@127.0.0.1:notaport/ is not valid",
+        ),
+        (
+            Some("beckon=[[["),
+            &[],
+            &[],
+            "invalid log filter \"beckon=[[[\"",
+        ),
+        (
+            None,
+            &[],
+            &[("BECKON_LOG_FORMAT", "xml")],
+            "BECKON_LOG_FORMAT: \"xml\"",
+        ),
+    ];
+    for (log, args, env, said) in cases {
+        let [started, printed] = start_and_print(*log, args, env);
+        let case = format!("{log:?} {args:?} {env:?}");
+        assert_eq!(started.0, Some(2), "{case}: start: {}", started.1);
+        assert_eq!(printed.0, Some(2), "{case}: --print-config: {}", printed.1);
+        assert!(started.1.contains(said), "{case}: {}", started.1);
+        assert_eq!(started.1, printed.1, "{case}");
+        assert!(!printed.1.contains("pw@"), "{case}: the password is hidden");
+    }
 }

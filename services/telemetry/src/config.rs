@@ -93,6 +93,17 @@ impl TelemetryConfig {
         }
     }
 
+    /// The log filter, parsed; an error names the filter and what is wrong with it. Building
+    /// the pipeline parses it the same way, so a caller can refuse a bad one up front.
+    pub fn env_filter(&self) -> Result<tracing_subscriber::EnvFilter> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
+            TelemetryError::LogFilter {
+                filter: self.log_filter.clone(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     /// Reads the process environment; `default_service` names the service when
     /// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` do not.
     pub fn from_env(default_service: &str) -> Result<TelemetryConfig> {

@@ -12,7 +12,6 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Dispatch;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::JsonFields;
@@ -106,10 +105,7 @@ pub fn build_with_writer<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| TelemetryError::LogFilter {
-        filter: config.log_filter.clone(),
-        reason: e.to_string(),
-    })?;
+    let filter = config.env_filter()?;
     let resource = resource(&config);
 
     let runtime = if config.traces_endpoint.is_some() || config.metrics_endpoint.is_some() {

@@ -80,28 +80,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Refuse a configuration that cannot work before taking the port: whoever waits for the
     // `listening` line must be able to trust it.
-    match service {
-        Service::Ingest | Service::Scheduler | Service::UserState | Service::Journey => {
-            require_redis(&settings, service.name())?;
-        }
-        Service::All | Service::Gateway => {}
-    }
-    if service == Service::UserState && settings.scheduler_url.is_none() {
-        anyhow::bail!("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)");
-    }
-    if service == Service::UserState
-        && settings.journeys_url.is_none()
-        && settings.journeys.is_none()
-    {
-        anyhow::bail!(
-            "user-state needs --journeys-url (BECKON_JOURNEYS_URL), or --journeys for a \
-             single instance evaluating a local folder"
-        );
-    }
-
-    // The certificate files are read now, so a missing one is named before the port is taken.
-    served_tls(&settings)?;
-    check_providers(service, &settings)?;
+    preflight(service, &settings)?;
 
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -117,6 +96,57 @@ pub async fn run(
         Service::Journey => run_journey(settings, listener, shutdown).await,
         Service::Gateway => run_gateway(settings, listener, shutdown).await,
     }
+}
+
+/// Every check of the settings that needs no server: what the start refuses before taking
+/// the port, and what `--print-config` refuses, so that a configuration it prints starts.
+pub fn preflight(service: Service, settings: &Settings) -> anyhow::Result<()> {
+    match service {
+        Service::Ingest | Service::Scheduler | Service::UserState | Service::Journey => {
+            require_redis(settings, service.name())?;
+        }
+        Service::All | Service::Gateway => {}
+    }
+    if let Some(target) = RedisTarget::from_settings(settings) {
+        target.check()?;
+    }
+    check_listen(&settings.origins.name("listen"), &settings.listen)?;
+    if let Some(admin) = &settings.admin_listen {
+        check_listen(&settings.origins.name("admin_listen"), admin)?;
+    }
+    if service == Service::UserState && settings.scheduler_url.is_none() {
+        anyhow::bail!("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)");
+    }
+    if service == Service::UserState
+        && settings.journeys_url.is_none()
+        && settings.journeys.is_none()
+    {
+        anyhow::bail!(
+            "user-state needs --journeys-url (BECKON_JOURNEYS_URL), or --journeys for a \
+             single instance evaluating a local folder"
+        );
+    }
+
+    // The certificate files are read now, so a missing one is named before the port is taken.
+    served_tls(settings)?;
+    check_providers(service, settings)
+}
+
+/// A listen address binding could use: an IP address or a host name, and a port number.
+/// Binding resolves a host name; this does not, so it never waits on DNS.
+fn check_listen(setting: &str, addr: &str) -> anyhow::Result<()> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let problem = match addr.rsplit_once(':') {
+        None => "no port; give HOST:PORT".to_string(),
+        Some(("", _)) => "no host; give HOST:PORT".to_string(),
+        Some((_, port)) if port.parse::<u16>().is_err() => {
+            format!("port {port:?} is not a number from 0 to 65535")
+        }
+        Some(_) => return Ok(()),
+    };
+    anyhow::bail!("{setting}: {addr:?} is not an address to listen on: {problem}")
 }
 
 /// Checks the providers a service would build (the gateway's, in `serve gateway` and `serve

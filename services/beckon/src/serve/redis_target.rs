@@ -120,11 +120,8 @@ impl RedisTarget {
     /// change (a database it does not have, a wrong password) ends the start at once. The
     /// error names the URL and the setting it came from.
     pub async fn connect(&self) -> anyhow::Result<RedisConn> {
-        let what = if self.cluster {
-            "the Redis Cluster"
-        } else {
-            "Redis"
-        };
+        self.check()?;
+        let what = self.what();
         let url = super::config::hide_password(&self.urls.join(","));
         let mut wait = FIRST_RETRY_WAIT;
         let mut attempt = 1;
@@ -154,6 +151,29 @@ impl RedisTarget {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(LAST_RETRY_WAIT);
             attempt += 1;
+        }
+    }
+
+    /// Checks the URLs without connecting: each must parse as a Redis URL. The start runs it
+    /// before anything else touches Redis, and `--print-config` runs it too.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for url in &self.urls {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                let url = super::config::hide_password(url);
+                anyhow::bail!(
+                    "{} URL {url} is not valid: {e}; check {SETTING}",
+                    self.what()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn what(&self) -> &'static str {
+        if self.cluster {
+            "the Redis Cluster"
+        } else {
+            "Redis"
         }
     }
 
