@@ -41,6 +41,17 @@ async fn loadgen_gets_every_event_acknowledged() {
         .expect("second run");
     assert_eq!(again.acked, 600);
     assert_eq!(again.duplicates, 600);
+
+    // Another seed is another population: new users, new message ids, nothing repeated.
+    let other = LoadConfig {
+        seed: config.seed + 1,
+        ..config.clone()
+    };
+    let fresh = loadgen::run(&other, Arc::new(beckon_core::SystemClock))
+        .await
+        .expect("run with another seed");
+    assert_eq!(fresh.acked, 600);
+    assert_eq!(fresh.duplicates, 0);
     served.kill();
 }
 

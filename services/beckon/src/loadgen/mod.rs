@@ -413,7 +413,9 @@ pub struct LoadArgs {
     pub url: String,
     #[arg(long, default_value = "default")]
     pub workspace: String,
-    /// Seed of the synthetic users; the same seed sends the same events.
+    /// Seed of the synthetic users. It is part of every user and message id (after the
+    /// prefix): the same seed and prefix send the same events again, which the server applies
+    /// once; another seed sends new events from new users.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Users in the population (1 to 10,000,000).
@@ -449,7 +451,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1, allow_negative_numbers = true,
           value_parser = |t: &str| BATCH.parse_arg::<u16>(t))]
     pub batch: u16,
-    /// Starts every user and message id; change it to meet new users on the same server.
+    /// Starts every user and message id, before the seed; change it (or the seed) to meet
+    /// new users on the same server.
     #[arg(long, default_value = "lg-")]
     pub prefix: String,
     /// Never print status lines.

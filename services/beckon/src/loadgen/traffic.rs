@@ -9,7 +9,10 @@
 //! stream.
 //!
 //! The same seed and population give the same sequence of events (timestamps aside, which
-//! the caller passes in).
+//! the caller passes in). Ids carry the prefix and the seed (`<prefix><seed>-u<n>` for users,
+//! `<prefix><seed>-m<n>` for messages): the same seed and prefix send the same events again,
+//! which a server applies once; another seed or another prefix is another population, of new
+//! users with new events.
 
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::Event;
@@ -132,6 +135,7 @@ const QUIET: u8 = 2;
 /// The event stream of a synthetic population.
 pub struct Traffic {
     shape: TrafficShape,
+    /// What starts every id: the prefix, then the seed.
     prefix: String,
     rng: Rng,
     zipf: Zipf,
@@ -141,8 +145,8 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// `prefix` starts every user id and message id, so runs against the same server with
-    /// different prefixes meet new users.
+    /// `prefix` and then `seed` start every user id and message id, so runs against the same
+    /// server with a different prefix or seed meet new users and send new events.
     pub fn new(shape: TrafficShape, seed: u64, prefix: &str) -> Traffic {
         let users = shape.users.max(1);
         Traffic {
@@ -150,7 +154,7 @@ impl Traffic {
             flags: vec![0; users as usize],
             sessions: Vec::with_capacity(shape.sessions),
             rng: Rng::new(seed),
-            prefix: prefix.to_string(),
+            prefix: format!("{prefix}{seed}-"),
             sequence: 0,
             shape,
         }
@@ -239,7 +243,7 @@ impl Traffic {
                     let mut props = self.product_props(s);
                     props.push((
                         "order_id",
-                        text(format!("o-{}-{}", self.prefix, self.sequence)),
+                        text(format!("o-{}{}", self.prefix, self.sequence)),
                     ));
                     self.end(s);
                     return self.track(s.user, "Order Completed", props, at_ms);
@@ -345,6 +349,28 @@ mod tests {
         let mut b = Traffic::new(shape, 7, "t-");
         for _ in 0..5_000 {
             assert_eq!(a.next_event(0), b.next_event(0));
+        }
+    }
+
+    #[test]
+    fn another_seed_sends_new_ids() {
+        let shape = TrafficShape {
+            users: 50,
+            ..TrafficShape::default()
+        };
+        let mut a = Traffic::new(shape.clone(), 1, "t-");
+        let mut b = Traffic::new(shape, 2, "t-");
+        let (mut users, mut messages) = (Vec::new(), Vec::new());
+        for _ in 0..2_000 {
+            let e = a.next_event(0);
+            users.push(e.user_id);
+            messages.push(e.message_id);
+        }
+        assert!(users[0].starts_with("t-1-u") && messages[0] == "t-1-m1");
+        for _ in 0..2_000 {
+            let e = b.next_event(0);
+            assert!(e.user_id.starts_with("t-2-u"), "{}", e.user_id);
+            assert!(!users.contains(&e.user_id) && !messages.contains(&e.message_id));
         }
     }
 
