@@ -3,19 +3,20 @@
 //! not set, so the users wait in the step until an event moves them on, and every other
 //! event of their partitions is applied as usual instead of the partition retrying the
 //! refused timer for ever. Specs refuse waits that long, so here the events come near the
-//! calendar's end instead.
+//! calendar's end instead. Ingest refuses events that far ahead of its clock, so they are
+//! written straight to the partition logs, as a log restored from elsewhere could hold them.
 
 mod support;
 
 use std::collections::HashMap;
 
-use beckon_proto::v1::ingest_client::IngestClient;
+use beckon_ingest::log::{EventLog as _, LogConfig, RedisLog};
+use beckon_ingest::segment;
+use beckon_proto::v1::PendingRequest;
 use beckon_proto::v1::scheduler_client::SchedulerClient;
-use beckon_proto::v1::{BatchRequest, PendingRequest};
 use beckon_testkit::RedisServer;
 use serde_json::json;
 use support::deployment::{Deployment, PARTITIONS, WORKSPACE, wait_applied};
-use support::track;
 
 const USERS: usize = 24;
 
@@ -25,39 +26,43 @@ async fn a_wait_past_the_calendar_holds_up_no_partition() {
     // The longest wait a spec takes, about a hundred years, from events in the year 9990:
     // the cart reminder would come due after year 9999.
     let deployment = Deployment::start(&redis.url(), "36500d", 1, 1_500);
-    let mut client = IngestClient::connect(deployment.ingest.url())
-        .await
-        .expect("connect ingest");
+    let conn =
+        redis::aio::ConnectionManager::new(redis::Client::open(redis.url().as_str()).expect("url"))
+            .await
+            .expect("connect");
+    let log = RedisLog::new(
+        conn.clone(),
+        LogConfig {
+            partitions: PARTITIONS,
+            ..LogConfig::default()
+        },
+    );
 
-    let at = beckon_core::Ts::parse_rfc3339("9990-01-01T00:00:00Z")
-        .expect("an instant")
-        .as_millis();
+    let at = "9990-01-01T00:00:00.000Z";
     let mut acked = HashMap::new();
     for (round, name) in ["Product Added", "Page Viewed"].into_iter().enumerate() {
-        let events = (0..USERS)
+        let events: Vec<_> = (0..USERS)
             .map(|u| {
-                let user = format!("user-{u}");
-                let id = format!("{user}-{round}");
-                track(&user, name, &id, at + round as i64, json!({"name": "lamp"}))
+                let line = json!({
+                    "type": "track",
+                    "userId": format!("user-{u}"),
+                    "event": name,
+                    "messageId": format!("user-{u}-{round}"),
+                    "timestamp": at.replace(".000Z", &format!(".00{round}Z")),
+                    "properties": {"name": "lamp"},
+                });
+                segment::parse_line(&line.to_string()).expect("a well-formed event")
             })
             .collect();
-        client
-            .batch(BatchRequest {
-                workspace: WORKSPACE.into(),
-                events,
-            })
-            .await
-            .expect("batch");
+        for appended in log.append_all(WORKSPACE, &events, None).await {
+            appended.expect("appended");
+        }
         for u in 0..USERS {
             *acked.entry(format!("user-{u}")).or_insert(0u64) += 1;
         }
     }
 
     // Every event of every partition is applied: both events of each user.
-    let conn =
-        redis::aio::ConnectionManager::new(redis::Client::open(redis.url().as_str()).expect("url"))
-            .await
-            .expect("connect");
     let store = beckon_user_state::redis::RedisStateStore::new(conn, "bk", PARTITIONS);
     let off = wait_applied(&store, &acked, 300).await;
     assert!(off.is_empty(), "users not applied: {off:?}");
