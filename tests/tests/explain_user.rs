@@ -171,3 +171,67 @@ fn a_deferred_message_is_explained_as_deferred_then_sent() {
     assert!(later.starts_with("2026-03-02T09:03:00.000Z"), "{text}");
     assert!(later.contains("sent on retry 4"), "{text}");
 }
+
+/// Ids that events tie together are one person's: explaining either id replays the events of
+/// both, so what it says was sent is what a replay of the whole file sends, and an id merged
+/// into another is explained as that user, with a note saying so.
+#[test]
+fn tied_ids_are_explained_as_the_replay_decides() {
+    let lines = [
+        r#"{"type":"track","userId":"C","anonymousId":"D","event":"X","timestamp":"2026-03-02T09:07:00Z","messageId":"8"}"#,
+        r#"{"type":"track","userId":"D","anonymousId":"C","event":"X","timestamp":"2026-03-02T09:08:00Z","messageId":"9"}"#,
+        r#"{"type":"track","userId":"Z","event":"X","timestamp":"2026-03-02T09:09:00Z","messageId":"10"}"#,
+    ];
+    let mut events = beckon_tests::Events::new();
+    for line in lines {
+        events = events.raw(line);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = events.write(dir.path());
+    let replayed = beckon_tests::replay_examples(&events);
+    let sent_by_replay = |user: &str| {
+        let mut journeys: Vec<String> = replayed
+            .messages
+            .iter()
+            .filter(|m| m.user_id == user)
+            .map(|m| format!("{}/{}", m.journey, m.step))
+            .collect();
+        journeys.sort();
+        journeys
+    };
+    assert!(!sent_by_replay("C").is_empty(), "the replay sends to C");
+    assert!(sent_by_replay("D").is_empty(), "D was merged into C");
+
+    let journeys = beckon_tests::example_journeys();
+    for (id, user) in [("C", "C"), ("D", "C")] {
+        let config = ExplainConfig {
+            user: id,
+            events: &file,
+            journeys: &journeys,
+            workspace: "default",
+            drain: Duration::hours(7 * 24),
+        };
+        let explained = explain(&config).expect("explains").expect("known");
+        let mut sent: Vec<String> = explained
+            .decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::Sent)
+            .map(|d| format!("{}/{}", d.journey, d.step))
+            .collect();
+        sent.sort();
+        assert_eq!(sent, sent_by_replay(user), "explaining {id}");
+        // The merge went one way: C took D over, as the replay did; never the reverse.
+        let merges: Vec<&str> = explained
+            .decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::Merged)
+            .map(|d| d.reason.as_str())
+            .collect();
+        assert_eq!(merges, ["took over D"], "explaining {id}");
+        let merged_note = explained
+            .notes
+            .iter()
+            .any(|n| n.contains("was merged into"));
+        assert_eq!(merged_note, id != user, "{id}: {:?}", explained.notes);
+    }
+}

@@ -1,11 +1,15 @@
 //! `beckon explain`: one user's decisions, in order, with their reasons.
 //!
 //! It replays the user's events from a file through the same evaluator the services use, on
-//! a virtual clock, with no other user's events: users never share state, so what happened to
-//! one user does not depend on anyone else. Over an export of the services' log, which holds
+//! a virtual clock. Users share no state, except where events tie ids of one person together
+//! (a `userId` with an `anonymousId`, an alias's `previousId`): then the events of every id so
+//! tied are replayed together, in file order, so merges happen as they do in a replay of the
+//! whole file, and an id merged into another is explained as the user it was merged into, as
+//! reading it through the services shows. Over an export of the services' log, which holds
 //! the gateway's reports too, a sent message is followed by what became of it: deferred (with
 //! the provider's answer), then sent, withdrawn or failed ([`beckon_core::delivery`]).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -40,44 +44,125 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Explained>> 
         .with_context(|| format!("loading definitions from {}", config.journeys.display()))?
         .for_workspace(config.workspace);
     let engine = Engine::from_definitions(defs);
-    let file = std::fs::File::open(config.events)
-        .with_context(|| format!("opening {}", config.events.display()))?;
+
+    // First the ids tied to the user: only lines that name a second id can tie any.
+    let mut ties = Ties::default();
+    for_each_line(config.events, |line| {
+        if !(line.contains("anonymousId") || line.contains("previousId")) {
+            return;
+        }
+        if let Ok(event) = beckon_ingest::parse_line(line) {
+            let other = match event.kind {
+                beckon_core::EventKind::Alias => event.previous_id.as_deref(),
+                _ => event.anonymous_id.as_deref(),
+            };
+            if let Some(other) = other.filter(|o| !o.is_empty()) {
+                ties.join(&event.user, other);
+            }
+        }
+    })?;
+    let ids = ties.tied_to(config.user);
 
     let mut sim = Sim::new(&engine, config.workspace);
     let mut last = None;
-    for line in BufReader::new(file).lines() {
-        let line = match line {
-            Ok(line) => line,
-            // A line that is not UTF-8 is no event of anyone's; the next one may be.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
-            // Anything else (a directory, a failing disk) would fail the same way forever.
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", config.events.display()));
-            }
-        };
+    for_each_line(config.events, |line| {
         // A cheap filter first: most lines belong to other users.
-        if !line.contains(config.user) {
-            continue;
+        if !ids.iter().any(|id| line.contains(id.as_str())) {
+            return;
         }
-        let Ok(event) = beckon_ingest::parse_line(&line) else {
-            continue;
+        let Ok(event) = beckon_ingest::parse_line(line) else {
+            return;
         };
-        if event.user != config.user {
-            continue;
+        if !ids.contains(&event.user) {
+            return;
         }
         last = Some(last.map_or(event.timestamp, |l: Ts| l.max(event.timestamp)));
         sim.event(event);
-    }
+    })?;
     let Some(last) = last else {
         return Ok(None);
     };
     sim.advance(last.saturating_add(config.drain));
-    let notes = sim
-        .user(config.user)
-        .map(|state| engine.notes(state))
-        .unwrap_or_default();
-    let decisions = sim.decisions.into_iter().map(|(_, d)| d).collect();
+
+    // The user the id is now: itself, or the user it was merged into (and so on).
+    let mut user = config.user.to_string();
+    for _ in 0..ids.len() {
+        match sim.user(&user).and_then(|s| s.merged_into.clone()) {
+            Some(into) if into != user => user = into,
+            _ => break,
+        }
+    }
+    let mut notes = Vec::new();
+    if user != config.user {
+        notes.push(format!(
+            "{:?} was merged into {user:?}: these are {user:?}'s decisions",
+            config.user
+        ));
+    }
+    notes.extend(
+        sim.user(&user)
+            .map(|state| engine.notes(state))
+            .unwrap_or_default(),
+    );
+    let decisions = sim
+        .decisions
+        .into_iter()
+        .filter(|(id, _)| *id == user)
+        .map(|(_, d)| d)
+        .collect();
     Ok(Some(Explained { decisions, notes }))
+}
+
+/// Calls `each` with every line of the file that is text. A line that is not UTF-8 is no
+/// event of anyone's; the next one may be. Anything else (a directory, a failing disk) would
+/// fail the same way forever, and ends the reading.
+fn for_each_line(path: &Path, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    for line in BufReader::new(file).lines() {
+        match line {
+            Ok(line) => each(&line),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Ids that events tie together as one person's, as sets that grow by joining.
+#[derive(Default)]
+struct Ties {
+    parent: HashMap<String, String>,
+}
+
+impl Ties {
+    fn root(&self, id: &str) -> String {
+        let mut at = id.to_string();
+        while let Some(up) = self.parent.get(&at).filter(|up| **up != at) {
+            at = up.clone();
+        }
+        at
+    }
+
+    fn join(&mut self, a: &str, b: &str) {
+        let (ra, rb) = (self.root(a), self.root(b));
+        if ra != rb {
+            self.parent.insert(ra, rb);
+        }
+    }
+
+    /// The ids tied to `id`, `id` among them.
+    fn tied_to(&self, id: &str) -> HashSet<String> {
+        let root = self.root(id);
+        let mut ids: HashSet<String> = self
+            .parent
+            .keys()
+            .chain(self.parent.values())
+            .filter(|x| self.root(x) == root)
+            .cloned()
+            .collect();
+        ids.insert(id.to_string());
+        ids
+    }
 }
 
 /// One line per decision: time, what it is about, what happened, and why.
