@@ -44,9 +44,12 @@ pub fn run(
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
-        // Calls carry the caller's trace context, when there is one.
+        // Calls carry the caller's trace context, when there is one. The limits are the
+        // service's: a request it reads, an answer as large as it sends.
         let mut client =
-            JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
+            JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor)
+                .max_encoding_message_size(beckon_journey_service::service::MAX_REQUEST_BYTES)
+                .max_decoding_message_size(beckon_journey_service::service::MAX_RELEASE_BYTES);
         let workspace = workspace.to_string();
         let mut out = std::io::stdout().lock();
         match action {

@@ -30,6 +30,20 @@ pub enum DefinitionError {
         version: u32,
     },
 
+    /// A release is, or would become, larger than followers read. Every version stays in the
+    /// release, so only publishing fewer or smaller versions keeps it within the limit.
+    #[error(
+        "release {release} of workspace {workspace} is {bytes} bytes, above the limit of \
+         {limit} bytes a follower reads; publish fewer or smaller versions (a message body \
+         is part of every version of its journey)"
+    )]
+    ReleaseTooLarge {
+        workspace: String,
+        release: u64,
+        bytes: usize,
+        limit: usize,
+    },
+
     /// A stored document cannot be read back; retrying will not help.
     #[error("stored definition {key} cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
@@ -44,6 +58,9 @@ impl From<DefinitionError> for tonic::Status {
             }
             DefinitionError::Changed { .. } => tonic::Status::failed_precondition(e.to_string()),
             DefinitionError::Corrupt { .. } => tonic::Status::data_loss(e.to_string()),
+            DefinitionError::ReleaseTooLarge { .. } => {
+                tonic::Status::resource_exhausted(e.to_string())
+            }
         }
     }
 }

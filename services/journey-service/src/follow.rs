@@ -22,6 +22,7 @@ use tracing::Instrument as _;
 
 use crate::documents;
 use crate::error::DefinitionError;
+use crate::service::{MAX_RELEASE_BYTES, MAX_REQUEST_BYTES};
 use crate::store::DefinitionStore;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -65,6 +66,35 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Whether the service answered that the release is larger than a follower reads: the
+/// service's own refusal (`ResourceExhausted`), or this side's decoding limit (`OutOfRange`,
+/// from a service that sends more than it should). Either way the service is there, and
+/// retrying will not help until the release is smaller.
+fn too_large(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+    )
+}
+
+/// Logs why a release could not be read, in the words that fit what happened.
+fn warn_unread(status: &tonic::Status, waiting: &str) {
+    if too_large(status) {
+        tracing::error!(
+            code = ?status.code(),
+            message = status.message(),
+            limit = MAX_RELEASE_BYTES,
+            "release too large to follow; {waiting}"
+        );
+    } else {
+        tracing::warn!(
+            code = ?status.code(),
+            message = status.message(),
+            "journey service not answering; {waiting}"
+        );
+    }
+}
+
 /// Follows the journey service at `channel`. Returns once the current release is in force
 /// (retrying while the service is unreachable), or with an error when `stop` comes first.
 pub async fn follow_service(
@@ -75,7 +105,9 @@ pub async fn follow_service(
 ) -> Result<JoinHandle<()>, DefinitionError> {
     // Calls carry trace context: fetching the definitions is one trace from the follower
     // into the journey service.
-    let mut client = JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor);
+    let mut client = JourneysClient::with_interceptor(channel, beckon_telemetry::TraceInterceptor)
+        .max_decoding_message_size(MAX_RELEASE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let request = pb::GetReleaseRequest {
         workspace: workspace.to_string(),
     };
@@ -92,13 +124,7 @@ pub async fn follow_service(
         );
         match client.get_release(request.clone()).instrument(fetch).await {
             Ok(r) => break r.into_inner(),
-            Err(status) => {
-                tracing::warn!(
-                    code = ?status.code(),
-                    message = status.message(),
-                    "journey service not answering; retrying before taking partitions"
-                );
-            }
+            Err(status) => warn_unread(&status, "retrying before taking partitions"),
         }
         tokio::select! {
             () = stopped(&mut stop) => {
@@ -132,6 +158,9 @@ pub async fn follow_service(
                 () = stopped(&mut stop) => return,
                 result = session => match result {
                     Ok(()) => tracing::warn!("release stream ended; reconnecting"),
+                    Err(status) if too_large(&status) => {
+                        warn_unread(&status, "the release in force stays; reconnecting");
+                    }
                     Err(status) => tracing::warn!(
                         code = ?status.code(),
                         message = status.message(),

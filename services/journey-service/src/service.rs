@@ -19,17 +19,43 @@ use crate::store::{Announcement, DefinitionStore, Published, Release};
 const MAX_FILES: usize = 1_000;
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// The largest request the service reads, in encoded bytes: the YAML limit plus room for file
+/// names and framing. Clients that publish encode up to this.
+pub const MAX_REQUEST_BYTES: usize = MAX_BYTES + 64 * 1024;
+
+/// The largest release, in encoded bytes, the service sends and a follower reads. A release
+/// carries every version ever published (users in flight stay on the version they entered),
+/// so it grows with every publication; gRPC's default of 4 MiB is reached by about a hundred
+/// versions of a journey with a large email body. 64 MiB leaves room for thousands of
+/// ordinary versions while keeping a follower's copy of it in memory cheap. A publication
+/// that would take a release past it is refused, so followers never meet a release they
+/// cannot read.
+pub const MAX_RELEASE_BYTES: usize = 64 * 1024 * 1024;
+
 pub struct JourneysService {
     store: Arc<dyn DefinitionStore>,
+    max_release_bytes: usize,
 }
 
 impl JourneysService {
     pub fn new(store: Arc<dyn DefinitionStore>) -> JourneysService {
-        JourneysService { store }
+        JourneysService {
+            store,
+            max_release_bytes: MAX_RELEASE_BYTES,
+        }
+    }
+
+    /// Refuses publications past `bytes` of release, a lower bound than followers accept.
+    /// A limit above [`MAX_RELEASE_BYTES`] is held to it: followers would not read more.
+    pub fn with_release_limit(mut self, bytes: usize) -> JourneysService {
+        self.max_release_bytes = bytes.min(MAX_RELEASE_BYTES);
+        self
     }
 
     pub fn into_server(self) -> JourneysServer<JourneysService> {
-        JourneysServer::new(self).max_decoding_message_size(MAX_BYTES + 64 * 1024)
+        JourneysServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RELEASE_BYTES)
     }
 }
 
@@ -99,6 +125,40 @@ fn release_message(r: Release) -> pb::Release {
     }
 }
 
+/// A release to send, or the reason it cannot be: one stored before the limit was enforced
+/// (or under a higher one) would otherwise fail in the transport with a message that names
+/// neither the release nor what to do.
+fn sendable(r: Release, limit: usize) -> Result<pb::Release, DefinitionError> {
+    let message = release_message(r);
+    let bytes = prost::Message::encoded_len(&message);
+    if bytes > limit {
+        return Err(DefinitionError::ReleaseTooLarge {
+            workspace: message.workspace,
+            release: message.number,
+            bytes,
+            limit,
+        });
+    }
+    Ok(message)
+}
+
+/// The encoded size the release would have with `docs` published into it.
+fn release_size_with(current: &Release, docs: &[documents::Document]) -> usize {
+    let mut message = release_message(current.clone());
+    let known: std::collections::HashSet<&str> =
+        current.documents.iter().map(|(k, _)| k.as_str()).collect();
+    for d in docs {
+        let key = d.key();
+        if !known.contains(key.as_str()) {
+            message.documents.push(pb::SpecFile {
+                name: key,
+                yaml: d.canonical.clone(),
+            });
+        }
+    }
+    prost::Message::encoded_len(&message)
+}
+
 /// Journeys in a release, every version, the newest of each marked active.
 fn summaries(release: &Release) -> Result<Vec<pb::JourneySummary>, DefinitionError> {
     let defs = documents::load_stored(&release.documents)?;
@@ -159,7 +219,7 @@ impl Journeys for JourneysService {
         let r = request.into_inner();
         let ws = workspace(&r.workspace)?.to_string();
         let files = files(r.files)?;
-        let published = publish_files(self.store.as_ref(), &ws, &files)
+        let published = publish_within(self.store.as_ref(), &ws, &files, self.max_release_bytes)
             .await
             .map_err(invalid_with_every_error)?;
         let release = self.store.release(&ws).await?;
@@ -210,7 +270,7 @@ impl Journeys for JourneysService {
     ) -> Result<Response<pb::Release>, Status> {
         let r = request.into_inner();
         let release = self.store.release(workspace(&r.workspace)?).await?;
-        Ok(Response::new(release_message(release)))
+        Ok(Response::new(sendable(release, self.max_release_bytes)?))
     }
 
     type WatchReleasesStream = ReleaseStream;
@@ -230,6 +290,7 @@ impl Journeys for JourneysService {
             announcements,
             sent: None,
             first: Some(first),
+            limit: self.max_release_bytes,
         };
         let stream = futures::stream::unfold(state, |mut w| async move {
             let item = w.next().await?;
@@ -247,8 +308,27 @@ pub async fn publish_files(
     workspace: &str,
     files: &[(String, String)],
 ) -> Result<Published, DefinitionError> {
+    publish_within(store, workspace, files, MAX_RELEASE_BYTES).await
+}
+
+/// [`publish_files`], refusing a publication that would take the release past `limit` bytes.
+async fn publish_within(
+    store: &dyn DefinitionStore,
+    workspace: &str,
+    files: &[(String, String)],
+    limit: usize,
+) -> Result<Published, DefinitionError> {
     let current = store.release(workspace).await?;
     let docs = documents::check_with(workspace, files, &current.documents)?;
+    let bytes = release_size_with(&current, &docs);
+    if bytes > limit {
+        return Err(DefinitionError::ReleaseTooLarge {
+            workspace: workspace.to_string(),
+            release: current.number + 1,
+            bytes,
+            limit,
+        });
+    }
     store.publish(workspace, &docs).await
 }
 
@@ -273,6 +353,7 @@ struct Watch {
     announcements: broadcast::Receiver<Announcement>,
     sent: Option<u64>,
     first: Option<Release>,
+    limit: usize,
 }
 
 impl Watch {
@@ -281,7 +362,7 @@ impl Watch {
     async fn next(&mut self) -> Option<Result<pb::Release, Status>> {
         if let Some(first) = self.first.take() {
             self.sent = Some(first.number);
-            return Some(Ok(release_message(first)));
+            return Some(sendable(first, self.limit).map_err(Status::from));
         }
         loop {
             let wanted = match self.announcements.recv().await {
@@ -298,7 +379,7 @@ impl Watch {
                 Ok(r) if self.sent == Some(r.number) => continue,
                 Ok(r) => {
                     self.sent = Some(r.number);
-                    return Some(Ok(release_message(r)));
+                    return Some(sendable(r, self.limit).map_err(Status::from));
                 }
                 Err(e) => return Some(Err(e.into())),
             }
