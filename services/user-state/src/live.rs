@@ -166,6 +166,9 @@ pub async fn run_partition(
                         "batch failed; retrying"
                     );
                 }
+                // A partition stuck on a batch (a downstream service down) is exactly when
+                // the lag must show: what it cannot apply stays in the log and adds up.
+                record_lag(log.as_ref(), &reader, &config).await;
                 tokio::time::sleep(StdDuration::from_millis(config.retry_ms)).await;
             }
         }
@@ -377,6 +380,8 @@ fn entry_span(workspace: &str, partition: u32, entry: &LogEntry) -> tracing::Spa
     span
 }
 
+/// Sets the lag gauge to the entries not yet acknowledged, read or not. One call to the log a
+/// loop turn, after a batch applied or failed; a turn that reads nothing sets it to zero.
 async fn record_lag(log: &dyn EventLog, reader: &Consumer, config: &LoopConfig) {
     match log.backlog(&reader.workspace, reader.partition).await {
         Ok(Some(n)) => config
