@@ -642,8 +642,12 @@ async fn run_user_state(
         clock: userstate::system_clock(),
     };
     let instance = userstate::Instance::start(parts, settings.threads)?;
+    // The leases have a connection of their own. On a shared one, a reconnect begun by a
+    // partition loop belongs to that loop's thread, whose runtime ends with the drain: giving
+    // the leases back afterwards would then wait on a timer of a runtime that is gone.
+    let lease_conn = target.connect().await?;
     let leases = beckon_user_state::lease::Leases::new(
-        conn,
+        lease_conn,
         beckon_user_state::lease::LeaseConfig {
             workspace: settings.workspace.clone(),
             partitions: settings.partitions,
@@ -670,11 +674,19 @@ async fn run_user_state(
         server_stop,
     )
     .await?;
-    let _ = owner.await;
+    let drained = owner.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
-    Ok(())
+    match drained {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "draining user-state: {e}; the leases expire on their own within {ttl} ms"
+        )),
+        Err(e) => Err(anyhow::anyhow!(
+            "draining user-state: the lease loop failed: {e}"
+        )),
+    }
 }
 
 async fn run_gateway(

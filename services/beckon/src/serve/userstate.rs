@@ -12,7 +12,9 @@ use beckon_journey::CurrentEngine;
 use beckon_telemetry::{LogRateLimiter, Metrics};
 use beckon_user_state::lease::{LeaseWindow, Leases};
 use beckon_user_state::live::{self, LoopConfig};
-use beckon_user_state::{LogForwarder, Outlet, PartitionWorker, StateStore, TimerSink, Timers};
+use beckon_user_state::{
+    LogForwarder, Outlet, PartitionWorker, StateError, StateStore, TimerSink, Timers,
+};
 use tokio::sync::{oneshot, watch};
 
 /// Everything a partition loop needs, shared by all partitions of the instance.
@@ -167,14 +169,6 @@ impl Instance {
         );
     }
 
-    /// Stops a partition's loop and waits until it has written what it holds.
-    pub async fn stop_partition(&mut self, partition: u32) {
-        if let Some(r) = self.running.remove(&partition) {
-            let _ = r.stop.send(true);
-            let _ = r.done.await;
-        }
-    }
-
     /// Asks a partition's loop to stop without waiting for it, so that the caller goes on
     /// renewing the leases it keeps while the loop finishes its batch (which can take
     /// seconds on a busy machine, longer than a lease lives). With `release`, the lease is
@@ -215,9 +209,11 @@ impl Instance {
     }
 
     pub async fn stop_all(&mut self) {
+        // Every loop is told first, then awaited: with Redis away each can take seconds to
+        // give up its batch, and one after the other they would add up.
         let held: Vec<u32> = self.running.keys().copied().collect();
         for p in held {
-            self.stop_partition(p).await;
+            self.begin_stop(p, false);
         }
         for (_, s) in self.stopping.drain() {
             let _ = s.done.await;
@@ -242,67 +238,31 @@ pub async fn run_all_partitions(
     instance.stop_all().await;
 }
 
+/// How long a drain tries to give the leases back. Redis away, the connection would go on
+/// retrying; the leases expire on their own, so the process exits instead of waiting.
+const RELEASE_TIMEOUT: StdDuration = StdDuration::from_secs(3);
+
 /// Follows partition leases in Redis until shutdown, then drains: stops every loop (each
-/// writes what it holds), gives the leases back, and returns.
+/// writes what it holds), gives the leases back, and returns. An error says the leases could
+/// not be given back (within [`RELEASE_TIMEOUT`]); they expire on their own.
 pub async fn run_with_leases<C>(
     mut instance: Instance,
     mut leases: Leases<C>,
     ttl_ms: u64,
     shutdown: impl std::future::Future<Output = ()>,
-) where
+) -> Result<(), StateError>
+where
     C: redis::aio::ConnectionLike + Clone + Send + Sync,
 {
     tokio::pin!(shutdown);
-    let metrics = Metrics::global();
     let period = StdDuration::from_millis((ttl_ms / 3).max(50));
     let clock = leases.clock();
     loop {
-        match leases.tick().await {
-            Ok(changes) => {
-                for p in &changes.lost {
-                    instance.begin_stop(*p, false);
-                }
-                for p in &changes.surplus {
-                    if !instance.begin_stop(*p, true) {
-                        release(&mut leases, *p).await;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-        }
-        // A surplus lease is given back only once its loop has written what it holds, so
-        // two owners never work on one partition.
-        for (p, give_back) in instance.stopped() {
-            if give_back {
-                release(&mut leases, p).await;
-            }
-        }
-        match leases.unowned().await {
-            Ok(n) => metrics.set_partitions_unowned(i64::from(n)),
-            Err(e) => tracing::debug!(error = %e, "unowned partitions not counted"),
-        }
-
-        // Work on exactly the partitions whose lease is good now. A lease renewed late (a
-        // slow tick, Redis away for a moment) may have lapsed in between: its loop stops,
-        // and starts again once a renewal makes the lease good again.
-        for p in instance.partitions() {
-            if !leases.holds(p) {
-                instance.begin_stop(p, false);
-            }
-        }
-        let good: Vec<u32> = leases
-            .held()
-            .keys()
-            .copied()
-            .filter(|p| leases.holds(*p))
-            .collect();
-        for p in good {
-            let Some(held) = leases.held().get(&p).copied() else {
-                continue;
-            };
-            instance.extend_lease(p, held.until);
-            let window = LeaseWindow::new(clock.clone(), held.until);
-            instance.start_partition(p, Some((held.token, window)));
+        // A turn waits on Redis, for seconds when Redis is away: a shutdown meanwhile ends it.
+        // A lease it took and did not record yet expires on its own, as any left on exit.
+        tokio::select! {
+            _ = &mut shutdown => break,
+            () = lease_turn(&mut instance, &mut leases, &clock) => {}
         }
 
         tokio::select! {
@@ -316,8 +276,74 @@ pub async fn run_with_leases<C>(
         "draining user-state"
     );
     instance.stop_all().await;
-    if let Err(e) = leases.release_all().await {
+
+    let released = tokio::time::timeout(RELEASE_TIMEOUT, leases.release_all())
+        .await
+        .unwrap_or_else(|_| {
+            Err(StateError::Unavailable(format!(
+                "the leases were not given back within {} ms",
+                RELEASE_TIMEOUT.as_millis()
+            )))
+        });
+    if let Err(e) = &released {
         tracing::warn!(error = %e, "leases not released; they expire on their own");
+    }
+    released.map(|_| ())
+}
+
+/// One turn of the lease loop: renew and take leases, stop the loops of partitions lost or
+/// surplus, give back what they wrote, and start the loops of the partitions held.
+async fn lease_turn<C>(instance: &mut Instance, leases: &mut Leases<C>, clock: &Arc<dyn Clock>)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    let metrics = Metrics::global();
+    match leases.tick().await {
+        Ok(changes) => {
+            for p in &changes.lost {
+                instance.begin_stop(*p, false);
+            }
+            for p in &changes.surplus {
+                if !instance.begin_stop(*p, true) {
+                    release(leases, *p).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+    }
+    // A surplus lease is given back only once its loop has written what it holds, so
+    // two owners never work on one partition.
+    for (p, give_back) in instance.stopped() {
+        if give_back {
+            release(leases, p).await;
+        }
+    }
+    match leases.unowned().await {
+        Ok(n) => metrics.set_partitions_unowned(i64::from(n)),
+        Err(e) => tracing::debug!(error = %e, "unowned partitions not counted"),
+    }
+
+    // Work on exactly the partitions whose lease is good now. A lease renewed late (a
+    // slow tick, Redis away for a moment) may have lapsed in between: its loop stops,
+    // and starts again once a renewal makes the lease good again.
+    for p in instance.partitions() {
+        if !leases.holds(p) {
+            instance.begin_stop(p, false);
+        }
+    }
+    let good: Vec<u32> = leases
+        .held()
+        .keys()
+        .copied()
+        .filter(|p| leases.holds(*p))
+        .collect();
+    for p in good {
+        let Some(held) = leases.held().get(&p).copied() else {
+            continue;
+        };
+        instance.extend_lease(p, held.until);
+        let window = LeaseWindow::new(clock.clone(), held.until);
+        instance.start_partition(p, Some((held.token, window)));
     }
 }
 
