@@ -7,6 +7,8 @@ use beckon_core::{Event, EventKind, OutboundMessage, Props, Ts};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::error::GatewayError;
+
 /// Event names the gateway emits.
 pub const MESSAGE_SENT: &str = "Message Sent";
 /// The message will not be delivered: refused for good, nobody to send it to, or given up on
@@ -54,6 +56,16 @@ pub fn is_delivery_outcome(event: &Event) -> bool {
 /// reported as failed. Events belong to the workspace of the message they are about.
 pub trait EventSink: Send + Sync + 'static {
     fn emit<'a>(&'a self, workspace: &'a str, event: Event) -> BoxFuture<'a, ()>;
+
+    /// Hands `event` over and answers only once it is taken where it goes (forwarded to
+    /// ingest, appended to the log), or with the reason it could not be. For an event that
+    /// is the whole point of its caller's request (a reported outcome), which must not be
+    /// acknowledged and then lost.
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        event: Event,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }
 
 /// Keeps events in memory, in order, with their workspace.
@@ -91,6 +103,17 @@ impl EventSink for MemorySink {
             events.push((workspace.to_string(), event));
         }
         Box::pin(async {})
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        event: Event,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            self.emit(workspace, event).await;
+            Ok(())
+        })
     }
 }
 

@@ -13,7 +13,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use beckon_core::{Clock, OutboundMessage, Ts};
+use beckon_core::{Clock, Event, OutboundMessage, Ts};
 use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::gateway_server::{Gateway as GatewayRpc, GatewayServer};
@@ -106,14 +106,25 @@ impl GatewayService {
         self
     }
 
-    async fn report(&self, outcome: Outcome, message: &OutboundMessage, extra: Props) -> String {
-        let event =
-            events::delivery_event(outcome.event_name(), message, "app", "", message.at, extra);
+    fn outcome_event(outcome: Outcome, message: &OutboundMessage, extra: Props) -> Event {
+        events::delivery_event(outcome.event_name(), message, "app", "", message.at, extra)
+    }
+
+    /// Turns a reported outcome into its event and answers its id only once the event is
+    /// taken: the report exists for that event alone, so one that cannot be forwarded now is
+    /// answered with an error the caller retries on (a repeat is recorded once).
+    async fn report(
+        &self,
+        outcome: Outcome,
+        message: &OutboundMessage,
+        extra: Props,
+    ) -> Result<String, Status> {
+        let event = Self::outcome_event(outcome, message, extra);
         let id = event.message_id.clone();
         if let Some(sink) = &self.outcomes {
-            sink.emit(&message.workspace, event).await;
+            sink.deliver(&message.workspace, event).await?;
         }
-        id
+        Ok(id)
     }
 
     /// A handle that ends the open inbox subscriptions.
@@ -523,7 +534,12 @@ impl GatewayRpc for GatewayService {
                 subject: None,
                 body: String::new(),
             };
-            self.report(Outcome::Opened, &message, Props::new()).await;
+            // The item is read either way; its event goes the way of the other delivery
+            // events, through the sink's queue.
+            if let Some(sink) = &self.outcomes {
+                let event = Self::outcome_event(Outcome::Opened, &message, Props::new());
+                sink.emit(&message.workspace, event).await;
+            }
         }
         Ok(Response::new(pb::InboxItemResponse { found }))
     }
@@ -546,7 +562,17 @@ impl GatewayRpc for GatewayService {
     ) -> Result<Response<pb::OutcomeResponse>, Status> {
         let (outcome, message, extra) = reported(request.into_inner(), self.clock.now())?;
         self.check_served(&message.workspace)?;
-        let event_id = self.report(outcome, &message, extra).await;
+        let event_id = self
+            .report(outcome, &message, extra)
+            .await
+            .inspect_err(|status| {
+                tracing::warn!(
+                    beckon.workspace = %message.workspace,
+                    beckon.outcome = outcome.event_name(),
+                    error = %status.message(),
+                    "outcome not recorded; the caller is told to retry"
+                );
+            })?;
         tracing::debug!(
             rpc.service = "beckon.v1.Gateway",
             rpc.method = "ReportOutcome",

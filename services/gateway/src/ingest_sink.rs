@@ -7,6 +7,10 @@
 //! ([`IngestSink::dropped`]) rather than holding up deliveries; a message already delivered
 //! stays delivered either way.
 //!
+//! An event whose caller must know it arrived (a reported outcome) skips the queue:
+//! [`IngestSink::deliver`](EventSink::deliver) calls `Track` itself, with the same retries,
+//! within [`IngestSinkConfig::deliver_within`], and says whether ingest took it.
+//!
 //! Retries are safe: delivery events have message ids derived from the idempotency key, so
 //! ingest appends a repeated event once.
 
@@ -45,6 +49,8 @@ pub struct IngestSinkConfig {
     pub max_backoff: Duration,
     /// Deadline of one `Track` call, sent to ingest as `grpc-timeout`.
     pub timeout: Duration,
+    /// How long a direct delivery (an event its caller waits for) may take, retries included.
+    pub deliver_within: Duration,
 }
 
 impl Default for IngestSinkConfig {
@@ -56,6 +62,7 @@ impl Default for IngestSinkConfig {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
+            deliver_within: Duration::from_secs(5),
         }
     }
 }
@@ -88,6 +95,10 @@ pub struct IngestSink {
     tx: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
     waiting: Arc<Waiting>,
+    /// For direct deliveries, which do not go through the queue.
+    client: IngestClient<Channel>,
+    config: IngestSinkConfig,
+    sleeper: Arc<dyn Sleeper>,
 }
 
 /// Events taken by the sink and not yet forwarded or given up on: queued, or in a call.
@@ -164,11 +175,20 @@ impl IngestSink {
     ) -> (IngestSink, Forwarder) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let waiting = Arc::new(Waiting::default());
-        let task = tokio::spawn(forward_all(rx, client, config, sleeper, waiting.clone()));
+        let task = tokio::spawn(forward_all(
+            rx,
+            client.clone(),
+            config.clone(),
+            sleeper.clone(),
+            waiting.clone(),
+        ));
         let sink = IngestSink {
             tx,
             dropped: Arc::default(),
             waiting: waiting.clone(),
+            client,
+            config,
+            sleeper,
         };
         (sink, Forwarder { task, waiting })
     }
@@ -201,6 +221,43 @@ impl EventSink for IngestSink {
             }
         }
         Box::pin(async {})
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        event: Event,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        let queued = Queued {
+            workspace: workspace.to_string(),
+            event,
+            trace: beckon_telemetry::current_trace_string(),
+        };
+        let within = self.config.deliver_within;
+        let forwarded = forward(
+            self.client.clone(),
+            &self.config,
+            self.sleeper.as_ref(),
+            queued,
+        );
+        Box::pin(async move {
+            let unavailable = |reason: String| GatewayError::Unavailable {
+                provider: "ingest".into(),
+                reason,
+            };
+            match tokio::time::timeout(within, forwarded).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(status)) => Err(unavailable(format!(
+                    "the event was not taken ({:?}: {})",
+                    status.code(),
+                    status.message()
+                ))),
+                Err(_) => Err(unavailable(format!(
+                    "the event was not taken within {} ms",
+                    within.as_millis()
+                ))),
+            }
+        })
     }
 }
 
@@ -246,7 +303,8 @@ async fn forward_all(
             }
             let forwarded = forward(client.clone(), config, sleeper.as_ref(), queued);
             async move {
-                forwarded.await;
+                // A failure was logged where it happened; the queue goes on with the rest.
+                let _ = forwarded.await;
                 waiting.done();
             }
             .instrument(span)
@@ -267,12 +325,14 @@ fn retryable(code: Code) -> bool {
     )
 }
 
+/// Calls `Track` until ingest takes the event, refuses it for good, or the tries run out;
+/// the last refusal when it was not taken.
 async fn forward(
     mut client: IngestClient<Channel>,
     config: &IngestSinkConfig,
     sleeper: &dyn Sleeper,
     queued: Queued,
-) {
+) -> Result<(), tonic::Status> {
     let event = to_proto(&queued.event);
     let max_attempts = config.max_attempts.max(1);
     let mut backoff = config.backoff;
@@ -295,7 +355,7 @@ async fn forward(
                     beckon.attempt = attempt,
                     "delivery event forwarded"
                 );
-                return;
+                return Ok(());
             }
             Err(status) => status,
         };
@@ -307,7 +367,7 @@ async fn forward(
                 rpc.grpc.status_code = status.code() as i32,
                 "delivery event not forwarded"
             );
-            return;
+            return Err(status);
         }
 
         tracing::debug!(
@@ -319,4 +379,5 @@ async fn forward(
         sleeper.sleep(backoff).await;
         backoff = (backoff * 2).min(config.max_backoff);
     }
+    Err(tonic::Status::unavailable("no try was made"))
 }

@@ -1,5 +1,6 @@
 //! Delivery events reach the Ingest service as `Track` calls, retried while ingest answers
-//! UNAVAILABLE; a stalled ingest fills the bounded queue and never holds up the sender.
+//! UNAVAILABLE; a stalled ingest fills the bounded queue and never holds up the sender. A
+//! reported outcome is not queued: `ReportOutcome` answers OK only once ingest took its event.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -10,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use beckon_core::Props;
+use beckon_gateway::Gateway;
 use beckon_gateway::events::{self, EventSink};
+use beckon_gateway::grpc::GatewayService;
+use beckon_gateway::inbox::Inbox;
 use beckon_gateway::ingest_sink::{self, IngestSink, IngestSinkConfig};
 use beckon_proto::convert::{struct_to_json, timestamp_to_millis};
 use beckon_proto::v1::ingest_server::{Ingest, IngestServer};
 use beckon_proto::v1::{
-    Ack, AliasRequest, BatchRequest, BatchResponse, IdentifyRequest, TrackRequest,
+    Ack, AliasRequest, BatchRequest, BatchResponse, IdentifyRequest, OutcomeRequest, TrackRequest,
 };
 use futures::FutureExt;
 use serde_json::Value;
@@ -78,6 +82,15 @@ struct Running {
 }
 
 async fn start_ingest(refuse_first: usize, stalled: bool) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_ingest_on(listener, refuse_first, stalled)
+}
+
+fn start_ingest_on(
+    listener: tokio::net::TcpListener,
+    refuse_first: usize,
+    stalled: bool,
+) -> Running {
     let (arrived_tx, arrived) = mpsc::unbounded_channel();
     let (stall, stalled) = watch::channel(stalled);
     let fake = FakeIngest {
@@ -87,7 +100,6 @@ async fn start_ingest(refuse_first: usize, stalled: bool) -> Running {
         arrived: arrived_tx,
         stalled,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
@@ -215,4 +227,65 @@ async fn a_flush_counts_the_events_still_waiting_while_senders_live_on() {
     assert_eq!(forwarder.flush(Duration::from_secs(600)).await, 0);
     assert_eq!(ingest.fake.received.lock().unwrap().len(), 2);
     assert_eq!(sink.dropped(), 0);
+}
+
+/// With ingest down, an outcome report is answered UNAVAILABLE rather than acknowledged and
+/// lost; the caller's retry, once ingest is back, is answered OK with the event it recorded.
+#[tokio::test]
+async fn an_outcome_ingest_cannot_take_is_refused_and_its_retry_recorded() {
+    // A port nothing listens on until ingest comes back on it.
+    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = parked.local_addr().unwrap();
+    drop(parked);
+
+    let t = test_deps();
+    let (sink, _forwarder) = sink(&format!("http://{addr}"), IngestSinkConfig::default());
+    let inbox = Arc::new(Inbox::new(
+        t.deps.clock.clone(),
+        beckon_core::Duration::hours(24),
+        50,
+    ));
+    let service = GatewayService::new(Gateway::new(), inbox).with_outcomes(Arc::new(sink));
+    let gateway = support::grpc::serve(service).await;
+    let mut client = support::grpc::client(gateway).await;
+    let unsubscribed = OutcomeRequest {
+        workspace: "acme".into(),
+        user_id: "ada".into(),
+        message_key: "k-unsub-1".into(),
+        outcome: "unsubscribed".into(),
+        channel: "email".into(),
+        ..Default::default()
+    };
+
+    let status = client
+        .report_outcome(unsubscribed.clone())
+        .await
+        .expect_err("ingest is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .starts_with("ingest is unavailable: the event was not taken"),
+        "{}",
+        status.message()
+    );
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let ingest = start_ingest_on(listener, 0, false);
+    let answer = client
+        .report_outcome(unsubscribed)
+        .await
+        .expect("ingest is back")
+        .into_inner();
+
+    // Taken before the answer: nothing waits in a queue.
+    let received = ingest.fake.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let event = received[0].event.clone().unwrap();
+    assert_eq!(event.event, "Message Unsubscribed");
+    assert_eq!(event.message_id, answer.event_id);
+    assert_eq!(event.user_id, "ada");
+    let properties = struct_to_json(event.properties.as_ref().unwrap());
+    assert_eq!(properties["channel"], "email");
+    assert_eq!(properties["idempotency_key"], "k-unsub-1");
 }

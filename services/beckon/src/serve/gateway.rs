@@ -394,6 +394,24 @@ impl EventSink for AppendSink {
             }
         })
     }
+
+    fn deliver<'a>(
+        &'a self,
+        workspace: &'a str,
+        event: Event,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            let tp = beckon_telemetry::current_trace_string();
+            self.log
+                .append(workspace, &event, tp.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| GatewayError::Unavailable {
+                    provider: "event log".into(),
+                    reason: e.to_string(),
+                })
+        })
+    }
 }
 
 /// Delivery events with nowhere to go (a gateway alone with no ingest URL): dropped, as the
@@ -404,6 +422,19 @@ impl EventSink for NoSink {
     fn emit<'a>(&'a self, _workspace: &'a str, event: Event) -> BoxFuture<'a, ()> {
         tracing::debug!(messaging.message.id = %event.message_id, "delivery event not forwarded");
         Box::pin(async {})
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _workspace: &'a str,
+        _event: Event,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async {
+            Err(GatewayError::Config {
+                field: "ingest_url".into(),
+                reason: "not set, so reported outcomes have nowhere to go".into(),
+            })
+        })
     }
 }
 
