@@ -63,3 +63,24 @@ fn an_order_in_the_second_delay_stops_the_in_app_message() {
     let welcome = out.report.journeys.iter().find(|j| j.id == "welcome");
     assert_eq!(welcome.map(|j| j.exited_on_goal), Some(1));
 }
+
+/// A reported unsubscribe from email stops the series' email and nothing else: applying
+/// `Message Unsubscribed` sets `email_opt_out`, which the consent check reads at send time.
+#[test]
+fn an_unsubscribe_from_email_stops_the_welcome_email() {
+    let events = Events::new()
+        .identify("q", at(0), json!({"email": "q@example.com"}))
+        .track(
+            "q",
+            "Message Unsubscribed",
+            at(10),
+            json!({"channel": "email", "journey": "welcome", "step": "welcome-push"}),
+        );
+    let out = replay_examples(&events);
+
+    let series: Vec<_> = sent(&out, "q", "welcome")
+        .iter()
+        .map(|m| (m.channel.as_str(), m.at))
+        .collect();
+    assert_eq!(series, [("push", at(0)), ("in_app", at(2 * DAY))]);
+}

@@ -17,11 +17,19 @@
 //! message as deferred and, once it is settled, how. A report is applied once, like any event
 //! (by its id), and only the gateway's own reports count: they carry the message's
 //! `idempotency_key`, `journey` and `step`.
+//!
+//! One report changes the user's traits rather than their decisions: `Message Unsubscribed`
+//! with a `channel` property sets `<channel>_opt_out: true` ([`apply_unsubscribe`]), the trait
+//! the consent check reads at send time, so a user who unsubscribed through a message's link
+//! or an app gets nothing more on that channel. Any such event counts, a report of the
+//! gateway's or one sent to ingest directly: unsubscribing is the user's word, whoever
+//! carries it.
 
 use serde_json::Value;
 
 use crate::effect::{Decision, DecisionKind};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
+use crate::state::UserState;
 
 /// The message will not be delivered: refused for good, nobody to send it to, or given up on
 /// by the retry queue.
@@ -32,6 +40,37 @@ pub const MESSAGE_DEFERRED: &str = "Message Deferred";
 pub const DEFERRED_MESSAGE_SENT: &str = "Deferred Message Sent";
 /// A message that waited in the gateway's retry queue was dropped unsent.
 pub const MESSAGE_WITHDRAWN: &str = "Message Withdrawn";
+
+/// The user unsubscribed from a channel: an app or an email's unsubscribe link said so.
+pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
+
+/// Applies a `Message Unsubscribed` event: sets `<channel>_opt_out: true` as of the event's
+/// time, as an identify would, so a later identify saying `false` subscribes the user again.
+/// Returns true when the event was one with a channel. An event without a `channel` property,
+/// or with one not shaped like a channel name (lowercase letters, digits and `_`, at most 32),
+/// changes nothing: the trait name must not grow from whatever text the event carries.
+pub fn apply_unsubscribe(state: &mut UserState, event: &Event) -> bool {
+    if event.kind != EventKind::Track || event.name != MESSAGE_UNSUBSCRIBED {
+        return false;
+    }
+    let Some(channel) = event.properties.get("channel").and_then(Value::as_str) else {
+        return false;
+    };
+    let shaped = !channel.is_empty()
+        && channel.len() <= 32
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !shaped {
+        return false;
+    }
+    state.set_trait(
+        &format!("{channel}_opt_out"),
+        Value::Bool(true),
+        event.timestamp,
+    );
+    true
+}
 
 /// The note a delivery report leaves in its user's decisions, or `None` when the event is
 /// not one (or is an older gateway's report of a failure that was still being retried).
@@ -82,7 +121,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::event::{EventKind, Props};
+    use crate::event::Props;
     use crate::time::Ts;
 
     fn report(name: &str, props: Value) -> Event {
@@ -111,6 +150,37 @@ mod tests {
             p.extend(e.clone());
         }
         props
+    }
+
+    #[test]
+    fn an_unsubscribe_sets_the_channels_opt_out_as_of_its_time() {
+        let mut state = UserState::new("w", "u1");
+        let unsubscribed = report(MESSAGE_UNSUBSCRIBED, json!({"channel": "email"}));
+        assert!(apply_unsubscribe(&mut state, &unsubscribed));
+        assert_eq!(state.trait_value("email_opt_out"), Some(&Value::Bool(true)));
+        assert_eq!(state.trait_value("push_opt_out"), None);
+
+        // An identify saying otherwise later subscribes the user again; an older one does not.
+        state.set_trait("email_opt_out", Value::Bool(false), Ts(999));
+        assert_eq!(state.trait_value("email_opt_out"), Some(&Value::Bool(true)));
+        state.set_trait("email_opt_out", Value::Bool(false), Ts(1_001));
+        assert_eq!(
+            state.trait_value("email_opt_out"),
+            Some(&Value::Bool(false))
+        );
+
+        // Without a channel, with one that is no channel name, or under another name: nothing.
+        let mut state = UserState::new("w", "u1");
+        for (name, props) in [
+            (MESSAGE_UNSUBSCRIBED, json!({})),
+            (MESSAGE_UNSUBSCRIBED, json!({"channel": 7})),
+            (MESSAGE_UNSUBSCRIBED, json!({"channel": "E Mail!"})),
+            (MESSAGE_UNSUBSCRIBED, json!({"channel": "x".repeat(33)})),
+            ("Message Opened", json!({"channel": "email"})),
+        ] {
+            assert!(!apply_unsubscribe(&mut state, &report(name, props)));
+        }
+        assert!(state.traits.is_empty(), "{:?}", state.traits);
     }
 
     #[test]

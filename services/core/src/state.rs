@@ -517,6 +517,7 @@ impl UserState {
             }
         }
         crate::devices::apply_invalid_token(self, event);
+        crate::delivery::apply_unsubscribe(self, event);
         if event.kind == EventKind::Identify || event.kind == EventKind::Alias {
             return true;
         }

@@ -27,7 +27,8 @@ pub const MESSAGE_DELIVERED: &str = "Message Delivered";
 /// The user opened the message (an inbox message marked read, a push tapped).
 pub const MESSAGE_OPENED: &str = "Message Opened";
 pub const MESSAGE_CLICKED: &str = "Message Clicked";
-pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
+/// Applying it sets the user's `<channel>_opt_out` trait.
+pub const MESSAGE_UNSUBSCRIBED: &str = beckon_core::delivery::MESSAGE_UNSUBSCRIBED;
 
 /// Whether the event is an outcome of a message Beckon sent (as [`delivery_event`] builds
 /// it): one of the names above, carrying the message's idempotency key. Such an event follows
