@@ -39,6 +39,21 @@ pub(crate) fn client(
     })
 }
 
+/// `text` as a header value any receiver or proxy takes: printable ASCII as it is, and `%`
+/// and every other byte (control bytes, each byte of a non-ASCII character in UTF-8) as
+/// `%XX` in uppercase hex, so percent-decoding gives the text back exactly.
+pub(crate) fn header_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The provider's `Retry-After` hint, when it gives one in seconds.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?;
@@ -58,5 +73,46 @@ pub(crate) fn transport_failure(e: &reqwest::Error) -> Attempt {
     Attempt::Retry {
         reason: kind.to_string(),
         after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_printable_ascii_and_decode_back() {
+        assert_eq!(
+            header_value("default:ada:welcome:1:a:1"),
+            "default:ada:welcome:1:a:1"
+        );
+        assert_eq!(header_value("default:éé"), "default:%C3%A9%C3%A9");
+        assert_eq!(header_value("a%b\tc\u{7f}"), "a%25b%09c%7F");
+        assert_eq!(header_value(""), "");
+
+        let key = "w:Zoë 😀:j:1:s:1";
+        let encoded = header_value(key);
+        assert!(
+            encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{encoded}"
+        );
+        assert!(reqwest::header::HeaderValue::from_str(&encoded).is_ok());
+        let decoded: Vec<u8> = {
+            let bytes = encoded.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            out
+        };
+        assert_eq!(decoded, key.as_bytes());
     }
 }

@@ -16,7 +16,10 @@
 //! several `v1=` entries; one match is enough.
 //!
 //! Receivers are asked to treat a repeated `Idempotency-Key` as the same delivery. That is
-//! what lets a send whose earlier attempt is in doubt be repeated safely.
+//! what lets a send whose earlier attempt is in doubt be repeated safely. Keys name the user,
+//! whose id may be any text: the header carries the key percent-encoded (`%`, control bytes
+//! and each UTF-8 byte of a non-ASCII character as `%XX`), so it is always printable ASCII;
+//! the body's `id` is the key itself.
 //!
 //! # Answers
 //!
@@ -221,7 +224,10 @@ impl WebhookProvider {
             .post(self.config.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .header(IDEMPOTENCY_HEADER, &message.idempotency_key)
+            .header(
+                IDEMPOTENCY_HEADER,
+                http::header_value(&message.idempotency_key),
+            )
             .body(body)
             .send()
             .await;
