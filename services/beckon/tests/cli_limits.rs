@@ -709,3 +709,58 @@ fn print_config_refuses_what_the_start_refuses_with_the_same_words() {
         assert!(!printed.1.contains("pw@"), "{case}: the password is hidden");
     }
 }
+
+/// Provider settings errors say what to write, in the file's own terms, at the value's line
+/// and column.
+#[test]
+fn serve_explains_provider_settings_errors_in_plain_words() {
+    let smtp = |port: &str, from: &str| {
+        format!(
+            "providers:\n  channels: {{ email: smtp }}\n  smtp:\n    host: 127.0.0.1\n    \
+             port: {port}\n    security: none\n    from: \"{from}\"\n    \
+             unsubscribe_url: http://127.0.0.1:9/u\n    \
+             unsubscribe_secret: {{ env: BECKON_TEST_UNSUB_SECRET }}\n"
+        )
+    };
+    let twilio = "providers:\n  channels: { sms: twilio }\n  twilio:\n    \
+                  base_url: http://127.0.0.1:9\n    account_sid: AC123\n    \
+                  auth_token: { env: BECKON_TEST_NOPE_UNSET }\n    from: \"+15555550100\"\n";
+    let inline = "providers:\n  channels: { webhook: webhook }\n  webhook:\n    \
+                  url: http://127.0.0.1:9/hooks\n    secret: \"inline-secret\"\n";
+    let env = [("BECKON_TEST_UNSUB_SECRET", "s3cret")];
+    let cases = [
+        (
+            inline.to_string(),
+            "providers.webhook.secret: a string is not a secret reference; write \
+             `{ file: PATH }` or `{ env: NAME }`: secrets are read from a file or an environment \
+             variable, never written in the settings at line 5 column 13",
+        ),
+        (
+            smtp("70000", "Shop <shop@example.com>"),
+            "providers.smtp.port: 70000 is out of range; allowed 1..=65535 (a TCP \
+             port, 1 to 65535) at line 5 column 11",
+        ),
+        (
+            smtp("2525", "not an address"),
+            "providers.smtp.from: \"not an address\" is not an email address; \
+             expected an address such as `shop@example.com`, or a name and address such as \
+             `Shop <shop@example.com>` at line 7 column 11",
+        ),
+        (
+            twilio.to_string(),
+            "providers.twilio.auth_token: environment variable \
+             BECKON_TEST_NOPE_UNSET is not set at line 6 column 17",
+        ),
+    ];
+    for (file, said) in cases {
+        let (code, stderr) = serve_config(&[], &env, Some(&file));
+        assert_eq!(code, Some(2), "{stderr}");
+        // The file's path is the test's temporary folder; the rest is exact.
+        let (head, rest) = stderr
+            .trim_end()
+            .split_once("/beckon.yaml: ")
+            .unwrap_or_default();
+        assert!(head.starts_with("error: "), "{stderr}");
+        assert_eq!(rest, said, "{file}");
+    }
+}

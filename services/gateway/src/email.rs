@@ -240,6 +240,11 @@ fn invalid(field: &str, reason: impl fmt::Display) -> GatewayError {
     }
 }
 
+/// What a valid sender looks like, for the error that refuses one.
+const FROM_SHAPE: &str = "is not an email address; expected an address such as \
+                          `shop@example.com`, or a name and address such as \
+                          `Shop <shop@example.com>`";
+
 /// The email for `message` to `to`, dated `now`.
 pub fn build_email(
     config: &SmtpConfig,
@@ -436,9 +441,9 @@ pub fn channel(
     config
         .from
         .parse::<Mailbox>()
-        .map_err(|e| GatewayError::Config {
+        .map_err(|_| GatewayError::Config {
             field: "smtp.from".into(),
-            reason: e.to_string(),
+            reason: format!("{:?} {FROM_SHAPE}", config.from),
         })?;
     crate::http::ensure_crypto_provider();
 

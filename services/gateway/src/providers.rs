@@ -129,13 +129,94 @@ pub enum ProviderKind {
 }
 
 /// Where a credential is read from: a file, or an environment variable. Exactly one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Written `{ file: PATH }` or `{ env: NAME }`; anything else (a secret written inline, most
+/// of all) is refused while the settings are read, saying so.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SecretRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+}
+
+/// The two keys a [`SecretRef`] may have, read once the value is known to be a mapping.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretKeys {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+/// How a secret is written, for the errors that refuse another shape.
+const SECRET_SHAPE: &str = "`{ file: PATH }` or `{ env: NAME }`";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretRef, D::Error> {
+        struct Shape;
+
+        impl Shape {
+            fn refuse<E: serde::de::Error>(what: &str) -> E {
+                E::custom(format!(
+                    "{what} is not a secret reference; write {SECRET_SHAPE}: secrets are read \
+                     from a file or an environment variable, never written in the settings"
+                ))
+            }
+        }
+
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = SecretRef;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{SECRET_SHAPE}")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let keys =
+                    SecretKeys::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    file: keys.file,
+                    env: keys.env,
+                })
+            }
+
+            // The value is not echoed: it may be the secret itself.
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(Shape::refuse("a string"))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(Shape::refuse("a boolean"))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(Shape::refuse("a number"))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(Shape::refuse("a number"))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(Shape::refuse("a number"))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<SecretRef, E> {
+                Err(Shape::refuse("nothing"))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(Shape::refuse("a list"))
+            }
+        }
+
+        deserializer.deserialize_any(Shape)
+    }
 }
 
 impl SecretRef {
@@ -209,6 +290,7 @@ pub struct FcmSettings {
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     pub host: String,
+    #[serde(deserialize_with = "range::read_port")]
     pub port: u16,
     pub security: SmtpSecurity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,6 +456,9 @@ impl ProvidersConfig {
             range::POOL_SIZE
                 .check(u64::from(smtp.pool_size))
                 .map_err(|reason| config("smtp.pool_size".into(), reason))?;
+            range::PORT
+                .check(u64::from(smtp.port))
+                .map_err(|reason| config("smtp.port".into(), reason))?;
         }
         Ok(())
     }

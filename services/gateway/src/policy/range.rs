@@ -69,6 +69,13 @@ pub const POOL_SIZE: Range = Range {
     words: "1 to 64 connections",
 };
 
+/// Port 0 is no port a server listens on.
+pub const PORT: Range = Range {
+    min: 1,
+    max: 65_535,
+    words: "a TCP port, 1 to 65535",
+};
+
 /// The largest rate accepted, in sends per second.
 pub const MAX_RATE: f64 = 1_000_000.0;
 
@@ -191,6 +198,7 @@ bounded! {
     read_failure_threshold: FAILURE_THRESHOLD as u32;
     read_timeout_ms: TIMEOUT_MS as u64;
     read_pool_size: POOL_SIZE as u32;
+    read_port: PORT as u16;
 }
 
 /// Durations written as whole milliseconds, in their range.
