@@ -12,6 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use beckon_core::{Clock, Event, OutboundMessage, Ts};
 use beckon_proto::convert::millis_to_timestamp;
@@ -57,6 +58,8 @@ pub struct GatewayService {
     /// refused by ingest after it was acknowledged here, and lost, so it is refused up front.
     /// `None` takes every workspace.
     served: Option<Vec<String>>,
+    /// Outcome reports answered with an error because their event could not be taken.
+    refused: AtomicU64,
 }
 
 /// Ends every open `SubscribeInbox` stream of a service, for a graceful shutdown.
@@ -81,6 +84,7 @@ impl GatewayService {
             drain,
             outcomes: None,
             served: None,
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -566,12 +570,18 @@ impl GatewayRpc for GatewayService {
             .report(outcome, &message, extra)
             .await
             .inspect_err(|status| {
-                tracing::warn!(
-                    beckon.workspace = %message.workspace,
-                    beckon.outcome = outcome.event_name(),
-                    error = %status.message(),
-                    "outcome not recorded; the caller is told to retry"
-                );
+                // Logged at 1, 2, 4, 8, ... refusals: an ingest outage refuses every report,
+                // and each caller is told already.
+                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        beckon.workspace = %message.workspace,
+                        beckon.outcome = outcome.event_name(),
+                        beckon.refused = n,
+                        error = %status.message(),
+                        "outcome not recorded; the caller is told to retry"
+                    );
+                }
             })?;
         tracing::debug!(
             rpc.service = "beckon.v1.Gateway",
