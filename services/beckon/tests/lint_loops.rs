@@ -1,5 +1,6 @@
 //! `beckon lint` refuses a loop of steps in which nothing waits, naming its steps and placing
-//! the error at the target that closes it; a loop through a step that waits stays allowed.
+//! the error at the target that closes it, and a loop whose waits add up to less than a
+//! minute; a loop that waits long enough stays allowed.
 
 use std::path::Path;
 use std::process::Command;
@@ -119,4 +120,67 @@ fn loops_through_a_step_that_waits_stay_allowed() {
          - id: ask\n    wait_for: {event: Answered, timeout: 1d, on_timeout: ask}\n",
     ));
     assert_eq!((code, errors), (Some(0), Vec::<String>::new()));
+}
+
+const AT_LEAST: &str = "the waits on a loop must add up to at least 1m";
+
+#[test]
+fn a_loop_through_a_millisecond_delay_is_refused_at_its_target() {
+    let (code, errors) = lint_one(&journey(
+        "  - id: a\n    delay: 1ms\n  \
+         - id: b\n    message: {channel: push, body: hi}\n    next: a\n",
+    ));
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![format!(
+            "10:11: steps[1].next: steps `a` -> `b` -> `a` loop after waiting only 1ms: \
+             {AT_LEAST}"
+        )]
+    );
+}
+
+#[test]
+fn short_waits_on_a_loop_are_added_up() {
+    let (code, errors) = lint_one(&journey(
+        "  - id: a\n    delay: 30s\n  \
+         - id: b\n    wait_for: {event: Opened, timeout: 29s, on_event: a}\n  \
+         - id: c\n    message: {channel: push, body: hi}\n    next: a\n",
+    ));
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![
+            format!(
+                "9:55: steps[1].on_event: steps `a` -> `b` -> `a` loop after waiting only 59s: \
+                 {AT_LEAST}"
+            ),
+            format!(
+                "12:11: steps[2].next: steps `a` -> `b` -> `c` -> `a` loop after waiting only \
+                 59s: {AT_LEAST}"
+            ),
+        ]
+    );
+
+    let (code, errors) = lint_one(&journey(
+        "  - id: a\n    delay: 30s\n  \
+         - id: b\n    wait_for: {event: Opened, timeout: 30s, on_event: a}\n  \
+         - id: c\n    message: {channel: push, body: hi}\n    next: a\n",
+    ));
+    assert_eq!((code, errors), (Some(0), Vec::<String>::new()));
+}
+
+#[test]
+fn a_wait_for_that_goes_back_to_itself_counts_its_timeout() {
+    let (code, errors) = lint_one(&journey(
+        "  - id: ask\n    wait_for: {event: Answered, timeout: 10s, on_timeout: ask}\n",
+    ));
+    assert_eq!(code, Some(1), "{errors:?}");
+    assert_eq!(
+        errors,
+        vec![format!(
+            "7:59: steps[0].on_timeout: step `ask` goes back to itself after waiting only 10s: \
+             {AT_LEAST}"
+        )]
+    );
 }

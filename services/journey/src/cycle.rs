@@ -1,14 +1,28 @@
-//! Loops in a journey's step graph that pass through no step that waits.
+//! Loops in a journey's step graph that pass through no step that waits, or wait too little.
 //!
-//! The engine runs an instance from step to step until one waits, so such a loop goes round
-//! within one trigger until the per-trigger step limit stops the instance, sending each of its
-//! messages again at the same instant under a new idempotency key. A loop through a waiting
-//! step (a weekly reminder) is legitimate and is left alone.
+//! The engine runs an instance from step to step until one waits, so a loop with no wait goes
+//! round within one trigger until the per-trigger step limit stops the instance, sending each
+//! of its messages again at the same instant under a new idempotency key. A loop whose waits
+//! add up to a moment (`delay: 1ms`) goes round through the scheduler instead, for ever, with
+//! nothing to stop it. A loop that waits long enough (a weekly reminder) is left alone.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use beckon_core::Duration;
 
 use crate::journey::{Step, StepKind, Target};
 
+/// The least the waits on a loop must add up to: one message a minute per user is already
+/// more than any reminder needs, and it bounds what a mistaken spec can send.
+pub const MIN_LOOP_WAIT: Duration = Duration(60_000);
+
+/// What a `wait_until` at a time of day counts for: a loop comes back to it at the earliest
+/// when that time of day comes round again.
+const DAY_MS: i64 = 86_400_000;
+
 /// Which of a step's targets an edge of the step graph is, as written in specs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Edge {
     Next,
     Then,
@@ -74,6 +88,98 @@ pub(crate) fn why_not_waiting(kind: &StepKind) -> Option<&'static str> {
         ),
         _ => None,
     }
+}
+
+/// The least time running into the step holds the instance, in milliseconds; zero for a step
+/// that does not always wait. A `wait_for` counts its timeout: the event it waits for may end
+/// it sooner, but then the user's own events pace the loop. A `delay` in calendar days counts
+/// each day as 23 hours, the shortest a day is across a clock change.
+pub(crate) fn least_wait(kind: &StepKind) -> i64 {
+    if !always_waits(kind) {
+        return 0;
+    }
+    match kind {
+        StepKind::Delay(d) => d.0,
+        StepKind::DelayDays(n) => i64::from(*n).saturating_mul(23 * 3_600_000),
+        StepKind::WaitFor { timeout, .. } => timeout.0,
+        StepKind::WaitUntil(_) => DAY_MS,
+        _ => 0,
+    }
+}
+
+/// A loop that waits, but less than `MIN_LOOP_WAIT` all told: its steps in the order they run,
+/// starting with a step that waits, the edge (of the last step) that closes it, and the sum of
+/// its waits in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShortLoop {
+    pub cycle: Cycle,
+    pub waits: i64,
+}
+
+/// Loops whose waits add up to less than `MIN_LOOP_WAIT`, found from each step that waits
+/// less than that, in list order: the one that waits least, then, with its closing edge set
+/// aside, the next, until none is left. Removing the reported edges leaves no such loop, so
+/// fixing each report fixes them all. Loops with no wait at all are `without_waiting`'s.
+pub(crate) fn waiting_too_little(steps: &[Step]) -> Vec<ShortLoop> {
+    let min = MIN_LOOP_WAIT.0;
+    let mut closed: HashSet<(usize, Edge)> = HashSet::new();
+    let mut found = Vec::new();
+    for start in 0..steps.len() {
+        let wait = least_wait(&steps[start].kind);
+        if wait <= 0 || wait >= min {
+            continue;
+        }
+        while let Some(short) = shortest_loop_through(steps, start, min, &closed) {
+            closed.insert((short.cycle.from(), short.cycle.edge));
+            found.push(short);
+        }
+    }
+    found
+}
+
+/// The loop from `start` back to it whose waits add up to least, if that is under `min`,
+/// leaving out the `closed` edges: a shortest-path search weighted by each step's wait, which
+/// stops at `min`, so it only walks the steps within reach of a short loop.
+fn shortest_loop_through(
+    steps: &[Step],
+    start: usize,
+    min: i64,
+    closed: &HashSet<(usize, Edge)>,
+) -> Option<ShortLoop> {
+    let mut best: HashMap<usize, i64> = HashMap::from([(start, least_wait(&steps[start].kind))]);
+    let mut came_from: HashMap<usize, usize> = HashMap::new();
+    let mut queue = BinaryHeap::from([Reverse((best[&start], start))]);
+    while let Some(Reverse((waits, node))) = queue.pop() {
+        if best.get(&node).is_some_and(|&b| b < waits) {
+            continue;
+        }
+        let out: Vec<(Edge, usize)> = edges(&steps[node])
+            .into_iter()
+            .filter(|&(edge, _)| !closed.contains(&(node, edge)))
+            .collect();
+
+        // Taken in order of waits, so the first step found going back to `start` closes the
+        // loop that waits least.
+        if let Some(&(edge, _)) = out.iter().find(|(_, to)| *to == start) {
+            let mut path = vec![node];
+            while let Some(&prev) = came_from.get(path.last().unwrap_or(&start)) {
+                path.push(prev);
+            }
+            path.reverse();
+            let cycle = Cycle { steps: path, edge };
+            return Some(ShortLoop { cycle, waits });
+        }
+
+        for (_, to) in out {
+            let next = waits.saturating_add(least_wait(&steps[to].kind));
+            if next < min && best.get(&to).is_none_or(|&b| next < b) {
+                best.insert(to, next);
+                came_from.insert(to, node);
+                queue.push(Reverse((next, to)));
+            }
+        }
+    }
+    None
 }
 
 /// The step's edges to other steps, in the order they are written.
@@ -243,5 +349,81 @@ mod tests {
         assert_eq!(cycles.len(), 1);
         assert_eq!(cycles[0].steps.len(), n);
         assert_eq!(cycles[0].from(), n - 1);
+    }
+
+    fn delay(ms: i64, next: usize) -> Step {
+        step(StepKind::Delay(Duration(ms)), Target::Step(next))
+    }
+
+    fn short(steps: &[Step]) -> Vec<(Vec<usize>, Edge, i64)> {
+        waiting_too_little(steps)
+            .into_iter()
+            .map(|s| (s.cycle.steps, s.cycle.edge, s.waits))
+            .collect()
+    }
+
+    #[test]
+    fn a_loop_through_a_millisecond_delay_waits_too_little() {
+        let steps = [traits(Target::Step(1)), delay(1, 0)];
+        assert!(without_waiting(&steps).is_empty());
+        assert_eq!(short(&steps), vec![(vec![1, 0], Edge::Next, 1)]);
+    }
+
+    #[test]
+    fn short_waits_that_add_up_to_a_minute_are_enough() {
+        let steps = [delay(30_000, 1), delay(30_000, 0)];
+        assert!(short(&steps).is_empty());
+
+        let steps = [delay(30_000, 1), delay(29_999, 0)];
+        assert_eq!(short(&steps), vec![(vec![0, 1], Edge::Next, 59_999)]);
+    }
+
+    #[test]
+    fn only_the_short_one_of_two_loops_through_a_wait_is_reported() {
+        // 0 waits 1s, then splits into a loop through a long wait and one through nothing.
+        let steps = [
+            delay(1_000, 1),
+            split(&[2, 3]),
+            delay(3_600_000, 0),
+            traits(Target::Step(0)),
+        ];
+        assert_eq!(short(&steps), vec![(vec![0, 1, 3], Edge::Next, 1_000)]);
+    }
+
+    #[test]
+    fn two_short_loops_through_one_wait_are_both_reported_once() {
+        let steps = [delay(1_000, 1), split(&[0, 2]), delay(2_000, 0)];
+        assert_eq!(
+            short(&steps),
+            vec![
+                (vec![0, 1], Edge::Arm(0), 1_000),
+                (vec![0, 1, 2], Edge::Next, 3_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wait_for_counts_its_timeout_and_a_time_of_day_counts_in_full() {
+        let wait_for = |ms| {
+            step(
+                StepKind::WaitFor {
+                    event: "E".into(),
+                    filter: Default::default(),
+                    timeout: Duration(ms),
+                    on_event: Target::Step(0),
+                    on_timeout: Target::Step(0),
+                },
+                Target::End,
+            )
+        };
+        assert_eq!(
+            short(&[wait_for(10_000)]),
+            vec![
+                (vec![0], Edge::OnEvent, 10_000),
+                (vec![0], Edge::OnTimeout, 10_000)
+            ]
+        );
+        assert!(short(&[wait_for(60_000)]).is_empty());
+        assert_eq!(least_wait(&StepKind::DelayDays(1)), 23 * 3_600_000);
     }
 }

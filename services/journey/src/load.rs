@@ -744,6 +744,7 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         .map(|(i, s)| compile_step(&mut ck, top, &index, spec.steps.len(), i, s))
         .collect();
     refuse_loops_without_waiting(&mut ck, top, &spec.steps, &steps);
+    refuse_loops_waiting_too_little(&mut ck, top, &spec.steps, &steps);
     for step in &steps {
         if let StepKind::Message(m) = &step.kind {
             let templates = [Some(&m.body), m.title.as_ref(), m.subject.as_ref()];
@@ -808,63 +809,117 @@ fn refuse_loops_without_waiting(
     steps: &[Step],
 ) {
     for c in cycle::without_waiting(steps) {
-        let from = c.from();
-        let to = c.steps.first().copied().unwrap_or_default();
-        let spec = &specs[from];
-        let mut message = if c.steps.len() == 1 {
+        let head = if c.steps.len() == 1 {
             format!(
                 "step `{}` goes back to itself without waiting",
-                steps[to].id
+                steps[c.steps[0]].id
             )
         } else {
-            let names: Vec<String> = c
-                .steps
-                .iter()
-                .chain([&to])
-                .map(|&s| format!("`{}`", steps[s].id))
-                .collect();
-            format!("steps {} loop without waiting", names.join(" -> "))
+            format!("steps {} loop without waiting", loop_names(steps, &c))
         };
-
-        // A target left out is the next step in the list; the loop is then closed by the
-        // step's place, not by anything written, and the error stands at its id.
-        let written = match c.edge {
-            Edge::Next => spec.next.is_some(),
-            Edge::Then | Edge::Arm(_) => true,
-            Edge::Else => spec.branch.as_ref().is_some_and(|b| b.otherwise.is_some()),
-            Edge::OnEvent => spec.wait_for.as_ref().is_some_and(|w| w.on_event.is_some()),
-            Edge::OnTimeout => spec
-                .wait_for
-                .as_ref()
-                .is_some_and(|w| w.on_timeout.is_some()),
-        };
-        let at = locate(ck.text, top, "id", &spec.id).0;
-        let key = c.edge.key();
-        let (line, column, field) = if written {
-            let (line, column) = locate_written(ck.text, at, key, &steps[to].id);
-            (line, column, format!("steps[{from}].{key}"))
-        } else {
-            message.push_str(&format!(
-                " (`{}` goes on to the step after it)",
-                steps[from].id
-            ));
-            let (line, column) = locate_written(ck.text, at, "id", &spec.id);
-            (line, column, format!("steps[{from}]"))
-        };
-        message.push_str(": a loop must pass through a delay, a wait_for or a wait_until");
-        for &s in &c.steps {
-            if let Some(why) = cycle::why_not_waiting(&steps[s].kind) {
-                message.push_str(&format!("; `{}` does not wait: {why}", steps[s].id));
-            }
-        }
-        ck.errors.push(SpecError {
-            file: ck.file.to_string(),
-            line,
-            column,
-            field,
-            message,
-        });
+        let why = "a loop must pass through a delay, a wait_for or a wait_until";
+        refuse_loop(ck, top, specs, steps, &c, head, why);
     }
+}
+
+/// Refuses each loop whose waits add up to less than `MIN_LOOP_WAIT`, at the target that
+/// closes it: the scheduler would bring the instance round again and again, sending on every
+/// round, for as long as the journey is published.
+fn refuse_loops_waiting_too_little(
+    ck: &mut Checker<'_>,
+    top: u32,
+    specs: &[StepSpec],
+    steps: &[Step],
+) {
+    for short in cycle::waiting_too_little(steps) {
+        let c = &short.cycle;
+        let waits = beckon_core::Duration(short.waits);
+        let head = if c.steps.len() == 1 {
+            format!(
+                "step `{}` goes back to itself after waiting only {waits}",
+                steps[c.steps[0]].id
+            )
+        } else {
+            format!(
+                "steps {} loop after waiting only {waits}",
+                loop_names(steps, c)
+            )
+        };
+        let why = format!(
+            "the waits on a loop must add up to at least {}",
+            cycle::MIN_LOOP_WAIT
+        );
+        refuse_loop(ck, top, specs, steps, c, head, &why);
+    }
+}
+
+/// The loop's step ids in the order they run, back to the first: `a` -> `b` -> `a`.
+fn loop_names(steps: &[Step], c: &cycle::Cycle) -> String {
+    let first = c.steps.first().copied().unwrap_or_default();
+    let names: Vec<String> = c
+        .steps
+        .iter()
+        .chain([&first])
+        .map(|&s| format!("`{}`", steps[s].id))
+        .collect();
+    names.join(" -> ")
+}
+
+/// Places a loop's error at the target that closes it, with `head` saying what the loop is,
+/// `why` what a loop needs, and what keeps each of its would-be waits from waiting.
+fn refuse_loop(
+    ck: &mut Checker<'_>,
+    top: u32,
+    specs: &[StepSpec],
+    steps: &[Step],
+    c: &cycle::Cycle,
+    mut message: String,
+    why: &str,
+) {
+    let from = c.from();
+    let to = c.steps.first().copied().unwrap_or_default();
+    let spec = &specs[from];
+
+    // A target left out is the next step in the list; the loop is then closed by the step's
+    // place, not by anything written, and the error stands at its id.
+    let written = match c.edge {
+        Edge::Next => spec.next.is_some(),
+        Edge::Then | Edge::Arm(_) => true,
+        Edge::Else => spec.branch.as_ref().is_some_and(|b| b.otherwise.is_some()),
+        Edge::OnEvent => spec.wait_for.as_ref().is_some_and(|w| w.on_event.is_some()),
+        Edge::OnTimeout => spec
+            .wait_for
+            .as_ref()
+            .is_some_and(|w| w.on_timeout.is_some()),
+    };
+    let at = locate(ck.text, top, "id", &spec.id).0;
+    let key = c.edge.key();
+    let (line, column, field) = if written {
+        let (line, column) = locate_written(ck.text, at, key, &steps[to].id);
+        (line, column, format!("steps[{from}].{key}"))
+    } else {
+        message.push_str(&format!(
+            " (`{}` goes on to the step after it)",
+            steps[from].id
+        ));
+        let (line, column) = locate_written(ck.text, at, "id", &spec.id);
+        (line, column, format!("steps[{from}]"))
+    };
+
+    message.push_str(": ");
+    message.push_str(why);
+    for &s in &c.steps {
+        if let Some(why) = cycle::why_not_waiting(&steps[s].kind) {
+            message.push_str(&format!("; `{}` does not wait: {why}", steps[s].id));
+        }
+    }
+    ck.errors.push(SpecError {
+        file: ck.file.to_string(),
+        line,
+        column,
+        field,
+        message,
+    });
 }
 
 fn id_is_valid(id: &str) -> bool {
