@@ -2,6 +2,7 @@
 //! repeated message ids, and appends to the event log.
 
 pub mod dedup;
+pub mod endpoint;
 pub mod error;
 pub mod grpc;
 pub mod log;

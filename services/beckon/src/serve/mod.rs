@@ -12,13 +12,13 @@ use beckon_core::Clock;
 use beckon_gateway::grpc::GatewayService;
 use beckon_gateway::inbox::InboxStore;
 use beckon_gateway::{DeviceRegistry, EventSink, Recipients};
+use beckon_ingest::endpoint::IngestEndpoint;
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{EventLog, LogConfig, MemoryLog, RedisLog};
 use beckon_journey::{CurrentEngine, Engine};
 use beckon_journey_service::{
     DefinitionError, DefinitionStore, JourneysService, MemoryDefinitions, RedisDefinitions,
 };
-use beckon_proto::v1::ingest_server::IngestServer;
 use beckon_proto::v1::scheduler_server::SchedulerServer;
 use beckon_scheduler::firing::{self, FiredSink, FiringConfig};
 use beckon_scheduler::grpc::SchedulerService;
@@ -435,7 +435,7 @@ async fn run_all(
     let users = UserStateService::new(user_store, log, clock)
         .with_workspaces(vec![settings.workspace.clone()])
         .with_definitions(definitions_in_force);
-    let routes = Routes::new(IngestServer::new(ingest))
+    let routes = Routes::new(IngestEndpoint::new(ingest))
         .add_service(users.into_server())
         .add_service(JourneysService::new(definitions).into_server())
         .add_service(SchedulerServer::new(SchedulerService::new(
@@ -521,7 +521,7 @@ async fn run_ingest(
     same_partitions(conn.clone(), &settings).await?;
     let log = redis_log(&target, conn, settings.partitions);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
-    let routes = Routes::new(IngestServer::new(ingest_service(&settings, log, clock)));
+    let routes = Routes::new(IngestEndpoint::new(ingest_service(&settings, log, clock)));
     crate::grpc::serve(
         listener,
         routes,
