@@ -8,6 +8,14 @@
 /// cost every structure that names it.
 pub const MAX_ID_BYTES: usize = 512;
 
+/// Longest idempotency key a gateway accepts, in bytes. Journeys build a message's key from
+/// the workspace, the user id, the journey and step ids and two counters, so the journey and
+/// step ids a spec may use are bounded by what is left of it.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Longest workspace name, in bytes (1 to 64 letters, digits, `-` or `_`).
+pub const MAX_WORKSPACE_BYTES: usize = 64;
+
 /// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
 /// (which keys, logs and exported files would carry along unseen). The one rule for user ids
 /// wherever they arrive: in events, and in requests that name a user.

@@ -35,6 +35,8 @@ use crate::localtime;
 use crate::spec::{Channel, LiveActivityEvent, OnCap, Reentry, SegmentEdge};
 use crate::template::Escape;
 
+use beckon_core::ids::{MAX_ID_BYTES, MAX_KEY_BYTES, MAX_WORKSPACE_BYTES};
+
 /// The channel Live Activity steps send on.
 pub const LIVE_ACTIVITY: &str = "live_activity";
 
@@ -42,6 +44,26 @@ pub const LIVE_ACTIVITY: &str = "live_activity";
 /// loops with no waiting step in them, so this only guards against what that check cannot
 /// see; README and SPECS give the number.
 const MAX_STEPS_PER_TRIGGER: usize = 64;
+
+/// Most bytes a journey id and one of its step ids may take together, so that the key of
+/// every message sent from the step fits [`MAX_KEY_BYTES`] whatever the workspace, user id
+/// and counters: the longest workspace and user id, the longest instance number (`u64`) and
+/// visit count (`u32`) in digits, and the five `:` between the parts of [`send_key`].
+pub const MAX_JOURNEY_AND_STEP_ID_BYTES: usize =
+    MAX_KEY_BYTES - MAX_WORKSPACE_BYTES - MAX_ID_BYTES - 20 - 10 - 5;
+
+/// A message's idempotency key: one per user, instance, step and visit of the step, so a
+/// retried send is delivered once and a loop's next round is a new message.
+fn send_key(
+    workspace: &str,
+    user: &str,
+    journey: &str,
+    instance: u64,
+    step: &str,
+    visits: u32,
+) -> String {
+    format!("{workspace}:{user}:{journey}:{instance}:{step}:{visits}")
+}
 
 /// Whether a journey takes new users and sends. Engine-level: a published version never
 /// changes, but an operator can stop using it.
@@ -1258,9 +1280,13 @@ impl Run<'_> {
 
         match rendered {
             Ok((body, title, subject)) => {
-                let key = format!(
-                    "{}:{}:{}:{}:{}:{}",
-                    state.workspace, state.user, j.id, inst.id, step, inst.visits
+                let key = send_key(
+                    &state.workspace,
+                    &state.user,
+                    &j.id,
+                    inst.id,
+                    step,
+                    inst.visits,
                 );
                 self.effects.push(Effect::Send(OutboundMessage {
                     idempotency_key: key,
@@ -1363,9 +1389,13 @@ impl Run<'_> {
         }
 
         let inst = &state.journeys[i];
-        let key = format!(
-            "{}:{}:{}:{}:{}:{}",
-            state.workspace, state.user, j.id, inst.id, step, inst.visits
+        let key = send_key(
+            &state.workspace,
+            &state.user,
+            &j.id,
+            inst.id,
+            step,
+            inst.visits,
         );
         self.effects.push(Effect::Send(OutboundMessage {
             idempotency_key: key,

@@ -7,10 +7,12 @@
 use std::path::Path;
 
 use ahash::AHashMap;
+use beckon_core::ids::MAX_KEY_BYTES;
 use serde::Deserialize;
 
 use crate::cycle::{self, Edge};
 use crate::error::{JourneyError, SpecError};
+use crate::eval::MAX_JOURNEY_AND_STEP_ID_BYTES;
 use crate::journey::{
     Arm, Cap, Definitions, Entry, EntryTrigger, Journey, LiveActivity, LiveValue, Message, Policy,
     Segment, Step, StepKind, Target, WaitUntil,
@@ -736,6 +738,8 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         }
     }
 
+    refuse_ids_too_long_for_keys(&mut ck, top, &spec);
+
     let mut last_events = Vec::new();
     let steps: Vec<Step> = spec
         .steps
@@ -920,6 +924,43 @@ fn refuse_loop(
         field,
         message,
     });
+}
+
+/// Refuses a journey id, or a step id beside it, that could make a message's idempotency
+/// key longer than a gateway accepts: the gateway would refuse every send from the step.
+fn refuse_ids_too_long_for_keys(ck: &mut Checker<'_>, top: u32, spec: &JourneySpec) {
+    let most = MAX_JOURNEY_AND_STEP_ID_BYTES;
+    let why = format!(
+        "so that a message's idempotency key (workspace, user id, journey id, instance, step \
+         id, visit) fits the gateway's {MAX_KEY_BYTES} bytes"
+    );
+
+    // A step id takes at least one byte.
+    let journey = spec.id.len();
+    if journey >= most {
+        let message = format!("{journey} bytes; at most {} {why}", most - 1);
+        ck.value_error(top, "id", "id".into(), message);
+        return;
+    }
+    for (i, s) in spec.steps.iter().enumerate() {
+        let both = journey + s.id.len();
+        if both > most {
+            let message = format!(
+                "{} bytes, with the journey id's {journey} bytes {both}; at most {most} \
+                 together {why}",
+                s.id.len()
+            );
+            let at = locate(ck.text, top, "id", &s.id).0;
+            let (line, column) = locate_written(ck.text, at, "id", &s.id);
+            ck.errors.push(SpecError {
+                file: ck.file.to_string(),
+                line,
+                column,
+                field: format!("steps[{i}].id"),
+                message,
+            });
+        }
+    }
 }
 
 fn id_is_valid(id: &str) -> bool {
