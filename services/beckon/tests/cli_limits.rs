@@ -764,3 +764,35 @@ fn serve_explains_provider_settings_errors_in_plain_words() {
         assert_eq!(rest, said, "{file}");
     }
 }
+
+#[test]
+fn serve_refuses_a_workspace_no_client_could_name_naming_the_setting() {
+    let rule = "expected 1 to 64 letters, digits, '-' or '_'";
+    let long = "w".repeat(65);
+    for bad in ["", "a}b:{c", "shop floor", long.as_str()] {
+        let (code, stderr) = serve_config(&["--workspace", bad], &[], None);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().last().unwrap_or_default(),
+            format!("error: --workspace: {bad:?}: {rule}"),
+            "{bad:?}"
+        );
+
+        let (code, stderr) = serve_config(&[], &[("BECKON_WORKSPACE", bad)], None);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("BECKON_WORKSPACE: {bad:?}: {rule}")),
+            "{bad:?}: {stderr}"
+        );
+    }
+
+    let (code, stderr) = serve_config(&[], &[], Some("partitions: 16\nworkspace: 'a}b'\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("workspace: \"a}}b\": {rule} at line 2 column 12")),
+        "{stderr}"
+    );
+
+    let (code, stderr) = serve_config(&["--workspace", "shop-eu_1"], &[], None);
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -16,6 +16,19 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Longest workspace name, in bytes (1 to 64 letters, digits, `-` or `_`).
 pub const MAX_WORKSPACE_BYTES: usize = 64;
 
+/// What a workspace name must be, in the words every refusal of one uses.
+pub const WORKSPACE_RULE: &str = "expected 1 to 64 letters, digits, '-' or '_'";
+
+/// Whether `name` can name a workspace: it is a part of every store key, in a Redis Cluster
+/// hash tag, so only plain characters that can never close the tag or split the key.
+pub fn workspace_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_WORKSPACE_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Why an id cannot be used, if it cannot: too long, blank, or holding control characters
 /// (which keys, logs and exported files would carry along unseen). The one rule for user ids
 /// wherever they arrive: in events, and in requests that name a user.

@@ -222,18 +222,13 @@ impl IngestService {
 }
 
 fn check_workspace(workspace: &str) -> Result<(), IngestError> {
-    let ok = !workspace.is_empty()
-        && workspace.len() <= 64
-        && workspace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
+    if beckon_core::ids::workspace_is_valid(workspace) {
         Ok(())
     } else {
         Err(IngestError::Invalid(Rejection::new(
             RejectReason::BadField,
             "workspace",
-            "expected 1 to 64 letters, digits, '-' or '_'",
+            beckon_core::ids::WORKSPACE_RULE,
         )))
     }
 }

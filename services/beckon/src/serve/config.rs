@@ -247,6 +247,18 @@ impl Origins {
         }
     }
 
+    /// An error about `key` alone, named as it was given, with its line and column when it
+    /// came from the config file.
+    fn error(&self, key: &str, reason: &str) -> anyhow::Error {
+        match (self.of(key), &self.file) {
+            (Origin::File { line, column }, Some((path, _))) => anyhow::anyhow!(
+                "{}: {key}: {reason} at line {line} column {column}",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("{}: {reason}", self.name(key)),
+        }
+    }
+
     /// A providers setting's error, named by its path in the configuration and, when the
     /// providers came from a file, with its line and column there. A setting checked against
     /// another carries the other's place too.
@@ -693,6 +705,13 @@ impl Settings {
             bounds
                 .check(value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bounds.name))?;
+        }
+
+        // Every API checks the workspace it is called with by this rule: a server started on
+        // another name could take no call. The name is also part of every Redis key.
+        if !beckon_core::ids::workspace_is_valid(&self.workspace) {
+            let reason = format!("{:?}: {}", self.workspace, beckon_core::ids::WORKSPACE_RULE);
+            return Err(self.origins.error("workspace", &reason));
         }
 
         // Reading a file checks the providers' values as it goes; these came from code, or
