@@ -1,6 +1,6 @@
 //! `beckon`: replay event files through journeys, lint specs, and (later) serve.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -263,13 +263,19 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal; a file or a pipe gets plain text, as the
+    // services write it.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if empty_spec_folder(&args.journeys)? {
+        return Ok(ExitCode::from(1));
+    }
     let mut config = ReplayConfig::new(args.events, args.journeys);
     config.workspace = args.workspace;
     config.drain = args.drain;
@@ -574,7 +580,24 @@ fn run_segments(
     })
 }
 
+/// Whether `path` is a folder holding no spec file, said on stderr when it is: a mistyped
+/// folder would otherwise pass as a spec set with nothing to check.
+fn empty_spec_folder(path: &std::path::Path) -> anyhow::Result<bool> {
+    if !path.is_dir() || !beckon_journey::spec_paths(path)?.is_empty() {
+        return Ok(false);
+    }
+    writeln!(
+        std::io::stderr(),
+        "error: {}: a folder with no .yaml or .yml files",
+        path.display()
+    )?;
+    Ok(true)
+}
+
 fn run_lint(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if empty_spec_folder(path)? {
+        return Ok(ExitCode::from(1));
+    }
     let (counts, errors) = beckon::lint::lint(path)?;
     let mut err = std::io::stderr().lock();
     for e in &errors {

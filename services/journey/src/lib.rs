@@ -24,6 +24,6 @@ pub use eval::{CurrentEngine, Engine, JourneyStatus};
 pub use journey::{Definitions, Journey, Policy, Segment};
 pub use load::{
     load_definitions, load_definitions_str, load_definitions_texts, load_dir, load_str,
-    read_spec_files,
+    read_spec_files, spec_paths,
 };
 pub use sim::Sim;

@@ -232,13 +232,7 @@ type SpecTexts = (Vec<(String, String)>, Vec<SpecError>);
 /// The spec files' texts, and an error for each file that is not UTF-8 text, placed at its
 /// first bad byte: one such file does not hide what is wrong with the others.
 fn read_spec_texts(dir: &Path) -> Result<SpecTexts, JourneyError> {
-    let mut paths = Vec::new();
-    if dir.is_file() {
-        paths.push(dir.to_path_buf());
-    } else {
-        collect_spec_paths(dir, &mut paths)?;
-    }
-
+    let paths = spec_paths(dir)?;
     let mut files = Vec::with_capacity(paths.len());
     let mut unreadable = Vec::new();
     for path in paths {
@@ -264,6 +258,31 @@ fn read_spec_texts(dir: &Path) -> Result<SpecTexts, JourneyError> {
         }
     }
     Ok((files, unreadable))
+}
+
+/// The spec files `dir` names: itself when it is a file, else every `*.yaml` / `*.yml` file
+/// under it, in path order. Anything else (a pipe, a device) is refused as what it is rather
+/// than read as a folder, which would fail with "Not a directory".
+pub fn spec_paths(dir: &Path) -> Result<Vec<std::path::PathBuf>, JourneyError> {
+    let io = |source| JourneyError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let kind = std::fs::metadata(dir).map_err(io)?.file_type();
+    if kind.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    if !kind.is_dir() {
+        let why = "not a regular file or a folder";
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            why,
+        )));
+    }
+
+    let mut paths = Vec::new();
+    collect_spec_paths(dir, &mut paths)?;
+    Ok(paths)
 }
 
 /// Appends the spec files of `dir` and of its sub-folders, depth first. Entries are sorted by
