@@ -796,3 +796,28 @@ fn serve_refuses_a_workspace_no_client_could_name_naming_the_setting() {
     let (code, stderr) = serve_config(&["--workspace", "shop-eu_1"], &[], None);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn serve_takes_a_lateness_limit_in_range_and_leaves_it_off_by_default() {
+    let (code, stderr) = serve_config(&[], &[], None);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    for value in ["0", "59999", "31536000001", "-1"] {
+        let (code, stderr) = serve_config(&["--max-event-lateness-ms", value], &[], None);
+        assert_eq!(code, Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("--max-event-lateness-ms"),
+            "{value}: {stderr}"
+        );
+        assert!(stderr.contains("60000..=31536000000"), "{value}: {stderr}");
+    }
+    let env = [("BECKON_MAX_EVENT_LATENESS_MS", "86400000")];
+    let (code, stderr) = serve_config(&[], &env, None);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let (code, stderr) = serve_config(&[], &[], Some("max_event_lateness_ms: 5\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("max_event_lateness_ms"), "{stderr}");
+    assert!(stderr.contains("60000..=31536000000"), "{stderr}");
+    assert!(stderr.contains("line 1 column 24"), "{stderr}");
+}

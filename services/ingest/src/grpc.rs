@@ -42,6 +42,8 @@ pub struct IngestService {
     clock: Arc<dyn Clock>,
     /// How far ahead of `clock` an event's time may be.
     max_future: Duration,
+    /// How far behind `clock` an event's time may be; `None` takes events of any age.
+    max_late: Option<Duration>,
 }
 
 impl IngestService {
@@ -54,6 +56,7 @@ impl IngestService {
             served: None,
             clock: Arc::new(SystemClock),
             max_future: MAX_FUTURE_SKEW,
+            max_late: None,
         }
     }
 
@@ -69,9 +72,34 @@ impl IngestService {
         self
     }
 
-    /// Refuses an event from further ahead than the allowed skew, by field `timestamp`.
-    fn check_not_ahead(&self, event: &Event) -> Result<(), Rejection> {
+    /// Refuses events whose time is more than `lateness` behind the server's clock; `None`
+    /// takes events of any age, each evaluated at its own time.
+    pub fn with_max_lateness(mut self, lateness: Option<Duration>) -> IngestService {
+        self.max_late = lateness;
+        self
+    }
+
+    /// Refuses an event from further ahead than the allowed skew, or further behind than the
+    /// allowed lateness, by field `timestamp`.
+    fn check_time(&self, event: &Event) -> Result<(), Rejection> {
         let now = self.clock.now();
+
+        // Every delay and timeout of a journey the event starts counts from its time, so an
+        // event much older than now would run the journey's steps one after another at once.
+        if let Some(late) = self.max_late
+            && event.timestamp < now.saturating_sub(late)
+        {
+            return Err(Rejection::new(
+                RejectReason::BadTimestamp,
+                "timestamp",
+                format!(
+                    "\"{}\" is more than {late} behind the server's clock ({now}); events may be \
+                     at most {late} late",
+                    event.timestamp
+                ),
+            ));
+        }
+
         let latest = now.saturating_add(self.max_future);
         if event.timestamp <= latest {
             return Ok(());
@@ -147,7 +175,7 @@ impl IngestService {
             IngestError::Invalid(Rejection::new(RejectReason::BadField, "event", "missing"))
         })?;
         let event = from_proto(event, kind)?;
-        self.check_not_ahead(&event)
+        self.check_time(&event)
             .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
 
         let _permit = self
@@ -394,7 +422,7 @@ impl Ingest for IngestService {
         let mut valid = Vec::with_capacity(r.events.len());
         for (i, event) in r.events.into_iter().enumerate() {
             let checked = from_proto(event, None).and_then(|event| {
-                self.check_not_ahead(&event)
+                self.check_time(&event)
                     .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
                 Ok(event)
             });

@@ -81,6 +81,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_MAX_FUTURE_SKEW_MS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| MAX_FUTURE_SKEW_MS.parse_arg::<u64>(t)))]
     pub max_future_skew_ms: Option<u64>,
+    /// How far behind the server's clock an event's time may be before ingest refuses it
+    /// (default: off, events of any age are taken and evaluated at their own time).
+    #[arg(long, env = "BECKON_MAX_EVENT_LATENESS_MS", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| MAX_EVENT_LATENESS_MS.parse_arg::<u64>(t)))]
+    pub max_event_lateness_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| THREADS.parse_arg::<usize>(t)))]
@@ -150,6 +155,10 @@ impl ServeArgs {
             ("hibernate_after_ms", self.hibernate_after_ms.is_some()),
             ("evict_after_ms", self.evict_after_ms.is_some()),
             ("threads", self.threads.is_some()),
+            (
+                "max_event_lateness_ms",
+                self.max_event_lateness_ms.is_some(),
+            ),
             ("messages_out", self.messages_out.is_some()),
             ("admin_listen", self.admin_listen.is_some()),
             ("providers", self.providers.is_some()),
@@ -433,6 +442,15 @@ pub const MAX_FUTURE_SKEW_MS: Bounds = Bounds {
     words: "1 second to 365 days",
 };
 
+/// Events reach ingest seconds after they happen, and a phone's offline queue hours or days
+/// later; a limit under a minute would refuse ordinary traffic.
+pub const MAX_EVENT_LATENESS_MS: Bounds = Bounds {
+    name: "max_event_lateness_ms",
+    min: 60_000,
+    max: 365 * DAY_MS,
+    words: "1 minute to 365 days",
+};
+
 /// Each actor thread is an OS thread with an event loop of its own.
 pub const THREADS: Bounds = Bounds {
     name: "threads",
@@ -520,6 +538,13 @@ bounded_field! {
     de_max_future_skew_ms: MAX_FUTURE_SKEW_MS as u64;
 }
 
+/// An optional bounded setting: absent is off, a value is checked like the others.
+fn de_max_event_lateness_ms<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    MAX_EVENT_LATENESS_MS.deserialize(deserializer).map(Some)
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -551,6 +576,8 @@ pub struct Settings {
     pub max_trait_bytes: usize,
     #[serde(deserialize_with = "de_max_future_skew_ms")]
     pub max_future_skew_ms: u64,
+    #[serde(deserialize_with = "de_max_event_lateness_ms")]
+    pub max_event_lateness_ms: Option<u64>,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
     pub ingest_url: Option<String>,
@@ -588,6 +615,7 @@ impl Default for Settings {
             max_event_names: beckon_core::state::MAX_EVENT_NAMES,
             max_trait_bytes: beckon_core::state::MAX_TRAIT_BYTES,
             max_future_skew_ms: beckon_ingest::grpc::MAX_FUTURE_SKEW.as_millis() as u64,
+            max_event_lateness_ms: None,
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
@@ -661,6 +689,7 @@ impl Settings {
         layer!(max_event_names);
         layer!(max_trait_bytes);
         layer!(max_future_skew_ms);
+        layer!(opt max_event_lateness_ms);
         layer!(opt messages_out);
         layer!(opt admin_listen);
         layer!(opt ingest_url);
@@ -701,7 +730,11 @@ impl Settings {
             ),
             (MAX_FUTURE_SKEW_MS, self.max_future_skew_ms),
         ];
-        for (bounds, value) in checks {
+        let optional = [(MAX_EVENT_LATENESS_MS, self.max_event_lateness_ms)];
+        let given = optional
+            .into_iter()
+            .filter_map(|(bounds, value)| Some((bounds, value?)));
+        for (bounds, value) in checks.into_iter().chain(given) {
             bounds
                 .check(value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bounds.name))?;

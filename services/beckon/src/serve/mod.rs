@@ -221,6 +221,11 @@ fn ingest_service(
         .with_workspaces(vec![settings.workspace.clone()])
         .with_clock(clock)
         .with_max_future_skew(beckon_core::Duration(settings.max_future_skew_ms as i64))
+        .with_max_lateness(
+            settings
+                .max_event_lateness_ms
+                .map(|ms| beckon_core::Duration(ms as i64)),
+        )
 }
 
 /// The bounds on each user's state the settings ask for.
