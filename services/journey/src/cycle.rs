@@ -118,19 +118,25 @@ pub(crate) struct ShortLoop {
 
 /// Loops whose waits add up to less than `MIN_LOOP_WAIT`, found from each step that waits
 /// less than that, in list order: the one that waits least, then, with its closing edge set
-/// aside, the next, until none is left. Removing the reported edges leaves no such loop, so
-/// fixing each report fixes them all. Loops with no wait at all are `without_waiting`'s.
+/// aside, the next, until none is left. A step already on a reported loop starts no search
+/// of its own: a journey with such a loop is refused anyway, and a long loop of short waits
+/// would otherwise be walked once for each of them. Loops with no wait at all are
+/// `without_waiting`'s.
 pub(crate) fn waiting_too_little(steps: &[Step]) -> Vec<ShortLoop> {
     let min = MIN_LOOP_WAIT.0;
     let mut closed: HashSet<(usize, Edge)> = HashSet::new();
+    let mut reported = vec![false; steps.len()];
     let mut found = Vec::new();
     for start in 0..steps.len() {
         let wait = least_wait(&steps[start].kind);
-        if wait <= 0 || wait >= min {
+        if wait <= 0 || wait >= min || reported[start] {
             continue;
         }
         while let Some(short) = shortest_loop_through(steps, start, min, &closed) {
             closed.insert((short.cycle.from(), short.cycle.edge));
+            for &s in &short.cycle.steps {
+                reported[s] = true;
+            }
             found.push(short);
         }
     }
@@ -425,5 +431,24 @@ mod tests {
         );
         assert!(short(&[wait_for(60_000)]).is_empty());
         assert_eq!(least_wait(&StepKind::DelayDays(1)), 23 * 3_600_000);
+    }
+
+    #[test]
+    fn a_long_loop_of_short_waits_is_reported_once() {
+        let n = 20_000;
+        let mut steps: Vec<Step> = (1..n)
+            .map(|i| {
+                if i % 2 == 1 {
+                    delay(1, i)
+                } else {
+                    traits(Target::Step(i))
+                }
+            })
+            .collect();
+        steps.push(traits(Target::Step(0)));
+        let found = short(&steps);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0.len(), n);
+        assert_eq!(found[0].2, (n / 2) as i64);
     }
 }
