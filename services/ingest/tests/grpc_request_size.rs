@@ -1,6 +1,6 @@
 //! The request size limit, through a real Ingest server on loopback: a batch of 1,000 events
 //! just under the 32 KiB event limit is taken whole, and a request past the limit is refused
-//! as an invalid argument naming `events` and the limit.
+//! as an invalid argument naming `events` (or `event` for a single event) and the limit.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use beckon_ingest::log::{EventLog, MemoryLog};
 use beckon_ingest::segment::MAX_EVENT_BYTES;
 use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
 use beckon_proto::v1::ingest_client::IngestClient;
-use beckon_proto::v1::{BatchRequest, Event, batch_result};
+use beckon_proto::v1::{BatchRequest, Event, TrackRequest, batch_result};
 use serde_json::json;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
@@ -97,6 +97,22 @@ async fn a_full_batch_of_large_events_is_taken_and_a_larger_request_refused() {
         status.message(),
         format!(
             "events: the request is {size} bytes; at most {MAX_REQUEST_BYTES} \
+             (1000 events of at most 32768 bytes)"
+        )
+    );
+
+    // A single event past the request limit is named as the event.
+    let request = TrackRequest {
+        workspace: "w".into(),
+        event: Some(event(0, MAX_REQUEST_BYTES)),
+    };
+    let size = prost::Message::encoded_len(&request);
+    let status = client.track(request).await.expect_err("too large");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "event: the request is {size} bytes; at most {MAX_REQUEST_BYTES} \
              (1000 events of at most 32768 bytes)"
         )
     );
