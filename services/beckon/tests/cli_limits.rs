@@ -105,6 +105,7 @@ fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
         ("--partitions", "-8", "1..=4096"),
         ("--threads", "0", "1..=256"),
         ("--threads", "100000", "1..=256"),
+        ("--dedup-window-ms", "1000", "60000..=2592000000"),
     ];
     for (flag, value, range) in cases {
         // A negative number as a separate argument is a value, not an unknown flag.
@@ -125,6 +126,11 @@ fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
         ("BECKON_TIMER_CLAIM_MS", "soon", "1000..=86400000"),
         ("BECKON_PARTITIONS", "99999", "1..=4096"),
         ("BECKON_THREADS", "100000", "1..=256"),
+        (
+            "BECKON_DEDUP_WINDOW_MS",
+            "31536000000",
+            "60000..=2592000000",
+        ),
         (
             "BECKON_REDIS_CLUSTER",
             "maybe",

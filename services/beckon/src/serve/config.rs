@@ -86,6 +86,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_MAX_EVENT_LATENESS_MS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| MAX_EVENT_LATENESS_MS.parse_arg::<u64>(t)))]
     pub max_event_lateness_ms: Option<u64>,
+    /// How long a message id is remembered so a repeat is not applied twice (default 24
+    /// hours). Every event costs the log one small Redis key for this long.
+    #[arg(long, env = "BECKON_DEDUP_WINDOW_MS", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| DEDUP_WINDOW_MS.parse_arg::<u64>(t)))]
+    pub dedup_window_ms: Option<u64>,
     /// Actor threads.
     #[arg(long, env = "BECKON_THREADS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| THREADS.parse_arg::<usize>(t)))]
@@ -451,6 +456,18 @@ pub const MAX_EVENT_LATENESS_MS: Bounds = Bounds {
     words: "1 minute to 365 days",
 };
 
+/// The log's dedup window unless set: a day.
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = DAY_MS;
+
+/// A client retries within minutes and an SDK's offline queue within days; a window shorter
+/// than a minute would let ordinary retries in twice, and each remembered id costs Redis a key.
+pub const DEDUP_WINDOW_MS: Bounds = Bounds {
+    name: "dedup_window_ms",
+    min: 60_000,
+    max: 30 * DAY_MS,
+    words: "1 minute to 30 days",
+};
+
 /// Each actor thread is an OS thread with an event loop of its own.
 pub const THREADS: Bounds = Bounds {
     name: "threads",
@@ -536,6 +553,7 @@ bounded_field! {
     de_max_event_names: MAX_EVENT_NAMES as usize;
     de_max_trait_bytes: MAX_TRAIT_BYTES as usize;
     de_max_future_skew_ms: MAX_FUTURE_SKEW_MS as u64;
+    de_dedup_window_ms: DEDUP_WINDOW_MS as u64;
 }
 
 /// An optional bounded setting: absent is off, a value is checked like the others.
@@ -578,6 +596,8 @@ pub struct Settings {
     pub max_future_skew_ms: u64,
     #[serde(deserialize_with = "de_max_event_lateness_ms")]
     pub max_event_lateness_ms: Option<u64>,
+    #[serde(deserialize_with = "de_dedup_window_ms")]
+    pub dedup_window_ms: u64,
     pub messages_out: Option<PathBuf>,
     pub admin_listen: Option<String>,
     pub ingest_url: Option<String>,
@@ -616,6 +636,7 @@ impl Default for Settings {
             max_trait_bytes: beckon_core::state::MAX_TRAIT_BYTES,
             max_future_skew_ms: beckon_ingest::grpc::MAX_FUTURE_SKEW.as_millis() as u64,
             max_event_lateness_ms: None,
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
             messages_out: None,
             admin_listen: None,
             ingest_url: None,
@@ -690,6 +711,7 @@ impl Settings {
         layer!(max_trait_bytes);
         layer!(max_future_skew_ms);
         layer!(opt max_event_lateness_ms);
+        layer!(dedup_window_ms);
         layer!(opt messages_out);
         layer!(opt admin_listen);
         layer!(opt ingest_url);
@@ -729,6 +751,7 @@ impl Settings {
                 u64::try_from(self.max_trait_bytes).unwrap_or(u64::MAX),
             ),
             (MAX_FUTURE_SKEW_MS, self.max_future_skew_ms),
+            (DEDUP_WINDOW_MS, self.dedup_window_ms),
         ];
         let optional = [(MAX_EVENT_LATENESS_MS, self.max_event_lateness_ms)];
         let given = optional

@@ -342,9 +342,12 @@ impl FiredSink for FiredToLog {
 }
 
 /// The partition log on Redis, each partition's blocking reads on a connection of its own.
-fn redis_log(target: &RedisTarget, conn: RedisConn, partitions: u32) -> Arc<dyn EventLog> {
+/// Every process that appends must remember ids for the same window.
+fn redis_log(target: &RedisTarget, conn: RedisConn, settings: &Settings) -> Arc<dyn EventLog> {
     let config = LogConfig {
-        partitions,
+        partitions: settings.partitions,
+        // Markers expire in whole seconds; a window is never shortened by the rounding.
+        dedup_ttl_secs: settings.dedup_window_ms.div_ceil(1_000),
         ..LogConfig::default()
     };
     Arc::new(RedisLog::new(conn, config).with_readers(target.reader_connector()))
@@ -370,7 +373,7 @@ async fn run_all(
         Some(target) => {
             let conn = target.connect().await?;
             same_partitions(conn.clone(), &settings).await?;
-            let log = redis_log(&target, conn.clone(), settings.partitions);
+            let log = redis_log(&target, conn.clone(), &settings);
             let (timers, store) = redis_stores(conn, &settings);
             (log, timers, store)
         }
@@ -524,7 +527,7 @@ async fn run_ingest(
     let target = require_redis(&settings, "ingest")?;
     let conn = target.connect().await?;
     same_partitions(conn.clone(), &settings).await?;
-    let log = redis_log(&target, conn, settings.partitions);
+    let log = redis_log(&target, conn, &settings);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
     let routes = Routes::new(IngestEndpoint::new(ingest_service(&settings, log, clock)));
     crate::grpc::serve(
@@ -545,7 +548,7 @@ async fn run_scheduler(
     let target = require_redis(&settings, "scheduler")?;
     let conn = target.connect().await?;
     same_partitions(conn.clone(), &settings).await?;
-    let log = redis_log(&target, conn.clone(), settings.partitions);
+    let log = redis_log(&target, conn.clone(), &settings);
     let (timers, _) = redis_stores(conn, &settings);
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
@@ -611,7 +614,7 @@ async fn run_user_state(
     };
     let conn = target.connect().await?;
     same_partitions(conn.clone(), &settings).await?;
-    let log = redis_log(&target, conn.clone(), settings.partitions);
+    let log = redis_log(&target, conn.clone(), &settings);
     let (_, store) = redis_stores(conn.clone(), &settings);
 
     let scheduler_url = settings
