@@ -43,3 +43,35 @@ async fn acknowledged_appends_survive_a_kill() {
     assert!(again.duplicate);
     assert_eq!(again.offset, appended[7].offset);
 }
+
+/// The first append after Redis came back is taken: the connection that died with the old
+/// server is found dead by that append, which goes again on the new connection instead of
+/// failing its caller.
+#[tokio::test]
+async fn the_first_append_after_a_restart_is_taken() {
+    let mut server = RedisServer::start_with(Options::aof(Fsync::Always)).expect("redis");
+    if server.is_external() {
+        return; // a shared server cannot be restarted by a test
+    }
+    let log = redis_log(&server).await;
+    let first = log
+        .append("w", &event("u1", "before", 1), None)
+        .await
+        .expect("append");
+
+    server.restart().expect("kill -9 and start again");
+
+    for (i, id) in ["after-1", "after-2", "after-3"].into_iter().enumerate() {
+        let appended = log
+            .append("w", &event("u1", id, 2 + i as i64), None)
+            .await
+            .unwrap_or_else(|e| panic!("append {id} after the restart: {e}"));
+        assert!(!appended.duplicate, "{id}");
+    }
+    let again = log
+        .append("w", &event("u1", "before", 1), None)
+        .await
+        .expect("append");
+    assert!(again.duplicate, "the marker survived the restart");
+    assert_eq!(again.offset, first.offset);
+}

@@ -111,6 +111,11 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Whether a command failed because its connection went away, not because of the command.
+fn connection_lost(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
+}
+
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -342,7 +347,16 @@ where
                     .arg(&w.traceparent);
             }
             let mut con = self.con.clone();
-            let answers: RedisResult<Vec<(i64, String)>> = call.invoke_async(&mut con).await;
+            let mut answers: RedisResult<Vec<(i64, String)>> = call.invoke_async(&mut con).await;
+            if answers.as_ref().is_err_and(connection_lost) {
+                // A connection that died under us (Redis restarted, a failover) is found by
+                // the first command sent on it; the connection reconnects, and this call goes
+                // once more rather than failing every caller of the group. Sending twice is
+                // safe: an entry the first call appended is found by its marker and answered
+                // as a duplicate with its offset.
+                debug!(stream = %stream, "connection lost during an append; sending again");
+                answers = call.invoke_async(&mut con).await;
+            }
 
             match answers {
                 Ok(answers) if answers.len() == group.len() => {
