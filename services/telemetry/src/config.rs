@@ -95,12 +95,25 @@ impl TelemetryConfig {
 
     /// The log filter, parsed; an error names the filter and what is wrong with it. Building
     /// the pipeline parses it the same way, so a caller can refuse a bad one up front.
+    ///
+    /// The OpenTelemetry SDK and exporter report through `tracing`, under targets that start
+    /// with `opentelemetry`: an export that fails (a wrong collector address, a collector that
+    /// is down) is an error line, where nothing at all was said before. Their lifecycle
+    /// chatter is `info` and `debug`, so unless the filter names them they are held to `warn`,
+    /// whatever the filter's level.
     pub fn env_filter(&self) -> Result<tracing_subscriber::EnvFilter> {
-        tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
             TelemetryError::LogFilter {
                 filter: self.log_filter.clone(),
                 reason: e.to_string(),
             }
+        })?;
+        if self.log_filter.contains("opentelemetry") {
+            return Ok(filter);
+        }
+        Ok(match "opentelemetry=warn".parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
         })
     }
 
