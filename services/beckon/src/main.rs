@@ -509,6 +509,16 @@ fn run_segments(
     use beckon_proto::v1::user_state_client::UserStateClient;
     use beckon_proto::v1::{ListSegmentMembersRequest, SegmentSizesRequest};
 
+    // Sizes are of every segment; a name given here would be silently ignored.
+    if let (UserAction::Sizes, Some(extra)) = (action, segment) {
+        writeln!(
+            std::io::stderr(),
+            "beckon user sizes: takes no segment or user, got {extra:?}; \
+             `beckon user members SEGMENT` lists one segment"
+        )?;
+        return Ok(ExitCode::from(2));
+    }
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -100,3 +100,15 @@ fn a_changed_published_version_is_refused_with_the_servers_reason_alone() {
          with other content; publish it as a new version"
     );
 }
+
+#[test]
+fn sizes_refuses_an_argument_it_would_ignore() {
+    // Refused before any call: no server is needed, and none is asked.
+    let (code, said) = beckon(&["user", "sizes", "foo", "--url", "http://127.0.0.1:9"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert_eq!(
+        said.trim_end(),
+        "beckon user sizes: takes no segment or user, got \"foo\"; \
+         `beckon user members SEGMENT` lists one segment"
+    );
+}
