@@ -268,7 +268,15 @@ pub fn view(state: &UserState) -> UserView {
         "total_events": state.total_events,
         "traits": state.traits.iter().map(|(k, v)| (k.clone(), v.value.clone()))
             .collect::<serde_json::Map<_, _>>(),
-        "events": state.events,
+        // Times as RFC 3339, as `first_seen` and `last_seen` above; the record keeps
+        // milliseconds.
+        "events": state.events.iter().map(|(name, e)| {
+            (name.clone(), serde_json::json!({
+                "count": e.count,
+                "first": e.first.to_string(),
+                "last": e.last.to_string(),
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
         "event_names_evicted": state.event_names_evicted,
         "traits_dropped": state.traits_dropped,
     });
@@ -454,6 +462,30 @@ impl UserStateRpc for UserStateService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_gives_event_times_as_rfc3339_like_the_other_times() {
+        let mut state = UserState::new("w", "u1");
+        let at = beckon_core::Ts::parse_rfc3339("2026-03-02T09:00:00Z").expect("instant");
+        state.events.insert(
+            "Pricing".into(),
+            beckon_core::state::EventStats {
+                count: 2,
+                first: at,
+                last: at.saturating_add(beckon_core::Duration::from_millis(300_000)),
+            },
+        );
+        let shown: serde_json::Value =
+            serde_json::from_str(&view(&state).state_json).expect("JSON");
+        assert_eq!(
+            shown["events"]["Pricing"],
+            serde_json::json!({
+                "count": 2,
+                "first": "2026-03-02T09:00:00.000Z",
+                "last": "2026-03-02T09:05:00.000Z",
+            })
+        );
+    }
 
     #[test]
     fn page_tokens_round_trip_and_refuse_garbage() {
