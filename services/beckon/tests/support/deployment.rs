@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use beckon_proto::v1::BatchRequest;
@@ -215,6 +217,7 @@ impl LoadReport {
 pub struct Load {
     stop: watch::Sender<bool>,
     task: JoinHandle<LoadReport>,
+    acked: Arc<AtomicU64>,
 }
 
 /// A failure of the client's connection (a GOAWAY from a server shutting down, say), not an
@@ -237,8 +240,20 @@ impl Load {
     /// Starts sending `per_batch` events per call to `ingest_url`, spread over `users` users.
     pub fn start(ingest_url: String, users: usize, per_batch: usize) -> Load {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(send_until_stopped(ingest_url, users, per_batch, stopped));
-        Load { stop, task }
+        let acked = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(send_until_stopped(
+            ingest_url,
+            users,
+            per_batch,
+            stopped,
+            acked.clone(),
+        ));
+        Load { stop, task, acked }
+    }
+
+    /// Events acknowledged so far.
+    pub fn acked_so_far(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
     }
 
     /// Lets the call in flight finish (with its retries), then stops.
@@ -253,6 +268,7 @@ async fn send_until_stopped(
     users: usize,
     per_batch: usize,
     stopped: watch::Receiver<bool>,
+    acked: Arc<AtomicU64>,
 ) -> LoadReport {
     let channel = tonic::transport::Endpoint::from_shared(url)
         .expect("ingest url")
@@ -297,6 +313,7 @@ async fn send_until_stopped(
                         match &result.outcome {
                             Some(beckon_proto::v1::batch_result::Outcome::Ack(_)) => {
                                 *report.acked.entry(user.clone()).or_default() += 1;
+                                acked.fetch_add(1, Ordering::Relaxed);
                             }
                             other => report.errors.push(format!("{user}: {other:?}")),
                         }
