@@ -2,28 +2,10 @@
 //! them, at the id, so a spec it passes can always send; the bound it applies is the one the
 //! gateway enforces.
 
-use std::process::Command;
+mod support;
 
 use beckon_journey::eval::MAX_JOURNEY_AND_STEP_ID_BYTES;
-
-/// The error lines `beckon lint` prints for `text`, without the file's path, and its exit code.
-fn lint_one(text: &str) -> (Option<i32>, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("journey.yaml");
-    std::fs::write(&path, text).expect("write spec");
-    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
-        .arg("lint")
-        .arg(&path)
-        .output()
-        .expect("beckon runs");
-    let prefix = format!("{}:", path.display());
-    let errors = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(str::to_string)
-        .collect();
-    (out.status.code(), errors)
-}
+use support::lint::lint_one;
 
 fn journey(id: &str, step: &str) -> String {
     format!(

@@ -1,32 +1,9 @@
 //! `beckon lint` places each error where the problem is written: the bad tag inside a
 //! template, the value of a key rather than the key, every error of a file in file order.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
-/// The error lines `beckon lint` prints for `text` written to a file of its own, with the
-/// file's path taken off the front, and its exit code.
-fn lint_one(text: &str) -> (Option<i32>, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("journey.yaml");
-    std::fs::write(&path, text).expect("write spec");
-    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
-        .arg("lint")
-        .arg(&path)
-        .output()
-        .expect("beckon runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), errors_of(&stderr, &path))
-}
-
-fn errors_of(stderr: &str, path: &Path) -> Vec<String> {
-    let prefix = format!("{}:", path.display());
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(str::to_string)
-        .collect()
-}
+use support::lint::lint_one;
 
 const REFUSED: &str = "not an event name ingest accepts";
 const CONTROL: &str = "contains a control character";

@@ -2,6 +2,8 @@
 //! without end: past the limit, the least recently seen names are forgotten, the names the
 //! loaded journeys and segments refer to stay, and the record written to Redis stays small.
 
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Event, EventKind, Props, StateLimits, Ts, VirtualClock};
@@ -12,7 +14,6 @@ use beckon_telemetry::{MetricsEndpoint, TelemetryConfig};
 use beckon_testkit::RedisServer;
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers};
-use prometheus_parse::{Scrape, Value};
 
 const LIMIT: usize = 100;
 const MADE_UP: usize = 3_000;
@@ -73,18 +74,7 @@ fn event(id: usize, name: &str, at: i64) -> Event {
 }
 
 fn evicted_total(endpoint: &MetricsEndpoint) -> f64 {
-    let text = endpoint.render().expect("render");
-    let samples = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format")
-        .samples;
-    samples
-        .iter()
-        .filter(|s| s.metric == "beckon_state_event_names_evicted_total")
-        .find_map(|s| match s.value {
-            Value::Counter(v) | Value::Untyped(v) => Some(v),
-            _ => None,
-        })
-        .unwrap_or(0.0)
+    support::scraped(endpoint, "beckon_state_event_names_evicted_total", &[]).unwrap_or(0.0)
 }
 
 #[actix_rt::test]

@@ -1,6 +1,8 @@
 //! A partition that keeps failing its batch because the gateway cannot be reached shows its
 //! lag growing: the entries it cannot apply, and those appended behind them, stay in the log.
 
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Duration, Event, EventKind, Props, Ts, VirtualClock};
@@ -13,7 +15,6 @@ use beckon_user_state::live::{self, LoopConfig};
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::remote::RemoteGateway;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers};
-use prometheus_parse::{Scrape, Value};
 use tokio::sync::watch;
 
 const BLOCK_MS: u64 = 20;
@@ -59,18 +60,7 @@ fn nobody_listening() -> tonic::transport::Channel {
 
 /// Partition 0's lag as Prometheus would scrape it; `None` until the gauge was set.
 fn lag(endpoint: &MetricsEndpoint) -> Option<f64> {
-    let text = endpoint.render().expect("render");
-    let samples = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format")
-        .samples;
-    samples
-        .iter()
-        .filter(|s| s.metric == "beckon_log_lag")
-        .filter(|s| s.labels.get("partition") == Some("0"))
-        .find_map(|s| match s.value {
-            Value::Gauge(v) | Value::Untyped(v) => Some(v),
-            _ => None,
-        })
+    support::scraped(endpoint, "beckon_log_lag", &[("partition", "0")])
 }
 
 /// Waits, a read's block time at a time, until the lag is `want`; returns the last seen.

@@ -3,6 +3,8 @@
 //! it are dropped and counted, small traits still fit in what is left, an opt-out always
 //! applies, and the record written to Redis stays near the limit.
 
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Duration, Event, EventKind, MAX_TRAIT_BYTES, Props, Ts, VirtualClock};
@@ -13,7 +15,6 @@ use beckon_telemetry::{LogRateLimiter, MetricsEndpoint, TelemetryConfig};
 use beckon_testkit::RedisServer;
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers};
-use prometheus_parse::{Scrape, Value};
 use serde_json::json;
 
 const IDENTIFIES: usize = 1_500;
@@ -35,18 +36,7 @@ fn identify(id: usize, traits: serde_json::Value) -> Event {
 }
 
 fn dropped_total(endpoint: &MetricsEndpoint) -> f64 {
-    let text = endpoint.render().expect("render");
-    let samples = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format")
-        .samples;
-    samples
-        .iter()
-        .filter(|s| s.metric == "beckon_state_traits_dropped_total")
-        .find_map(|s| match s.value {
-            Value::Counter(v) | Value::Untyped(v) => Some(v),
-            _ => None,
-        })
-        .unwrap_or(0.0)
+    support::scraped(endpoint, "beckon_state_traits_dropped_total", &[]).unwrap_or(0.0)
 }
 
 #[actix_rt::test]

@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod failover;
+pub mod lint;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -95,3 +95,26 @@ pub fn track(user: &str, message_id: &str) -> Event {
         previous_id: None,
     }
 }
+
+/// The value of the first sample of `metric` that Prometheus would scrape from `endpoint`,
+/// among those carrying every label of `labels`; `None` while there is none.
+pub fn scraped(
+    endpoint: &beckon_telemetry::MetricsEndpoint,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    use prometheus_parse::{Scrape, Value};
+
+    let text = endpoint.render().expect("render");
+    let samples = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format")
+        .samples;
+    samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .find_map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
