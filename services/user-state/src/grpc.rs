@@ -198,21 +198,23 @@ impl UserStateService {
     /// erases the person, with every id merged into them. An id whose chain leads to no
     /// stored user (or loops) is forgotten as it is.
     async fn forget_target(&self, workspace: &str, user: &str) -> Result<String, Status> {
+        // A record that cannot be read leads nowhere; it is forgotten as it is.
+        let readable = |loaded: Result<Option<UserState>, StateError>| match loaded {
+            Ok(state) => Ok(state),
+            Err(StateError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(Status::from(e)),
+        };
         let mut target = user.to_string();
+        let mut state = readable(self.store.load(workspace, user).await)?;
         for _ in 0..MAX_MERGE_HOPS {
-            let into = match self.store.load(workspace, &target).await {
-                Ok(state) => state.and_then(|s| s.merged_into),
-                Err(StateError::Corrupt { .. }) => None,
-                Err(e) => return Err(e.into()),
+            let Some(into) = state.and_then(|s| s.merged_into) else {
+                break;
             };
-            let Some(into) = into else {
-                return Ok(target);
-            };
-            match self.store.load(workspace, &into).await {
-                Ok(Some(_)) => target = into,
-                Ok(None) | Err(StateError::Corrupt { .. }) => return Ok(target),
-                Err(e) => return Err(e.into()),
+            state = readable(self.store.load(workspace, &into).await)?;
+            if state.is_none() {
+                break;
             }
+            target = into;
         }
         Ok(target)
     }
