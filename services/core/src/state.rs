@@ -334,6 +334,10 @@ pub struct JourneyInstance {
     /// The current message step was held back and is tried again when the timer fires.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
+    /// The instance was held before the current step, which it has not run yet, to pace a
+    /// loop; the step runs when the timer fires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paced: bool,
     /// The split arm the instance was put in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<String>,

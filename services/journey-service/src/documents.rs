@@ -30,14 +30,41 @@ impl Document {
 
 /// Checks each file on its own and splits them into documents. Every document must belong to
 /// `workspace`. References between documents are checked by [`check_with`].
+///
+/// A journey version already in `published` with the same content is not refused for what
+/// the loop checks refuse: those checks are newer than some published versions, and
+/// publishing a folder again (as `serve --journeys` does at every start) must not fail on a
+/// version that is published already. Any other journey they refuse is refused.
 pub fn split(
     workspace: &str,
     files: &[(String, String)],
+    published: &[(String, String)],
 ) -> Result<Vec<Document>, DefinitionError> {
     let mut errors = Vec::new();
     for (name, text) in files {
-        if let Err(mut e) = beckon_journey::load_definitions_str(name, text) {
-            errors.append(&mut e);
+        let Ok(defs) = beckon_journey::load_published_str(name, text) else {
+            // Refused for more than its loops: every error, the loops' too, as lint gives them.
+            if let Err(mut e) = beckon_journey::load_definitions_str(name, text) {
+                errors.append(&mut e);
+            }
+            continue;
+        };
+        for j in defs.journeys.iter().filter(|j| !j.refused_loops.is_empty()) {
+            let key = format!("journey/{}@{}", j.id, j.version);
+            let same = canonical_of(workspace, text, &key)
+                .is_some_and(|c| published.iter().any(|(k, p)| *k == key && *p == c));
+            if same {
+                tracing::warn!(
+                    beckon.workspace = workspace,
+                    journey = %j.id,
+                    version = j.version,
+                    reason = %reasons(&j.refused_loops),
+                    "published again unchanged with a loop the checks now refuse; it stays as \
+                     it was published"
+                );
+            } else {
+                errors.extend(j.refused_loops.iter().cloned());
+            }
         }
     }
     if !errors.is_empty() {
@@ -77,6 +104,21 @@ pub fn split(
     }
 }
 
+/// The canonical form of the document of `text` stored under `key`, if it has one.
+fn canonical_of(workspace: &str, text: &str, key: &str) -> Option<String> {
+    serde_norway::Deserializer::from_str(text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter_map(|value| document(workspace, value).ok())
+        .find(|d| d.key() == key)
+        .map(|d| d.canonical)
+}
+
+/// Spec errors on one line, for a log field.
+fn reasons(errors: &[SpecError]) -> String {
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    all.join("; ")
+}
+
 /// Checks `files` together with the `published` documents they would join (segments used but
 /// defined in neither, versions defined twice), reporting problems in the files' own names and
 /// lines, and splits them into documents.
@@ -85,14 +127,16 @@ pub fn check_with(
     files: &[(String, String)],
     published: &[(String, String)],
 ) -> Result<Vec<Document>, DefinitionError> {
-    let docs = split(workspace, files)?;
+    let docs = split(workspace, files, published)?;
     let mut combined: Vec<(String, String)> = published
         .iter()
         .filter(|(key, _)| !docs.iter().any(|d| d.key() == *key))
         .cloned()
         .collect();
     combined.extend(files.iter().cloned());
-    beckon_journey::load_definitions_texts(&combined).map_err(DefinitionError::Invalid)?;
+    // Each file passed every check of its own above; what is left are the checks between
+    // documents, which published versions must not fail for checks newer than they are.
+    beckon_journey::load_published_texts(&combined).map_err(DefinitionError::Invalid)?;
     Ok(docs)
 }
 
@@ -177,14 +221,25 @@ pub fn engine(workspace: &str, docs: &[(String, String)]) -> Result<Engine, Defi
         .filter(|(key, _)| !key.starts_with("policy/") || Some(key) == newest_policy.as_ref())
         .cloned()
         .collect();
-    let defs = load_stored(&files)?;
-    Ok(Engine::from_definitions(defs.for_workspace(workspace)))
+    let defs = load_stored(&files)?.for_workspace(workspace);
+    for j in defs.journeys.iter().filter(|j| !j.refused_loops.is_empty()) {
+        tracing::warn!(
+            beckon.workspace = workspace,
+            journey = %j.id,
+            version = j.version,
+            reason = %reasons(&j.refused_loops),
+            "published journey has a loop the checks now refuse; it is evaluated with each \
+             round of its loops held a minute"
+        );
+    }
+    Ok(Engine::from_definitions(defs))
 }
 
 /// Loads documents read back from the store. They were checked when published, so an error
-/// here means the stored data is damaged.
+/// here means the stored data is damaged, except for checks added since: a journey with a loop
+/// that the loop checks refuse is loaded with [`beckon_journey::Journey::refused_loops`] set.
 pub(crate) fn load_stored(docs: &[(String, String)]) -> Result<Definitions, DefinitionError> {
-    beckon_journey::load_definitions_texts(docs).map_err(|errors| DefinitionError::Corrupt {
+    beckon_journey::load_published_texts(docs).map_err(|errors| DefinitionError::Corrupt {
         key: errors.first().map(|e| e.file.clone()).unwrap_or_default(),
         reason: errors.first().map(|e| e.to_string()).unwrap_or_default(),
     })

@@ -268,6 +268,46 @@ pub(crate) fn without_waiting(steps: &[Step]) -> Vec<Cycle> {
     cycles
 }
 
+/// The edges, as (from, to) step pairs, that close a loop in a depth-first walk of every step
+/// from the first: each loop of the graph passes through at least one of them, so holding an
+/// instance at each of them bounds how fast any loop can go round.
+pub(crate) fn back_edges(steps: &[Step]) -> Vec<(usize, usize)> {
+    const UNSEEN: u8 = 0;
+    const ON_PATH: u8 = 1;
+    const DONE: u8 = 2;
+
+    let mut state = vec![UNSEEN; steps.len()];
+    let mut found = Vec::new();
+    for root in 0..steps.len() {
+        if state[root] != UNSEEN {
+            continue;
+        }
+
+        // Iterative for the same reason as `without_waiting`.
+        state[root] = ON_PATH;
+        let mut path = vec![(root, edges(&steps[root]), 0usize)];
+        while let Some((node, out, followed)) = path.last_mut() {
+            let Some(&(_, to)) = out.get(*followed) else {
+                state[*node] = DONE;
+                path.pop();
+                continue;
+            };
+            *followed += 1;
+            let from = *node;
+            match state[to] {
+                UNSEEN => {
+                    state[to] = ON_PATH;
+                    path.push((to, edges(&steps[to]), 0));
+                }
+                // Two edges of one step to one target (both arms of a branch) are one pair.
+                ON_PATH if !found.contains(&(from, to)) => found.push((from, to)),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use beckon_core::Duration;
@@ -450,5 +490,20 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0.len(), n);
         assert_eq!(found[0].2, (n / 2) as i64);
+    }
+
+    #[test]
+    fn every_loop_passes_through_a_back_edge() {
+        // 0 -> 1 -> 2 -> 0, 2 -> 1 and a step that goes to itself: three loops, three edges.
+        let steps = [
+            delay(1, 1),
+            split(&[2, 3]),
+            split(&[0, 1]),
+            traits(Target::Step(3)),
+        ];
+        assert_eq!(back_edges(&steps), vec![(2, 0), (2, 1), (3, 3)]);
+
+        let chain = [delay(1, 1), traits(Target::Exit)];
+        assert!(back_edges(&chain).is_empty());
     }
 }

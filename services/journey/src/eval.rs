@@ -27,6 +27,7 @@ use beckon_core::{
 use serde_json::{Value, json};
 
 use crate::condition::{Context, props_match};
+use crate::cycle::MIN_LOOP_WAIT;
 use crate::journey::{
     Definitions, EntryTrigger, Journey, LiveActivity, LiveValue, Message, Policy, Segment,
     StepKind, Target, WaitUntil,
@@ -41,8 +42,8 @@ use beckon_core::ids::{MAX_ID_BYTES, MAX_KEY_BYTES, MAX_WORKSPACE_BYTES};
 pub const LIVE_ACTIVITY: &str = "live_activity";
 
 /// Steps one trigger may run for one instance before the instance is stopped. Loading refuses
-/// loops with no waiting step in them, so this only guards against what that check cannot
-/// see; README and SPECS give the number.
+/// loops with no waiting step in them, and paces every loop of a journey published before it
+/// did, so this only guards against what those cannot see; README and SPECS give the number.
 const MAX_STEPS_PER_TRIGGER: usize = 64;
 
 /// Most bytes a journey id and one of its step ids may take together, so that the key of
@@ -387,7 +388,8 @@ impl Run<'_> {
                 continue;
             };
             self.cancel_timer(&state.workspace, &state.user, &mut state.journeys[i]);
-            self.go(state, i, &j, on_event, now, &event.properties);
+            let from = self.step_of(&j, &state.journeys[i]);
+            self.go(state, i, &j, from, on_event, now, &event.properties);
         }
 
         if !self.engine.segments.is_empty() {
@@ -729,6 +731,13 @@ impl Run<'_> {
         let props = state.journeys[i].entry.clone();
         let step = self.step_of(&j, &state.journeys[i]);
 
+        // An instance paced on a loop now runs the step it was held before.
+        if state.journeys[i].paced {
+            state.journeys[i].paced = false;
+            let target = step.map_or(Target::End, Target::Step);
+            return self.go(state, i, &j, None, target, now, &props);
+        }
+
         // A held-back message is tried again in place; it did not move the user on.
         if state.journeys[i].deferred {
             state.journeys[i].deferred = false;
@@ -738,7 +747,10 @@ impl Run<'_> {
                 let step_id = j.steps[s].id.clone();
                 match self.message(state, i, &j, &step_id, m, now, &props) {
                     Sent::Deferred(due) => return self.hold(state, i, due),
-                    Sent::Done => return self.go(state, i, &j, j.steps[s].next, now, &props),
+                    Sent::Done => {
+                        let next = j.steps[s].next;
+                        return self.go(state, i, &j, Some(s), next, now, &props);
+                    }
                 }
             }
         }
@@ -747,7 +759,7 @@ impl Run<'_> {
             Some(StepKind::WaitFor { on_timeout, .. }) => *on_timeout,
             _ => step.map_or(Target::End, |s| j.steps[s].next),
         };
-        self.go(state, i, &j, target, now, &props);
+        self.go(state, i, &j, step, target, now, &props);
     }
 
     fn on_api(&mut self, state: &mut UserState, call: &ApiEntry) {
@@ -897,6 +909,7 @@ impl Run<'_> {
             entry: props.clone(),
             visits: 0,
             deferred: false,
+            paced: false,
             arm: None,
         });
         let i = state.journeys.len() - 1;
@@ -911,7 +924,7 @@ impl Run<'_> {
         } else {
             Target::Step(0)
         };
-        self.go(state, i, j, first, now, props);
+        self.go(state, i, j, None, first, now, props);
     }
 
     /// The re-entry rule or entry limit that keeps the user out, if any.
@@ -1023,12 +1036,15 @@ impl Run<'_> {
         }
     }
 
-    /// Runs instance `i` from `target` until it waits or ends.
+    /// Runs instance `i` from `target` until it waits or ends. `from` is the step it leaves,
+    /// if any: none when it enters the journey, or runs a step it was held before.
+    #[allow(clippy::too_many_arguments)]
     fn go(
         &mut self,
         state: &mut UserState,
         i: usize,
         j: &Journey,
+        mut from: Option<usize>,
         mut target: Target,
         now: Ts,
         props: &Props,
@@ -1041,6 +1057,9 @@ impl Run<'_> {
                     return self.finish(state, i, End::Completed, now, "last step done".into());
                 }
             };
+            if from.is_some_and(|f| j.is_paced(f, s)) {
+                return self.pace(state, i, j, s, now);
+            }
             let step = &j.steps[s];
             {
                 let inst = &mut state.journeys[i];
@@ -1052,7 +1071,7 @@ impl Run<'_> {
             let d = self.about(d, &state.journeys[i]);
             self.record(state, d);
 
-            target = match &step.kind {
+            let next = match &step.kind {
                 StepKind::Delay(d) => return self.wait(state, i, now.saturating_add(*d)),
                 StepKind::DelayDays(days) => {
                     let (tz, _) = self.zone_of(state, None);
@@ -1123,6 +1142,7 @@ impl Run<'_> {
                 }
                 StepKind::Exit => Target::Exit,
             };
+            (from, target) = (Some(s), next);
         }
         self.finish(
             state,
@@ -1194,6 +1214,30 @@ impl Run<'_> {
             instance: inst.id,
             trace: None,
         }));
+    }
+
+    /// Holds the instance before step `to`, which closes a loop of a journey published before
+    /// loops were checked, for [`MIN_LOOP_WAIT`]: it then goes round no faster than a loop
+    /// the checks let through, however little the loop's own steps wait.
+    fn pace(&mut self, state: &mut UserState, i: usize, j: &Journey, to: usize, now: Ts) {
+        let due = now.saturating_add(MIN_LOOP_WAIT);
+        let step = &j.steps[to].id;
+        {
+            let inst = &mut state.journeys[i];
+            inst.step.clone_from(step);
+            inst.step_at = now;
+            inst.paced = true;
+            // A visit number of its own gives the hold its own timer id.
+            inst.visits += 1;
+        }
+        let reason = format!(
+            "held until {due} before going round again: the journey's loops wait less than \
+             {MIN_LOOP_WAIT}"
+        );
+        let d = decision(now, &j.id, step, DecisionKind::Step, reason);
+        let d = self.about(d, &state.journeys[i]);
+        self.record(state, d);
+        self.wait(state, i, due);
     }
 
     /// Keeps the instance at its message step until `due`.
@@ -1489,6 +1533,7 @@ impl Run<'_> {
     fn cancel_timer(&mut self, workspace: &str, user: &str, inst: &mut JourneyInstance) {
         inst.due = None;
         inst.deferred = false;
+        inst.paced = false;
         if let Some(id) = inst.timer.take() {
             self.effects.push(Effect::CancelTimer {
                 workspace: workspace.to_string(),
@@ -1527,7 +1572,7 @@ impl Run<'_> {
     }
 
     fn waits_for(&self, inst: &JourneyInstance, event: &Event) -> bool {
-        if inst.timer.is_none() || inst.deferred {
+        if inst.timer.is_none() || inst.deferred || inst.paced {
             return false;
         }
         let Some(j) = self.journey_of(inst) else {

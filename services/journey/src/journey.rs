@@ -7,6 +7,7 @@ use ahash::AHashMap;
 use beckon_core::{Duration, Tracking};
 
 use crate::condition::Condition;
+use crate::error::SpecError;
 use crate::localtime::{Hours, LocalTime};
 use crate::spec::{Channel, EventMatch, LiveActivityEvent, OnCap, Reentry, SegmentEdge};
 use crate::template::Template;
@@ -145,11 +146,24 @@ pub struct Journey {
     pub(crate) index: AHashMap<String, usize>,
     /// Snake-case event names templates read as `last.<name>`.
     pub(crate) last_events: Vec<String>,
+    /// What the loop checks refuse in a journey loaded as published before they existed;
+    /// empty for every other journey. Loading such a journey is not refused (running
+    /// services must start with what they have published), and its loops are paced instead.
+    pub refused_loops: Vec<SpecError>,
+    /// Where an instance of a journey with `refused_loops` is held for
+    /// [`crate::cycle::MIN_LOOP_WAIT`] before going on, as (from, to) step indexes: every loop
+    /// of the journey passes through one, so none goes round faster than that.
+    pub(crate) paced: Vec<(usize, usize)>,
 }
 
 impl Journey {
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// Whether going from step `from` to step `to` closes a loop that is paced.
+    pub(crate) fn is_paced(&self, from: usize, to: usize) -> bool {
+        self.paced.contains(&(from, to))
     }
 
     /// Registers the history this journey's conditions and templates need, and every event

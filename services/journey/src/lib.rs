@@ -23,7 +23,7 @@ pub use error::{JourneyError, SpecError};
 pub use eval::{CurrentEngine, Engine, JourneyStatus};
 pub use journey::{Definitions, Journey, Policy, Segment};
 pub use load::{
-    load_definitions, load_definitions_str, load_definitions_texts, load_dir, load_str,
-    read_spec_files, spec_paths,
+    load_definitions, load_definitions_str, load_definitions_texts, load_dir, load_published_str,
+    load_published_texts, load_str, read_spec_files, spec_paths,
 };
 pub use sim::Sim;

@@ -46,7 +46,24 @@ pub fn load_str(file: &str, text: &str) -> Result<Vec<Journey>, Vec<SpecError>> 
 
 /// Parses and checks every definition in one YAML text.
 pub fn load_definitions_str(file: &str, text: &str) -> Result<Definitions, Vec<SpecError>> {
-    load_documents(file, text).map(|(defs, _)| defs)
+    load_documents(file, text, Checks::All).map(|(defs, _)| defs)
+}
+
+/// Like [`load_definitions_str`], for a text that was published before: what the loop checks
+/// refuse is kept in the journey's [`Journey::refused_loops`] instead of refusing it.
+pub fn load_published_str(file: &str, text: &str) -> Result<Definitions, Vec<SpecError>> {
+    load_documents(file, text, Checks::PublishedBefore).map(|(defs, _)| defs)
+}
+
+/// Which checks refuse a journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Every check: a spec being linted or published.
+    All,
+    /// A spec published by an earlier version, which may have had fewer checks: the loop
+    /// checks, added since, are noted and the journey's loops paced rather than refused. A
+    /// service that cannot start after an upgrade would be far worse than such a journey.
+    PublishedBefore,
 }
 
 /// Where each journey and segment of a file is written: its document's text and the number
@@ -64,6 +81,7 @@ type Document<'t> = (&'t str, u32);
 fn load_documents<'t>(
     file: &str,
     text: &'t str,
+    checks: Checks,
 ) -> Result<(Definitions, Places<'t>), Vec<SpecError>> {
     let mut defs = Definitions::default();
     let mut places = Places::default();
@@ -126,7 +144,7 @@ fn load_documents<'t>(
                 Err(e) => errors.push(from_yaml_error(file, text, &e)),
             },
             _ => match JourneySpec::deserialize(strict(doc)) {
-                Ok(spec) => match compile(file, own, spec) {
+                Ok(spec) => match compile(file, own, spec, checks) {
                     Ok(j) => {
                         defs.journeys.push(j);
                         places.journeys.push((own, before));
@@ -322,13 +340,23 @@ fn collect_spec_paths(dir: &Path, paths: &mut Vec<std::path::PathBuf>) -> Result
 /// Parses and checks a set of spec texts as one whole: each `(name, text)` on its own, then
 /// the checks between documents (ids defined twice, segments used but not defined).
 pub fn load_definitions_texts(files: &[(String, String)]) -> Result<Definitions, Vec<SpecError>> {
+    load_texts(files, Checks::All)
+}
+
+/// Like [`load_definitions_texts`], for documents published before (read back from the
+/// store): a journey the loop checks refuse is loaded with [`Journey::refused_loops`] set.
+pub fn load_published_texts(files: &[(String, String)]) -> Result<Definitions, Vec<SpecError>> {
+    load_texts(files, Checks::PublishedBefore)
+}
+
+fn load_texts(files: &[(String, String)], checks: Checks) -> Result<Definitions, Vec<SpecError>> {
     let mut defs = Definitions::default();
     let mut errors = Vec::new();
     // The file and document each journey and segment came from, in the order of `defs`, so
     // an error between documents can point at one of them.
     let mut sources = Sources::default();
     for (name, text) in files {
-        match load_documents(name, text) {
+        match load_documents(name, text, checks) {
             Ok((d, places)) => {
                 for doc in places.journeys {
                     sources.journeys.push((name.as_str(), doc));
@@ -640,7 +668,12 @@ impl Checker<'_> {
     }
 }
 
-fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<SpecError>> {
+fn compile(
+    file: &str,
+    text: &str,
+    spec: JourneySpec,
+    checks: Checks,
+) -> Result<Journey, Vec<SpecError>> {
     let mut ck = Checker {
         file,
         text,
@@ -766,8 +799,15 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         .enumerate()
         .map(|(i, s)| compile_step(&mut ck, top, &index, spec.steps.len(), i, s))
         .collect();
+    // The loop checks came after journeys were first published: their errors are set aside,
+    // so that a journey published before them can still be loaded.
+    let before_loops = ck.errors.len();
     refuse_loops_without_waiting(&mut ck, top, &spec.steps, &steps);
     refuse_loops_waiting_too_little(&mut ck, top, &spec.steps, &steps);
+    let mut refused_loops = Vec::new();
+    if checks == Checks::PublishedBefore {
+        refused_loops = ck.errors.split_off(before_loops);
+    }
     for step in &steps {
         if let StepKind::Message(m) = &step.kind {
             let templates = [Some(&m.body), m.title.as_ref(), m.subject.as_ref()];
@@ -782,10 +822,17 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
     }
 
     if !ck.errors.is_empty() {
+        // A journey refused for something else is refused with all of it.
+        ck.errors.append(&mut refused_loops);
         // Checks run by kind, not by place: a step's `next` is checked before its body.
         ck.errors.sort_by_key(|e| (e.line, e.column));
         return Err(ck.errors);
     }
+    let paced = if refused_loops.is_empty() {
+        Vec::new()
+    } else {
+        cycle::back_edges(&steps)
+    };
     let entry = spec.entry;
     let trigger = if let Some(event) = entry.event {
         EntryTrigger::Event(event)
@@ -820,6 +867,8 @@ fn compile(file: &str, text: &str, spec: JourneySpec) -> Result<Journey, Vec<Spe
         steps,
         index,
         last_events,
+        refused_loops,
+        paced,
     })
 }
 
