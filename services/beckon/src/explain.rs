@@ -7,7 +7,8 @@
 //! whole file, and an id merged into another is explained as the user it was merged into, as
 //! reading it through the services shows. Over an export of the services' log, which holds
 //! the gateway's reports too, a sent message is followed by what became of it: deferred (with
-//! the provider's answer), then sent, withdrawn or failed ([`beckon_core::delivery`]).
+//! the provider's answer), then sent, withdrawn or failed ([`beckon_core::delivery`]), and the
+//! line of the send itself says `not_sent` when the message never went out.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -165,10 +166,12 @@ impl Ties {
     }
 }
 
-/// One line per decision: time, what it is about, what happened, and why.
+/// One line per decision: time, what it is about, what happened, and why. A `sent` is told
+/// by what the gateway later reported of its message ([`beckon_core::delivery::told`]).
 pub fn render(decisions: &[Decision]) -> String {
     let mut out = String::new();
-    for d in decisions {
+    let told = beckon_core::delivery::told(decisions);
+    for (d, (kind, reason)) in decisions.iter().zip(told) {
         let about = match d.kind {
             DecisionKind::SegmentEntered | DecisionKind::SegmentLeft => {
                 format!("segment {}", d.journey)
@@ -176,14 +179,68 @@ pub fn render(decisions: &[Decision]) -> String {
             _ if d.step.is_empty() => format!("journey {}", d.journey),
             _ => format!("journey {} / {}", d.journey, d.step),
         };
-        let _ = write!(out, "{}  {about:<40} {:<18}", d.at, d.kind.to_string());
+        let _ = write!(out, "{}  {about:<40} {kind:<18}", d.at);
         if let Some(arm) = &d.arm {
             let _ = write!(out, " [{arm}]");
         }
-        if !d.reason.is_empty() {
-            let _ = write!(out, " {}", d.reason);
+        if !reason.is_empty() {
+            let _ = write!(out, " {reason}");
         }
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WELCOME: &str = "id: welcome\nversion: 1\nworkspace: default\nentry:\n  event: Signed \
+        Up\nsteps:\n  - id: hello\n    message:\n      channel: push\n      body: Welcome\n";
+
+    /// An export of the log: the user's sign-up, then the gateway's report that the push it
+    /// sent was refused for good.
+    const EXPORT: &str = concat!(
+        r#"{"type":"track","userId":"u1","event":"Signed Up","messageId":"e1","#,
+        r#""timestamp":"2026-06-01T10:00:00Z"}"#,
+        "\n",
+        r#"{"type":"track","userId":"u1","event":"Message Failed","messageId":"gw1","#,
+        r#""timestamp":"2026-06-01T10:00:02Z","properties":{"idempotency_key":"#,
+        r#""default:u1:welcome:0:hello:1","journey":"welcome","step":"hello","#,
+        r#""channel":"push","instance":0,"reason":"invalid token","retryable":false}}"#,
+        "\n",
+    );
+
+    #[test]
+    fn a_message_the_gateway_refused_is_not_explained_as_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journeys = dir.path().join("welcome.yaml");
+        let events = dir.path().join("export.jsonl");
+        std::fs::write(&journeys, WELCOME).expect("journey");
+        std::fs::write(&events, EXPORT).expect("events");
+
+        let explained = explain(&ExplainConfig {
+            user: "u1",
+            events: &events,
+            journeys: &journeys,
+            workspace: "default",
+            drain: Duration(0),
+        })
+        .expect("explains")
+        .expect("a known user");
+        let text = render(&explained.decisions);
+
+        let send = text
+            .lines()
+            .find(|l| l.contains("journey welcome / hello") && l.contains("not_sent"))
+            .unwrap_or_else(|| panic!("no not_sent line: {text}"));
+        assert!(send.contains("push not delivered: invalid token"), "{send}");
+        assert!(send.contains("2026-06-01T10:00:02"), "{send}");
+        assert!(!text.contains(" sent "), "a line still says sent: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("delivery_failed") && l.contains("invalid token")),
+            "{text}"
+        );
+    }
 }

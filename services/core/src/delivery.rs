@@ -14,7 +14,9 @@
 //! | `Message Failed` | `delivery_failed` | refused for good, or given up on |
 //!
 //! So `beckon explain` over a log export, and the UserState `Explain` call, show a deferred
-//! message as deferred and, once it is settled, how. A report is applied once, like any event
+//! message as deferred and, once it is settled, how. They tell the `sent` itself by what
+//! became of its message too ([`told`]): a message the gateway refused, gave up on or
+//! withdrew was handed over but never sent, and its line says `not_sent` and why. A report is applied once, like any event
 //! (by its id), and only the gateway's own reports count: they carry the message's
 //! `idempotency_key`, `journey` and `step`.
 //!
@@ -24,6 +26,8 @@
 //! or an app gets nothing more on that channel. Any such event counts, a report of the
 //! gateway's or one sent to ingest directly: unsubscribing is the user's word, whoever
 //! carries it.
+
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::Value;
 
@@ -114,6 +118,57 @@ pub fn note(event: &Event) -> Option<Decision> {
         instance: props.get("instance").and_then(Value::as_u64).unwrap_or(0),
         arm: None,
     })
+}
+
+/// The kind an explanation shows for a `sent` whose message the gateway reported as failed
+/// (refused for good, nobody to send it to, given up on) or withdrawn unsent.
+pub const NOT_SENT: &str = "not_sent";
+/// The kind an explanation shows for a `sent` whose message waits in the gateway's retry
+/// queue, with no later report of it yet.
+pub const NOT_SENT_YET: &str = "not_sent_yet";
+
+/// How an explanation tells each of `decisions` (a user's, in the order made): the kind and
+/// reason to show, one pair per decision, in the same order.
+///
+/// Each decision is told as recorded, except a `sent`: the evaluator records it when it hands
+/// the message over, and the gateway's report of what became of the message comes later, as
+/// its own decision. A `sent` followed by such a report is told by it: `not_sent` with the
+/// report's reason when the message failed or was withdrawn, `not_sent_yet` while it waits in
+/// the retry queue, `sent` with the retry that sent it once it went out later. A report is
+/// matched with the earliest `sent` of the same journey, step and instance that no report has
+/// settled yet, as the gateway settles one instance's sends of a step in the order they came.
+pub fn told(decisions: &[Decision]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = decisions
+        .iter()
+        .map(|d| (d.kind.to_string(), d.reason.clone()))
+        .collect();
+    let mut open: HashMap<(&str, &str, u64), VecDeque<usize>> = HashMap::new();
+    for (i, d) in decisions.iter().enumerate() {
+        let key = (d.journey.as_str(), d.step.as_str(), d.instance);
+        let (kind, settles) = match d.kind {
+            DecisionKind::Sent => {
+                open.entry(key).or_default().push_back(i);
+                continue;
+            }
+            DecisionKind::DeliveryDeferred => (NOT_SENT_YET, false),
+            DecisionKind::DeliveredLater => ("sent", true),
+            DecisionKind::DeliveryFailed | DecisionKind::DeliveryWithdrawn => (NOT_SENT, true),
+            _ => continue,
+        };
+        let Some(waiting) = open.get_mut(&key) else {
+            continue;
+        };
+        let sent = if settles {
+            waiting.pop_front()
+        } else {
+            waiting.front().copied()
+        };
+        if let Some(sent) = sent {
+            let reason = format!("{} (the gateway's report at {})", d.reason, d.at);
+            out[sent] = (kind.to_string(), reason);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -233,6 +288,97 @@ mod tests {
                 "push not delivered: http 401".to_string()
             ))
         );
+    }
+
+    fn decision(at: i64, kind: DecisionKind, step: &str, reason: &str) -> Decision {
+        Decision {
+            at: Ts(at),
+            journey: "cart".into(),
+            step: step.into(),
+            kind,
+            reason: reason.into(),
+            instance: 7,
+            arm: None,
+        }
+    }
+
+    #[test]
+    fn a_sent_message_the_gateway_failed_or_withdrew_is_told_as_not_sent() {
+        let refused = note(&report(
+            MESSAGE_FAILED,
+            about(json!({"reason": "invalid token", "retryable": false})),
+        ))
+        .expect("a note");
+        let decisions = vec![
+            decision(1_000, DecisionKind::Sent, "nudge", "push sent"),
+            decision(1_000, DecisionKind::Sent, "other", "push sent"),
+            refused,
+        ];
+        let shown = told(&decisions);
+        assert_eq!(
+            shown[0],
+            (
+                "not_sent".to_string(),
+                "push not delivered: invalid token (the gateway's report at \
+                 1970-01-01T00:00:01.000Z)"
+                    .to_string()
+            )
+        );
+        assert!(!shown[0].1.contains("push sent"));
+        // Another step's message, and the report itself, are told as recorded.
+        assert_eq!(shown[1], ("sent".to_string(), "push sent".to_string()));
+        assert_eq!(shown[2].0, "delivery_failed");
+
+        // Deferred, then withdrawn: not sent yet, then not sent, with the last report's words.
+        let deferred = decision(
+            2_000,
+            DecisionKind::DeliveryDeferred,
+            "nudge",
+            "push not taken",
+        );
+        let withdrawn = decision(
+            3_000,
+            DecisionKind::DeliveryWithdrawn,
+            "nudge",
+            "push not sent",
+        );
+        let sent = decision(1_000, DecisionKind::Sent, "nudge", "push sent");
+        let pending = told(&[sent.clone(), deferred.clone()]);
+        assert_eq!(pending[0].0, "not_sent_yet");
+        assert!(
+            pending[0].1.starts_with("push not taken"),
+            "{:?}",
+            pending[0]
+        );
+        let settled = told(&[sent.clone(), deferred.clone(), withdrawn]);
+        assert_eq!(settled[0].0, "not_sent");
+        assert!(
+            settled[0].1.starts_with("push not sent"),
+            "{:?}",
+            settled[0]
+        );
+
+        // Sent on a retry: sent, saying so.
+        let later = decision(
+            4_000,
+            DecisionKind::DeliveredLater,
+            "nudge",
+            "push sent on retry 2",
+        );
+        let sent_later = told(&[sent.clone(), deferred, later]);
+        assert_eq!(sent_later[0].0, "sent");
+        assert!(sent_later[0].1.starts_with("push sent on retry 2"));
+
+        // Two rounds of one step: each report settles the earliest send not settled yet.
+        let failed = decision(
+            5_000,
+            DecisionKind::DeliveryFailed,
+            "nudge",
+            "push not delivered",
+        );
+        let rounds = told(&[sent.clone(), failed, sent]);
+        assert_eq!(rounds[0].0, "not_sent");
+        assert_eq!(rounds[2], ("sent".to_string(), "push sent".to_string()));
     }
 
     #[test]

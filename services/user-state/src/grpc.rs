@@ -438,15 +438,18 @@ impl UserStateRpc for UserStateService {
 
     async fn explain(&self, req: Request<GetUserRequest>) -> Result<Response<Explanation>, Status> {
         let state = self.resolve(req.get_ref()).await?;
-        let decisions = state
-            .decisions
+        // A `sent` is told by what the gateway reported of its message since.
+        let recorded: Vec<_> = state.decisions.iter().cloned().collect();
+        let told = beckon_core::delivery::told(&recorded);
+        let decisions = recorded
             .iter()
-            .map(|d| Decision {
+            .zip(told)
+            .map(|(d, (kind, reason))| Decision {
                 at: Some(millis_to_timestamp(d.at.as_millis())),
                 journey: d.journey.clone(),
                 step: d.step.clone(),
-                kind: d.kind.to_string(),
-                reason: d.reason.clone(),
+                kind,
+                reason,
             })
             .collect();
         let notes = match &self.definitions {
