@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use beckon_core::{Clock, Ts};
+use beckon_scheduler::keys::{DEFAULT_NAMESPACE, Keys, escape};
 use redis::aio::ConnectionLike;
 
 use crate::error::StateError;
@@ -95,12 +96,22 @@ impl<C: ConnectionLike + Clone + Send + Sync> Leases<C> {
             .is_some_and(|h| h.until > self.clock.now())
     }
 
+    /// `bk:{<workspace>:<partition>}:lease`, in the partition's hash tag as every key of the
+    /// partition is, with the workspace escaped the same way: a `}` or `:` in it can neither
+    /// move the tag nor make two workspaces share a lease. Its fencing token,
+    /// `<lease key>:token`, is then the key the state store's scripts check.
     fn lease_key(&self, partition: u32) -> String {
-        format!("bk:{{{}:{partition}}}:lease", self.config.workspace)
+        let keys = Keys::new(DEFAULT_NAMESPACE, &self.config.workspace, partition);
+        format!("{}:lease", keys.prefix())
     }
 
+    /// `bk:<workspace>:members`, the workspace escaped so that the set cannot be a key of a
+    /// partition of another workspace.
     fn members_key(&self) -> String {
-        format!("bk:{}:members", self.config.workspace)
+        format!(
+            "{DEFAULT_NAMESPACE}:{}:members",
+            escape(&self.config.workspace)
+        )
     }
 
     /// Heartbeat, renew, rebalance. Call it several times per ttl (every third of it).

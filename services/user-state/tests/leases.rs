@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use beckon_core::{Clock, Ts, VirtualClock};
+use beckon_scheduler::keys::{DEFAULT_NAMESPACE, Keys};
 use beckon_testkit::RedisServer;
 use beckon_user_state::lease::{LeaseConfig, LeaseWindow, Leases};
 
@@ -103,4 +104,84 @@ async fn a_lease_window_closes_when_renewals_fall_behind_and_opens_on_renewal() 
     // An older renewal reported late never moves it back.
     window.extend(held.until);
     assert!(window.is_open());
+}
+
+async fn leases_in(
+    url: &str,
+    workspace: &str,
+    instance: &str,
+    clock: &VirtualClock,
+) -> Leases<Conn> {
+    let client = redis::Client::open(url).expect("redis url");
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let config = LeaseConfig {
+        workspace: workspace.into(),
+        partitions: 2,
+        instance: instance.into(),
+        ttl_ms: 60_000,
+    };
+    Leases::new(conn, config, Arc::new(clock.clone()) as Arc<dyn Clock>)
+}
+
+#[tokio::test]
+async fn lease_keys_escape_the_workspace_as_every_other_key_of_the_partition() {
+    let redis = RedisServer::start().expect("redis-server");
+    let clock = VirtualClock::new(Ts(1_000_000));
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+
+    // Raw, a `}` would end the hash tag early (`bk:{a}b:{c:0}:lease` hashes on `a`), and the
+    // fencing token would not be the one the state store's scripts read from
+    // `<partition prefix>:lease:token`, so every fenced write would be refused.
+    for workspace in ["a}b:{c", "w:1", "100%"] {
+        let mut a = leases_in(&redis.url(), workspace, "a", &clock).await;
+        a.tick().await.expect("tick");
+        assert_eq!(a.held().len(), 2, "{workspace}");
+        for p in 0..2 {
+            let prefix = Keys::new(DEFAULT_NAMESPACE, workspace, p)
+                .prefix()
+                .to_string();
+            let lease = format!("{prefix}:lease");
+            let owner: Option<String> = redis::cmd("GET")
+                .arg(&lease)
+                .query_async(&mut conn)
+                .await
+                .expect("get");
+            assert_eq!(owner.as_deref(), Some("a"), "{lease}");
+            let token: Option<u64> = redis::cmd("GET")
+                .arg(format!("{prefix}:lease:token"))
+                .query_async(&mut conn)
+                .await
+                .expect("get");
+            assert_eq!(token, Some(a.held()[&p].token), "{lease}");
+        }
+    }
+
+    // Raw, the member set of workspace `{w:0}:u` would be `bk:{w:0}:u:members`: the record
+    // of user `members` in partition 0 of workspace `w`, which a heartbeat would then break.
+    let record = format!(
+        "{}:u:members",
+        Keys::new(DEFAULT_NAMESPACE, "w", 0).prefix()
+    );
+    let _: i64 = redis::cmd("HSET")
+        .arg(&record)
+        .arg("v")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let mut odd = leases_in(&redis.url(), "{w:0}:u", "odd", &clock).await;
+    odd.tick().await.expect("a heartbeat beside the record");
+    let kind: String = redis::cmd("TYPE")
+        .arg(&record)
+        .query_async(&mut conn)
+        .await
+        .expect("type");
+    assert_eq!(kind, "hash", "the user's record is untouched");
 }
