@@ -48,6 +48,35 @@ pub const MESSAGE_WITHDRAWN: &str = "Message Withdrawn";
 /// The user unsubscribed from a channel: an app or an email's unsubscribe link said so.
 pub const MESSAGE_UNSUBSCRIBED: &str = "Message Unsubscribed";
 
+/// A provider took the message.
+pub const MESSAGE_SENT: &str = "Message Sent";
+/// The provider reports the message reached the device or mailbox.
+pub const MESSAGE_DELIVERED: &str = "Message Delivered";
+/// The user opened the message (an inbox message marked read, a push tapped).
+pub const MESSAGE_OPENED: &str = "Message Opened";
+/// The user followed a link of the message.
+pub const MESSAGE_CLICKED: &str = "Message Clicked";
+
+/// Whether the event is an outcome of a message Beckon sent, as a gateway reports it: one of
+/// the outcome names, carrying the message's `idempotency_key`. Such an event follows from a
+/// message, and so from a user's state; it is dated when the outcome happened, which may be
+/// long after the send (retries, a provider's callback, an app's offline queue).
+pub fn is_outcome(event: &Event) -> bool {
+    const NAMES: [&str; 10] = [
+        MESSAGE_SENT,
+        MESSAGE_FAILED,
+        MESSAGE_DEFERRED,
+        DEFERRED_MESSAGE_SENT,
+        MESSAGE_WITHDRAWN,
+        crate::devices::DEVICE_TOKEN_INVALID,
+        MESSAGE_DELIVERED,
+        MESSAGE_OPENED,
+        MESSAGE_CLICKED,
+        MESSAGE_UNSUBSCRIBED,
+    ];
+    NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
+}
+
 /// Applies a `Message Unsubscribed` event: sets `<channel>_opt_out: true` as of the event's
 /// time, as an identify would, so a later identify saying `false` subscribes the user again.
 /// Returns true when the event was one with a channel. An event without a `channel` property,

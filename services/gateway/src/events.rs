@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::GatewayError;
 
 /// Event names the gateway emits.
-pub const MESSAGE_SENT: &str = "Message Sent";
+pub const MESSAGE_SENT: &str = beckon_core::delivery::MESSAGE_SENT;
 /// The message will not be delivered: refused for good, nobody to send it to, or given up on
 /// by the retry queue. Never sent for a failure a later attempt may repair.
 pub const MESSAGE_FAILED: &str = beckon_core::delivery::MESSAGE_FAILED;
@@ -23,10 +23,10 @@ pub const DEFERRED_MESSAGE_SENT: &str = beckon_core::delivery::DEFERRED_MESSAGE_
 pub const MESSAGE_WITHDRAWN: &str = beckon_core::delivery::MESSAGE_WITHDRAWN;
 pub const DEVICE_TOKEN_INVALID: &str = beckon_core::devices::DEVICE_TOKEN_INVALID;
 /// The provider reports the message reached the device or mailbox.
-pub const MESSAGE_DELIVERED: &str = "Message Delivered";
+pub const MESSAGE_DELIVERED: &str = beckon_core::delivery::MESSAGE_DELIVERED;
 /// The user opened the message (an inbox message marked read, a push tapped).
-pub const MESSAGE_OPENED: &str = "Message Opened";
-pub const MESSAGE_CLICKED: &str = "Message Clicked";
+pub const MESSAGE_OPENED: &str = beckon_core::delivery::MESSAGE_OPENED;
+pub const MESSAGE_CLICKED: &str = beckon_core::delivery::MESSAGE_CLICKED;
 /// Applying it sets the user's `<channel>_opt_out` trait.
 pub const MESSAGE_UNSUBSCRIBED: &str = beckon_core::delivery::MESSAGE_UNSUBSCRIBED;
 
@@ -35,19 +35,7 @@ pub const MESSAGE_UNSUBSCRIBED: &str = beckon_core::delivery::MESSAGE_UNSUBSCRIB
 /// from a user's state, so a user with none (forgotten since the send) has nothing it is
 /// about.
 pub fn is_delivery_outcome(event: &Event) -> bool {
-    const NAMES: [&str; 10] = [
-        MESSAGE_SENT,
-        MESSAGE_FAILED,
-        MESSAGE_DEFERRED,
-        DEFERRED_MESSAGE_SENT,
-        MESSAGE_WITHDRAWN,
-        DEVICE_TOKEN_INVALID,
-        MESSAGE_DELIVERED,
-        MESSAGE_OPENED,
-        MESSAGE_CLICKED,
-        MESSAGE_UNSUBSCRIBED,
-    ];
-    NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
+    beckon_core::delivery::is_outcome(event)
 }
 
 /// Where delivery events go: ingest in a deployment, a vector in tests.

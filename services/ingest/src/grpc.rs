@@ -86,7 +86,12 @@ impl IngestService {
 
         // Every delay and timeout of a journey the event starts counts from its time, so an
         // event much older than now would run the journey's steps one after another at once.
+        // A gateway's report of what became of a message is dated when that happened, which
+        // may be long before the report reaches ingest (retries, a provider's callback, a
+        // queue that waited out an ingest outage): the limit keeps old histories out, not the
+        // outcomes of messages Beckon sent, so those are taken at any age.
         if let Some(late) = self.max_late
+            && !beckon_core::delivery::is_outcome(event)
             && event.timestamp < now.saturating_sub(late)
         {
             return Err(Rejection::new(

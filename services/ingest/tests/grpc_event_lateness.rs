@@ -104,3 +104,71 @@ async fn with_a_limit_an_older_event_is_refused_by_field_and_loses_nothing_else(
     assert_eq!(v.field, "events[1].timestamp");
     assert!(v.reason.contains("is more than 1d behind"), "{v:?}");
 }
+
+/// A delivery outcome as a gateway reports it: one of its event names, about the message
+/// with this idempotency key, at the time it happened.
+fn outcome(id: &str, name: &str, at_ms: i64) -> Event {
+    let properties = serde_json::json!({
+        "idempotency_key": "w:u1:cart:0:nudge:1",
+        "journey": "cart",
+        "step": "nudge",
+        "channel": "push",
+        "reason": "gave up after 8 attempts: http 503",
+    });
+    Event {
+        event: name.into(),
+        properties: Some(beckon_proto::convert::json_to_struct(
+            properties.as_object().expect("object"),
+        )),
+        ..track(id, at_ms)
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_late_outcomes_are_taken_whatever_the_limit() {
+    let mut client = serve(Some(Duration(60_000))).await;
+
+    // Given up on after a day of retries, delivered as a provider's callback said, opened
+    // from an app's offline queue: each reported at the time it happened.
+    for (id, name) in [
+        ("gw-failed", "Message Failed"),
+        ("gw-delivered", "Message Delivered"),
+        ("gw-opened", "Message Opened"),
+        ("gw-withdrawn", "Message Withdrawn"),
+    ] {
+        send(&mut client, outcome(id, name, NOW - 26 * HOUR))
+            .await
+            .unwrap_or_else(|s| panic!("{name} refused: {s:?}"));
+    }
+    let batch = BatchRequest {
+        workspace: "w".into(),
+        events: vec![outcome("gw-sent", "Message Sent", NOW - 2 * HOUR)],
+    };
+    let results = client
+        .batch(batch)
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert!(
+        matches!(results[0].outcome, Some(batch_result::Outcome::Ack(_))),
+        "{results:?}"
+    );
+
+    // The limit still holds for anything else: an event of that name about no message, and
+    // any other late event.
+    let mut unrelated = outcome("not-gw", "Message Failed", NOW - 26 * HOUR);
+    unrelated.properties = None;
+    let status = send(&mut client, unrelated).await.expect_err("too old");
+    assert!(
+        status.message().contains("behind the server's clock"),
+        "{status:?}"
+    );
+    send(&mut client, track("late", NOW - 2 * HOUR))
+        .await
+        .expect_err("too old");
+
+    // The future is no more open to outcomes than to other events.
+    let ahead = outcome("gw-ahead", "Message Opened", NOW + 48 * HOUR);
+    send(&mut client, ahead).await.expect_err("too far ahead");
+}

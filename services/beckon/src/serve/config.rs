@@ -82,7 +82,8 @@ pub struct ServeArgs {
           value_parser = env_named(|t: &str| MAX_FUTURE_SKEW_MS.parse_arg::<u64>(t)))]
     pub max_future_skew_ms: Option<u64>,
     /// How far behind the server's clock an event's time may be before ingest refuses it
-    /// (default: off, events of any age are taken and evaluated at their own time).
+    /// (default: off, events of any age are taken and evaluated at their own time). The
+    /// gateway's delivery outcome events are taken at any age.
     #[arg(long, env = "BECKON_MAX_EVENT_LATENESS_MS", allow_negative_numbers = true,
           value_parser = env_named(|t: &str| MAX_EVENT_LATENESS_MS.parse_arg::<u64>(t)))]
     pub max_event_lateness_ms: Option<u64>,
