@@ -15,6 +15,7 @@ fn the_capped_push_is_explained_in_order() {
         journeys: &dir,
         workspace: "default",
         drain: Duration::hours(48),
+        limits: Default::default(),
     };
     let decisions = explain(&config)
         .expect("explains")
@@ -61,6 +62,7 @@ fn a_user_with_no_event_in_the_file_is_unknown() {
         journeys: &dir,
         workspace: "default",
         drain: Duration::hours(48),
+        limits: Default::default(),
     };
     assert!(explain(&config).expect("explains").is_none());
 }
@@ -133,6 +135,7 @@ fn a_deferred_message_is_explained_as_deferred_then_sent() {
         journeys: dir.path(),
         workspace: "default",
         drain: Duration::hours(1),
+        limits: Default::default(),
     };
     let decisions = explain(&config)
         .expect("explains")
@@ -210,6 +213,7 @@ fn tied_ids_are_explained_as_the_replay_decides() {
             journeys: &journeys,
             workspace: "default",
             drain: Duration::hours(7 * 24),
+            limits: Default::default(),
         };
         let explained = explain(&config).expect("explains").expect("known");
         let mut sent: Vec<String> = explained

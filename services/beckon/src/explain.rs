@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::Context as _;
-use beckon_core::{Decision, DecisionKind, Duration, Ts};
+use beckon_core::{Decision, DecisionKind, Duration, StateLimits, Ts};
 use beckon_journey::{Engine, Sim};
 
 /// What to explain and over which definitions.
@@ -27,6 +27,9 @@ pub struct ExplainConfig<'a> {
     pub workspace: &'a str,
     /// How long virtual time runs on after the user's last event.
     pub drain: Duration,
+    /// Bounds on the user's state, as the services are configured, so the explanation is of
+    /// what they did.
+    pub limits: StateLimits,
 }
 
 /// What an explanation found for one user.
@@ -44,7 +47,7 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Explained>> 
     let defs = beckon_journey::load_definitions(config.journeys)
         .with_context(|| format!("loading definitions from {}", config.journeys.display()))?
         .for_workspace(config.workspace);
-    let engine = Engine::from_definitions(defs);
+    let engine = Engine::from_definitions(defs).with_state_limits(config.limits);
 
     // First the ids tied to the user: only lines that name a second id can tie any.
     let mut ties = Ties::default();
@@ -225,6 +228,7 @@ mod tests {
             journeys: &journeys,
             workspace: "default",
             drain: Duration(0),
+            limits: StateLimits::default(),
         })
         .expect("explains")
         .expect("a known user");

@@ -93,6 +93,8 @@ enum Command {
         /// How long virtual time runs on after the user's last event.
         #[arg(long, default_value = "7d")]
         drain: Duration,
+        #[command(flatten)]
+        limits: beckon::serve::config::StateLimitArgs,
     },
     /// Check, publish or list definitions through a running journey service.
     Journeys {
@@ -174,6 +176,8 @@ struct ReplayArgs {
     /// store and reloaded on their next event); `0` keeps every actor to the end.
     #[arg(long, default_value = "24h")]
     idle: Duration,
+    #[command(flatten)]
+    limits: beckon::serve::config::StateLimitArgs,
 }
 
 fn main() -> ExitCode {
@@ -239,12 +243,16 @@ fn main() -> ExitCode {
             journeys,
             workspace,
             drain,
-        } => run_explain(&beckon::explain::ExplainConfig {
-            user: &user,
-            events: &events,
-            journeys: &journeys,
-            workspace: &workspace,
-            drain,
+            limits,
+        } => limits.resolve().and_then(|limits| {
+            run_explain(&beckon::explain::ExplainConfig {
+                user: &user,
+                events: &events,
+                journeys: &journeys,
+                workspace: &workspace,
+                drain,
+                limits,
+            })
         }),
     };
     match result {
@@ -277,6 +285,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let mut config = ReplayConfig::new(args.events, args.journeys);
+    config.limits = args.limits.resolve()?;
     config.workspace = args.workspace;
     config.drain = args.drain;
     config.progress = !args.no_progress;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use actix::Arbiter;
 use anyhow::Context as _;
 use beckon_core::partition::partition_of;
-use beckon_core::{Duration, Event, EventKind, OutboundMessage, Trigger, Ts};
+use beckon_core::{Duration, Event, EventKind, OutboundMessage, StateLimits, Trigger, Ts};
 use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_ingest::{Deduper, MemoryDeduper};
 use beckon_journey::Engine;
@@ -63,6 +63,8 @@ pub struct ReplayConfig {
     /// the store and their actor stopped, so memory follows the active users, not all users
     /// ever seen. `None` keeps every actor to the end.
     pub idle: Option<Duration>,
+    /// Bounds on each user's state, as the services are configured.
+    pub limits: StateLimits,
 }
 
 impl ReplayConfig {
@@ -77,6 +79,7 @@ impl ReplayConfig {
             until: None,
             progress: true,
             idle: Some(Duration::hours(24)),
+            limits: StateLimits::default(),
         }
     }
 }
@@ -118,7 +121,7 @@ pub fn run(config: &ReplayConfig) -> anyhow::Result<ReplayOutcome> {
     if defs.journeys.is_empty() {
         tracing::warn!(workspace = %config.workspace, "no journeys for this workspace");
     }
-    let engine = Arc::new(Engine::from_definitions(defs));
+    let engine = Arc::new(Engine::from_definitions(defs).with_state_limits(config.limits));
 
     #[allow(clippy::disallowed_methods)] // elapsed time is reported, never used in logic
     let started = std::time::Instant::now();

@@ -315,6 +315,45 @@ impl Origins {
     }
 }
 
+/// The settings that bound users' state, for the commands that evaluate journeys without a
+/// service (`replay`, `explain`): read as `serve` reads them (its config file, then `BECKON_*`
+/// variables, then flags), so they evaluate with the limits the service has.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct StateLimitArgs {
+    /// `serve`'s YAML config file: its `max_event_names` and `max_trait_bytes` apply.
+    #[arg(long, env = "BECKON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Distinct event names whose statistics each user keeps (default 1000), as `serve`
+    /// keeps them.
+    #[arg(long, env = "BECKON_MAX_EVENT_NAMES", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| MAX_EVENT_NAMES.parse_arg::<usize>(t)))]
+    pub max_event_names: Option<usize>,
+    /// Bytes of traits each user keeps, names plus values as JSON (default 65536), as
+    /// `serve` keeps them.
+    #[arg(long, env = "BECKON_MAX_TRAIT_BYTES", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| MAX_TRAIT_BYTES.parse_arg::<usize>(t)))]
+    pub max_trait_bytes: Option<usize>,
+}
+
+impl StateLimitArgs {
+    /// The defaults, then the config file's values, then the variables' and flags'.
+    pub fn resolve(&self) -> anyhow::Result<beckon_core::StateLimits> {
+        let file: Settings = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                beckon_journey::strict_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        Ok(beckon_core::StateLimits {
+            event_names: self.max_event_names.unwrap_or(file.max_event_names),
+            trait_bytes: self.max_trait_bytes.unwrap_or(file.max_trait_bytes),
+        })
+    }
+}
+
 /// `parser`, whose errors name the environment variable when the value came from one: clap
 /// reads a flag and its variable into the same argument, and would name the flag either way.
 pub fn env_named<P: clap::builder::TypedValueParser>(parser: P) -> EnvNamed<P> {
