@@ -5,28 +5,31 @@
 use std::path::Path;
 use std::process::Command;
 
+use serde_json::json;
+
 /// Says whether the user's `bio` trait was kept.
 const BIO: &str = "id: bio\nversion: 1\nworkspace: default\nentry:\n  event: Signed Up\n\
     steps:\n  - id: tell\n    message:\n      channel: push\n      \
     body: \"{% if user.bio %}bio kept{% else %}no bio{% endif %}\"\n";
 
 fn events(dir: &Path) -> std::path::PathBuf {
-    let bio = "x".repeat(2_000);
-    let mut lines = vec![format!(
-        r#"{{"type":"identify","userId":"u1","messageId":"i1","timestamp":"2026-06-01T09:00:00Z","traits":{{"bio":"{bio}"}}}}"#
-    )];
+    let track = |id: &str, name: &str, at: &str| json!({"type": "track", "userId": "u1", "event": name, "messageId": id, "timestamp": at});
+    let mut lines = vec![json!({
+        "type": "identify",
+        "userId": "u1",
+        "messageId": "i1",
+        "timestamp": "2026-06-01T09:00:00Z",
+        "traits": {"bio": "x".repeat(2_000)},
+    })];
     // Five event names besides the entry event: a limit under that forgets some.
     for (n, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
-        lines.push(format!(
-            r#"{{"type":"track","userId":"u1","event":"Viewed {name}","messageId":"v{n}","timestamp":"2026-06-01T09:0{n}:30Z"}}"#
-        ));
+        let at = format!("2026-06-01T09:0{n}:30Z");
+        lines.push(track(&format!("v{n}"), &format!("Viewed {name}"), &at));
     }
-    lines.push(
-        r#"{"type":"track","userId":"u1","event":"Signed Up","messageId":"s1","timestamp":"2026-06-01T10:00:00Z"}"#
-            .to_string(),
-    );
+    lines.push(track("s1", "Signed Up", "2026-06-01T10:00:00Z"));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let path = dir.join("events.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").expect("events");
+    std::fs::write(&path, text).expect("events");
     path
 }
 

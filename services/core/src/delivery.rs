@@ -16,9 +16,9 @@
 //! So `beckon explain` over a log export, and the UserState `Explain` call, show a deferred
 //! message as deferred and, once it is settled, how. They tell the `sent` itself by what
 //! became of its message too ([`told`]): a message the gateway refused, gave up on or
-//! withdrew was handed over but never sent, and its line says `not_sent` and why. A report is applied once, like any event
-//! (by its id), and only the gateway's own reports count: they carry the message's
-//! `idempotency_key`, `journey` and `step`.
+//! withdrew was handed over but never sent, and its line says `not_sent` and why. A report is
+//! applied once, like any event (by its id), and only the gateway's own reports count: they
+//! carry the message's `idempotency_key`, `journey` and `step`.
 //!
 //! One report changes the user's traits rather than their decisions: `Message Unsubscribed`
 //! with a `channel` property sets `<channel>_opt_out: true` ([`apply_unsubscribe`]), the trait
