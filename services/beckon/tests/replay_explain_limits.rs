@@ -13,7 +13,15 @@ const BIO: &str = "id: bio\nversion: 1\nworkspace: default\nentry:\n  event: Sig
     body: \"{% if user.bio %}bio kept{% else %}no bio{% endif %}\"\n";
 
 fn events(dir: &Path) -> std::path::PathBuf {
-    let track = |id: &str, name: &str, at: &str| json!({"type": "track", "userId": "u1", "event": name, "messageId": id, "timestamp": at});
+    let track = |id: &str, name: &str, at: &str| {
+        json!({
+            "type": "track",
+            "userId": "u1",
+            "event": name,
+            "messageId": id,
+            "timestamp": at,
+        })
+    };
     let mut lines = vec![json!({
         "type": "identify",
         "userId": "u1",
