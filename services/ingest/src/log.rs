@@ -195,6 +195,23 @@ pub trait EventLog: Send + Sync + 'static {
         offsets: &'a [String],
     ) -> BoxFuture<'a, Result<u64, IngestError>>;
 
+    /// Acknowledges like [`ack`](Self::ack) and answers, beside the count, the partition's
+    /// backlog after it ([`backlog`](Self::backlog)): a partition that measures its lag after
+    /// every batch then pays one round trip for both.
+    fn ack_counting<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        offsets: &'a [String],
+    ) -> BoxFuture<'a, Result<(u64, Option<u64>), IngestError>> {
+        Box::pin(async move {
+            let acked = self.ack(consumer, offsets).await?;
+            let backlog = self
+                .backlog(&consumer.workspace, consumer.partition)
+                .await?;
+            Ok((acked, backlog))
+        })
+    }
+
     /// Takes over up to `count` entries pending for at least `min_idle` with any consumer of
     /// the group (typically one that died), and hands them to this consumer.
     fn reclaim<'a>(

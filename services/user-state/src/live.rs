@@ -113,6 +113,7 @@ pub async fn run_partition(
     let p = worker.partition();
     let reader = consumer(&config.workspace, p);
     let mut group_ready = false;
+    let mut unread = Unacknowledged::new(config.clock.as_ref());
     let mut report = LoopReport::default();
     let mut idle_clock = IdleClock::new(&config);
     // The partition's series is there from the start, not from its first sweep.
@@ -120,7 +121,13 @@ pub async fn run_partition(
     tracing::info!(partition = p, consumer = %config.consumer, "partition started");
 
     while !*stop.borrow() {
-        let read = next_batch(log.as_ref(), &reader, &config, &mut group_ready);
+        let read = next_batch(
+            log.as_ref(),
+            &reader,
+            &config,
+            &mut group_ready,
+            &mut unread,
+        );
         let entries = tokio::select! {
             r = read => r,
             _ = stop.changed() => break,
@@ -138,13 +145,16 @@ pub async fn run_partition(
             Err(e) => Err(e),
         };
         match result {
-            Ok(n) => {
-                report.applied += n;
+            Ok(Applied { entries, backlog }) => {
+                report.applied += entries;
                 report.batches += 1;
                 let now = worker.now();
                 idle_clock.batch_applied(now);
                 sweep(&mut worker, &config, now).await;
-                record_lag(log.as_ref(), &reader, &config).await;
+                match backlog {
+                    Some(n) => config.metrics.set_log_lag(p, gauge_value(n)),
+                    None => record_lag(log.as_ref(), &reader, &config).await,
+                }
             }
             Err(e @ StateError::Fenced { .. }) => {
                 // Another instance owns the partition now; retrying could only fail again.
@@ -156,6 +166,7 @@ pub async fn run_partition(
             }
             Err(e) => {
                 report.failures += 1;
+                unread.batch_failed();
                 let discarded = worker.discard_unsaved();
                 if let Admit::Log { suppressed } = config.warnings.admit("batch_failed") {
                     tracing::warn!(
@@ -183,8 +194,8 @@ pub async fn run_partition(
     report
 }
 
-fn gauge_value(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+fn gauge_value(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 /// Hibernates and evicts the users idle as of `at` on the idle clock, and updates the gauge.
@@ -246,21 +257,64 @@ impl IdleClock {
     }
 }
 
-/// Entries read before and never acknowledged (a failed batch, or a crashed previous owner's)
-/// come first, in order; then new ones, waiting up to `block_ms` for some.
+/// When the partition's consumer may hold entries read and never acknowledged, which must be
+/// applied before anything new.
+///
+/// They come from a failed batch, from a previous owner that crashed, or from an owner whose
+/// lease lapsed while it still read (it is fenced off at its next write, leaving what it read
+/// pending under the partition's consumer name). The first two are known to the loop; the
+/// third is not, so the loop also looks every [`Unacknowledged::EVERY_MS`]. Looking before
+/// every read would cost a round trip per batch, most of the work of a small batch.
+struct Unacknowledged {
+    /// A look is owed: at the start, and after a failed batch.
+    owed: bool,
+    /// Wall time of the latest look that found nothing.
+    looked: Ts,
+}
+
+impl Unacknowledged {
+    const EVERY_MS: i64 = 1_000;
+
+    fn new(clock: &dyn Clock) -> Unacknowledged {
+        Unacknowledged {
+            owed: true,
+            looked: clock.now(),
+        }
+    }
+
+    fn due(&self, clock: &dyn Clock) -> bool {
+        self.owed || clock.now().0.saturating_sub(self.looked.0) >= Self::EVERY_MS
+    }
+
+    fn none_found(&mut self, clock: &dyn Clock) {
+        self.owed = false;
+        self.looked = clock.now();
+    }
+
+    fn batch_failed(&mut self) {
+        self.owed = true;
+    }
+}
+
+/// Entries read before and never acknowledged (a failed batch, or a previous owner's) come
+/// first, in order, when a look for them is due; then new ones, waiting up to `block_ms`.
 async fn next_batch(
     log: &dyn EventLog,
     reader: &Consumer,
     config: &LoopConfig,
     group_ready: &mut bool,
+    unread: &mut Unacknowledged,
 ) -> Result<Vec<LogEntry>, StateError> {
     if !*group_ready {
         log.ensure_group(reader).await.map_err(log_error)?;
         *group_ready = true;
     }
-    let pending = log.pending(reader, config.batch).await.map_err(log_error)?;
-    if !pending.is_empty() {
-        return Ok(pending);
+    if unread.due(config.clock.as_ref()) {
+        let pending = log.pending(reader, config.batch).await.map_err(log_error)?;
+        if !pending.is_empty() {
+            return Ok(pending);
+        }
+        unread.none_found(config.clock.as_ref());
     }
     let block = Duration(config.block_ms as i64);
     log.read(reader, config.batch, block)
@@ -272,12 +326,19 @@ fn log_error(e: beckon_ingest::IngestError) -> StateError {
     StateError::Unavailable(e.to_string())
 }
 
+/// What a batch came to.
+struct Applied {
+    entries: u64,
+    /// The partition's backlog as its acknowledgement left it, when the log counted it.
+    backlog: Option<u64>,
+}
+
 async fn apply_batch(
     worker: &mut PartitionWorker,
     log: &dyn EventLog,
     config: &LoopConfig,
     entries: Vec<LogEntry>,
-) -> Result<u64, StateError> {
+) -> Result<Applied, StateError> {
     let reader = consumer(&config.workspace, worker.partition());
     let n = entries.len() as u64;
     let mut unacked: Vec<String> = Vec::with_capacity(entries.len());
@@ -313,9 +374,15 @@ async fn apply_batch(
             .await?;
     }
     worker.flush().await?;
-    log.ack(&reader, &unacked).await.map_err(log_error)?;
+    let (_, backlog) = log
+        .ack_counting(&reader, &unacked)
+        .await
+        .map_err(log_error)?;
     config.metrics.events_applied(events);
-    Ok(n)
+    Ok(Applied {
+        entries: n,
+        backlog,
+    })
 }
 
 async fn apply_entry(

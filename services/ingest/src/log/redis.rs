@@ -116,13 +116,14 @@ fn connection_lost(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
 }
 
-// KEYS: log. ARGV: group, offsets... Acknowledges, then deletes: the count is XACK's.
+// KEYS: log. ARGV: group, offsets... Acknowledges, then deletes; answers XACK's count and
+// the entries left, which are the partition's backlog since acknowledged entries go.
 static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
         redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
-        return acked
+        return {acked, redis.call('XLEN', KEYS[1])}
         ",
     )
 });
@@ -624,9 +625,14 @@ where
         Ok(ids.iter().map(entry_of).collect())
     }
 
-    async fn ack_offsets(&self, c: &Consumer, offsets: &[String]) -> Result<u64, IngestError> {
+    /// Acknowledges and deletes `offsets`; answers how many were pending and the entries left.
+    async fn ack_offsets(
+        &self,
+        c: &Consumer,
+        offsets: &[String],
+    ) -> Result<(u64, Option<u64>), IngestError> {
         if offsets.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         let mut con = self.con.clone();
         let mut ack = ACK.prepare_invoke();
@@ -635,7 +641,8 @@ where
         for offset in offsets {
             ack.arg(offset);
         }
-        ack.invoke_async(&mut con).await.map_err(unavailable)
+        let (acked, left): (u64, u64) = ack.invoke_async(&mut con).await.map_err(unavailable)?;
+        Ok((acked, Some(left)))
     }
 
     async fn autoclaim(
@@ -766,6 +773,14 @@ where
         consumer: &'a Consumer,
         offsets: &'a [String],
     ) -> BoxFuture<'a, Result<u64, IngestError>> {
+        Box::pin(async move { Ok(self.ack_offsets(consumer, offsets).await?.0) })
+    }
+
+    fn ack_counting<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        offsets: &'a [String],
+    ) -> BoxFuture<'a, Result<(u64, Option<u64>), IngestError>> {
         Box::pin(self.ack_offsets(consumer, offsets))
     }
 
