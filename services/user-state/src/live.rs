@@ -43,6 +43,7 @@ use tracing::Instrument as _;
 
 use crate::error::StateError;
 use crate::lease::LeaseWindow;
+use crate::store::LogAck;
 use crate::worker::PartitionWorker;
 
 /// The log's consumer group of user-state instances.
@@ -373,11 +374,19 @@ async fn apply_batch(
             .instrument(span)
             .await?;
     }
-    worker.flush().await?;
-    let (_, backlog) = log
-        .ack_counting(&reader, &unacked)
-        .await
-        .map_err(log_error)?;
+    let ack = LogAck {
+        group: reader.group.clone(),
+        entry_ids: unacked,
+    };
+    let backlog = match worker.flush_acking(&ack).await? {
+        (_, Some(acked)) => Some(acked.backlog),
+        (_, None) => {
+            log.ack_counting(&reader, &ack.entry_ids)
+                .await
+                .map_err(log_error)?
+                .1
+        }
+    };
     config.metrics.events_applied(events);
     Ok(Applied {
         entries: n,

@@ -25,6 +25,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::error::StateError;
+pub use crate::store::{Acked, LogAck};
 use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, member_segments};
 
 /// Entries of the outbox looked at when forgetting a user. The outbox is drained
@@ -40,14 +41,6 @@ pub enum Encoding {
     /// faster to decode than JSON. See the benchmark for figures.
     #[default]
     MessagePack,
-}
-
-/// Where the write acknowledges the log entry it applied: the partition's log stream, this
-/// consumer group, this entry id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogAck {
-    pub group: String,
-    pub entry_id: String,
 }
 
 /// An outbox entry: an effect of a user's evaluation waiting to be carried out.
@@ -83,17 +76,19 @@ end
 ";
 
 // KEYS: record, outbox, log, lease token. ARGV: expected version, new version, data, user,
-// ack group ('' for none), ack id, fencing token ('' for none), member segments (one per
-// line), partition key prefix, effects...
-// Versions are compared as text: they are u64 and Lua numbers are doubles.
+// ack group ('' for none), number of entry ids to acknowledge, fencing token ('' for none),
+// member segments (one per line), partition key prefix, entry ids..., effects...
+// Versions are compared as text: they are u64 and Lua numbers are doubles. Answers
+// {1, entries acknowledged, entries left in the log}, {0, stored version} or
+// {-1, current token}.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{INDEX_LUA}
         if ARGV[7] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[7] then
-            return {{-1, redis.call('GET', KEYS[4]) or ''}}
+            return {{-1, redis.call('GET', KEYS[4]) or '', 0}}
         end
         local cur = redis.call('HGET', KEYS[1], 'v') or '0'
-        if cur ~= ARGV[1] then return {{0, cur}} end
+        if cur ~= ARGV[1] then return {{0, cur, 0}} end
         local was = redis.call('HGET', KEYS[1], 's') or ''
         redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[8])
         if was ~= ARGV[8] then
@@ -108,12 +103,14 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
                 end
             end
         end
-        for i = 10, #ARGV do
+        local ids = tonumber(ARGV[6])
+        for i = 10 + ids, #ARGV do
             redis.call('XADD', KEYS[2], '*', 'u', ARGV[4], 'e', ARGV[i])
         end
-        local acked = 0
-        if ARGV[5] ~= '' then acked = redis.call('XACK', KEYS[3], ARGV[5], ARGV[6]) end
-        return {{1, tostring(acked)}}
+        if ids == 0 then return {{1, '0', 0}} end
+        local acked = redis.call('XACK', KEYS[3], ARGV[5], unpack(ARGV, 10, 9 + ids))
+        redis.call('XDEL', KEYS[3], unpack(ARGV, 10, 9 + ids))
+        return {{1, tostring(acked), redis.call('XLEN', KEYS[3])}}
         ",
     ))
 });
@@ -218,9 +215,10 @@ where
     }
 
     /// Writes `state` if the stored version is `expected` (0 for a new user), appends
-    /// `effects` to the partition's outbox and, when `ack` is given, acknowledges that log
-    /// entry, all in one script. With `fence`, the write also requires the partition's lease
-    /// token to be that value, so an instance that lost its lease cannot write.
+    /// `effects` to the partition's outbox and, when `ack` is given, acknowledges and deletes
+    /// those log entries, all in one script. With `fence`, the write also requires the
+    /// partition's lease token to be that value, so an instance that lost its lease cannot
+    /// write. Answers what the acknowledgement found, when there was one.
     pub async fn commit(
         &self,
         state: &UserState,
@@ -228,7 +226,7 @@ where
         effects: &[Effect],
         ack: Option<&LogAck>,
         fence: Option<u64>,
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<Acked>, StateError> {
         let keys = self.keys(&state.workspace, &state.user);
         let data = encode(state, self.encoding)?;
         let mut invocation = COMMIT.prepare_invoke();
@@ -242,16 +240,19 @@ where
             .arg(data)
             .arg(&state.user)
             .arg(ack.map_or("", |a| a.group.as_str()))
-            .arg(ack.map_or("", |a| a.entry_id.as_str()))
+            .arg(ack.map_or(0, |a| a.entry_ids.len()))
             .arg(fence.map(|f| f.to_string()).unwrap_or_default())
             .arg(member_segments(state).join("\n"))
             .arg(keys.prefix());
+        for id in ack.map_or(&[][..], |a| &a.entry_ids) {
+            invocation.arg(id);
+        }
         for effect in effects {
             invocation.arg(serde_json::to_vec(effect).map_err(|e| corrupt(&state.user, e))?);
         }
 
         let mut con = self.con.clone();
-        let (status, detail): (i64, String) = invocation
+        let (status, detail, left): (i64, String, u64) = invocation
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
@@ -265,7 +266,10 @@ where
                     acked = %detail,
                     "user state committed"
                 );
-                Ok(())
+                Ok(ack.map(|_| Acked {
+                    entries: detail.parse().unwrap_or(0),
+                    backlog: left,
+                }))
             }
             0 => {
                 debug!(
@@ -681,7 +685,11 @@ where
         state: &'a UserState,
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(self.commit(state, expected, &[], None, None))
+        Box::pin(async move {
+            self.commit(state, expected, &[], None, None)
+                .await
+                .map(drop)
+        })
     }
 
     fn save_fenced<'a>(
@@ -690,7 +698,21 @@ where
         expected: u64,
         fence: u64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(self.commit(state, expected, &[], None, Some(fence)))
+        Box::pin(async move {
+            self.commit(state, expected, &[], None, Some(fence))
+                .await
+                .map(drop)
+        })
+    }
+
+    fn save_acking<'a>(
+        &'a self,
+        state: &'a UserState,
+        expected: u64,
+        fence: Option<u64>,
+        ack: &'a LogAck,
+    ) -> BoxFuture<'a, Result<Option<Acked>, StateError>> {
+        Box::pin(self.commit(state, expected, &[], Some(ack), fence))
     }
 
     fn forget<'a>(

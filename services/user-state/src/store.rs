@@ -56,6 +56,24 @@ pub fn member_segments(state: &UserState) -> Vec<String> {
         .collect()
 }
 
+/// Where the write acknowledges the log entries it applied: the partition's log stream, this
+/// consumer group, these entry ids. Acknowledged entries are deleted, as the log's own
+/// acknowledgement does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogAck {
+    pub group: String,
+    pub entry_ids: Vec<String>,
+}
+
+/// What a write that acknowledged log entries found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// Entries that were pending and are acknowledged now.
+    pub entries: u64,
+    /// Entries left in the partition's log: its backlog, since acknowledged entries go.
+    pub backlog: u64,
+}
+
 /// One versioned record per user, written with compare-and-set on the version.
 pub trait StateStore: Send + Sync + 'static {
     fn load<'a>(
@@ -83,6 +101,28 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let _ = fence;
         self.save(state, expected)
+    }
+
+    /// Writes like [`StateStore::save_fenced`] (or [`StateStore::save`] without `fence`) and,
+    /// in the same step, acknowledges the log entries of `ack` in the partition's log, for a
+    /// store that keeps the log beside the users (one Redis): the state and the
+    /// acknowledgement then happen together or not at all, in one round trip. A store that
+    /// cannot only writes and answers `None`, and the caller acknowledges through the log.
+    fn save_acking<'a>(
+        &'a self,
+        state: &'a UserState,
+        expected: u64,
+        fence: Option<u64>,
+        ack: &'a LogAck,
+    ) -> BoxFuture<'a, Result<Option<Acked>, StateError>> {
+        let _ = ack;
+        Box::pin(async move {
+            match fence {
+                Some(token) => self.save_fenced(state, expected, token).await?,
+                None => self.save(state, expected).await?,
+            }
+            Ok(None)
+        })
     }
 
     /// Removes everything kept for the user, and for the ids merged into it: records,

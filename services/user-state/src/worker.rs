@@ -19,7 +19,7 @@ use crate::dormant::{self, Dormitory, Woken};
 use crate::error::StateError;
 use crate::outlet::{Forwarder, Outlet, TimerSink, Timers};
 use crate::stats::Stats;
-use crate::store::StateStore;
+use crate::store::{Acked, LogAck, StateStore};
 
 /// Timers fired per batch while catching up; bounds the work between two checks.
 const TIMER_BATCH: usize = 256;
@@ -79,6 +79,9 @@ pub struct PartitionWorker {
     now: Ts,
     /// The lease's fencing token, when a lease grants the partition: every write checks it.
     fence: Option<u64>,
+    /// The store keeps the partition's log too (one Redis), so a batch's acknowledgement can
+    /// go with a state write.
+    log_in_store: bool,
     stats: Stats,
     metrics: Metrics,
     /// Limits warnings about users over the event-name limit; without it they are logged at
@@ -109,6 +112,7 @@ impl PartitionWorker {
             next_forget: Ts::MIN,
             now: Ts::MIN,
             fence: None,
+            log_in_store: false,
             stats: Stats::default(),
             metrics: Metrics::global(),
             warnings: None,
@@ -155,6 +159,14 @@ impl PartitionWorker {
     /// owner's writes.
     pub fn with_fence(mut self, token: u64) -> PartitionWorker {
         self.fence = Some(token);
+        self
+    }
+
+    /// Says that the store holds the partition's log as well (the same Redis, the same key
+    /// layout), so [`PartitionWorker::flush_acking`] acknowledges a batch in the same script
+    /// as a state write instead of in a call of its own.
+    pub fn with_log_in_store(mut self) -> PartitionWorker {
+        self.log_in_store = true;
         self
     }
 
@@ -297,6 +309,25 @@ impl PartitionWorker {
     /// own compare-and-set on its own key, so their order does not matter, and one round trip
     /// carries many.
     pub async fn flush(&mut self) -> Result<usize, StateError> {
+        self.write(None).await.map(|(written, _)| written)
+    }
+
+    /// Like [`PartitionWorker::flush`], and acknowledges the log entries of `ack` with the
+    /// last changed user's write when the store keeps the log
+    /// ([`PartitionWorker::with_log_in_store`]): the batch then costs one round trip less,
+    /// and its acknowledgement happens only if that write does. The other users are written
+    /// first, so nothing is acknowledged before every write of the batch has succeeded.
+    /// Answers the users written and the acknowledgement, or `None` when the caller must
+    /// acknowledge through the log (no user changed, or a store without the log).
+    pub async fn flush_acking(
+        &mut self,
+        ack: &LogAck,
+    ) -> Result<(usize, Option<Acked>), StateError> {
+        let ack = self.log_in_store.then_some(ack);
+        self.write(ack).await
+    }
+
+    async fn write(&mut self, ack: Option<&LogAck>) -> Result<(usize, Option<Acked>), StateError> {
         self.settle().await?;
 
         let mut dirty: Vec<&mut Active> = self
@@ -306,14 +337,17 @@ impl PartitionWorker {
             .filter(|a| a.dirty)
             .collect();
         if dirty.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         let states =
             futures::future::try_join_all(dirty.iter().map(|a| a.addr.send(Snapshot))).await?;
 
+        // With an acknowledgement to carry, the last user waits for every other write.
         let (store, fence) = (&self.store, self.fence);
-        let results: Vec<Result<(), StateError>> =
-            futures::stream::iter(states.iter().zip(dirty.iter()).map(|(state, active)| {
+        let carrier = ack.map(|_| states.len() - 1);
+        let others = carrier.map_or(&states[..], |last| &states[..last]);
+        let mut results: Vec<Result<(), StateError>> =
+            futures::stream::iter(others.iter().zip(dirty.iter()).map(|(state, active)| {
                 let expected = active.stored;
                 async move {
                     match fence {
@@ -325,6 +359,21 @@ impl PartitionWorker {
             .buffered(WRITES_IN_FLIGHT)
             .collect()
             .await;
+        let mut acked = None;
+        if let (Some(last), Some(ack)) = (carrier, ack) {
+            let result = if results.iter().all(Result::is_ok) {
+                let expected = dirty[last].stored;
+                store
+                    .save_acking(&states[last], expected, fence, ack)
+                    .await
+                    .map(|a| acked = a)
+            } else {
+                Err(StateError::Unavailable(
+                    "not written: another write of the batch failed".into(),
+                ))
+            };
+            results.push(result);
+        }
 
         // The users written keep their new version even when others failed: a retried batch
         // finds them up to date and skips the entries they applied.
@@ -337,7 +386,8 @@ impl PartitionWorker {
                     active.dirty = false;
                     written += 1;
                 }
-                // Being fenced off decides what the loop does next, so it wins over others.
+                // Being fenced off decides what the loop does next, so it wins over others;
+                // the user held back for another's failure says least.
                 Err(e) if failure.is_none() || matches!(e, StateError::Fenced { .. }) => {
                     failure = Some(e);
                 }
@@ -346,7 +396,7 @@ impl PartitionWorker {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(written),
+            None => Ok((written, acked)),
         }
     }
 

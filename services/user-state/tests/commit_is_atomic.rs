@@ -73,7 +73,7 @@ async fn commit_writes_state_outbox_and_ack_together() {
     ];
     let ack = LogAck {
         group: "user-state".into(),
-        entry_id: entries[0].offset.clone(),
+        entry_ids: vec![entries[0].offset.clone()],
     };
 
     // A stale writer: nothing is written, the entry stays pending for redelivery.

@@ -72,7 +72,7 @@ async fn cas_commit_and_forget_on_a_cluster() {
         };
         let ack = LogAck {
             group: "user-state".into(),
-            entry_id: entries[0].offset.clone(),
+            entry_ids: vec![entries[0].offset.clone()],
         };
         let effects = [Effect::SetTimer(timer)];
         store

@@ -360,6 +360,8 @@ async fn run_all(
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(beckon_core::SystemClock);
 
+    // On Redis the log and the users share one server and key layout.
+    let log_in_store = RedisTarget::from_settings(&settings).is_some();
     let (log, timers, store): Backends = match RedisTarget::from_settings(&settings) {
         None => (
             Arc::new(MemoryLog::new(
@@ -422,6 +424,7 @@ async fn run_all(
         engine,
         store,
         log: log.clone(),
+        log_in_store,
         timers: Arc::new(timers.clone()) as Arc<dyn TimerSink>,
         outlet: Arc::new(gateway) as Arc<dyn Outlet>,
         workspace: settings.workspace.clone(),
@@ -641,6 +644,7 @@ async fn run_user_state(
         engine,
         store: store.clone(),
         log: log.clone(),
+        log_in_store: true,
         timers,
         outlet,
         workspace: settings.workspace.clone(),

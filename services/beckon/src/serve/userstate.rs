@@ -23,6 +23,8 @@ pub struct Parts {
     pub engine: CurrentEngine,
     pub store: Arc<dyn StateStore>,
     pub log: Arc<dyn EventLog>,
+    /// `store` holds `log` too (the same Redis): a batch is acknowledged with a state write.
+    pub log_in_store: bool,
     pub timers: Arc<dyn TimerSink>,
     pub outlet: Arc<dyn Outlet>,
     pub workspace: String,
@@ -154,6 +156,11 @@ impl Instance {
                 let worker = match fence {
                     Some(token) => worker.with_fence(token),
                     None => worker,
+                };
+                let worker = if parts.log_in_store {
+                    worker.with_log_in_store()
+                } else {
+                    worker
                 };
                 let report = live::run_partition(worker, parts.log, config, stop_rx).await;
                 let _ = done_tx.send(report);

@@ -1,0 +1,144 @@
+//! When the log lives in the same Redis as the users, a partition acknowledges its batch in
+//! the script that writes the batch's last changed user: one round trip less per batch, and
+//! the acknowledgement happens only if that write does.
+
+use std::sync::Arc;
+
+use beckon_core::{Clock, Duration, Event, EventKind, Props, Ts, UserState, VirtualClock};
+use beckon_gateway::{Gateway, RecordingChannel};
+use beckon_ingest::log::{Connect, EventLog, LogConfig, RedisLog};
+use beckon_journey::Engine;
+use beckon_scheduler::MemoryTimers;
+use beckon_telemetry::{LogRateLimiter, Metrics};
+use beckon_testkit::RedisServer;
+use beckon_user_state::live::{self, LoopConfig};
+use beckon_user_state::redis::RedisStateStore;
+use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers};
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+
+const BLOCK_MS: u64 = 10;
+
+fn event(user: &str, id: &str, at: i64) -> Event {
+    Event {
+        kind: EventKind::Track,
+        message_id: id.to_string(),
+        user: user.to_string(),
+        anonymous_id: None,
+        name: "App Opened".to_string(),
+        properties: Props::new(),
+        traits: Props::new(),
+        timestamp: Ts(at),
+        previous_id: None,
+    }
+}
+
+/// Calls of `command` the server has counted since its statistics were reset.
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let mut con = server.connection().expect("con");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("count"))
+}
+
+#[actix_rt::test]
+async fn a_batch_is_acknowledged_by_the_write_of_its_last_user() {
+    let server = RedisServer::start_own(Default::default()).expect("redis");
+    let client = redis::Client::open(server.url()).expect("client");
+    let con = client.get_connection_manager().await.expect("connect");
+    let readers = client.clone();
+    let connect: Connect<ConnectionManager> = Arc::new(move || {
+        let client = readers.clone();
+        Box::pin(async move { client.get_connection_manager().await })
+    });
+    let log = Arc::new(
+        RedisLog::new(
+            con.clone(),
+            LogConfig {
+                namespace: server.namespace().to_string(),
+                partitions: 1,
+                ..LogConfig::default()
+            },
+        )
+        .with_readers(connect),
+    );
+    let store = Arc::new(RedisStateStore::new(con, server.namespace(), 1));
+
+    // Three users' events wait in the log before the partition starts: one batch.
+    let start = 1_780_000_000_000;
+    for (i, user) in ["ada", "bob", "cy"].into_iter().enumerate() {
+        log.append("w", &event(user, &format!("m{i}"), start + i as i64), None)
+            .await
+            .expect("append");
+    }
+    // The write script is loaded first, so the counts below are of calls, not of loading.
+    let mut other = UserState::new("x", "warm-up");
+    other.version = 1;
+    store.save(&other, 0).await.expect("warm-up write");
+    let mut con = server.connection().expect("con");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .expect("reset");
+
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(start)));
+    let outlet: Arc<dyn Outlet> =
+        Arc::new(Gateway::new().with("push", Arc::new(RecordingChannel::new())));
+    let worker = PartitionWorker::new(
+        0,
+        Arc::new(Engine::new(Vec::new())),
+        store.clone() as Arc<dyn StateStore>,
+        Timers::Local(Box::new(MemoryTimers::new())),
+        outlet,
+    )
+    .with_log_in_store();
+    let config = LoopConfig {
+        workspace: "w".into(),
+        consumer: "test".into(),
+        batch: 16,
+        block_ms: BLOCK_MS,
+        retry_ms: 10,
+        hibernate: Duration::hours(1),
+        idle: Duration::hours(2),
+        clock: clock.clone(),
+        metrics: Metrics::global(),
+        warnings: Arc::new(LogRateLimiter::new(clock, 3, Duration(10_000))),
+        lease: None,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let run = actix::spawn(live::run_partition(
+        worker,
+        log.clone() as Arc<dyn EventLog>,
+        config,
+        stopped,
+    ));
+
+    let mut left = None;
+    for _ in 0..500 {
+        left = log.backlog("w", 0).await.expect("backlog");
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(BLOCK_MS)).await;
+    }
+    assert_eq!(left, Some(0), "the batch is applied and acknowledged");
+    let _ = stop.send(true);
+    let report = run.await.expect("loop");
+    assert_eq!((report.applied, report.batches, report.failures), (3, 1, 0));
+
+    // Each user was written, and the acknowledgement (with the deletion) rode along with one
+    // of those writes: three scripts in all, no fourth for the acknowledgement.
+    for user in ["ada", "bob", "cy"] {
+        let stored = store.load("w", user).await.expect("load").expect("written");
+        assert_eq!(stored.events["App Opened"].count, 1);
+    }
+    assert_eq!(calls(&server, "evalsha") + calls(&server, "eval"), 3);
+    assert_eq!(calls(&server, "xack"), 1);
+    assert_eq!(calls(&server, "xdel"), 1);
+}
