@@ -7,7 +7,8 @@
 //!    timer changes once every entry is applied, messages of many users at once but each
 //!    user's in order, and each run of timer sets or cancels as one request;
 //! 3. write every changed user's state with compare-and-set, many users at once;
-//! 4. acknowledge the batch in the log.
+//! 4. acknowledge the batch in the log. When the log and the users share one Redis, the
+//!    acknowledgement goes in the same script as the last user's write, after the others.
 //!
 //! A crash anywhere before step 4 redelivers the batch. Users whose state was written skip
 //! the entries they already applied (by message id, or by timer id); users whose state was not
