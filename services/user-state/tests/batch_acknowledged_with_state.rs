@@ -2,36 +2,24 @@
 //! the script that writes the batch's last changed user: one round trip less per batch, and
 //! the acknowledgement happens only if that write does.
 
+mod support;
+
 use std::sync::Arc;
 
-use beckon_core::{Clock, Duration, Event, EventKind, Props, Ts, UserState, VirtualClock};
+use beckon_core::{Clock, Ts, UserState, VirtualClock};
 use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_ingest::log::{Connect, EventLog, LogConfig, RedisLog};
 use beckon_journey::Engine;
 use beckon_scheduler::MemoryTimers;
-use beckon_telemetry::{LogRateLimiter, Metrics};
 use beckon_testkit::RedisServer;
-use beckon_user_state::live::{self, LoopConfig};
+use beckon_user_state::live;
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers};
 use redis::aio::ConnectionManager;
+use support::{app_opened, loop_config};
 use tokio::sync::watch;
 
 const BLOCK_MS: u64 = 10;
-
-fn event(user: &str, id: &str, at: i64) -> Event {
-    Event {
-        kind: EventKind::Track,
-        message_id: id.to_string(),
-        user: user.to_string(),
-        anonymous_id: None,
-        name: "App Opened".to_string(),
-        properties: Props::new(),
-        traits: Props::new(),
-        timestamp: Ts(at),
-        previous_id: None,
-    }
-}
 
 /// Calls of `command` the server has counted since its statistics were reset.
 fn calls(server: &RedisServer, command: &str) -> u64 {
@@ -73,9 +61,13 @@ async fn a_batch_is_acknowledged_by_the_write_of_its_last_user() {
     // Three users' events wait in the log before the partition starts: one batch.
     let start = 1_780_000_000_000;
     for (i, user) in ["ada", "bob", "cy"].into_iter().enumerate() {
-        log.append("w", &event(user, &format!("m{i}"), start + i as i64), None)
-            .await
-            .expect("append");
+        log.append(
+            "w",
+            &app_opened(user, &format!("m{i}"), start + i as i64),
+            None,
+        )
+        .await
+        .expect("append");
     }
     // The write script is loaded first, so the counts below are of calls, not of loading.
     let mut other = UserState::new("x", "warm-up");
@@ -98,19 +90,7 @@ async fn a_batch_is_acknowledged_by_the_write_of_its_last_user() {
         outlet,
     )
     .with_log_in_store();
-    let config = LoopConfig {
-        workspace: "w".into(),
-        consumer: "test".into(),
-        batch: 16,
-        block_ms: BLOCK_MS,
-        retry_ms: 10,
-        hibernate: Duration::hours(1),
-        idle: Duration::hours(2),
-        clock: clock.clone(),
-        metrics: Metrics::global(),
-        warnings: Arc::new(LogRateLimiter::new(clock, 3, Duration(10_000))),
-        lease: None,
-    };
+    let config = loop_config(clock.clone(), BLOCK_MS);
     let (stop, stopped) = watch::channel(false);
     let run = actix::spawn(live::run_partition(
         worker,

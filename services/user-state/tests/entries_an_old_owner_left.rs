@@ -4,33 +4,21 @@
 //! write is fenced off. The loop does not look for such entries before every read (that costs
 //! a round trip per batch) but looks again once a second of its clock has passed.
 
+mod support;
+
 use std::sync::Arc;
 
-use beckon_core::{Clock, Duration, Event, EventKind, Props, Ts, VirtualClock};
+use beckon_core::{Clock, Duration, Ts, VirtualClock};
 use beckon_gateway::{Gateway, RecordingChannel};
 use beckon_ingest::log::{EventLog, MemoryLog};
 use beckon_journey::Engine;
 use beckon_scheduler::MemoryTimers;
-use beckon_telemetry::{LogRateLimiter, Metrics};
-use beckon_user_state::live::{self, LoopConfig};
+use beckon_user_state::live;
 use beckon_user_state::{MemoryStore, Outlet, PartitionWorker, StateStore, Timers};
+use support::{app_opened, loop_config};
 use tokio::sync::watch;
 
 const BLOCK_MS: u64 = 10;
-
-fn event(user: &str, id: &str, at: i64) -> Event {
-    Event {
-        kind: EventKind::Track,
-        message_id: id.to_string(),
-        user: user.to_string(),
-        anonymous_id: None,
-        name: "App Opened".to_string(),
-        properties: Props::new(),
-        traits: Props::new(),
-        timestamp: Ts(at),
-        previous_id: None,
-    }
-}
 
 /// Waits, a read's block time at a time, until the partition's backlog is `want`; returns the
 /// last one seen.
@@ -65,19 +53,7 @@ async fn entries_read_by_an_old_owner_are_applied_within_a_second_of_the_loop_cl
         Timers::Local(Box::new(MemoryTimers::new())),
         outlet,
     );
-    let config = LoopConfig {
-        workspace: "w".into(),
-        consumer: "test".into(),
-        batch: 16,
-        block_ms: BLOCK_MS,
-        retry_ms: 10,
-        hibernate: Duration::hours(1),
-        idle: Duration::hours(2),
-        clock: clock.clone(),
-        metrics: Metrics::global(),
-        warnings: Arc::new(LogRateLimiter::new(clock.clone(), 3, Duration(10_000))),
-        lease: None,
-    };
+    let config = loop_config(clock.clone(), BLOCK_MS);
     let (stop, stopped) = watch::channel(false);
     let run = actix::spawn(live::run_partition(
         worker,
@@ -88,7 +64,7 @@ async fn entries_read_by_an_old_owner_are_applied_within_a_second_of_the_loop_cl
 
     // The loop applies Ada's event: it has started and looked for unacknowledged entries.
     let start = wall.now().0;
-    log.append("w", &event("ada", "a1", start), None)
+    log.append("w", &app_opened("ada", "a1", start), None)
         .await
         .expect("append");
     assert_eq!(backlog_until(log.as_ref(), 0).await, 0);
@@ -96,7 +72,7 @@ async fn entries_read_by_an_old_owner_are_applied_within_a_second_of_the_loop_cl
     // An old owner reads Bob's event under the partition's consumer name as it is appended,
     // before the loop can, and never acknowledges it. (The memory log answers at once, so
     // the loop's task does not run between the two calls.)
-    log.append("w", &event("bob", "b1", start + 1), None)
+    log.append("w", &app_opened("bob", "b1", start + 1), None)
         .await
         .expect("append");
     let reader = live::consumer("w", 0);

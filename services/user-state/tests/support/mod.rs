@@ -82,6 +82,40 @@ pub fn all_keys(server: &RedisServer) -> Vec<String> {
     keys
 }
 
+/// An `App Opened` event at `at`.
+pub fn app_opened(user: &str, message_id: &str, at: i64) -> Event {
+    Event {
+        name: "App Opened".into(),
+        timestamp: Ts(at),
+        ..track(user, message_id)
+    }
+}
+
+/// A partition loop's settings for tests: reads of up to 16 entries blocking `block_ms`,
+/// users hibernating after an hour and leaving after two, time from `clock`.
+pub fn loop_config(
+    clock: std::sync::Arc<dyn beckon_core::Clock>,
+    block_ms: u64,
+) -> beckon_user_state::live::LoopConfig {
+    beckon_user_state::live::LoopConfig {
+        workspace: "w".into(),
+        consumer: "test".into(),
+        batch: 16,
+        block_ms,
+        retry_ms: 10,
+        hibernate: beckon_core::Duration::hours(1),
+        idle: beckon_core::Duration::hours(2),
+        clock: clock.clone(),
+        metrics: beckon_telemetry::Metrics::global(),
+        warnings: std::sync::Arc::new(beckon_telemetry::LogRateLimiter::new(
+            clock,
+            3,
+            beckon_core::Duration(10_000),
+        )),
+        lease: None,
+    }
+}
+
 pub fn track(user: &str, message_id: &str) -> Event {
     Event {
         kind: EventKind::Track,
