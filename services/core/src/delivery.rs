@@ -77,6 +77,40 @@ pub fn is_outcome(event: &Event) -> bool {
     NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
 }
 
+/// Whether an opt-out trait's value (`unsubscribed`, `<channel>_opt_out`) says the user opted
+/// out. Besides `true`, the forms sources commonly send for it count: the text `true`, `yes`,
+/// `y`, `on` or `1` in any case, and a number other than 0. An unclear answer errs towards
+/// not sending.
+pub fn says_opted_out(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            ["true", "yes", "y", "on", "1"]
+                .iter()
+                .any(|yes| s.eq_ignore_ascii_case(yes))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a `consent` map's entry for a channel withholds consent: `false`, or the text
+/// `false`, `no`, `n`, `off` or `0` in any case, or the number 0.
+pub fn says_no_consent(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => !*b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            ["false", "no", "n", "off", "0"]
+                .iter()
+                .any(|no| s.eq_ignore_ascii_case(no))
+        }
+        _ => false,
+    }
+}
+
 /// Applies a `Message Unsubscribed` event: sets `<channel>_opt_out: true` as of the event's
 /// time, as an identify would, so a later identify saying `false` subscribes the user again.
 /// Returns true when the event was one with a channel. An event without a `channel` property,
@@ -234,6 +268,48 @@ mod tests {
             p.extend(e.clone());
         }
         props
+    }
+
+    #[test]
+    fn opt_outs_and_refusals_are_read_in_the_forms_sources_send() {
+        for yes in [
+            json!(true),
+            json!("true"),
+            json!("YES"),
+            json!(" y "),
+            json!("1"),
+            json!(1),
+        ] {
+            assert!(says_opted_out(&yes), "{yes}");
+        }
+        for no in [
+            json!(false),
+            json!("false"),
+            json!("no"),
+            json!(0),
+            json!(null),
+            json!({}),
+        ] {
+            assert!(!says_opted_out(&no), "{no}");
+        }
+        for refused in [
+            json!(false),
+            json!("False"),
+            json!("no"),
+            json!("off"),
+            json!(0),
+        ] {
+            assert!(says_no_consent(&refused), "{refused}");
+        }
+        for given in [
+            json!(true),
+            json!("yes"),
+            json!(1),
+            json!(null),
+            json!("maybe"),
+        ] {
+            assert!(!says_no_consent(&given), "{given}");
+        }
     }
 
     #[test]

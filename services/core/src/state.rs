@@ -966,9 +966,12 @@ fn is_opt_out(name: &str) -> bool {
 }
 
 /// A user's answer about being contacted, which applies whatever the size of their traits.
-/// Only the shapes the gateway reads count, so an opt-out name cannot carry a large value.
+/// Only the shapes the consent check reads count (a boolean, a number, a short text such as
+/// `yes`), so an opt-out name cannot carry a large value.
 fn is_consent(name: &str, value: &serde_json::Value) -> bool {
-    (is_opt_out(name) && value.is_boolean()) || (name == "consent" && value.is_object())
+    let answer =
+        value.is_boolean() || value.is_number() || value.as_str().is_some_and(|s| s.len() <= 8);
+    (is_opt_out(name) && answer) || (name == "consent" && value.is_object())
 }
 
 /// What one trait counts toward the size limit: its name's length plus its value's as JSON.

@@ -36,6 +36,7 @@ use crate::localtime;
 use crate::spec::{Channel, LiveActivityEvent, OnCap, Reentry, SegmentEdge};
 use crate::template::Escape;
 
+use beckon_core::delivery;
 use beckon_core::ids::{MAX_ID_BYTES, MAX_KEY_BYTES, MAX_WORKSPACE_BYTES};
 
 /// The channel Live Activity steps send on.
@@ -1627,23 +1628,32 @@ fn plural(channel: Channel) -> &'static str {
     }
 }
 
-/// Why the user may not get `m`, from their traits at send time: `<channel>_opt_out: true`,
-/// `unsubscribed: true` (all but transactional messages) or a `consent` map with the channel
-/// set to false.
+/// Why the user may not get `m`, from their traits at send time: `<channel>_opt_out` true,
+/// `unsubscribed` true (all but transactional messages) or a `consent` map with the channel
+/// set to false, each in any of the forms [`delivery::says_opted_out`] and
+/// [`delivery::says_no_consent`] read.
 fn no_consent(state: &UserState, m: &Message) -> Option<String> {
     let channel = m.channel.as_str();
     let opt_out = format!("{channel}_opt_out");
-    if state.trait_value(&opt_out) == Some(&Value::Bool(true)) {
-        return Some(format!("{opt_out} is true"));
+    if let Some(v) = state
+        .trait_value(&opt_out)
+        .filter(|v| delivery::says_opted_out(v))
+    {
+        return Some(format!("{opt_out} is {v}"));
     }
     if m.transactional {
         return None;
     }
-    if state.trait_value("unsubscribed") == Some(&Value::Bool(true)) {
-        return Some("unsubscribed is true".into());
+    if let Some(v) = state
+        .trait_value("unsubscribed")
+        .filter(|v| delivery::says_opted_out(v))
+    {
+        return Some(format!("unsubscribed is {v}"));
     }
     let consent = state.trait_value("consent").and_then(|c| c.get(channel));
-    (consent == Some(&Value::Bool(false))).then(|| format!("consent.{channel} is false"))
+    consent
+        .filter(|v| delivery::says_no_consent(v))
+        .map(|v| format!("consent.{channel} is {v}"))
 }
 
 /// A stable number in `0..100` for the given parts (FNV-1a). The same user always lands in
