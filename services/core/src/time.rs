@@ -122,15 +122,17 @@ fn event_range() -> String {
 
 /// `at` when an event may carry it; otherwise why not, with the range.
 pub fn check_event_time(at: Ts) -> Result<Ts, String> {
-    // Quoted like a timestamp written in a line, so both paths read alike.
-    let quoted = format!("{:?}", at.to_string());
+    // Quoted like a timestamp written in a line, so both paths read alike. Worded only for a
+    // refusal: every accepted event passes through here.
+    let quoted = || format!("{:?}", at.to_string());
     if at < EARLIEST_EVENT {
         Err(format!(
-            "{quoted} is before {EARLIEST_EVENT}; {}",
+            "{} is before {EARLIEST_EVENT}; {}",
+            quoted(),
             event_range()
         ))
     } else if at > LATEST_EVENT {
-        Err(format!("{quoted} is out of range; {}", event_range()))
+        Err(format!("{} is out of range; {}", quoted(), event_range()))
     } else {
         Ok(at)
     }

@@ -100,7 +100,7 @@ pub fn attempt_token() -> String {
         let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return format!("p{}-{n}", std::process::id());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::hex(&bytes)
 }
 
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod error;
 pub mod grpc;
 pub mod log;
+mod scan;
 pub mod segment;
 
 pub use dedup::{Deduper, MemoryDeduper};

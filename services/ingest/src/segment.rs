@@ -31,18 +31,18 @@ pub fn parse_line(line: &str) -> Result<Event, Rejection> {
 /// The fields of a Segment event as they appear in a line: each text field a string or
 /// absent (`null` counts as absent), properties and traits objects. A repeated key keeps its
 /// last value, as in a decoded JSON object.
-#[derive(Default)]
-struct Fields {
-    kind: Option<String>,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    timestamp: Option<String>,
-    event: Option<String>,
-    name: Option<String>,
-    previous_id: Option<String>,
-    message_id: Option<String>,
-    properties: Option<Props>,
-    traits: Option<Props>,
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Fields {
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub timestamp: Option<String>,
+    pub event: Option<String>,
+    pub name: Option<String>,
+    pub previous_id: Option<String>,
+    pub message_id: Option<String>,
+    pub properties: Option<Props>,
+    pub traits: Option<Props>,
 }
 
 impl<'de> serde::Deserialize<'de> for Fields {
@@ -164,7 +164,11 @@ fn check_id(field: &str, id: Option<&str>) -> Result<(), Rejection> {
 /// The event of a well-formed line, built by the same rules as [`parse_value`]; `None` for
 /// anything else, which the general way then judges.
 fn parse_direct(line: &str) -> Option<Event> {
-    let f: Fields = serde_json::from_str(line).ok()?;
+    // The plainest lines need no decoder at all.
+    let f: Fields = match crate::scan::fields(line) {
+        Some(f) => f,
+        None => serde_json::from_str(line).ok()?,
+    };
     let timestamp = Ts::parse_rfc3339(f.timestamp.as_deref()?).ok()?;
     let kind = f.kind?;
     let name = match kind.as_str() {
