@@ -16,6 +16,7 @@
 //! the key property reaches only the instance with that key (its goal, exits and waits); an
 //! event without it reaches every instance of the journey.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -64,7 +65,45 @@ fn send_key(
     step: &str,
     visits: u32,
 ) -> String {
-    format!("{workspace}:{user}:{journey}:{instance}:{step}:{visits}")
+    let parts = [workspace, user, journey, step];
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 36);
+    for part in &parts[..3] {
+        key.push_str(part);
+        key.push(':');
+    }
+    push_decimal(&mut key, instance);
+    key.push(':');
+    key.push_str(step);
+    key.push(':');
+    push_decimal(&mut key, u64::from(visits));
+    key
+}
+
+/// An instance's timer id for one visit of its step: `<journey>:<instance>:<visit>`.
+fn timer_id(journey: &str, instance: u64, visits: u32) -> String {
+    let mut id = String::with_capacity(journey.len() + 32);
+    id.push_str(journey);
+    id.push(':');
+    push_decimal(&mut id, instance);
+    id.push(':');
+    push_decimal(&mut id, u64::from(visits));
+    id
+}
+
+/// Appends `n` in decimal. Keys and timer ids are built at every send and wait, where going
+/// through the formatting machinery cost several times the copying itself.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Whether a journey takes new users and sends. Engine-level: a published version never
@@ -383,9 +422,10 @@ impl Run<'_> {
             let Some(j) = self.journey_of(&state.journeys[i]) else {
                 continue;
             };
-            let Some(StepKind::WaitFor { on_event, .. }) =
-                self.current_kind(&j, &state.journeys[i])
-            else {
+            let Some(s) = self.step_of(&j, &state.journeys[i]) else {
+                continue;
+            };
+            let StepKind::WaitFor { on_event, .. } = j.steps[s].kind else {
                 continue;
             };
             self.cancel_timer(&state.workspace, &state.user, &mut state.journeys[i]);
@@ -835,14 +875,8 @@ impl Run<'_> {
             },
             None => None,
         };
-        if let Some(why) = self.blocked(state, j, now, key.as_deref()) {
-            let d = decision(
-                now,
-                &j.id,
-                "",
-                DecisionKind::NotEntered,
-                format!("not entered: {why}"),
-            );
+        if let Some(reason) = self.blocked(state, j, now, key.as_deref()) {
+            let d = decision(now, &j.id, "", DecisionKind::NotEntered, reason);
             return self.record(state, d);
         }
         if let Some(cond) = &j.entry.condition {
@@ -928,7 +962,9 @@ impl Run<'_> {
         self.go(state, i, j, None, first, now, props);
     }
 
-    /// The re-entry rule or entry limit that keeps the user out, if any.
+    /// The re-entry rule or entry limit that keeps the user out, if any, as the reason of
+    /// the `not_entered` decision. Worded straight into one string: on a busy journey most
+    /// entries end here.
     fn blocked(
         &self,
         state: &UserState,
@@ -936,14 +972,21 @@ impl Run<'_> {
         now: Ts,
         key: Option<&str>,
     ) -> Option<String> {
+        let refused = |why: std::fmt::Arguments<'_>| {
+            let mut reason = String::with_capacity(80);
+            reason.push_str("not entered: ");
+            // Writing into a string cannot fail.
+            let _ = reason.write_fmt(why);
+            reason
+        };
         let inside = state
             .journeys
             .iter()
             .any(|x| x.journey == j.id && (key.is_none() || x.key.as_deref() == key));
         if inside {
             return Some(match key {
-                Some(k) => format!("already in the journey for {k}"),
-                None => "already in the journey".into(),
+                Some(k) => refused(format_args!("already in the journey for {k}")),
+                None => "not entered: already in the journey".into(),
             });
         }
         if let Some((count, per)) = j.entry.limit {
@@ -952,15 +995,23 @@ impl Run<'_> {
                 l.at.iter().filter(|t| **t > start && **t <= now).count()
             });
             if recent >= count as usize {
-                return Some(format!("entry limit of {count} per {per} reached"));
+                return Some(refused(format_args!(
+                    "entry limit of {count} per {per} reached"
+                )));
             }
         }
         let hist = state.history.get(&j.id)?;
         match j.entry.reentry {
-            Reentry::Never => Some("re-entry is off and the user entered before".into()),
+            Reentry::Never => {
+                Some("not entered: re-entry is off and the user entered before".into())
+            }
             Reentry::AfterExit => None,
-            Reentry::Cooldown(d) => (now < hist.last_entered.saturating_add(d))
-                .then(|| format!("re-entry cool-down of {d} since {}", hist.last_entered)),
+            Reentry::Cooldown(d) => (now < hist.last_entered.saturating_add(d)).then(|| {
+                refused(format_args!(
+                    "re-entry cool-down of {d} since {}",
+                    hist.last_entered
+                ))
+            }),
         }
     }
 
@@ -1203,7 +1254,7 @@ impl Run<'_> {
 
     fn wait(&mut self, state: &mut UserState, i: usize, due: Ts) {
         let inst = &mut state.journeys[i];
-        let id = format!("{}:{}:{}", inst.journey, inst.id, inst.visits);
+        let id = timer_id(&inst.journey, inst.id, inst.visits);
         inst.timer = Some(id.clone());
         inst.due = Some(due);
         self.effects.push(Effect::SetTimer(Timer {
@@ -1351,13 +1402,10 @@ impl Run<'_> {
                 if !m.transactional && window.0 > 0 {
                     state.remember_send(channel, now, window);
                 }
-                let d = decision(
-                    now,
-                    &j.id,
-                    step,
-                    DecisionKind::Sent,
-                    format!("{channel} sent"),
-                );
+                let mut reason = String::with_capacity(channel.len() + 5);
+                reason.push_str(channel);
+                reason.push_str(" sent");
+                let d = decision(now, &j.id, step, DecisionKind::Sent, reason);
                 let d = self.about(d, &state.journeys[i]);
                 self.record(state, d);
             }
@@ -1568,10 +1616,6 @@ impl Run<'_> {
         j.step_index(&inst.step)
     }
 
-    fn current_kind(&self, j: &Journey, inst: &JourneyInstance) -> Option<StepKind> {
-        self.step_of(j, inst).map(|s| j.steps[s].kind.clone())
-    }
-
     fn waits_for(&self, inst: &JourneyInstance, event: &Event) -> bool {
         if inst.timer.is_none() || inst.deferred || inst.paced {
             return false;
@@ -1768,4 +1812,27 @@ fn template_data(
         data.insert("last".into(), Value::Object(last));
     }
     Value::Object(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_timer_ids_read_as_formatted_text() {
+        for n in [0, 7, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut text = String::from("x");
+            push_decimal(&mut text, n);
+            assert_eq!(text, format!("x{n}"));
+        }
+        assert_eq!(timer_id("win-back", 0, 12), "win-back:0:12");
+        assert_eq!(
+            timer_id("j", u64::MAX, u32::MAX),
+            format!("j:{}:{}", u64::MAX, u32::MAX)
+        );
+        assert_eq!(
+            send_key("default", "u 1", "welcome", 3, "welcome-push", 1),
+            "default:u 1:welcome:3:welcome-push:1"
+        );
+    }
 }
