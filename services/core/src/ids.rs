@@ -46,8 +46,31 @@ pub fn name_problem(name: &str) -> Option<String> {
     if name.len() > MAX_ID_BYTES {
         return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", name.len()));
     }
-    if name.chars().any(char::is_control) {
+    // Nearly every name is ASCII, whose control characters are the bytes below 0x20 and
+    // 0x7f; only other text needs its characters decoded.
+    let control = if name.is_ascii() {
+        name.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        name.chars().any(char::is_control)
+    };
+    if control {
         return Some("contains a control character".into());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_in_other_text() {
+        for c in (0..=0x10ffff_u32).filter_map(char::from_u32) {
+            for name in [format!("ab{c}"), format!("é{c}")] {
+                assert_eq!(name_problem(&name).is_some(), c.is_control(), "{:?}", c);
+            }
+        }
+        assert_eq!(id_problem(" \t"), Some("only whitespace".into()));
+        assert_eq!(name_problem("Product Viewed"), None);
+    }
 }

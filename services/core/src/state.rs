@@ -682,7 +682,8 @@ impl UserState {
     fn remember(&mut self, event: &Event, tracked: &TrackedEvent) {
         let mut props = Props::new();
         for p in &tracked.props {
-            if let Some(v) = event.properties.get(p) {
+            // Events carry a few properties: looking along them costs less than hashing.
+            if let Some((_, v)) = event.properties.iter().find(|(k, _)| *k == p) {
                 props.insert(p.clone(), v.clone());
             }
         }
