@@ -46,14 +46,7 @@ pub fn name_problem(name: &str) -> Option<String> {
     if name.len() > MAX_ID_BYTES {
         return Some(format!("{} bytes, longer than {MAX_ID_BYTES}", name.len()));
     }
-    // Nearly every name is ASCII, whose control characters are the bytes below 0x20 and
-    // 0x7f; only other text needs its characters decoded.
-    let control = if name.is_ascii() {
-        name.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        name.chars().any(char::is_control)
-    };
-    if control {
+    if name.chars().any(char::is_control) {
         return Some("contains a control character".into());
     }
     None

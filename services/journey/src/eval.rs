@@ -422,15 +422,15 @@ impl<'e> Run<'e> {
             let Some(j) = self.journey_of(&state.journeys[i]) else {
                 continue;
             };
-            let Some(s) = self.step_of(&j, &state.journeys[i]) else {
+            let Some(s) = self.step_of(j, &state.journeys[i]) else {
                 continue;
             };
             let StepKind::WaitFor { on_event, .. } = j.steps[s].kind else {
                 continue;
             };
             self.cancel_timer(&state.workspace, &state.user, &mut state.journeys[i]);
-            let from = self.step_of(&j, &state.journeys[i]);
-            self.go(state, i, &j, from, on_event, now, &event.properties);
+            let from = self.step_of(j, &state.journeys[i]);
+            self.go(state, i, j, from, on_event, now, &event.properties);
         }
 
         if !self.engine.segments.is_empty() {
@@ -622,7 +622,7 @@ impl<'e> Run<'e> {
                 i += 1;
                 continue;
             };
-            if !key_matches(&j, &state.journeys[i], event) {
+            if !key_matches(j, &state.journeys[i], event) {
                 i += 1;
                 continue;
             }
@@ -644,7 +644,7 @@ impl<'e> Run<'e> {
             match end {
                 Some(end) => {
                     if goal {
-                        self.convert(state, &j, now, &event.name);
+                        self.convert(state, j, now, &event.name);
                     }
                     let what = if goal { "goal" } else { "exit event" };
                     let reason = format!("{what} {} happened", event.name);
@@ -770,13 +770,13 @@ impl<'e> Run<'e> {
             return self.finish(state, i, End::Exit, now, "the journey was archived".into());
         }
         let props = state.journeys[i].entry.clone();
-        let step = self.step_of(&j, &state.journeys[i]);
+        let step = self.step_of(j, &state.journeys[i]);
 
         // An instance paced on a loop now runs the step it was held before.
         if state.journeys[i].paced {
             state.journeys[i].paced = false;
             let target = step.map_or(Target::End, Target::Step);
-            return self.go(state, i, &j, None, target, now, &props);
+            return self.go(state, i, j, None, target, now, &props);
         }
 
         // A held-back message is tried again in place; it did not move the user on.
@@ -786,11 +786,11 @@ impl<'e> Run<'e> {
                 && let StepKind::Message(m) = &j.steps[s].kind
             {
                 let step_id = j.steps[s].id.clone();
-                match self.message(state, i, &j, &step_id, m, now, &props) {
+                match self.message(state, i, j, &step_id, m, now, &props) {
                     Sent::Deferred(due) => return self.hold(state, i, due),
                     Sent::Done => {
                         let next = j.steps[s].next;
-                        return self.go(state, i, &j, Some(s), next, now, &props);
+                        return self.go(state, i, j, Some(s), next, now, &props);
                     }
                 }
             }
@@ -800,7 +800,7 @@ impl<'e> Run<'e> {
             Some(StepKind::WaitFor { on_timeout, .. }) => *on_timeout,
             _ => step.map_or(Target::End, |s| j.steps[s].next),
         };
-        self.go(state, i, &j, step, target, now, &props);
+        self.go(state, i, j, step, target, now, &props);
     }
 
     fn on_api(&mut self, state: &mut UserState, call: &ApiEntry) {
@@ -1625,7 +1625,7 @@ impl<'e> Run<'e> {
         let Some(j) = self.journey_of(inst) else {
             return false;
         };
-        let Some(s) = self.step_of(&j, inst) else {
+        let Some(s) = self.step_of(j, inst) else {
             return false;
         };
         match &j.steps[s].kind {
@@ -1637,7 +1637,7 @@ impl<'e> Run<'e> {
                 // The event that started a wait does not end it.
                 event.timestamp >= inst.step_at
                     && event_matches(event, name, filter)
-                    && key_matches(&j, inst, event)
+                    && key_matches(j, inst, event)
             }
             _ => false,
         }
