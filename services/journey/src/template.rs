@@ -51,6 +51,8 @@ pub enum Escape {
 pub enum RenderError {
     /// A value the template needs is missing and has no default.
     Missing(String),
+    /// The text came out longer than [`MAX_RENDERED_BYTES`] (a loop over a large range, say).
+    TooLarge,
     /// Liquid itself failed (an unknown filter argument, a bad comparison).
     Liquid(String),
 }
@@ -59,6 +61,10 @@ impl std::fmt::Display for RenderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RenderError::Missing(p) => write!(f, "missing value {p} with no default"),
+            RenderError::TooLarge => write!(
+                f,
+                "the rendered text is longer than {MAX_RENDERED_BYTES} bytes"
+            ),
             RenderError::Liquid(e) => write!(f, "template failed: {e}"),
         }
     }
@@ -145,6 +151,35 @@ fn filter_place(source: &str, name: &str) -> Option<(u32, u32)> {
     None
 }
 
+/// The longest text a template may render to. Far above any channel's real size (an APNs
+/// payload is 4 KiB, an email body rarely 100 KiB) and below the 4 MiB a gRPC call to the
+/// gateway carries, so a template that loops out of bounds fails as a skipped message with its
+/// reason, at a bounded cost in memory, instead of growing without end.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
+/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`]: Liquid stops rendering at the
+/// first refused write.
+#[derive(Default)]
+struct Bounded {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + bytes.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered text too long"));
+        }
+        self.text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn parser() -> &'static liquid::Parser {
     static PARSER: std::sync::OnceLock<liquid::Parser> = std::sync::OnceLock::new();
     PARSER.get_or_init(|| {
@@ -226,9 +261,12 @@ impl Template {
         }
 
         let globals = liquid::to_object(&data).map_err(|e| RenderError::Liquid(e.to_string()))?;
-        self.compiled
-            .render(&globals)
-            .map_err(|e| RenderError::Liquid(e.to_string()))
+        let mut out = Bounded::default();
+        match self.compiled.render_to(&mut out, &globals) {
+            Ok(()) => String::from_utf8(out.text).map_err(|e| RenderError::Liquid(e.to_string())),
+            Err(_) if out.overflowed => Err(RenderError::TooLarge),
+            Err(e) => Err(RenderError::Liquid(e.to_string())),
+        }
     }
 }
 
@@ -456,6 +494,14 @@ mod tests {
         Template::compile(src)
             .map_err(|e| RenderError::Liquid(e.to_string()))?
             .render(data, Escape::None)
+    }
+
+    #[test]
+    fn text_past_the_bound_is_refused_not_built() {
+        let big = "{% for i in (1..2000000) %}xxxxxxxxxx{% endfor %}";
+        assert_eq!(render(big, json!({})), Err(RenderError::TooLarge));
+        let fits = "{% for i in (1..1000) %}xxxxxxxxxx{% endfor %}";
+        assert_eq!(render(fits, json!({})).map(|t| t.len()), Ok(10_000));
     }
 
     #[test]
