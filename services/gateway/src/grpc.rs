@@ -351,6 +351,14 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
     if outcome == Outcome::Clicked && r.url.is_empty() {
         return Err(invalid("url", "a click needs the url that was clicked"));
     }
+    // An unsubscribe is recorded as the channel's opt-out: without the channel it would be
+    // taken and change nothing, and the user would go on getting messages.
+    if outcome == Outcome::Unsubscribed && r.channel.is_empty() {
+        return Err(invalid(
+            "channel",
+            "an unsubscribe needs the channel the user unsubscribed from",
+        ));
+    }
     // Checked here rather than left to ingest: the outcome becomes an event forwarded later,
     // and a time ingest refuses then would be lost with only a warning to show for it.
     let at = match r.at {
@@ -810,6 +818,21 @@ mod tests {
             outcome(|r| {
                 r.outcome = "opened".into();
                 r.url.clear();
+            })
+            .is_ok()
+        );
+
+        let refused = outcome(|r| r.outcome = "unsubscribed".into())
+            .expect_err("an unsubscribe without its channel");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused.message(),
+            "invalid channel: an unsubscribe needs the channel the user unsubscribed from"
+        );
+        assert!(
+            outcome(|r| {
+                r.outcome = "unsubscribed".into();
+                r.channel = "email".into();
             })
             .is_ok()
         );
