@@ -1,5 +1,5 @@
 //! Small edges of the command line: a folder with no spec file is refused rather than passed
-//! as an empty spec set, a path that is neither a file nor a folder is named as such, and logs
+//! as an empty spec set (by `serve` too), a path that is neither a file nor a folder is named as such, and logs
 //! written to a file or a pipe carry no colour codes.
 
 use std::process::{Command, Output};
@@ -55,6 +55,37 @@ fn lint_and_replay_refuse_a_folder_with_no_spec_file() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), said);
+}
+
+/// `serve` refuses a journeys folder that holds no spec, or that is not there, as it starts.
+#[test]
+fn serve_refuses_a_journeys_folder_with_no_spec_or_none_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("specs");
+    std::fs::create_dir_all(&empty).expect("folder");
+    let missing = dir.path().join("nowhere");
+
+    let args = ["serve", "all", "--listen", "127.0.0.1:0"];
+    let empty_arg = empty.display().to_string();
+    let out = beckon(&[&args[..], &["--journeys", &empty_arg]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "--journeys: {}: a folder with no .yaml or .yml files",
+            empty.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing_arg = missing.display().to_string();
+    let out = beckon(&[&args[..], &["--journeys", &missing_arg]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--journeys: ") && text(&out.stderr).contains("nowhere"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

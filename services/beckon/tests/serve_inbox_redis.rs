@@ -151,7 +151,16 @@ async fn a_decided_message_is_pushed_to_an_app_on_another_gateway() {
             workspace: "default".into(),
             user_id: "ada".into(),
         };
-        let view = users.get_user(request).await.expect("user").into_inner();
+        // The partition writes the user after its batch's sends, so the message can reach
+        // the app before the user is stored.
+        let view = match users.get_user(request).await {
+            Ok(view) => view.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(status) => panic!("user: {status:?}"),
+        };
         if view.state_json.contains("Message Opened") {
             opened = true;
             break;

@@ -165,7 +165,23 @@ pub fn check_providers(service: Service, settings: &Settings) -> anyhow::Result<
 
 /// An engine over a local folder of specs, for a user-state instance running without a
 /// journey service.
+/// Refuses a journeys folder that holds no spec: the service would start with no journeys, as
+/// if a mistyped path were an empty set of specs. Checked at start, not by `--print-config`,
+/// which also runs where the folder is not mounted (checking a deployment's manifests).
+fn check_spec_folder(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<()> {
+    let name = settings.origins.name("journeys");
+    let specs = beckon_journey::spec_paths(dir).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    if specs.is_empty() {
+        anyhow::bail!(
+            "{name}: {}: a folder with no .yaml or .yml files",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn local_engine(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<CurrentEngine> {
+    check_spec_folder(settings, dir)?;
     let defs = beckon_journey::load_definitions(dir)
         .with_context(|| format!("loading journeys from {}", dir.display()))?
         .for_workspace(&settings.workspace);
@@ -184,6 +200,7 @@ async fn publish_folder(settings: &Settings, store: &dyn DefinitionStore) -> any
     let Some(dir) = &settings.journeys else {
         return Ok(());
     };
+    check_spec_folder(settings, dir)?;
     let files = beckon_journey::read_spec_files(dir)
         .with_context(|| format!("reading specs from {}", dir.display()))?;
     match beckon_journey_service::publish_files(store, &settings.workspace, &files).await {
