@@ -2,12 +2,14 @@
 //! is new, refuse a changed version, list versions, and releases reaching followers in another
 //! "process" (a second service on the same Redis) through pub/sub.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use beckon_journey::{CurrentEngine, Engine};
-use beckon_journey_service::{JourneysService, RedisDefinitions, follow_service};
+use beckon_journey_service::{JourneysService, follow_service};
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::journeys_client::JourneysClient;
 use beckon_testkit::RedisServer;
@@ -39,43 +41,19 @@ fn file(name: &str, yaml: &str) -> pb::SpecFile {
 
 /// Serves the journey service on a free loopback port, following announcements on Redis.
 async fn serve(redis: &RedisServer) -> (SocketAddr, watch::Sender<bool>) {
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let conn = redis::aio::ConnectionManager::new(client.clone())
-        .await
-        .expect("redis connection");
-    let store = Arc::new(RedisDefinitions::new(conn, redis.namespace()));
+    let (store, client) = support::redis_store(redis).await;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let listening = {
-        let store = store.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            store
-                .listen(client, vec!["w".into()], async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        })
-    };
-    drop(listening);
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut stop = stop_rx;
+    let listening = store.clone();
+    let mut stop = stop_rx.clone();
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(JourneysService::new(store).into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
-            .await
-            .expect("serve");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        listening.listen(client, vec!["w".into()], stopped).await;
     });
+
+    let addr = support::serve_until(JourneysService::new(store), stop_rx).await;
     (addr, stop_tx)
 }
 

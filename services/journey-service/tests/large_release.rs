@@ -2,13 +2,15 @@
 //! (what every user-state instance runs) reads one and keeps following it, and a publication
 //! past the service's release limit is refused with the release's size and the limit.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use beckon_journey::{CurrentEngine, Engine};
 use beckon_journey_service::service::MAX_RELEASE_BYTES;
-use beckon_journey_service::{JourneysService, RedisDefinitions, follow_service};
+use beckon_journey_service::{JourneysService, follow_service};
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::journeys_client::JourneysClient;
 use beckon_testkit::RedisServer;
@@ -38,11 +40,7 @@ fn files(versions: std::ops::RangeInclusive<u32>) -> Vec<pb::SpecFile> {
 
 /// Serves the journey service on a free loopback port, releases announced through Redis.
 async fn serve(redis: &RedisServer, limit: usize) -> (SocketAddr, watch::Sender<bool>) {
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let conn = redis::aio::ConnectionManager::new(client.clone())
-        .await
-        .expect("redis connection");
-    let store = Arc::new(RedisDefinitions::new(conn, redis.namespace()));
+    let (store, client) = support::redis_store(redis).await;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut stop = stop_rx.clone();
@@ -54,25 +52,8 @@ async fn serve(redis: &RedisServer, limit: usize) -> (SocketAddr, watch::Sender<
         listening.listen(client, vec!["w".into()], stopped).await;
     });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut stop = stop_rx;
     let service = JourneysService::new(store).with_release_limit(limit);
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
-            .await
-            .expect("serve");
-    });
-    (addr, stop_tx)
+    (support::serve_until(service, stop_rx).await, stop_tx)
 }
 
 /// A publishing client that, like `beckon journeys`, sends and reads what the service does.

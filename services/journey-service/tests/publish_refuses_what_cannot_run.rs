@@ -2,9 +2,9 @@
 //! loop whose waits add up to less than a minute and ids too long for the keys of the
 //! messages a journey sends, and publishes nothing of the request.
 
-use std::sync::Arc;
+mod support;
 
-use beckon_journey_service::{JourneysService, RedisDefinitions};
+use beckon_journey_service::JourneysService;
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::journeys_client::JourneysClient;
 use beckon_testkit::RedisServer;
@@ -16,29 +16,9 @@ const SPIN: &str = "id: spin\nversion: 1\nworkspace: w\nentry: {event: X}\nsteps
 
 /// Serves the journey service on a free loopback port until the sender says stop.
 async fn serve(redis: &RedisServer) -> (JourneysClient<Channel>, watch::Sender<bool>) {
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let conn = redis::aio::ConnectionManager::new(client)
-        .await
-        .expect("redis connection");
-    let store = Arc::new(RedisDefinitions::new(conn, redis.namespace()));
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(JourneysService::new(store).into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                },
-            )
-            .await
-            .expect("serve");
-    });
+    let (store, _) = support::redis_store(redis).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let addr = support::serve_until(JourneysService::new(store), stop_rx).await;
     let client = JourneysClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");

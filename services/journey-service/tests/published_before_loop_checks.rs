@@ -4,16 +4,15 @@
 //! beside it, publishing it again unchanged is not an error, and a new version with the same
 //! loop is refused.
 
+mod support;
+
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use beckon_core::{DecisionKind, Effect, Trigger, Ts, UserState};
 use beckon_journey::sim::track;
 use beckon_journey::{CurrentEngine, Engine};
-use beckon_journey_service::{
-    DefinitionStore, Document, JourneysService, RedisDefinitions, follow_service,
-};
+use beckon_journey_service::{DefinitionStore, Document, JourneysService, follow_service};
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::journeys_client::JourneysClient;
 use beckon_testkit::RedisServer;
@@ -69,31 +68,6 @@ impl Write for Logs {
     }
 }
 
-/// The journey service on a free loopback port over `store`.
-async fn serve(
-    store: Arc<RedisDefinitions<redis::aio::ConnectionManager>>,
-    stop: watch::Receiver<bool>,
-) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut stop = stop;
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(JourneysService::new(store).into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
-            .await
-            .expect("serve");
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_journey_published_before_loops_were_checked_still_loads_and_runs_paced() {
     let logs = Logs::default();
@@ -106,11 +80,7 @@ async fn a_journey_published_before_loops_were_checked_still_loads_and_runs_pace
     let _logging = tracing::subscriber::set_default(subscriber);
 
     let redis = RedisServer::start().expect("redis");
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let conn = redis::aio::ConnectionManager::new(client)
-        .await
-        .expect("redis connection");
-    let store = Arc::new(RedisDefinitions::new(conn, redis.namespace()));
+    let (store, _) = support::redis_store(&redis).await;
 
     // What an earlier version published: stored as it is, with no loop checks.
     let old = Document {
@@ -123,7 +93,7 @@ async fn a_journey_published_before_loops_were_checked_still_loads_and_runs_pace
     assert_eq!(first.release, 1);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let addr = serve(store, stop_rx.clone()).await;
+    let addr = support::serve_until(JourneysService::new(store), stop_rx.clone()).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
