@@ -379,9 +379,9 @@ async fn apply_batch(
         group: reader.group.clone(),
         entry_ids: unacked,
     };
-    let backlog = match worker.flush_acking(&ack).await? {
-        (_, Some(acked)) => Some(acked.backlog),
-        (_, None) => {
+    let backlog = match worker.flush_acking(&ack).await?.1 {
+        Some(left) => Some(left),
+        None => {
             log.ack_counting(&reader, &ack.entry_ids)
                 .await
                 .map_err(log_error)?

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::error::StateError;
-pub use crate::store::{Acked, LogAck};
+pub use crate::store::LogAck;
 use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, member_segments};
 
 /// Entries of the outbox looked at when forgetting a user. The outbox is drained
@@ -218,7 +218,7 @@ where
     /// `effects` to the partition's outbox and, when `ack` is given, acknowledges and deletes
     /// those log entries, all in one script. With `fence`, the write also requires the
     /// partition's lease token to be that value, so an instance that lost its lease cannot
-    /// write. Answers what the acknowledgement found, when there was one.
+    /// write. Answers the entries left in the log when it acknowledged some.
     pub async fn commit(
         &self,
         state: &UserState,
@@ -226,7 +226,7 @@ where
         effects: &[Effect],
         ack: Option<&LogAck>,
         fence: Option<u64>,
-    ) -> Result<Option<Acked>, StateError> {
+    ) -> Result<Option<u64>, StateError> {
         let keys = self.keys(&state.workspace, &state.user);
         let data = encode(state, self.encoding)?;
         let mut invocation = COMMIT.prepare_invoke();
@@ -266,10 +266,7 @@ where
                     acked = %detail,
                     "user state committed"
                 );
-                Ok(ack.map(|_| Acked {
-                    entries: detail.parse().unwrap_or(0),
-                    backlog: left,
-                }))
+                Ok(ack.map(|_| left))
             }
             0 => {
                 debug!(
@@ -711,7 +708,7 @@ where
         expected: u64,
         fence: Option<u64>,
         ack: &'a LogAck,
-    ) -> BoxFuture<'a, Result<Option<Acked>, StateError>> {
+    ) -> BoxFuture<'a, Result<Option<u64>, StateError>> {
         Box::pin(self.commit(state, expected, &[], Some(ack), fence))
     }
 

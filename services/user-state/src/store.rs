@@ -65,15 +65,6 @@ pub struct LogAck {
     pub entry_ids: Vec<String>,
 }
 
-/// What a write that acknowledged log entries found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Acked {
-    /// Entries that were pending and are acknowledged now.
-    pub entries: u64,
-    /// Entries left in the partition's log: its backlog, since acknowledged entries go.
-    pub backlog: u64,
-}
-
 /// One versioned record per user, written with compare-and-set on the version.
 pub trait StateStore: Send + Sync + 'static {
     fn load<'a>(
@@ -106,7 +97,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// Writes like [`StateStore::save_fenced`] (or [`StateStore::save`] without `fence`) and,
     /// in the same step, acknowledges the log entries of `ack` in the partition's log, for a
     /// store that keeps the log beside the users (one Redis): the state and the
-    /// acknowledgement then happen together or not at all, in one round trip. A store that
+    /// acknowledgement then happen together or not at all, in one round trip. Answers the
+    /// entries left in the log (its backlog, since acknowledged entries go). A store that
     /// cannot only writes and answers `None`, and the caller acknowledges through the log.
     fn save_acking<'a>(
         &'a self,
@@ -114,7 +106,7 @@ pub trait StateStore: Send + Sync + 'static {
         expected: u64,
         fence: Option<u64>,
         ack: &'a LogAck,
-    ) -> BoxFuture<'a, Result<Option<Acked>, StateError>> {
+    ) -> BoxFuture<'a, Result<Option<u64>, StateError>> {
         let _ = ack;
         Box::pin(async move {
             match fence {

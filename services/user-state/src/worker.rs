@@ -19,7 +19,7 @@ use crate::dormant::{self, Dormitory, Woken};
 use crate::error::StateError;
 use crate::outlet::{Forwarder, Outlet, TimerSink, Timers};
 use crate::stats::Stats;
-use crate::store::{Acked, LogAck, StateStore};
+use crate::store::{LogAck, StateStore};
 
 /// Timers fired per batch while catching up; bounds the work between two checks.
 const TIMER_BATCH: usize = 256;
@@ -317,17 +317,15 @@ impl PartitionWorker {
     /// ([`PartitionWorker::with_log_in_store`]): the batch then costs one round trip less,
     /// and its acknowledgement happens only if that write does. The other users are written
     /// first, so nothing is acknowledged before every write of the batch has succeeded.
-    /// Answers the users written and the acknowledgement, or `None` when the caller must
-    /// acknowledge through the log (no user changed, or a store without the log).
-    pub async fn flush_acking(
-        &mut self,
-        ack: &LogAck,
-    ) -> Result<(usize, Option<Acked>), StateError> {
+    /// Answers the users written and the log's backlog after the acknowledgement, or `None`
+    /// when the caller must acknowledge through the log (no user changed, or a store without
+    /// the log).
+    pub async fn flush_acking(&mut self, ack: &LogAck) -> Result<(usize, Option<u64>), StateError> {
         let ack = self.log_in_store.then_some(ack);
         self.write(ack).await
     }
 
-    async fn write(&mut self, ack: Option<&LogAck>) -> Result<(usize, Option<Acked>), StateError> {
+    async fn write(&mut self, ack: Option<&LogAck>) -> Result<(usize, Option<u64>), StateError> {
         self.settle().await?;
 
         let mut dirty: Vec<&mut Active> = self
@@ -359,14 +357,14 @@ impl PartitionWorker {
             .buffered(WRITES_IN_FLIGHT)
             .collect()
             .await;
-        let mut acked = None;
+        let mut backlog = None;
         if let (Some(last), Some(ack)) = (carrier, ack) {
             let result = if results.iter().all(Result::is_ok) {
                 let expected = dirty[last].stored;
                 store
                     .save_acking(&states[last], expected, fence, ack)
                     .await
-                    .map(|a| acked = a)
+                    .map(|left| backlog = left)
             } else {
                 Err(StateError::Unavailable(
                     "not written: another write of the batch failed".into(),
@@ -396,7 +394,7 @@ impl PartitionWorker {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok((written, acked)),
+            None => Ok((written, backlog)),
         }
     }
 
