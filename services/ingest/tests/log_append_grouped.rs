@@ -1,15 +1,16 @@
-//! Appends sent together (a batch, or many calls at once) are grouped per partition, and each
-//! is still answered on its own: in order within a partition, a repeated message id appended
-//! once even when both copies travel in the same group, every answer its own offset.
+//! Appends sent together (a batch, or many calls at once) are grouped per partition, or per
+//! workspace on a single server, and each is still answered on its own: in order within a
+//! partition, a repeated message id appended once even when both copies travel in the same
+//! group, every answer its own offset.
 
 mod support;
 
 use std::collections::HashMap;
 
 use beckon_core::{Duration, Ts, VirtualClock};
-use beckon_ingest::log::{Consumer, EventLog};
+use beckon_ingest::log::{Consumer, EventLog, LogConfig, RedisLog};
 use beckon_testkit::RedisServer;
-use support::{PARTITIONS, event, memory_log, redis_log};
+use support::{PARTITIONS, event, memory_log, redis_log, spanning_redis_log};
 
 async fn batch_keeps_order_and_dedup(log: &dyn EventLog) {
     // Three users over the partitions; "m-3" comes twice in the same batch.
@@ -58,6 +59,12 @@ async fn redis_log_appends_a_batch_in_order_once_each() {
 }
 
 #[tokio::test]
+async fn spanning_redis_log_appends_a_batch_in_order_once_each() {
+    let server = RedisServer::start().expect("redis");
+    batch_keeps_order_and_dedup(&spanning_redis_log(&server).await).await;
+}
+
+#[tokio::test]
 async fn memory_log_appends_a_batch_in_order_once_each() {
     batch_keeps_order_and_dedup(&memory_log(&VirtualClock::new(Ts(0)))).await;
 }
@@ -65,7 +72,16 @@ async fn memory_log_appends_a_batch_in_order_once_each() {
 #[tokio::test]
 async fn many_concurrent_appends_each_get_their_own_answer() {
     let server = RedisServer::start().expect("redis");
-    let log = redis_log(&server).await;
+    concurrent_appends_answered_each(&redis_log(&server).await).await;
+}
+
+#[tokio::test]
+async fn many_concurrent_appends_across_partitions_each_get_their_own_answer() {
+    let server = RedisServer::start().expect("redis");
+    concurrent_appends_answered_each(&spanning_redis_log(&server).await).await;
+}
+
+async fn concurrent_appends_answered_each(log: &dyn EventLog) {
     // Each id twice, by the same user (dedup is per user's partition).
     let events: Vec<_> = (0..500)
         .map(|i| {
@@ -96,4 +112,75 @@ async fn many_concurrent_appends_each_get_their_own_answer() {
         250,
         "every fresh append has an offset of its own"
     );
+}
+
+/// Script calls the server has run since its statistics were reset.
+async fn script_calls(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("info");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// A batch over many partitions: one lane per partition makes a call per partition at
+/// least, one shared lane a few calls in all.
+#[tokio::test]
+async fn one_call_carries_many_partitions_on_a_single_server() {
+    let events: Vec<_> = (0..300)
+        .map(|i| event(&format!("u{}", i % 60), &format!("s-{i}"), i))
+        .collect();
+
+    for spanning in [false, true] {
+        let server = RedisServer::start().expect("redis");
+        let con = redis::Client::open(server.url())
+            .expect("client")
+            .get_connection_manager()
+            .await
+            .expect("connect");
+        let config = LogConfig {
+            partitions: 64,
+            ..support::config(server.namespace())
+        };
+        let log = RedisLog::new(con, config);
+        let log = if spanning {
+            log.spanning_partitions()
+        } else {
+            log
+        };
+        let answers = log.append_all("w", &events, None).await;
+        let partitions: std::collections::BTreeSet<u32> = answers
+            .iter()
+            .map(|a| a.as_ref().expect("appended").partition)
+            .collect();
+        assert!(partitions.len() > 20, "{} partitions", partitions.len());
+
+        let calls = script_calls(&server).await;
+        if spanning {
+            // The first append may go alone; the rest fill calls of up to 256.
+            assert!(
+                calls <= 4,
+                "{calls} calls for {} partitions",
+                partitions.len()
+            );
+        } else {
+            assert!(calls >= partitions.len() as u64, "{calls} calls");
+        }
+    }
 }

@@ -84,13 +84,17 @@ pub async fn timers(scale: &Scale) -> anyhow::Result<()> {
     // Due now: claimed, appended to the partition log, acknowledged.
     let due = now.saturating_sub(Duration(1_000));
     schedule_many(&store, "due", scale.due_timers, move |_| due).await?;
-    let log: Arc<dyn EventLog> = Arc::new(RedisLog::new(
-        con.clone(),
-        LogConfig {
-            partitions: PARTITIONS,
-            ..LogConfig::default()
-        },
-    ));
+    // As `serve` builds it on a single server.
+    let log: Arc<dyn EventLog> = Arc::new(
+        RedisLog::new(
+            con.clone(),
+            LogConfig {
+                partitions: PARTITIONS,
+                ..LogConfig::default()
+            },
+        )
+        .spanning_partitions(),
+    );
     let sink: Arc<dyn FiredSink> = Arc::new(FiredToLog(log));
     let config = FiringConfig {
         workspaces: vec!["default".into()],

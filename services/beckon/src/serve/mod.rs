@@ -359,7 +359,8 @@ impl FiredSink for FiredToLog {
 }
 
 /// The partition log on Redis, each partition's blocking reads on a connection of its own.
-/// Every process that appends must remember ids for the same window.
+/// Every process that appends must remember ids for the same window. On a single server one
+/// script call appends to several partitions at once.
 fn redis_log(target: &RedisTarget, conn: RedisConn, settings: &Settings) -> Arc<dyn EventLog> {
     let config = LogConfig {
         partitions: settings.partitions,
@@ -367,7 +368,12 @@ fn redis_log(target: &RedisTarget, conn: RedisConn, settings: &Settings) -> Arc<
         dedup_ttl_secs: settings.dedup_window_ms.div_ceil(1_000),
         ..LogConfig::default()
     };
-    Arc::new(RedisLog::new(conn, config).with_readers(target.reader_connector()))
+    let log = RedisLog::new(conn, config).with_readers(target.reader_connector());
+    if target.is_cluster() {
+        Arc::new(log)
+    } else {
+        Arc::new(log.spanning_partitions())
+    }
 }
 
 async fn run_all(

@@ -10,11 +10,15 @@
 //! dedup id, which names a user: a marker outlives a forgotten user by up to the dedup window
 //! and must not carry the user's id. Forgets are not deduplicated and leave no marker.
 //!
-//! Appends to one partition are grouped: while one script call of a partition is in flight,
-//! the appends that arrive for it wait, and then go together in the next call, which
-//! deduplicates and appends each of them in arrival order and answers each with its own
-//! result. Under load that makes one round trip and one script run for many events; an
-//! append that finds its partition idle goes out at once.
+//! Appends are grouped on lanes: while one script call of a lane is in flight, the appends
+//! that arrive for it wait, and then go together in the next call, which deduplicates and
+//! appends each of them in arrival order and answers each with its own result. Under load that
+//! makes one round trip and one script run for many events; an append that finds its lane idle
+//! goes out at once. On a Redis Cluster a script may only name keys of one slot, so each
+//! partition is a lane of its own; on a single server ([`RedisLog::spanning_partitions`]) a
+//! workspace's partitions share one lane, so a call carries the appends of every partition
+//! that has some waiting. Most of a small call's cost in Redis is the call itself (the
+//! script's set-up and its argument tables), not its appends.
 //!
 //! Acknowledging an entry deletes it (XACK and XDEL in one script), so a stream holds only
 //! entries not yet applied and needs no length cap: a cap would cut off unapplied work.
@@ -76,10 +80,12 @@ const EVENT_BODY_BYTES: usize = 512;
 /// Redis (which runs one script at a time) for long.
 const MAX_GROUP: usize = 256;
 
-// KEYS: log, then one seen marker per entry (the log itself for an entry never deduplicated).
-// ARGV: ttl secs, max len ('' for none), workspace, then kind, body and traceparent per entry.
+// KEYS: per entry its partition's log, then its seen marker (the log again for an entry never
+// deduplicated). ARGV: ttl secs, max len ('' for none), workspace, then kind, body and
+// traceparent per entry.
 // A marker holds the offset of its entry's first append, so a duplicate (also one earlier in
-// the same call) is answered with that offset.
+// the same call) is answered with that offset. Offsets are per stream: a duplicate's marker
+// lies in its own partition, so the offset it holds is one of that partition's.
 // The script runs atomically, so looking the marker up and setting it after the XADD cannot
 // race with another append; a fresh entry costs one write to the marker, not two. Answers
 // {fresh, offset} per entry, in order.
@@ -87,23 +93,24 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local out = {}
-        for i = 2, #KEYS do
-            local a = 4 + (i - 2) * 3
-            local dedup = KEYS[i] ~= KEYS[1]
-            local first = dedup and redis.call('GET', KEYS[i])
+        for i = 1, #KEYS / 2 do
+            local log, seen = KEYS[2 * i - 1], KEYS[2 * i]
+            local a = 4 + (i - 1) * 3
+            local dedup = seen ~= log
+            local first = dedup and redis.call('GET', seen)
             if first then
-                out[#out + 1] = {0, first}
+                out[i] = {0, first}
             else
                 local id
                 if ARGV[2] ~= '' then
-                    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'ws', ARGV[3],
+                    id = redis.call('XADD', log, 'MAXLEN', '~', ARGV[2], '*', 'ws', ARGV[3],
                         'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
                 else
-                    id = redis.call('XADD', KEYS[1], '*', 'ws', ARGV[3],
+                    id = redis.call('XADD', log, '*', 'ws', ARGV[3],
                         'kind', ARGV[a], 'body', ARGV[a + 1], 'tp', ARGV[a + 2])
                 end
-                if dedup then redis.call('SET', KEYS[i], id, 'EX', ARGV[1]) end
-                out[#out + 1] = {1, id}
+                if dedup then redis.call('SET', seen, id, 'EX', ARGV[1]) end
+                out[i] = {1, id}
             end
         end
         return out
@@ -137,6 +144,9 @@ struct Readers<C> {
 
 /// One append waiting for its partition's next script call.
 struct Waiting {
+    /// The partition's stream, when the lane is not that stream's alone (otherwise empty:
+    /// the lane's key is the stream).
+    stream: String,
     /// The marker's key, or the log's own for an entry never deduplicated.
     seen: String,
     kind: &'static str,
@@ -173,8 +183,9 @@ struct Lane {
     busy: bool,
 }
 
-/// Lanes by stream key. A lane exists only while its partition has appends in flight. Looked
-/// up for every entry; the keys are ours, so a fast hash does.
+/// Lanes by key: the stream's when each partition has a lane of its own, the workspace's when
+/// its partitions share one. A lane exists only while it has appends in flight. Looked up for
+/// every entry; the keys are ours, so a fast hash does.
 type Lanes = std::sync::Mutex<AHashMap<String, Lane>>;
 
 /// [`EventLog`] on Redis Streams, single node or Cluster.
@@ -184,6 +195,8 @@ pub struct RedisLog<C> {
     config: LogConfig,
     readers: Option<Arc<Readers<C>>>,
     lanes: Arc<Lanes>,
+    /// One lane per workspace instead of one per partition.
+    spanning: bool,
 }
 
 impl<C> RedisLog<C>
@@ -199,7 +212,17 @@ where
             config,
             readers: None,
             lanes: Arc::default(),
+            spanning: false,
         }
+    }
+
+    /// Lets one script call append to several partitions of a workspace. Only for a single
+    /// Redis server: a Cluster refuses a script whose keys lie in several slots, and each
+    /// partition has a slot of its own. Order within a partition is kept either way, since a
+    /// lane sends its appends in arrival order, one call at a time.
+    pub fn spanning_partitions(mut self) -> RedisLog<C> {
+        self.spanning = true;
+        self
     }
 
     /// Gives each partition's blocking reads a connection of its own, opened by `connect`
@@ -262,8 +285,14 @@ where
             }
             None => stream.clone(),
         };
+        let (lane_key, stream) = if self.spanning {
+            (workspace.to_string(), stream)
+        } else {
+            (stream, String::new())
+        };
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting {
+            stream,
             seen,
             kind,
             body,
@@ -274,7 +303,7 @@ where
         // The key goes into the map; a copy is made only for a sender that has to start.
         let idle = {
             let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            match lanes.entry(stream) {
+            match lanes.entry(lane_key) {
                 Entry::Occupied(mut lane) => {
                     let lane_was_busy = std::mem::replace(&mut lane.get_mut().busy, true);
                     lane.get_mut().waiting.push(waiting);
@@ -290,9 +319,9 @@ where
                 }
             }
         };
-        if let Some(stream) = idle {
+        if let Some(lane) = idle {
             // A task of its own, so a caller that goes away cannot strand the others.
-            tokio::spawn(self.clone().send_lane(stream, workspace.to_string()));
+            tokio::spawn(self.clone().send_lane(lane, workspace.to_string()));
         }
         Queued {
             partition,
@@ -316,7 +345,7 @@ where
 
     /// Sends a lane's queued appends, up to [`MAX_GROUP`] per script call, one call at a time,
     /// until the lane is empty; then removes it.
-    async fn send_lane(self, stream: String, workspace: String) {
+    async fn send_lane(self, lane: String, workspace: String) {
         let max_len = self
             .config
             .max_len
@@ -325,24 +354,29 @@ where
         loop {
             let group: Vec<Waiting> = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-                let Some(lane) = lanes.get_mut(&stream) else {
+                let Some(waiting) = lanes.get_mut(&lane) else {
                     return;
                 };
-                if lane.waiting.is_empty() {
-                    lanes.remove(&stream);
+                if waiting.waiting.is_empty() {
+                    lanes.remove(&lane);
                     return;
                 }
-                let n = lane.waiting.len().min(MAX_GROUP);
-                lane.waiting.drain(..n).collect()
+                let n = waiting.waiting.len().min(MAX_GROUP);
+                waiting.waiting.drain(..n).collect()
             };
 
             let mut call = APPEND.prepare_invoke();
-            call.key(&stream)
-                .arg(self.config.dedup_ttl_secs)
+            call.arg(self.config.dedup_ttl_secs)
                 .arg(&max_len)
                 .arg(&workspace);
             for w in &group {
-                call.key(&w.seen)
+                let stream = if w.stream.is_empty() {
+                    &lane
+                } else {
+                    &w.stream
+                };
+                call.key(stream)
+                    .key(&w.seen)
                     .arg(w.kind)
                     .arg(&w.body)
                     .arg(&w.traceparent);
@@ -355,7 +389,7 @@ where
                 // once more rather than failing every caller of the group. Sending twice is
                 // safe: an entry the first call appended is found by its marker and answered
                 // as a duplicate with its offset.
-                debug!(stream = %stream, "connection lost during an append; sending again");
+                debug!(lane = %lane, "connection lost during an append; sending again");
                 answers = call.invoke_async(&mut con).await;
             }
 

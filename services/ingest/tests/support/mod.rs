@@ -17,6 +17,11 @@ pub async fn redis_log(server: &RedisServer) -> RedisLog<ConnectionManager> {
     RedisLog::new(con, config(server.namespace()))
 }
 
+/// The log as `serve` builds it on a single server: one script call for several partitions.
+pub async fn spanning_redis_log(server: &RedisServer) -> RedisLog<ConnectionManager> {
+    redis_log(server).await.spanning_partitions()
+}
+
 pub fn config(namespace: &str) -> LogConfig {
     LogConfig {
         namespace: namespace.to_string(),
