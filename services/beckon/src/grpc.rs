@@ -9,8 +9,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::codegen::http;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -89,6 +92,7 @@ pub async fn serve(
     };
     let server = builder
         .layer(layer)
+        .layer(tower::util::MapResponseLayer::new(cut_short_is_invalid))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, draining);
 
@@ -105,6 +109,26 @@ pub async fn serve(
     }
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())
+}
+
+/// tonic's words for a request whose last frame ended before the length its header gave.
+const TONIC_CUT_SHORT: &str = "Unexpected EOF decoding stream.";
+
+/// The response, or, when tonic answered `INTERNAL` because the request's body ended inside a
+/// message, `INVALID_ARGUMENT` saying so: the bytes the client sent are at fault, not the
+/// server. Requests whose message is complete but not decodable are answered the same way by
+/// the servers' codec (`beckon_proto::codec`).
+fn cut_short_is_invalid(response: http::Response<Body>) -> http::Response<Body> {
+    match Status::from_header_map(response.headers()) {
+        Some(status) if status.code() == Code::Internal && status.message() == TONIC_CUT_SHORT => {
+            Status::invalid_argument(
+                "the request ended inside a message: its body is shorter than the length \
+                 its gRPC frame header gives",
+            )
+            .into_http()
+        }
+        _ => response,
+    }
 }
 
 /// The server side of TLS, from a PEM certificate chain and key, when both are set. The files
