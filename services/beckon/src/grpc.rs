@@ -3,12 +3,19 @@
 //! Every Beckon service answers the gRPC health protocol and server reflection, so `grpcurl`
 //! and Kubernetes probes work against each of them. A server stops taking new calls when its
 //! shutdown future resolves, finishes the calls in flight, then returns.
+//!
+//! Health has three kinds of name. Each service's own name (`beckon.v1.Ingest`) and the empty
+//! name say whether the process can take calls now: SERVING unless it is draining or the
+//! store its services need does not answer. `liveness` says whether the process answers at
+//! all, for a probe that restarts it: a Redis outage is no reason to restart anything.
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::service::Routes;
@@ -16,6 +23,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 use tonic::{Code, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// The health name that stays SERVING for as long as the process answers.
+pub const LIVENESS: &str = "liveness";
 
 /// RPC metrics of this process, once telemetry is set up: one pipeline per process, shared by
 /// every server it runs.
@@ -28,13 +38,15 @@ pub fn record_rpcs_with(metrics: beckon_telemetry::Metrics) {
 
 /// Serves `routes` (plus health and reflection) on `listener` until `shutdown` resolves.
 ///
-/// `names` are the fully qualified service names reported as serving, e.g.
-/// `beckon.v1.Ingest`; the overall health (empty name) follows them.
+/// `names` are the fully qualified service names whose health is reported, e.g.
+/// `beckon.v1.Ingest`; the overall health (empty name) follows them. `store`, when the
+/// services need one, says whether it answers: while it says no, they report NOT_SERVING.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     names: &[&str],
     tls: Option<ServerTlsConfig>,
+    store: Option<watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     // A certificate that does not load stops the process before it says it is listening.
@@ -46,14 +58,19 @@ pub async fn serve(
     };
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in names {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
     reporter
-        .set_service_status("", ServingStatus::Serving)
+        .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
+    let readiness = Arc::new(Readiness {
+        reporter,
+        names: names.iter().map(|s| s.to_string()).collect(),
+        state: Mutex::new(ReadyState {
+            store_answers: true,
+            draining: false,
+        }),
+    });
+    readiness.update(|_| {}).await;
+    let following = store.map(|store| tokio::spawn(follow_store(readiness.clone(), store)));
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(beckon_proto::FILE_DESCRIPTOR_SET)
@@ -76,13 +93,9 @@ pub async fn serve(
     // The shutdown signal is shared: one copy starts the drain, the other bounds it.
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut started = rx.clone();
-    let draining = drain_first(
-        reporter,
-        names.iter().map(|s| s.to_string()).collect(),
-        async move {
-            let _ = started.wait_for(|s| *s).await;
-        },
-    );
+    let draining = drain_first(readiness, async move {
+        let _ = started.wait_for(|s| *s).await;
+    });
     // Without TCP_NODELAY small answers and stream items wait for delayed acknowledgements
     // (tens of milliseconds); set it on every accepted connection.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -103,12 +116,59 @@ pub async fn serve(
         let _ = tx.send(true);
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
-    tokio::select! {
-        r = server => r?,
-        _ = deadline => tracing::warn!(addr = %local, "drain timed out; closing connections"),
+    let served = tokio::select! {
+        r = server => r.map_err(anyhow::Error::from),
+        _ = deadline => {
+            tracing::warn!(addr = %local, "drain timed out; closing connections");
+            Ok(())
+        }
+    };
+    if let Some(following) = following {
+        following.abort();
     }
+    served?;
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())
+}
+
+/// What the health service says for the services' names and the empty name.
+struct Readiness {
+    reporter: HealthReporter,
+    names: Vec<String>,
+    state: Mutex<ReadyState>,
+}
+
+struct ReadyState {
+    store_answers: bool,
+    draining: bool,
+}
+
+impl Readiness {
+    /// Applies `change` and reports the result. The lock is held while reporting, so a store
+    /// that answers again right as the drain begins cannot put SERVING back after it.
+    async fn update(&self, change: impl FnOnce(&mut ReadyState)) {
+        let mut state = self.state.lock().await;
+        change(&mut state);
+        let status = if state.store_answers && !state.draining {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in self.names.iter().map(String::as_str).chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Reports each change of whether the store answers, until the sender goes.
+async fn follow_store(readiness: Arc<Readiness>, mut store: watch::Receiver<bool>) {
+    loop {
+        let answers = *store.borrow_and_update();
+        readiness.update(|s| s.store_answers = answers).await;
+        if store.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// tonic's words for a request whose last frame ended before the length its header gave.
@@ -200,21 +260,10 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// Reports NOT_SERVING as soon as shutdown begins, so load balancers stop sending new calls
 /// while the ones in flight finish.
-async fn drain_first(
-    reporter: HealthReporter,
-    names: Vec<String>,
-    shutdown: impl Future<Output = ()>,
-) {
+async fn drain_first(readiness: Arc<Readiness>, shutdown: impl Future<Output = ()>) {
     shutdown.await;
     tracing::info!("draining: reporting not serving");
-    for name in &names {
-        reporter
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
-    }
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    readiness.update(|s| s.draining = true).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -106,6 +106,8 @@ fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
         ("--threads", "0", "1..=256"),
         ("--threads", "100000", "1..=256"),
         ("--dedup-window-ms", "1000", "60000..=2592000000"),
+        ("--redis-timeout-ms", "50", "100..=60000"),
+        ("--redis-timeout-ms", "-1", "100..=60000"),
     ];
     for (flag, value, range) in cases {
         // A negative number as a separate argument is a value, not an unknown flag.
@@ -131,6 +133,7 @@ fn serve_refuses_numeric_flags_out_of_range_naming_the_flag_and_range() {
             "31536000000",
             "60000..=2592000000",
         ),
+        ("BECKON_REDIS_TIMEOUT_MS", "600000", "100..=60000"),
         (
             "BECKON_REDIS_CLUSTER",
             "maybe",
@@ -169,6 +172,13 @@ fn serve_refuses_config_file_values_out_of_range_with_line_and_column() {
     assert!(stderr.contains("evict_after_ms"), "{stderr}");
     assert!(stderr.contains("1000..=31536000000"), "{stderr}");
     assert!(stderr.contains("line 2 column 17"), "{stderr}");
+
+    let file = "partitions: 16\nredis_timeout_ms: 10\n";
+    let (code, stderr) = serve_config(&[], &[], Some(file));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("redis_timeout_ms"), "{stderr}");
+    assert!(stderr.contains("100..=60000"), "{stderr}");
+    assert!(stderr.contains("line 2 column 19"), "{stderr}");
 
     let file = "partitions: 16\nthreads: -2\n";
     let (code, stderr) = serve_config(&[], &[], Some(file));

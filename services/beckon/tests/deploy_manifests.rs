@@ -155,6 +155,18 @@ fn the_manifests_start_services_the_binary_accepts() {
             );
         }
 
+        // Readiness asks the whole server, which is not serving while Redis does not answer;
+        // liveness asks the name that stays serving, or a Redis outage would restart pods.
+        assert!(
+            container["readinessProbe"]["grpc"]["service"].is_null(),
+            "{name}: readiness asks the whole server"
+        );
+        assert_eq!(
+            container["livenessProbe"]["grpc"]["service"].as_str(),
+            Some(beckon::grpc::LIVENESS),
+            "{name}: liveness asks the liveness name"
+        );
+
         // The binary accepts the command line and environment the pod gets.
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_beckon"));
         cmd.args(&args).arg("--print-config").env_clear();

@@ -20,6 +20,12 @@ pub struct ServeArgs {
     /// separated by commas are the seed nodes of a Redis Cluster.
     #[arg(long, env = "BECKON_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// How long a Redis command may take, the wait for a connection included, before the
+    /// call that needs it fails with UNAVAILABLE (default 3000); also how long the health
+    /// check's PING may go unanswered before the service reports NOT_SERVING.
+    #[arg(long, env = "BECKON_REDIS_TIMEOUT_MS", allow_negative_numbers = true,
+          value_parser = env_named(|t: &str| REDIS_TIMEOUT_MS.parse_arg::<u64>(t)))]
+    pub redis_timeout_ms: Option<u64>,
     /// Treat a single Redis URL as a Redis Cluster seed node.
     #[arg(long, env = "BECKON_REDIS_CLUSTER", num_args = 0..=1, default_missing_value = "true",
           value_parser = env_named(clap::builder::BoolValueParser::new()))]
@@ -149,6 +155,7 @@ impl ServeArgs {
             ("listen", self.listen.is_some()),
             ("redis_url", self.redis_url.is_some()),
             ("redis_cluster", self.redis_cluster.is_some()),
+            ("redis_timeout_ms", self.redis_timeout_ms.is_some()),
             ("workspace", self.workspace.is_some()),
             ("partitions", self.partitions.is_some()),
             ("journeys", self.journeys.is_some()),
@@ -418,6 +425,16 @@ pub struct Bounds {
 
 const DAY_MS: u64 = 86_400_000;
 
+/// A Redis answer takes a millisecond or so; a limit under 100 ms would fail ordinary calls
+/// on a busy server, and one past a minute would keep callers and probes waiting on a server
+/// that is gone.
+pub const REDIS_TIMEOUT_MS: Bounds = Bounds {
+    name: "redis_timeout_ms",
+    min: 100,
+    max: 60_000,
+    words: "100 ms to 60 seconds",
+};
+
 /// Each partition is a log stream with a reader loop and a blocking connection of its own.
 pub const PARTITIONS: Bounds = Bounds {
     name: "partitions",
@@ -584,6 +601,7 @@ macro_rules! bounded_field {
 }
 
 bounded_field! {
+    de_redis_timeout_ms: REDIS_TIMEOUT_MS as u64;
     de_partitions: PARTITIONS as u32;
     de_lease_ttl_ms: LEASE_TTL_MS as u64;
     de_timer_claim_ms: TIMER_CLAIM_MS as u64;
@@ -610,6 +628,8 @@ pub struct Settings {
     pub listen: String,
     pub redis_url: Option<String>,
     pub redis_cluster: bool,
+    #[serde(deserialize_with = "de_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
     pub workspace: String,
     #[serde(deserialize_with = "de_partitions")]
     pub partitions: u32,
@@ -658,6 +678,7 @@ impl Default for Settings {
             listen: "127.0.0.1:50051".into(),
             redis_url: None,
             redis_cluster: false,
+            redis_timeout_ms: super::redis_target::DEFAULT_TIMEOUT.as_millis() as u64,
             workspace: "default".into(),
             partitions: beckon_core::partition::DEFAULT_PARTITIONS,
             journeys: None,
@@ -735,6 +756,7 @@ impl Settings {
         layer!(listen);
         layer!(opt redis_url);
         layer!(redis_cluster);
+        layer!(redis_timeout_ms);
         layer!(workspace);
         layer!(partitions);
         layer!(opt journeys);
@@ -776,6 +798,7 @@ impl Settings {
     /// combination no single layer sees, and settings built in code.
     pub fn validate(&self) -> anyhow::Result<()> {
         let checks = [
+            (REDIS_TIMEOUT_MS, self.redis_timeout_ms),
             (PARTITIONS, u64::from(self.partitions)),
             (LEASE_TTL_MS, self.lease_ttl_ms),
             (TIMER_CLAIM_MS, self.timer_claim_ms),

@@ -491,6 +491,7 @@ async fn run_all(
         routes,
         &names,
         served_tls(&settings)?,
+        RedisTarget::from_settings(&settings).map(|t| t.watch_reachable()),
         server_stop,
     )
     .await?;
@@ -538,6 +539,7 @@ async fn run_journey(
         routes,
         &["beckon.v1.Journeys"],
         served_tls(&settings)?,
+        Some(target.watch_reachable()),
         server_stop,
     )
     .await?;
@@ -561,6 +563,7 @@ async fn run_ingest(
         routes,
         &["beckon.v1.Ingest"],
         served_tls(&settings)?,
+        Some(target.watch_reachable()),
         shutdown,
     )
     .await
@@ -603,6 +606,7 @@ async fn run_scheduler(
         routes,
         &["beckon.v1.Scheduler"],
         served_tls(&settings)?,
+        Some(target.watch_reachable()),
         server_stop,
     )
     .await?;
@@ -706,6 +710,7 @@ async fn run_user_state(
         routes,
         &["beckon.v1.UserState"],
         served_tls(&settings)?,
+        Some(target.watch_reachable()),
         server_stop,
     )
     .await?;
@@ -765,6 +770,7 @@ async fn run_gateway(
         routes,
         &["beckon.v1.Gateway"],
         served_tls(&settings)?,
+        RedisTarget::from_settings(&settings).map(|t| t.watch_reachable()),
         shutdown,
     )
     .await?;

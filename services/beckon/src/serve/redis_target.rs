@@ -4,17 +4,21 @@
 //! and every multi-key command it sends names keys of one partition's hash tag, so the same
 //! stores run on both. [`RedisConn`] lets one build of each store serve either deployment.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use anyhow::Context as _;
 use beckon_ingest::log::Connect;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Value,
 };
+use tokio::sync::watch;
 
 use super::Settings;
 
@@ -22,9 +26,12 @@ use super::Settings;
 /// so only a dead server ends a read with a timeout.
 const READ_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 
-/// Answers slower than this count as failures on shared connections (the log's reads that
-/// block have connections of their own).
-const RESPONSE_TIMEOUT: StdDuration = StdDuration::from_secs(3);
+/// How long a command on a shared connection may take, the wait for a connection included,
+/// unless the `redis_timeout_ms` setting says otherwise.
+pub const DEFAULT_TIMEOUT: StdDuration = StdDuration::from_secs(3);
+
+/// How often the health check sends Redis a PING.
+const PING_EVERY: StdDuration = StdDuration::from_secs(1);
 
 /// Attempts to reach a Redis that is not up yet at start, and the waits between them (doubling
 /// from the first to the last): about ten seconds in all, time for a server started beside the
@@ -38,19 +45,42 @@ const SETTING: &str =
     "the redis_url setting (--redis-url, BECKON_REDIS_URL or redis_url in the config file)";
 
 /// A connection to a single server (reconnecting on its own) or to a Redis Cluster
-/// (following slot moves on its own).
+/// (following slot moves on its own), whose every command ends within a deadline.
+///
+/// A connection manager that lost its server makes each command wait for its reconnection,
+/// retried with growing pauses for many seconds; a caller with a deadline of its own, or a
+/// readiness probe, needs the answer sooner. With the deadline a command fails with a timeout
+/// once it has waited that long, for a connection or for the answer, and the reconnection goes
+/// on in the background for the commands that follow.
 #[derive(Clone)]
-pub enum RedisConn {
+pub struct RedisConn {
+    link: Link,
+    deadline: StdDuration,
+}
+
+#[derive(Clone)]
+enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A plain connection, which never reconnects: the health check's own.
+    Plain(MultiplexedConnection),
+}
+
+impl RedisConn {
+    fn new(link: Link, deadline: StdDuration) -> RedisConn {
+        RedisConn { link, deadline }
+    }
 }
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        let deadline = self.deadline;
+        let answer = match &mut self.link {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Plain(c) => c.req_packed_command(cmd),
+        };
+        Box::pin(within(deadline, answer))
     }
 
     fn req_packed_commands<'a>(
@@ -59,18 +89,43 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        let deadline = self.deadline;
+        let answer = match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+        };
+        Box::pin(within(deadline, answer))
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+        match &self.link {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+            Link::Plain(c) => c.get_db(),
         }
     }
+}
+
+/// `answer`, or a timeout error once `deadline` has passed without it.
+async fn within<T>(
+    deadline: StdDuration,
+    answer: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(answered) => answered,
+        Err(_) => Err(timed_out(deadline)),
+    }
+}
+
+/// The error of a command that got no answer in time: an I/O timeout, as the client's own
+/// response timeout reports it, so every check of a lost server treats both alike.
+fn timed_out(deadline: StdDuration) -> RedisError {
+    let ms = deadline.as_millis();
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("Redis did not answer within {ms} ms (redis_timeout_ms)"),
+    ))
 }
 
 /// Where Redis is: the URL setting (several URLs separated by commas are a cluster's seed
@@ -79,12 +134,25 @@ impl ConnectionLike for RedisConn {
 pub struct RedisTarget {
     urls: Vec<String>,
     cluster: bool,
+    /// How long a command on a shared connection may take, the wait for a connection
+    /// included.
+    timeout: StdDuration,
 }
 
 impl RedisTarget {
-    /// A target from its URLs (a cluster's seed nodes when `cluster`).
+    /// A target from its URLs (a cluster's seed nodes when `cluster`), with the default
+    /// command timeout.
     pub fn new(urls: Vec<String>, cluster: bool) -> RedisTarget {
-        RedisTarget { urls, cluster }
+        RedisTarget {
+            urls,
+            cluster,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same target, its shared connections' commands ending within `timeout`.
+    pub fn with_timeout(self, timeout: StdDuration) -> RedisTarget {
+        RedisTarget { timeout, ..self }
     }
 
     /// The target the settings name, or none when they name no Redis.
@@ -101,7 +169,8 @@ impl RedisTarget {
             return None;
         }
         let cluster = settings.redis_cluster || urls.len() > 1;
-        Some(RedisTarget { urls, cluster })
+        let timeout = StdDuration::from_millis(settings.redis_timeout_ms);
+        Some(RedisTarget::new(urls, cluster).with_timeout(timeout))
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -126,7 +195,7 @@ impl RedisTarget {
         let mut wait = FIRST_RETRY_WAIT;
         let mut attempt = 1;
         loop {
-            let e = match self.first_connection(RESPONSE_TIMEOUT).await {
+            let e = match self.first_connection(self.timeout).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => e,
             };
@@ -220,7 +289,8 @@ impl RedisTarget {
         let client = ClusterClient::builder(self.urls.clone())
             .response_timeout(response_timeout)
             .build()?;
-        Ok(RedisConn::Cluster(client.get_async_connection().await?))
+        let link = Link::Cluster(client.get_async_connection().await?);
+        Ok(RedisConn::new(link, response_timeout))
     }
 
     fn client(&self) -> RedisResult<redis::Client> {
@@ -229,13 +299,17 @@ impl RedisTarget {
 
     /// A plain connection to the single server, opened and dropped.
     async fn probe(&self, response_timeout: StdDuration) -> RedisResult<()> {
-        let probe = AsyncConnectionConfig::new()
+        self.plain(response_timeout).await.map(drop)
+    }
+
+    /// A plain connection to the single server, which does not reconnect.
+    async fn plain(&self, response_timeout: StdDuration) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(response_timeout))
             .set_response_timeout(Some(response_timeout));
         self.client()?
-            .get_multiplexed_async_connection_with_config(&probe)
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map(drop)
     }
 
     async fn manager(&self, response_timeout: StdDuration) -> RedisResult<RedisConn> {
@@ -244,7 +318,69 @@ impl RedisTarget {
             .client()?
             .get_connection_manager_with_config(config)
             .await?;
-        Ok(RedisConn::Single(manager))
+        Ok(RedisConn::new(Link::Single(manager), response_timeout))
+    }
+
+    /// Whether Redis answers, as the health service reports it: a task sends a PING every
+    /// second on a connection of its own, and the answer (`true` at first, since the start
+    /// has just connected) changes when a PING goes unanswered within the command timeout, or
+    /// is answered again. Each change is logged once. The task ends when every receiver is
+    /// gone.
+    pub fn watch_reachable(&self) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(true);
+        tokio::spawn(self.clone().keep_pinging(tx));
+        rx
+    }
+
+    async fn keep_pinging(self, tx: watch::Sender<bool>) {
+        let url = super::config::hide_password(&self.urls.join(","));
+        let mut conn = None;
+        let mut ticks = tokio::time::interval(PING_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = tx.closed() => return,
+            }
+
+            // A connection that failed once is opened afresh: it may be half dead.
+            let answered = self.ping(&mut conn).await;
+            if answered.is_err() {
+                conn = None;
+            }
+
+            let reachable = answered.is_ok();
+            if reachable == *tx.borrow() {
+                continue;
+            }
+            match answered {
+                Ok(()) => tracing::info!(redis.url = %url, "Redis answers again; serving"),
+                Err(e) => tracing::warn!(
+                    redis.url = %url,
+                    error = %e,
+                    "Redis does not answer; reporting not serving until it does"
+                ),
+            }
+            tx.send_replace(reachable);
+        }
+    }
+
+    /// One PING, opening the connection first when there is none; each within the timeout.
+    async fn ping(&self, conn: &mut Option<RedisConn>) -> RedisResult<()> {
+        let mut c = match conn {
+            Some(c) => c.clone(),
+            None => within(self.timeout, self.ping_connection()).await?,
+        };
+        *conn = Some(c.clone());
+        redis::cmd("PING").query_async::<()>(&mut c).await
+    }
+
+    async fn ping_connection(&self) -> RedisResult<RedisConn> {
+        if self.cluster {
+            return self.cluster_connection(self.timeout).await;
+        }
+        let plain = self.plain(self.timeout).await?;
+        Ok(RedisConn::new(Link::Plain(plain), self.timeout))
     }
 }
 

@@ -180,3 +180,22 @@ pub fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut text).expect("read response");
     text
 }
+
+/// What the health service at `url` says of `service` (`""` for the whole server), or why it
+/// could not be asked.
+pub async fn health(url: &str, service: &str) -> Result<String, tonic::Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let answer = client.check(request).await?.into_inner();
+    Ok(answer.status().as_str_name().to_string())
+}

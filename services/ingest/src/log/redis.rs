@@ -119,8 +119,10 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Whether a command failed because its connection went away, not because of the command.
+/// A command that timed out is not counted: it waited as long as its connection allows a
+/// command to, and sending it again would make its caller wait that long twice.
 fn connection_lost(e: &RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
 }
 
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes; answers XACK's count and
