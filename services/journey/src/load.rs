@@ -572,6 +572,10 @@ struct Checker<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<SpecError>,
+    /// Whether templates get the lint's checks as well as compiling ([`Template::lint`]).
+    /// A version published before those checks is loaded without them: at render time the
+    /// budget they enforce holds anyway.
+    lint_templates: bool,
 }
 
 impl Checker<'_> {
@@ -639,6 +643,30 @@ impl Checker<'_> {
         });
     }
 
+    /// Compiles a template, with the lint's checks when they apply; a problem is reported
+    /// under `field`, placed as [`Checker::template_error`] places it.
+    fn template(
+        &mut self,
+        from_line: u32,
+        key: &str,
+        source: &str,
+        field: String,
+    ) -> Option<Template> {
+        let checked = Template::compile(source).and_then(|t| {
+            if self.lint_templates {
+                t.lint()?;
+            }
+            Ok(t)
+        });
+        match checked {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.template_error(from_line, key, source, field, &e);
+                None
+            }
+        }
+    }
+
     /// A template that does not compile, placed where in the file the problem is written
     /// when the template's text can be matched to the file's, else at its key.
     fn template_error(
@@ -678,6 +706,7 @@ fn compile(
         file,
         text,
         errors: Vec::new(),
+        lint_templates: checks == Checks::All,
     };
     let top = locate(text, 1, "id", &spec.id).0;
 
@@ -1043,6 +1072,7 @@ fn compile_segment(file: &str, text: &str, spec: SegmentSpec) -> Result<Segment,
         file,
         text,
         errors: Vec::new(),
+        lint_templates: true,
     };
     let top = locate(text, 1, "id", &spec.id).0;
     if !id_is_valid(&spec.id) {
@@ -1089,6 +1119,7 @@ fn compile_policy(file: &str, text: &str, spec: PolicySpec) -> Result<Policy, Ve
         file,
         text,
         errors: Vec::new(),
+        lint_templates: true,
     };
     let top = locate(text, 1, "id", &spec.id).0;
     let default_timezone = spec.default_timezone.unwrap_or_else(|| "UTC".into());
@@ -1316,13 +1347,12 @@ fn live_values(
     let mut out = Vec::with_capacity(values.len());
     for (key, value) in values {
         let compiled = match value {
-            serde_json::Value::String(src) => match Template::compile(src) {
-                Ok(t) => LiveValue::Text(t),
-                Err(e) => {
-                    ck.template_error(at, key, src, format!("{field}.{key}"), &e);
-                    continue;
+            serde_json::Value::String(src) => {
+                match ck.template(at, key, src, format!("{field}.{key}")) {
+                    Some(t) => LiveValue::Text(t),
+                    None => continue,
                 }
-            },
+            }
             other => LiveValue::Fixed(other.clone()),
         };
         out.push((key.clone(), compiled));
@@ -1400,12 +1430,8 @@ fn compile_message(
     kind: &str,
     m: &MessageSpec,
 ) -> Option<Message> {
-    let template = |ck: &mut Checker<'_>, key: &str, src: &str| match Template::compile(src) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            ck.template_error(at, key, src, format!("{field}.{kind}.{key}"), &e);
-            None
-        }
+    let template = |ck: &mut Checker<'_>, key: &str, src: &str| {
+        ck.template(at, key, src, format!("{field}.{kind}.{key}"))
     };
     let title_key = if kind == "webhook" { "url" } else { "title" };
     let body = template(ck, "body", &m.body);
@@ -1468,6 +1494,27 @@ on_event: exit\n  - id: push\n    message:\n      channel: push\n      body: hi\
             (errs[0].line, errs[0].field.as_str()),
             (11, "steps[0].on_event")
         );
+    }
+
+    #[test]
+    fn written_ranges_past_the_loop_budget_are_refused_unless_published_before() {
+        let body = "body: \"{% for i in (1..1000) %}{% for j in (1..1000) %}{% endfor %}\
+                    {% endfor %}\"";
+        let heavy = GOOD.replace("body: hi", body);
+        let errs = load_str("heavy.yaml", &heavy).err().unwrap_or_default();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "steps[1].message.body");
+        assert_eq!((errs[0].line, errs[0].column), (15, 26), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("1001000 iterations"),
+            "{}",
+            errs[0]
+        );
+
+        // A version stored before the lint had this check still loads: the budget holds at
+        // render time.
+        let stored = crate::load_published_str("heavy.yaml", &heavy);
+        assert_eq!(stored.map(|d| d.journeys.len()).ok(), Some(1));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! false. Any other missing value makes the whole message unsendable: it is skipped and the
 //! reason recorded, rather than sent with a hole or raw syntax in it.
 //!
+//! Work: the text a template renders is bounded ([`MAX_RENDERED_BYTES`]), and so are the loop
+//! iterations one render runs ([`MAX_LOOP_ITERATIONS`], every loop and nested loop counted);
+//! either bound skips the message with its reason. A loop whose written ranges alone go past
+//! the iteration bound is refused by the lint ([`Template::lint`]).
+//!
 //! Escaping: for email every string value is HTML-escaped before rendering, so a product name
 //! cannot inject markup; push, in-app and SMS are plain text and are not escaped. `url_encode`
 //! is available for links.
@@ -14,6 +19,11 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+
+mod loop_lint;
+mod loops;
+
+pub use loops::MAX_LOOP_ITERATIONS;
 
 /// A compiled template and the variable paths it reads.
 #[derive(Clone)]
@@ -53,6 +63,8 @@ pub enum RenderError {
     Missing(String),
     /// The text came out longer than [`MAX_RENDERED_BYTES`] (a loop over a large range, say).
     TooLarge,
+    /// The loops ran more than [`MAX_LOOP_ITERATIONS`] iterations in all.
+    TooManyIterations,
     /// Liquid itself failed (an unknown filter argument, a bad comparison).
     Liquid(String),
 }
@@ -64,6 +76,10 @@ impl std::fmt::Display for RenderError {
             RenderError::TooLarge => write!(
                 f,
                 "the rendered text is longer than {MAX_RENDERED_BYTES} bytes"
+            ),
+            RenderError::TooManyIterations => write!(
+                f,
+                "the template's loops ran more than {MAX_LOOP_ITERATIONS} iterations in all"
             ),
             RenderError::Liquid(e) => write!(f, "template failed: {e}"),
         }
@@ -184,7 +200,10 @@ fn parser() -> &'static liquid::Parser {
     static PARSER: std::sync::OnceLock<liquid::Parser> = std::sync::OnceLock::new();
     PARSER.get_or_init(|| {
         // The standard library cannot fail to build; fall back to an empty parser regardless.
+        // Loops of our own in place of Liquid's: they count iterations against the budget.
         liquid::ParserBuilder::with_stdlib()
+            .block(loops::ForBlock)
+            .block(loops::TableRowBlock)
             .build()
             .unwrap_or_else(|_| liquid::Parser::default())
     })
@@ -206,6 +225,29 @@ impl Template {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// What the lint refuses in a template that compiles: a loop whose written ranges (and
+    /// those of the loops inside it) run more than [`MAX_LOOP_ITERATIONS`] iterations, so
+    /// that rendering it could only fail. The error is at the loop's range.
+    pub fn lint(&self) -> Result<(), TemplateError> {
+        let Some(over) = loop_lint::over_budget(&self.source) else {
+            return Ok(());
+        };
+        let what = if over.nested {
+            "this loop and the loops inside it run"
+        } else {
+            "this loop runs"
+        };
+        let least = if over.at_least { "at least " } else { "" };
+        Err(TemplateError {
+            reason: format!(
+                "{what} {least}{} iterations, more than the {MAX_LOOP_ITERATIONS} one message \
+                 may run; bound it with `limit:`",
+                over.iterations
+            ),
+            at: Some(over.at),
+        })
     }
 
     /// True when the template is plain text: rendering it needs no data.
@@ -265,6 +307,7 @@ impl Template {
         match self.compiled.render_to(&mut out, &globals) {
             Ok(()) => String::from_utf8(out.text).map_err(|e| RenderError::Liquid(e.to_string())),
             Err(_) if out.overflowed => Err(RenderError::TooLarge),
+            Err(e) if loops::over_budget(&e) => Err(RenderError::TooManyIterations),
             Err(e) => Err(RenderError::Liquid(e.to_string())),
         }
     }
@@ -498,7 +541,8 @@ mod tests {
 
     #[test]
     fn text_past_the_bound_is_refused_not_built() {
-        let big = "{% for i in (1..2000000) %}xxxxxxxxxx{% endfor %}";
+        // 20 bytes an iteration: the text reaches its bound before the loop its budget.
+        let big = "{% for i in (1..2000000) %}xxxxxxxxxxxxxxxxxxxx{% endfor %}";
         assert_eq!(render(big, json!({})), Err(RenderError::TooLarge));
         let fits = "{% for i in (1..1000) %}xxxxxxxxxx{% endfor %}";
         assert_eq!(render(fits, json!({})).map(|t| t.len()), Ok(10_000));
@@ -577,5 +621,273 @@ mod tests {
         assert_eq!(html.as_deref(), Some("<p>&lt;b&gt;x&lt;/b&gt; &amp; y</p>"));
         let plain = t.and_then(|t| t.render(data, Escape::None).ok());
         assert_eq!(plain.as_deref(), Some("<p><b>x</b> & y</p>"));
+    }
+}
+
+/// The loop iteration budget, and `for` and `tablerow` against Liquid's own blocks.
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(src: &str, data: Value) -> Result<String, RenderError> {
+        Template::compile(src)
+            .map_err(|e| RenderError::Liquid(e.to_string()))?
+            .render(data, Escape::None)
+    }
+
+    #[test]
+    fn nested_literal_loops_stop_at_the_budget() {
+        let src = "{% for i in (1..100000000) %}{% for j in (1..1000) %}{% endfor %}{% endfor %}";
+        assert_eq!(render(src, json!({})), Err(RenderError::TooManyIterations));
+        assert_eq!(
+            RenderError::TooManyIterations.to_string(),
+            "the template's loops ran more than 100000 iterations in all"
+        );
+    }
+
+    #[test]
+    fn a_loop_bounded_by_a_trait_stops_at_the_budget() {
+        let user = json!({"user": {"n": 1_000_000_000_i64}});
+        let src = "Hi{% for i in (1..user.n) %}{% endfor %}";
+        assert_eq!(
+            render(src, user.clone()),
+            Err(RenderError::TooManyIterations)
+        );
+        let src = "{% for i in (1..user.n) reversed %}{% endfor %}";
+        assert_eq!(
+            render(src, user.clone()),
+            Err(RenderError::TooManyIterations)
+        );
+        // Captured, the table's cells are not the rendered text, which would reach its own
+        // bound first.
+        let src = "{% capture t %}{% tablerow i in (1..user.n) cols: 3 %}{% endtablerow %}\
+                   {% endcapture %}";
+        assert_eq!(render(src, user), Err(RenderError::TooManyIterations));
+
+        let small = json!({"user": {"n": 3}});
+        let src = "{% for i in (1..user.n) %}{{ i | default: 0 }}{% endfor %}";
+        assert_eq!(render(src, small).as_deref(), Ok("123"));
+    }
+
+    #[test]
+    fn every_loop_of_a_render_draws_on_one_budget() {
+        let at_budget = "{% for i in (1..100000) %}{% endfor %}";
+        assert_eq!(render(at_budget, json!({})).as_deref(), Ok(""));
+        let past = "{% for i in (1..100001) %}{% endfor %}";
+        assert_eq!(render(past, json!({})), Err(RenderError::TooManyIterations));
+
+        // The outer loop's 10 iterations count as well as the inner loops' 100000.
+        let nested = "{% for i in (1..10) %}{% for j in (1..10000) %}{% endfor %}{% endfor %}";
+        assert_eq!(
+            render(nested, json!({})),
+            Err(RenderError::TooManyIterations)
+        );
+
+        let one_after_another = |n: u64| {
+            format!(
+                "{{% for i in (1..{n}) %}}{{% endfor %}}{{% for i in (1..{n}) %}}.{{% endfor %}}"
+            )
+        };
+        assert_eq!(
+            render(&one_after_another(50_000), json!({})).map(|t| t.len()),
+            Ok(50_000)
+        );
+        assert_eq!(
+            render(&one_after_another(50_001), json!({})),
+            Err(RenderError::TooManyIterations)
+        );
+    }
+
+    #[test]
+    fn each_render_has_a_budget_of_its_own() {
+        let t = Template::compile("{% for i in (1..90000) %}{% endfor %}done").ok();
+        for _ in 0..2 {
+            let out = t.as_ref().map(|t| t.render(json!({}), Escape::None));
+            assert_eq!(out, Some(Ok("done".to_string())));
+        }
+    }
+
+    #[test]
+    fn a_break_stops_spending() {
+        let src = "{% for i in (1..1000000000) %}{% if i > 3 %}{% break %}{% endif %}\
+                   {% for j in (1..3) %}.{% endfor %}{% endfor %}";
+        assert_eq!(render(src, json!({})).as_deref(), Ok("........."));
+    }
+
+    /// Templates rendered by Liquid's own blocks and by ours, with the same data.
+    const SAME_AS_LIQUID: &[&str] = &[
+        "{% for i in (1..5) %}{{ i }},{% endfor %}",
+        "{% for i in (1..5) limit:2 %}{{ i }},{% endfor %}",
+        "{% for i in (1..5) offset:1 %}{{ i }},{% endfor %}",
+        "{% for i in (1..5) limit: 2, offset: 1 %}{{ i }},{% endfor %}",
+        "{% for i in (1..5) offset:2 limit:10 %}[{{ i }}]{% endfor %}",
+        "{% for i in (1..5) offset:4 limit:3 %}[{{ i }}]{% endfor %}",
+        "{% for i in (1..5) offset:9 %}[{{ i }}]{% else %}none{% endfor %}",
+        "{% for i in (1..5) offset:9 limit:2 %}[{{ i }}]{% else %}none{% endfor %}",
+        "{% for i in (1..5) limit:0 %}[{{ i }}]{% else %}none{% endfor %}",
+        "{% for i in (1..5) limit:-1 %}[{{ i }}]{% endfor %}",
+        "{% for i in (1..5) offset:-1 %}[{{ i }}]{% else %}none{% endfor %}",
+        "{% for i in (1..5) reversed %}{{ i }}{% endfor %}",
+        "{% for i in (1..10) reversed offset:2 limit:3 %}{{ i }}{% endfor %}",
+        "{% for i in (1..10) limit: three reversed %}{{ i }}{% endfor %}",
+        "{% for i in (-2..2) %}{{ i }} {% endfor %}",
+        "{% for i in (a..b) %}{{ i }}{% endfor %}",
+        "{% for i in (texta..textb) %}{{ i }}{% endfor %}",
+        "{% for i in (3..1) %}{{ i }}{% else %}empty{% endfor %}",
+        "{% for i in items %}{{ i }}{% else %}empty{% endfor %}",
+        "{% for i in nothing %}{{ i }}{% else %}empty{% endfor %}",
+        "{% for i in none %}{{ i }}{% else %}empty{% endfor %}",
+        "{% for i in empty %}{{ i }}{% else %}empty{% endfor %}",
+        "{% for i in items reversed limit:2 %}{{ i }}{% endfor %}",
+        "{% for p in pairs %}{{ p[0] }}={{ p[1] }};{% endfor %}",
+        "{% for i in items %}{{ forloop.index }}/{{ forloop.index0 }}/{{ forloop.rindex }}/\
+         {{ forloop.rindex0 }}/{{ forloop.first }}/{{ forloop.last }}/{{ forloop.length }} \
+         {% endfor %}",
+        "{% for i in (1..3) %}{{ forloop.parentloop.index | default: \"top\" }} {% endfor %}",
+        "{% for i in (1..2) %}{% for j in items %}{{ forloop.parentloop.index }}.\
+         {{ forloop.index }}:{{ i }}{{ j }} {% endfor %}{% endfor %}",
+        "{% for i in (1..2) %}{% for j in (1..2) %}{% for k in (1..2) %}\
+         {{ forloop.parentloop.parentloop.index }}{{ forloop.parentloop.index }}\
+         {{ forloop.index }} {% endfor %}{% endfor %}{% endfor %}",
+        "{% for i in (1..2) %}{{ forloop.size }}{{ forloop.last | default: \"no\" }}{% endfor %}",
+        "{% for i in (1..10) %}{% if i == 3 %}{% continue %}{% endif %}\
+         {% if i == 6 %}{% break %}{% endif %}{{ i }}{% endfor %}after",
+        "{% for i in (1..3) %}{% for j in (1..3) %}{% if j == 2 %}{% break %}{% endif %}\
+         {{ i }}{{ j }} {% endfor %}{% if i == 2 %}{% continue %}{% endif %}|{% endfor %}",
+        "{% for i in (1..3) %}{% case i %}{% when 2 %}{% break %}{% else %}{{ i }}\
+         {% endcase %}{% endfor %}",
+        "{% for i in (1..3) %}{% unless i == 2 %}{{ i }}{% endunless %}{% endfor %}",
+        "{% for i in (1..5) %}{% capture c %}{{ i }}{% if i == 3 %}{% break %}{% endif %}\
+         {% endcapture %}{{ c }}{% endfor %}",
+        "{% assign i = 9 %}{% for i in (1..2) %}{{ i }}{% endfor %}{{ i }}",
+        "{% for i in (1..3) %}{% assign last = i %}{% endfor %}{{ last }}",
+        "{% for i in (1..4) %}{% cycle \"a\", \"b\", \"c\" %}{% endfor %}",
+        "{% for i in (1..3) %}{% increment n %}{% endfor %}",
+        "{% for i in (1..3) %}{% ifchanged %}{{ i | divided_by: 2 }}{% endifchanged %}{% endfor %}",
+        "{%- for i in (1..3) -%} {{ i }} {%- endfor -%}",
+        "{% for i in (1..3) %}{% else %}{% break %}{% endfor %}x",
+        "{% for i in (1..2) %}{% for j in (3..1) %}{% else %}{{ forloop.index }}{% endfor %}\
+         {% endfor %}",
+        "{{ forloop.index | default: \"outside\" }}",
+        "{% tablerow i in (1..5) cols:2 %}{{ i }}{% endtablerow %}",
+        "{% tablerow i in (1..5) %}{{ i }}{% endtablerow %}",
+        "{% tablerow i in items cols:2 limit:2 offset:1 %}{{ i }}{% endtablerow %}",
+        "{% tablerow i in (1..4) cols: 3 %}{{ tablerow.index }}{{ tablerow.index0 }}\
+         {{ tablerow.rindex }}{{ tablerow.rindex0 }}{{ tablerow.first }}{{ tablerow.last }}\
+         {{ tablerow.col }}{{ tablerow.col0 }}{{ tablerow.col_first }}{{ tablerow.col_last }}\
+         {{ tablerow.length }}{% endtablerow %}",
+        "{% tablerow i in (3..1) %}{{ i }}{% endtablerow %}after",
+        "{% for i in (1..2) %}{% tablerow j in (1..2) %}{{ i }}{{ j }}\
+         {{ forloop.index }}{% endtablerow %}{% endfor %}",
+        // Failures: both fail, whatever they say.
+        "{% for i in (1..x) %}{% endfor %}",
+        "{% for i in (1..2.5) %}{% endfor %}",
+        "{% for i in text %}{{ i }}{% endfor %}",
+        "{% for i in (1..3) limit: nothing %}{% endfor %}",
+        "{% for i in (1..3) offset: text %}{% endfor %}",
+        "{% tablerow i in (1..3) cols: text %}{% endtablerow %}",
+        "{% for i in (1..3) %}{{ i | nosuchfilter }}{% endfor %}",
+        "{% for i in (1..3) %}{{ i | divided_by: 0 }}{% endfor %}",
+    ];
+
+    /// Templates both refuse to compile.
+    const REFUSED_AS_BY_LIQUID: &[&str] = &[
+        "{% for i (1..3) %}{% endfor %}",
+        "{% for in (1..3) %}{% endfor %}",
+        "{% for i in %}{% endfor %}",
+        "{% for i on (1..3) %}{% endfor %}",
+        "{% for i in (1..3) limit %}{% endfor %}",
+        "{% for i in (1..3) limit 3 %}{% endfor %}",
+        "{% for i in (1..3) foo %}{% endfor %}",
+        "{% for i in (1..3) cols: 2 %}{% endfor %}",
+        "{% for i in (1..3) %}{% else x %}{% endfor %}",
+        "{% for i in (1..3) %}",
+        "{% for a.b in (1..3) %}{% endfor %}",
+        "{% tablerow i in (1..3) reversed %}{% endtablerow %}",
+        "{% tablerow i in (1..3) %}{% else %}{% endtablerow %}",
+        "{% tablerow i in (1..3) %}",
+    ];
+
+    fn globals() -> liquid::Object {
+        let data = json!({
+            "a": 2, "b": 4, "texta": "2", "textb": "4", "three": 3,
+            "items": ["x", "y", "z"],
+            "pairs": {"k": "v", "n": 1},
+            "nothing": null,
+            "text": "abc",
+        });
+        liquid::to_object(&data).unwrap_or_default()
+    }
+
+    #[test]
+    fn loops_render_as_liquids_own_blocks_do() {
+        let liquids = liquid::ParserBuilder::with_stdlib().build();
+        let Ok(liquids) = liquids else {
+            panic!("Liquid's parser builds");
+        };
+        let globals = globals();
+        for src in SAME_AS_LIQUID {
+            let ours = parser().parse(src).and_then(|t| t.render(&globals));
+            let theirs = liquids.parse(src).and_then(|t| t.render(&globals));
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "{src}"),
+                (Err(_), Err(_)) => {}
+                (ours, theirs) => panic!("{src}: ours {ours:?}, Liquid's {theirs:?}"),
+            }
+        }
+        for src in REFUSED_AS_BY_LIQUID {
+            assert!(liquids.parse(src).is_err(), "Liquid takes {src}");
+            assert!(parser().parse(src).is_err(), "we take {src}");
+        }
+    }
+
+    #[test]
+    fn tablerow_takes_break_and_refuses_zero_columns() {
+        let src = "{% tablerow i in (1..5) cols:2 %}{{ i | default: 0 }}{% if i == 3 %}{% break %}\
+                   {% endif %}{% endtablerow %}after";
+        assert_eq!(
+            render(src, json!({})).as_deref(),
+            Ok(
+                "<tr class=\"row1\"><td class=\"col1\">1</td><td class=\"col2\">2</td></tr>\
+                <tr class=\"row2\"><td class=\"col1\">3</td></tr>after"
+            )
+        );
+        let zero = render(
+            "{% tablerow i in (1..3) cols:0 %}{% endtablerow %}",
+            json!({}),
+        );
+        assert!(
+            matches!(&zero, Err(RenderError::Liquid(e)) if e.contains("`cols` must be at least 1")),
+            "{zero:?}"
+        );
+    }
+
+    #[test]
+    fn the_lint_names_a_nest_of_written_ranges_past_the_budget() {
+        let lint = |src: &str| Template::compile(src).and_then(|t| t.lint()).err();
+        let nested = "Hi\n{% for i in (1..100000000) %}{% for j in (1..1000) %}{% endfor %}\
+                      {% endfor %}";
+        let error = lint(nested);
+        assert_eq!(
+            error.as_ref().map(|e| e.to_string()),
+            Some(
+                "this loop and the loops inside it run 100100000000 iterations, more than the \
+                 100000 one message may run; bound it with `limit:`, at 2:13 of the template"
+                    .to_string()
+            )
+        );
+        let by_trait =
+            "{% for i in (1..user.n) %}{% for j in (1..200000) %}{% endfor %}{% endfor %}";
+        assert_eq!(
+            lint(by_trait).and_then(|e| e.at),
+            Some((1, 39)),
+            "the inner loop alone is past the budget"
+        );
+        assert_eq!(lint("{% for i in (1..user.n) %}{% endfor %}"), None);
+        assert_eq!(
+            lint("{% for i in (1..1000) %}{{ i | default: 0 }}{% endfor %}"),
+            None
+        );
     }
 }
