@@ -7,6 +7,10 @@
 //! false. Any other missing value makes the whole message unsendable: it is skipped and the
 //! reason recorded, rather than sent with a hole or raw syntax in it.
 //!
+//! A filter placed before the `default` gets the missing value as nil, as Liquid has it
+//! (`{{ user.bio | size | default: 0 }}`); one that cannot take nil (`join`, `plus`) makes the
+//! message unsendable too, and the reason names the value and the filter.
+//!
 //! Work: the text a template renders is bounded ([`MAX_RENDERED_BYTES`]), and so are the loop
 //! iterations one render runs ([`MAX_LOOP_ITERATIONS`], every loop and nested loop counted);
 //! either bound skips the message with its reason. A loop whose written ranges alone go past
@@ -48,6 +52,8 @@ struct PathUse {
     guarded: bool,
     /// The tag prints the value as it is, with no filter to turn it into text.
     bare: bool,
+    /// The filters the value goes through before its `default`, by name.
+    before_default: Vec<String>,
 }
 
 /// Escaping applied to values before rendering.
@@ -61,11 +67,14 @@ pub enum Escape {
 pub enum RenderError {
     /// A value the template needs is missing and has no default.
     Missing(String),
+    /// A missing value with a default went through a filter, before the default, that cannot
+    /// take nil.
+    FilterOnMissing { path: String, filter: String },
     /// The text came out longer than [`MAX_RENDERED_BYTES`] (a loop over a large range, say).
     TooLarge,
     /// The loops ran more than [`MAX_LOOP_ITERATIONS`] iterations in all.
     TooManyIterations,
-    /// Liquid itself failed (an unknown filter argument, a bad comparison).
+    /// Liquid itself failed (an unknown filter argument, a bad comparison), on one line.
     Liquid(String),
 }
 
@@ -73,6 +82,11 @@ impl std::fmt::Display for RenderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RenderError::Missing(p) => write!(f, "missing value {p} with no default"),
+            RenderError::FilterOnMissing { path, filter } => write!(
+                f,
+                "missing value {path} goes through filter {filter}, which cannot take a \
+                 missing value, before its default"
+            ),
             RenderError::TooLarge => write!(
                 f,
                 "the rendered text is longer than {MAX_RENDERED_BYTES} bytes"
@@ -280,6 +294,8 @@ impl Template {
     /// Renders with `data`, a JSON object whose top-level keys are the template's roots
     /// (`user`, `event`, `entry`, `journey`).
     pub fn render(&self, mut data: Value, escape: Escape) -> Result<String, RenderError> {
+        // The missing values given nil for their default, should a filter refuse the nil.
+        let mut nil_for_default: Vec<&PathUse> = Vec::new();
         for usage in &self.paths {
             let usable = match lookup(&data, &usage.path) {
                 None | Some(Value::Null) => false,
@@ -296,6 +312,9 @@ impl Template {
             // Liquid-rust rejects unknown variables even under `default`; an explicit nil
             // lets the default (or a false condition) apply.
             insert_null(&mut data, &usage.path);
+            if !usage.before_default.is_empty() {
+                nil_for_default.push(usage);
+            }
         }
 
         if escape == Escape::Html {
@@ -308,9 +327,63 @@ impl Template {
             Ok(()) => String::from_utf8(out.text).map_err(|e| RenderError::Liquid(e.to_string())),
             Err(_) if out.overflowed => Err(RenderError::TooLarge),
             Err(e) if loops::over_budget(&e) => Err(RenderError::TooManyIterations),
-            Err(e) => Err(RenderError::Liquid(e.to_string())),
+            Err(e) => {
+                let text = e.to_string();
+                let refused = nil_refused_by(&text).and_then(|filter| {
+                    nil_for_default
+                        .iter()
+                        .find(|u| u.before_default.iter().any(|f| f == filter))
+                        .map(|u| RenderError::FilterOnMissing {
+                            path: u.path.join("."),
+                            filter: filter.to_string(),
+                        })
+                });
+                Err(refused.unwrap_or_else(|| RenderError::Liquid(one_line(&text))))
+            }
         }
     }
+}
+
+/// The filter that failed on nil, from the text of Liquid's error: its trace names the
+/// filter (`filter=join : ","`) and the value it was given (`input=nil`).
+fn nil_refused_by(text: &str) -> Option<&str> {
+    let context = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .next_back()
+    };
+    if context("input")? != "nil" {
+        return None;
+    }
+    context("filter")?.split_whitespace().next()
+}
+
+/// Liquid's error text spread over lines (the message, then each frame of its trace with the
+/// values it names) put on one line: `Invalid input (cause=...) in Filter error (filter=...)`.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    let mut values: Vec<&str> = Vec::new();
+    let flush = |out: &mut String, values: &mut Vec<&str>| {
+        if !values.is_empty() {
+            out.push_str(" (");
+            out.push_str(&values.join(", "));
+            out.push(')');
+            values.clear();
+        }
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(message) = line.strip_prefix("liquid:") {
+            out.push_str(message.trim());
+        } else if let Some(frame) = line.strip_prefix("from:") {
+            flush(&mut out, &mut values);
+            out.push_str(" in ");
+            out.push_str(frame.trim());
+        } else if line != "with:" {
+            values.push(line);
+        }
+    }
+    flush(&mut out, &mut values);
+    out
 }
 
 fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -440,10 +513,16 @@ fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
     let head = parts.next().unwrap_or("").trim();
     let filters: Vec<&str> = parts.map(str::trim).collect();
     if let Some(path) = as_path(head) {
+        let name = |f: &&str| f.split(':').next().unwrap_or_default().trim().to_string();
+        let default_at = filters.iter().position(|f| name(f) == "default");
         uses.push(PathUse {
             path,
-            guarded: filters.iter().any(|f| f.starts_with("default")),
+            guarded: default_at.is_some(),
             bare: filters.is_empty(),
+            before_default: filters[..default_at.unwrap_or(0)]
+                .iter()
+                .map(name)
+                .collect(),
         });
     }
 
@@ -458,6 +537,7 @@ fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
                     path,
                     guarded: true,
                     bare: false,
+                    before_default: Vec::new(),
                 });
             }
         }
@@ -481,6 +561,7 @@ fn scan_tag(body: &str, uses: &mut Vec<PathUse>) {
                 path,
                 guarded: true,
                 bare: false,
+                before_default: Vec::new(),
             });
         }
     }
@@ -888,6 +969,102 @@ mod loop_tests {
         assert_eq!(
             lint("{% for i in (1..1000) %}{{ i | default: 0 }}{% endfor %}"),
             None
+        );
+    }
+}
+
+/// Filters on a missing value.
+#[cfg(test)]
+mod missing_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(src: &str, data: Value) -> Result<String, RenderError> {
+        Template::compile(src)
+            .map_err(|e| RenderError::Liquid(e.to_string()))?
+            .render(data, Escape::None)
+    }
+
+    #[test]
+    fn a_filter_without_default_on_a_missing_value_skips_the_message_naming_the_value() {
+        let user = json!({"user": {"name": "Ada"}});
+        for (src, path) in [
+            ("{{ user.bio | size }}", "user.bio"),
+            ("Hi {{ user.nick | upcase }}", "user.nick"),
+            ("{{ user.nick | upcase | append: user.name }}", "user.nick"),
+        ] {
+            let out = render(src, user.clone());
+            assert_eq!(out, Err(RenderError::Missing(path.into())), "{src}");
+            let reason = out.err().map(|e| e.to_string()).unwrap_or_default();
+            assert_eq!(reason, format!("missing value {path} with no default"));
+        }
+        let null = json!({"user": {"bio": null}});
+        assert_eq!(
+            render("{{ user.bio | size }}", null),
+            Err(RenderError::Missing("user.bio".into()))
+        );
+        assert_eq!(
+            render("{{ user.name | upcase }}", user).as_deref(),
+            Ok("ADA")
+        );
+    }
+
+    #[test]
+    fn filters_before_the_default_get_nil() {
+        let nobody = json!({"user": {}});
+        assert_eq!(
+            render(
+                "Hi {{ user.nick | upcase | default: \"friend\" }}",
+                nobody.clone()
+            )
+            .as_deref(),
+            Ok("Hi friend")
+        );
+        assert_eq!(
+            render("{{ user.bio | size | default: 0 }}", nobody.clone()).as_deref(),
+            Ok("0")
+        );
+
+        let out = render(
+            "{{ user.tags | join: \", \" | default: \"none\" }}",
+            nobody.clone(),
+        );
+        assert_eq!(
+            out,
+            Err(RenderError::FilterOnMissing {
+                path: "user.tags".into(),
+                filter: "join".into()
+            })
+        );
+        assert_eq!(
+            out.err().map(|e| e.to_string()).as_deref(),
+            Some(
+                "missing value user.tags goes through filter join, which cannot take a \
+                 missing value, before its default"
+            )
+        );
+
+        // With the default first, the filter gets the default.
+        assert_eq!(
+            render("{{ user.nick | default: \"friend\" | upcase }}", nobody).as_deref(),
+            Ok("FRIEND")
+        );
+    }
+
+    #[test]
+    fn a_liquid_failure_reads_on_one_line() {
+        let out = render(
+            "{{ user.name | plus: 1 }}",
+            json!({"user": {"name": "Ada"}}),
+        );
+        let Err(RenderError::Liquid(reason)) = out else {
+            panic!("expected a Liquid failure, got {out:?}");
+        };
+        assert!(!reason.contains('\n'), "{reason}");
+        assert_eq!(
+            reason,
+            "Invalid argument (argument=operand, cause=Number expected) in Filter error \
+             (filter=plus : 1, input=\"Ada\")"
         );
     }
 }
