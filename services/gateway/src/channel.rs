@@ -84,6 +84,54 @@ pub struct Gateway {
     keys: Arc<dyn KeyStore>,
     metrics: Metrics,
     retry: Option<Retrying>,
+    held: Arc<HeldClaims>,
+}
+
+/// A key's sends in this process, one at a time, and the token of the claim the last of them
+/// left on the key without reaching a provider.
+type KeySlot = Arc<tokio::sync::Mutex<Option<String>>>;
+
+/// The keys this process is sending, or holds a claim on.
+///
+/// A claim whose answer was lost (the store timed out, or went away mid-call) may have been
+/// written all the same, and only its token can take it over; a send that finds it under
+/// another token has to treat the message as in doubt and never sends it. When such an
+/// attempt cannot be deferred either, its caller gets an error and sends again: the token
+/// waits here for that send. Sends of one key in this process also go one at a time, so a
+/// caller that gave up waiting and sent again is answered after the first attempt (from the
+/// store, or by taking over what it left) instead of racing it under a token of its own.
+#[derive(Default)]
+struct HeldClaims {
+    slots: std::sync::Mutex<HashMap<String, KeySlot>>,
+}
+
+impl HeldClaims {
+    fn name(key: SendKey<'_>) -> String {
+        // Joined by a control character, which keeps two different keys from one name.
+        [key.workspace, key.user, key.key].join("\u{1f}")
+    }
+
+    fn slot(&self, name: &str) -> KeySlot {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Forgets the key once no send of it is waiting and it holds no claim.
+    fn done_with(&self, name: &str, slot: KeySlot) {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's reference and this one: nobody else waits on the slot.
+        let alone = Arc::strong_count(&slot) <= 2;
+        let empty = slot.try_lock().is_ok_and(|held| held.is_none());
+        if alone && empty {
+            slots.remove(name);
+        }
+    }
 }
 
 /// Which send of a message this is.
@@ -118,6 +166,7 @@ impl Default for Gateway {
             keys: Arc::new(MemoryKeyStore::new()),
             metrics: Metrics::global(),
             retry: None,
+            held: Arc::default(),
         }
     }
 }
@@ -475,12 +524,39 @@ impl Gateway {
         tries: Tries,
         held: Option<&str>,
     ) -> (Result<Delivery, GatewayError>, Option<String>) {
+        if !self.adapters.contains_key(&message.channel) {
+            return (Err(GatewayError::NoAdapter(message.channel.clone())), None);
+        }
+        let name = HeldClaims::name(SendKey::of(message));
+        let slot = self.held.slot(&name);
+        let routed = {
+            let mut kept = slot.lock().await;
+            // The queue's entry holds its own claim's token; a caller's send takes over what
+            // an earlier send of this process left.
+            let token = match held {
+                Some(token) => token.to_string(),
+                None => kept.take().unwrap_or_else(crate::keys::attempt_token),
+            };
+            let routed = self.route_claimed(message, tries, token).await;
+            kept.clone_from(&routed.1);
+            routed
+        };
+        self.held.done_with(&name, slot);
+        routed
+    }
+
+    /// [`Gateway::route`] under `token`, with the key's sends in this process held off.
+    async fn route_claimed(
+        &self,
+        message: &OutboundMessage,
+        tries: Tries,
+        token: String,
+    ) -> (Result<Delivery, GatewayError>, Option<String>) {
         let Some(adapter) = self.adapters.get(&message.channel) else {
             return (Err(GatewayError::NoAdapter(message.channel.clone())), None);
         };
         let scoped = SendKey::of(message);
         let key = scoped.key;
-        let token = held.map_or_else(crate::keys::attempt_token, str::to_string);
 
         // A claim whose answer was lost may have been written all the same; nothing was
         // sent, so the token goes with the failure.

@@ -1,0 +1,171 @@
+//! A send's claim is written but its answer is lost, and the deferral fails too, so the
+//! caller gets an error and sends again. The claim in Redis is under the first attempt's
+//! token: the resend takes it over and the message goes out once, instead of finding its own
+//! first attempt in doubt and never going out at all.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use beckon_core::OutboundMessage;
+use beckon_gateway::keys::{Claim, KeyStore, SendKey};
+use beckon_gateway::redis_retry::RedisRetryQueue;
+use beckon_gateway::retry_queue::{RetryQueue, RetryQueuePolicy};
+use beckon_gateway::{Channel, Delivery, Gateway, GatewayError};
+use beckon_testkit::RedisServer;
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManagerConfig;
+use support::{message, redis_server, test_deps};
+
+/// A provider that records every message it is given.
+#[derive(Default)]
+struct Recorded {
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Channel for Recorded {
+    fn provider(&self) -> &str {
+        "recorded"
+    }
+
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
+        Box::pin(async move {
+            self.delivered
+                .lock()
+                .unwrap()
+                .push(message.idempotency_key.clone());
+            Ok(Delivery {
+                provider_id: format!("p-{}", message.idempotency_key),
+                duplicate: false,
+                deferred: false,
+            })
+        })
+    }
+}
+
+/// The Redis key store, except that the answer to its first claim is lost on the way back:
+/// Redis has written the claim, and the gateway hears a timeout.
+struct FirstAnswerLost<K> {
+    store: Arc<K>,
+    lost: AtomicBool,
+}
+
+impl<K: KeyStore> KeyStore for FirstAnswerLost<K> {
+    fn claim<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
+        Box::pin(async move {
+            let claim = self.store.claim(key, token).await;
+            if self.lost.swap(true, Ordering::SeqCst) {
+                return claim;
+            }
+            assert!(matches!(claim, Ok(Claim::New)), "{claim:?}");
+            Err(GatewayError::KeyStore("timed out".into()))
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        provider_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.complete(key, provider_id)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.release(key, token)
+    }
+
+    fn forget_user<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.forget_user(workspace, user)
+    }
+}
+
+#[tokio::test]
+async fn a_resend_takes_over_the_claim_whose_answer_was_lost() {
+    let server = RedisServer::start().unwrap();
+    let keys = Arc::new(FirstAnswerLost {
+        store: redis_server::key_store(&server).await,
+        lost: AtomicBool::new(false),
+    });
+
+    // The retry queue's Redis is gone, so the failed attempt cannot be deferred.
+    let mut gone = RedisServer::start().unwrap();
+    let config =
+        ConnectionManagerConfig::new().set_response_timeout(Some(StdDuration::from_millis(200)));
+    let queue_conn = redis::Client::open(gone.url())
+        .unwrap()
+        .get_connection_manager_with_config(config)
+        .await
+        .unwrap();
+    let queue: Arc<dyn RetryQueue> = Arc::new(RedisRetryQueue::new(queue_conn, gone.namespace()));
+    gone.kill();
+
+    let provider = Arc::new(Recorded::default());
+    let t = test_deps();
+    let gateway = Gateway::new()
+        .with_key_store(keys.clone())
+        .with("webhook", provider.clone())
+        .with_retry_queue(
+            queue,
+            RetryQueuePolicy::default(),
+            Arc::new(t.clock.clone()),
+            Arc::new(t.sink.clone()),
+        );
+
+    let welcome = message("webhook", "k-welcome", "ada");
+    let failed = gateway.send(&welcome).await.unwrap_err();
+    assert!(failed.is_retryable(), "{failed:?}");
+    assert!(provider.delivered.lock().unwrap().is_empty());
+
+    // The claim is in Redis, in flight: anyone else would find the message in doubt.
+    let other = Gateway::new()
+        .with_key_store(keys.store.clone())
+        .with("webhook", provider.clone());
+    let doubt = other.send(&welcome).await.unwrap_err();
+    assert!(matches!(doubt, GatewayError::InDoubt { .. }), "{doubt:?}");
+
+    // The caller's resend holds the token, takes the claim over and delivers, once.
+    let resent = gateway.send(&welcome).await.unwrap();
+    assert!(!resent.deferred && !resent.duplicate, "{resent:?}");
+    assert_eq!(*provider.delivered.lock().unwrap(), ["k-welcome"]);
+    let again = gateway.send(&welcome).await.unwrap();
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(provider.delivered.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sends_of_one_key_in_one_process_go_one_at_a_time() {
+    let server = RedisServer::start().unwrap();
+    let keys = redis_server::key_store(&server).await;
+    let provider = Arc::new(Recorded::default());
+    let gateway = Gateway::new()
+        .with_key_store(keys)
+        .with("webhook", provider.clone());
+
+    // Twenty sends of one message at once: one goes out, the others are answered from the
+    // store, none finds another in flight and calls the message in doubt.
+    let welcome = message("webhook", "k-once", "ada");
+    let sends = (0..20).map(|_| gateway.send(&welcome));
+    let answers = futures::future::join_all(sends).await;
+    let answers: Vec<Delivery> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers.iter().filter(|d| !d.duplicate).count(), 1);
+    assert_eq!(*provider.delivered.lock().unwrap(), ["k-once"]);
+}
