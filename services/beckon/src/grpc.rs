@@ -174,18 +174,38 @@ async fn follow_store(readiness: Arc<Readiness>, mut store: watch::Receiver<bool
 /// tonic's words for a request whose last frame ended before the length its header gave.
 const TONIC_CUT_SHORT: &str = "Unexpected EOF decoding stream.";
 
-/// The response, or, when tonic answered `INTERNAL` because the request's body ended inside a
-/// message, `INVALID_ARGUMENT` saying so: the bytes the client sent are at fault, not the
-/// server. Requests whose message is complete but not decodable are answered the same way by
-/// the servers' codec (`beckon_proto::codec`).
+/// tonic's words for a unary request whose body held no message at all.
+const TONIC_NO_MESSAGE: &str = "Missing request message.";
+
+/// How prost's codec, which the health and reflection services keep, starts a decode error.
+const PROST_UNDECODABLE: &str = "failed to decode Protobuf message";
+
+/// The response, or, when tonic answered `INTERNAL` for bytes the client sent, the same
+/// refusal as `INVALID_ARGUMENT`: a body that ended inside a message, a unary request with no
+/// message, or (on the services whose codec is tonic's own, such as health) a message that
+/// does not decode, whose answer keeps prost's words naming the field. The client is at fault,
+/// not the server, and a client that retries `INTERNAL` would only send the same bytes again.
+/// Beckon's own services answer undecodable messages so through their codec
+/// (`beckon_proto::codec`).
 fn cut_short_is_invalid(response: http::Response<Body>) -> http::Response<Body> {
-    match Status::from_header_map(response.headers()) {
-        Some(status) if status.code() == Code::Internal && status.message() == TONIC_CUT_SHORT => {
-            Status::invalid_argument(
-                "the request ended inside a message: its body is shorter than the length \
-                 its gRPC frame header gives",
-            )
-            .into_http()
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != Code::Internal {
+        return response;
+    }
+    match status.message() {
+        TONIC_CUT_SHORT => Status::invalid_argument(
+            "the request ended inside a message: its body is shorter than the length its gRPC \
+             frame header gives",
+        )
+        .into_http(),
+        TONIC_NO_MESSAGE => {
+            Status::invalid_argument("the request carried no message: its body is empty")
+                .into_http()
+        }
+        words if words.starts_with(PROST_UNDECODABLE) => {
+            Status::invalid_argument(words.to_string()).into_http()
         }
         _ => response,
     }

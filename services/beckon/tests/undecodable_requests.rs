@@ -83,6 +83,27 @@ impl RawGrpc {
         (status, first)
     }
 
+    /// Calls `path` with a body that holds no frame at all; answers the status.
+    async fn call_without_message(&mut self, path: &str) -> Status {
+        let request = hyper::Request::post(format!("http://beckon{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .expect("an HTTP answer");
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            return status;
+        }
+        let body = response.into_body().collect().await.expect("the body");
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        Status::from_header_map(&trailers).expect("a grpc-status in the trailers")
+    }
+
     /// Calls `path` with `message` in one well-formed frame; answers the status.
     async fn call(&mut self, path: &str, message: &[u8]) -> Status {
         self.call_answered(path, message).await.0
@@ -233,4 +254,28 @@ async fn a_request_cut_short_is_refused_and_the_connection_goes_on() {
     assert_eq!(status.code(), Code::Ok, "{status:?}");
     let ack = Ack::decode(answer).expect("an Ack");
     assert!(ack.appended, "{ack:?}");
+}
+
+#[tokio::test]
+async fn health_checks_and_requests_without_a_message_are_refused_too() {
+    let served = start_all();
+    let mut grpc = RawGrpc::connect(&served.addr).await;
+
+    // The health service keeps tonic's codec; its refusal is the caller's error all the same.
+    let not_text = [0x0a, 0x02, 0xff, 0xfe];
+    let status = grpc.call("/grpc.health.v1.Health/Check", &not_text).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("HealthCheckRequest.service"),
+        "{status:?}"
+    );
+
+    // A unary call whose body holds no message.
+    let status = grpc.call_without_message("/beckon.v1.Ingest/Track").await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("no message"), "{status:?}");
+
+    // A well-formed health check on the same connection is answered.
+    let status = grpc.call("/grpc.health.v1.Health/Check", &[]).await;
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
 }

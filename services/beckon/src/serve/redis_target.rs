@@ -113,6 +113,9 @@ async fn within<T>(
     answer: impl Future<Output = RedisResult<T>>,
 ) -> RedisResult<T> {
     match tokio::time::timeout(deadline, answer).await {
+        // The connection's own response timeout is the same length and often ends first;
+        // either way the caller learns which setting bounds the wait.
+        Ok(Err(e)) if e.is_timeout() => Err(timed_out(deadline)),
         Ok(answered) => answered,
         Err(_) => Err(timed_out(deadline)),
     }
