@@ -12,12 +12,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::Context as _;
 use beckon_core::{Decision, DecisionKind, Duration, StateLimits, Ts};
 use beckon_journey::{Engine, Sim};
+
+use crate::input::EventLines;
 
 /// What to explain and over which definitions.
 pub struct ExplainConfig<'a> {
@@ -117,19 +118,17 @@ pub fn explain(config: &ExplainConfig<'_>) -> anyhow::Result<Option<Explained>> 
     Ok(Some(Explained { decisions, notes }))
 }
 
-/// Calls `each` with every line of the file that is text. A line that is not UTF-8 is no
-/// event of anyone's; the next one may be. Anything else (a directory, a failing disk) would
-/// fail the same way forever, and ends the reading.
-fn for_each_line(path: &Path, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    for line in BufReader::new(file).lines() {
-        match line {
-            Ok(line) => each(&line),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+/// Calls `each` with every line of the file that is text, read as replay reads it (a
+/// compressed file, a byte-order mark at its start). A line that is not UTF-8 is no event of
+/// anyone's; the next one may be. Anything else (a folder, a failing disk) would fail the
+/// same way forever, and ends the reading.
+fn for_each_line(path: &Path, each: impl FnMut(&str)) -> anyhow::Result<()> {
+    // The file is read twice (ties first, then the user's events); a pipe could give its
+    // lines only once.
+    if path.as_os_str() == crate::input::STDIN {
+        anyhow::bail!("explain reads the events twice, so it needs a file, not standard input");
     }
-    Ok(())
+    EventLines::open(path)?.for_each_text(each)
 }
 
 /// Ids that events tie together as one person's, as sets that grow by joining.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod explain;
 pub mod failure;
 pub mod grpc;
+pub mod input;
 pub mod lint;
 pub mod loadgen;
 pub mod publish;

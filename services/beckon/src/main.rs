@@ -82,7 +82,8 @@ enum Command {
     Explain {
         /// The user id.
         user: String,
-        /// Segment-spec JSON lines.
+        /// Segment-spec JSON lines, plain or gzip-compressed (read twice, so a file, not a
+        /// pipe).
         #[arg(long)]
         events: PathBuf,
         /// Folder (or file) of journey, segment and policy specs.
@@ -143,7 +144,8 @@ fn value_name(value: &impl clap::ValueEnum) -> String {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// Segment-spec JSON lines (track, identify, alias, page, screen).
+    /// Segment-spec JSON lines (track, identify, alias, page, screen): a file or a named
+    /// pipe, or `-` for standard input; gzip-compressed input is recognised and read as is.
     #[arg(long)]
     events: PathBuf,
     /// Folder of journey specs.

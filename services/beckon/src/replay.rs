@@ -17,7 +17,7 @@
 //! tombstone would do.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ use beckon_user_state::{
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::input::EventLines;
 use crate::report::{EventCounts, JourneyReport, RejectedLine, Report, StepReport, TimerCounts};
 
 /// Rejected lines listed one by one in the report; the rest are only counted.
@@ -46,6 +47,8 @@ const BATCH: usize = 512;
 
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
+    /// Segment-spec JSON lines: a file or a pipe, plain or gzip-compressed; `-` is standard
+    /// input ([`crate::input`]).
     pub events: PathBuf,
     pub journeys: PathBuf,
     pub workspace: String,
@@ -133,16 +136,7 @@ pub fn run(config: &ReplayConfig) -> anyhow::Result<ReplayOutcome> {
 }
 
 async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<ReplayOutcome> {
-    let file = std::fs::File::open(&config.events)
-        .with_context(|| format!("opening {}", config.events.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading {}", config.events.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{} is not a file of events", config.events.display());
-    }
-    let size = meta.len();
-    let reader = BufReader::with_capacity(1 << 20, file);
+    let mut input = EventLines::open(&config.events)?;
 
     let recorder = RecordingChannel::new();
     let mut gateway = Gateway::new();
@@ -179,34 +173,20 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         senders.push(tx);
     }
 
-    let progress = progress_bar(config.progress, size);
+    let progress = progress_bar(config.progress, input.size());
     let mut counts = EventCounts::default();
     let mut dedup = MemoryDeduper::new(DEDUP_CAPACITY);
     let mut batches: Vec<Vec<(u32, Event)>> = vec![Vec::with_capacity(BATCH); workers];
     let (mut first, mut last) = (Ts::MAX, Ts::MIN);
-    let mut bytes = 0u64;
     let mut merges = Merges::default();
 
     // Lines are read as bytes, so one that is not UTF-8 is counted, read and rejected like
-    // any other bad line, and the replay goes on with the next.
-    let mut reader = reader;
+    // any other bad line, and the replay goes on with the next. A failure to read (a failing
+    // disk, a compressed file cut short) would fail the same way forever, and ends the replay
+    // with no report: one of part of the input would pass for the whole.
     let mut raw: Vec<u8> = Vec::with_capacity(4096);
-    let mut line_no = 0u64;
-    loop {
-        raw.clear();
-        // Anything that fails here (a directory, a failing disk) would fail the same way
-        // forever.
-        let n = reader
-            .read_until(b'\n', &mut raw)
-            .with_context(|| format!("reading {}", config.events.display()))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        bytes += n as u64;
-        let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let line = match std::str::from_utf8(text) {
+    while let Some(line_no) = input.next_line(&mut raw)? {
+        let line = match std::str::from_utf8(&raw) {
             Ok(line) => line,
             Err(e) => {
                 counts.read += 1;
@@ -223,7 +203,7 @@ async fn replay(config: &ReplayConfig, engine: Arc<Engine>) -> anyhow::Result<Re
         }
         counts.read += 1;
         if line_no.is_multiple_of(8192) {
-            progress.set_position(bytes);
+            progress.set_position(input.consumed());
         }
 
         let event = match beckon_ingest::parse_line(line) {
@@ -628,15 +608,24 @@ fn journey_reports(engine: &Engine, stats: &Stats) -> Vec<JourneyReport> {
         .collect()
 }
 
-fn progress_bar(wanted: bool, size: u64) -> indicatif::ProgressBar {
+/// A bar over the input's bytes, or, for a pipe, whose size nobody knows, a count of the
+/// bytes read so far.
+fn progress_bar(wanted: bool, size: Option<u64>) -> indicatif::ProgressBar {
     // CI has no terminal: draw nothing there rather than filling logs with escape codes.
     if !wanted || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(size);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} replay [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
+    let (bar, template) = match size {
+        Some(size) => (
+            indicatif::ProgressBar::new(size),
+            "{spinner} replay [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} replay {bytes} read {bytes_per_sec}",
+        ),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
