@@ -105,18 +105,25 @@ fn timestamps_and_names_are_refused_by_field_with_the_whole_reason() {
 }
 
 #[test]
-fn a_repeated_message_id_is_applied_once() {
+fn a_repeated_message_id_is_applied_once_and_counted_as_a_duplicate_not_a_rejection() {
     let line = r#"{"type":"track","userId":"u9","event":"Product Added","messageId":"dup-1","timestamp":"2026-03-02T09:00:00Z"}"#;
-    let events = Events::new().raw(line).raw(line);
+    let events = Events::new().raw(line).raw(line).raw(line);
     let out = replay_examples(&events);
+    let e = &out.report.events;
 
-    assert_eq!(out.report.events.applied, 1);
-    assert_eq!(
+    assert_eq!((e.read, e.applied, e.duplicates, e.rejected), (3, 1, 2, 0));
+    assert!(
+        e.rejected_by_reason.is_empty(),
+        "{:?}",
+        e.rejected_by_reason
+    );
+    assert!(e.rejected_lines.is_empty(), "{:?}", e.rejected_lines);
+    assert!(
         out.report
-            .events
-            .rejected_by_reason
-            .get("duplicate_message_id"),
-        Some(&1)
+            .summary()
+            .starts_with("events: 3 read, 1 applied, 2 duplicates, 0 rejected;"),
+        "{}",
+        out.report.summary()
     );
     assert_eq!(sent(&out, "u9", "cart-abandonment").len(), 1);
 }
@@ -154,7 +161,7 @@ fn a_line_that_is_not_utf8_is_read_and_rejected() {
     let e = &out.report.events;
 
     assert_eq!((e.read, e.applied, e.rejected), (3, 2, 1));
-    assert_eq!(e.applied + e.rejected, e.read);
+    assert_eq!(e.applied + e.duplicates + e.rejected, e.read);
     let rejected = &e.rejected_lines[0];
     assert_eq!(
         (rejected.line, rejected.reason.as_str()),

@@ -5,10 +5,16 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+/// What became of the lines read: each non-blank line is applied, a duplicate, or rejected,
+/// so `read = applied + duplicates + rejected`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EventCounts {
     pub read: u64,
     pub applied: u64,
+    /// Events whose message id an earlier line had: applied once, as ingest does with a
+    /// client's retry. Not a fault of the line, so not among the rejections.
+    pub duplicates: u64,
+    /// Lines refused as bad input, with the reasons and the first line numbers below.
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// The first rejected lines, with their line numbers (1-based) and reasons.
@@ -77,8 +83,9 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "events: {} read, {} applied, {} rejected; {} users; {} ms ({:.0} events/s)",
-            e.read, e.applied, e.rejected, self.users, self.elapsed_ms, rate
+            "events: {} read, {} applied, {} duplicates, {} rejected; {} users; {} ms \
+             ({:.0} events/s)",
+            e.read, e.applied, e.duplicates, e.rejected, self.users, self.elapsed_ms, rate
         );
         for (reason, n) in &e.rejected_by_reason {
             let _ = writeln!(out, "  rejected {reason}: {n}");

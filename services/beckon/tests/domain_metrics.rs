@@ -163,15 +163,17 @@ async fn every_service_exports_its_domain_metrics_with_labels() {
     .await;
     assert!(sent, "messages recorded: {:?}", recorded(&out));
 
+    // The repeat is a retry, counted as such; only the event without a user is refused.
     let ingested = scrape(&ingest);
     let reason = |r| [("reason", r)];
+    assert_eq!(has(&ingested, "beckon_events_duplicates_total", &[]), 1.0);
     assert_eq!(
-        has(
+        value(
             &ingested,
             "beckon_events_rejected_total",
             &reason("duplicate_message_id")
         ),
-        1.0
+        None
     );
     assert_eq!(
         has(
@@ -244,6 +246,7 @@ async fn every_service_exports_its_domain_metrics_with_labels() {
     }
     let wanted = [
         ("beckon-ingest", "beckon.events.rejected"),
+        ("beckon-ingest", "beckon.events.duplicates"),
         ("beckon-user-state", "beckon.events.applied"),
         ("beckon-user-state", "beckon.journey.entries"),
         ("beckon-user-state", "beckon.log.lag"),

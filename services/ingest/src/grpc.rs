@@ -145,7 +145,8 @@ impl IngestService {
         self
     }
 
-    /// [`IngestService::accept_unmetered`], counting refusals by reason and duplicates.
+    /// [`IngestService::accept_unmetered`], counting refusals by reason, and duplicates
+    /// apart: a repeated message id is a retry answered as taken, not a refusal.
     async fn accept(
         &self,
         workspace: &str,
@@ -157,7 +158,7 @@ impl IngestService {
             .accept_unmetered(workspace, event, kind, traceparent)
             .await;
         match &result {
-            Ok(ack) if !ack.appended => self.metrics.event_rejected("duplicate_message_id"),
+            Ok(ack) if !ack.appended => self.metrics.event_duplicate(),
             Ok(_) => {}
             Err(IngestError::Invalid(rejection)) => {
                 self.metrics.event_rejected(rejection.reason.as_str());
@@ -232,7 +233,7 @@ impl IngestService {
             match appended {
                 Ok(a) => {
                     if a.duplicate {
-                        self.metrics.event_rejected("duplicate_message_id");
+                        self.metrics.event_duplicate();
                     }
                     acks.push(Ack {
                         message_id: event.message_id,

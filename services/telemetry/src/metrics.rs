@@ -44,6 +44,7 @@ pub struct Metrics {
     partitions_unowned: Gauge<i64>,
     events_applied: Counter<u64>,
     events_rejected: Counter<u64>,
+    events_duplicates: Counter<u64>,
     event_names_evicted: Counter<u64>,
     traits_dropped: Counter<u64>,
     actors_live: UpDownCounter<i64>,
@@ -124,7 +125,14 @@ impl Metrics {
             events_rejected: counter(
                 "beckon.events.rejected",
                 "{event}",
-                "Events refused, by reason",
+                "Events refused, by reason: the caller was answered with an error and the event \
+                 was not taken",
+            ),
+            events_duplicates: counter(
+                "beckon.events.duplicates",
+                "{event}",
+                "Events acknowledged without being appended again, their message id already \
+                 taken: mostly clients retrying a call whose answer they lost",
             ),
             event_names_evicted: counter(
                 "beckon.state.event_names_evicted",
@@ -248,11 +256,20 @@ impl Metrics {
         }
     }
 
-    /// `reason` is a short, fixed code (`invalid`, `duplicate`, `too_large`), never user input:
-    /// each distinct value becomes a time series.
+    /// An event refused: bad input (`missing_user_id`, `bad_timestamp`, `bad_field`, ...) or
+    /// ingest unable to take it now (`overloaded`, `log_unavailable`). `reason` is a short,
+    /// fixed code, never user input: each distinct value becomes a time series.
     pub fn event_rejected(&self, reason: &'static str) {
         self.events_rejected
             .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// An event acknowledged as already taken (its message id was seen within the
+    /// deduplication window), and not appended again. This is how at-least-once delivery
+    /// looks from the server: a client that lost an answer sends the event again. It is not
+    /// a refusal, so it is counted apart from [`Metrics::event_rejected`].
+    pub fn event_duplicate(&self) {
+        self.events_duplicates.add(1, &[]);
     }
 
     /// Event names a user's statistics forgot, least recently seen first, to stay within

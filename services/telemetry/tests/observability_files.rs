@@ -102,6 +102,7 @@ fn dashboard_and_alerts_use_exported_metrics() {
         "beckon_partitions_unowned",
         "beckon_events_applied_total",
         "beckon_events_rejected_total",
+        "beckon_events_duplicates_total",
         "beckon_actors_live",
         "beckon_users_hibernated",
         "beckon_segment_entries_total",

@@ -78,6 +78,7 @@ async fn metrics_endpoint_serves_parseable_text() {
         "beckon_partitions_unowned",
         "beckon_events_applied_total",
         "beckon_events_rejected_total",
+        "beckon_events_duplicates_total",
         "beckon_actors_live",
         "beckon_actors_activations_total",
         "beckon_segment_entries_total",

@@ -140,6 +140,7 @@ pub fn record_everything(metrics: &beckon_telemetry::Metrics) {
     metrics.set_partitions_unowned(1);
     metrics.events_applied(1);
     metrics.event_rejected("invalid");
+    metrics.event_duplicate();
     metrics.actor_started();
     metrics.actor_started();
     metrics.actor_stopped();
