@@ -18,7 +18,9 @@
 //! became of its message too ([`told`]): a message the gateway refused, gave up on or
 //! withdrew was handed over but never sent, and its line says `not_sent` and why. A report is
 //! applied once, like any event (by its id), and only the gateway's own reports count: they
-//! carry the message's `idempotency_key`, `journey` and `step`.
+//! carry the message's `idempotency_key`, `journey` and `step`, and reach the log only by the
+//! gateway's own path (appended in process, or through ingest's `AppendOutcome`), since
+//! ingest's public calls refuse these names ([`reserved_for_gateway`]).
 //!
 //! One report changes the user's traits rather than their decisions: `Message Unsubscribed`
 //! with a `channel` property sets `<channel>_opt_out: true` ([`apply_unsubscribe`]), the trait
@@ -57,24 +59,38 @@ pub const MESSAGE_OPENED: &str = "Message Opened";
 /// The user followed a link of the message.
 pub const MESSAGE_CLICKED: &str = "Message Clicked";
 
+/// The names of the events a gateway reports about the messages it was given.
+pub const OUTCOME_NAMES: [&str; 10] = [
+    MESSAGE_SENT,
+    MESSAGE_FAILED,
+    MESSAGE_DEFERRED,
+    DEFERRED_MESSAGE_SENT,
+    MESSAGE_WITHDRAWN,
+    crate::devices::DEVICE_TOKEN_INVALID,
+    MESSAGE_DELIVERED,
+    MESSAGE_OPENED,
+    MESSAGE_CLICKED,
+    MESSAGE_UNSUBSCRIBED,
+];
+
 /// Whether the event is an outcome of a message Beckon sent, as a gateway reports it: one of
 /// the outcome names, carrying the message's `idempotency_key`. Such an event follows from a
 /// message, and so from a user's state; it is dated when the outcome happened, which may be
 /// long after the send (retries, a provider's callback, an app's offline queue).
+///
+/// The name and property say what the event claims to be, not who sent it: ingest takes
+/// such claims only on the gateway's own path ([`reserved_for_gateway`]).
 pub fn is_outcome(event: &Event) -> bool {
-    const NAMES: [&str; 10] = [
-        MESSAGE_SENT,
-        MESSAGE_FAILED,
-        MESSAGE_DEFERRED,
-        DEFERRED_MESSAGE_SENT,
-        MESSAGE_WITHDRAWN,
-        crate::devices::DEVICE_TOKEN_INVALID,
-        MESSAGE_DELIVERED,
-        MESSAGE_OPENED,
-        MESSAGE_CLICKED,
-        MESSAGE_UNSUBSCRIBED,
-    ];
-    NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
+    OUTCOME_NAMES.contains(&event.name.as_str()) && event.properties.contains_key("idempotency_key")
+}
+
+/// Whether only a gateway may report events of this name: every outcome name but
+/// `Message Unsubscribed`. Journeys wait for these names, explanations tell sends by them and
+/// a `Device Token Invalid` removes a device, so one sent by anyone else would forge what
+/// became of a message; ingest's public calls refuse them. An unsubscribe is the user's word
+/// whoever carries it, so it is taken from anyone.
+pub fn reserved_for_gateway(name: &str) -> bool {
+    name != MESSAGE_UNSUBSCRIBED && OUTCOME_NAMES.contains(&name)
 }
 
 /// Whether an opt-out trait's value (`unsubscribed`, `<channel>_opt_out`) says the user opted

@@ -1,15 +1,17 @@
 //! Delivery events forwarded to the Ingest service, so journeys can branch on them.
 //!
 //! Sending must never wait on ingest: [`IngestSink::emit`] only puts the event in a bounded
-//! queue and returns. A forwarder task takes events from the queue and calls `Track`, a few
-//! at a time, retrying answers that may succeed later with a growing backoff. When ingest is
-//! so slow that the queue fills, further events are dropped and counted
+//! queue and returns. A forwarder task takes events from the queue and calls ingest's
+//! `AppendOutcome`, a few at a time, retrying answers that may succeed later with a growing
+//! backoff. That call is the gateway's own: it takes reports at any age, and it is the only
+//! one that takes their names at all, so no other caller can say what became of a message.
+//! When ingest is so slow that the queue fills, further events are dropped and counted
 //! ([`IngestSink::dropped`]) rather than holding up deliveries; a message already delivered
 //! stays delivered either way.
 //!
 //! An event whose caller must know it arrived (a reported outcome) skips the queue:
-//! [`IngestSink::deliver`](EventSink::deliver) calls `Track` itself, with the same retries,
-//! within [`IngestSinkConfig::deliver_within`], and says whether ingest took it.
+//! [`IngestSink::deliver`](EventSink::deliver) calls `AppendOutcome` itself, with the same
+//! retries, within [`IngestSinkConfig::deliver_within`], and says whether ingest took it.
 //!
 //! Retries are safe: delivery events have message ids derived from the idempotency key, so
 //! ingest appends a repeated event once.
@@ -40,14 +42,14 @@ use crate::sleep::Sleeper;
 pub struct IngestSinkConfig {
     /// Events waiting to be forwarded; beyond this, new events are dropped.
     pub queue: usize,
-    /// `Track` calls in flight at once.
+    /// `AppendOutcome` calls in flight at once.
     pub concurrency: usize,
     /// Tries per event, the first included.
     pub max_attempts: u32,
     /// Wait before the second try; doubled for each further one, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
-    /// Deadline of one `Track` call, sent to ingest as `grpc-timeout`.
+    /// Deadline of one `AppendOutcome` call, sent to ingest as `grpc-timeout`.
     pub timeout: Duration,
     /// How long a direct delivery (an event its caller waits for) may take, retries included.
     pub deliver_within: Duration,
@@ -295,7 +297,7 @@ async fn forward_all(
                 otel.kind = "client",
                 rpc.system = "grpc",
                 rpc.service = "beckon.v1.Ingest",
-                rpc.method = "Track",
+                rpc.method = "AppendOutcome",
                 beckon.workspace = %queued.workspace,
             );
             if let Some(trace) = &queued.trace {
@@ -325,8 +327,8 @@ fn retryable(code: Code) -> bool {
     )
 }
 
-/// Calls `Track` until ingest takes the event, refuses it for good, or the tries run out;
-/// the last refusal when it was not taken.
+/// Calls `AppendOutcome` until ingest takes the event, refuses it for good, or the tries
+/// run out; the last refusal when it was not taken.
 async fn forward(
     mut client: IngestClient<Channel>,
     config: &IngestSinkConfig,
@@ -337,7 +339,7 @@ async fn forward(
     let max_attempts = config.max_attempts.max(1);
     let mut backoff = config.backoff;
     for attempt in 1..=max_attempts {
-        let mut request = tonic::Request::new(pb::TrackRequest {
+        let mut request = tonic::Request::new(pb::AppendOutcomeRequest {
             workspace: queued.workspace.clone(),
             event: Some(event.clone()),
         });
@@ -347,7 +349,7 @@ async fn forward(
             request.metadata_mut(),
         );
 
-        let status = match client.track(request).await {
+        let status = match client.append_outcome(request).await {
             Ok(_) => {
                 tracing::debug!(
                     beckon.workspace = %queued.workspace,

@@ -1,6 +1,7 @@
-//! Delivery events reach the Ingest service as `Track` calls, retried while ingest answers
-//! UNAVAILABLE; a stalled ingest fills the bounded queue and never holds up the sender. A
-//! reported outcome is not queued: `ReportOutcome` answers OK only once ingest took its event.
+//! Delivery events reach the Ingest service as `AppendOutcome` calls, retried while ingest
+//! answers UNAVAILABLE; a stalled ingest fills the bounded queue and never holds up the sender.
+//! A reported outcome is not queued: `ReportOutcome` answers OK only once ingest took its
+//! event.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -19,7 +20,8 @@ use beckon_gateway::ingest_sink::{self, IngestSink, IngestSinkConfig};
 use beckon_proto::convert::{struct_to_json, timestamp_to_millis};
 use beckon_proto::v1::ingest_server::{Ingest, IngestServer};
 use beckon_proto::v1::{
-    Ack, AliasRequest, BatchRequest, BatchResponse, IdentifyRequest, OutcomeRequest, TrackRequest,
+    Ack, AliasRequest, AppendOutcomeRequest, BatchRequest, BatchResponse, IdentifyRequest,
+    OutcomeRequest, TrackRequest,
 };
 use futures::FutureExt;
 use serde_json::Value;
@@ -34,14 +36,21 @@ use tonic::{Request, Response, Status};
 struct FakeIngest {
     calls: Arc<AtomicUsize>,
     refuse_first: usize,
-    received: Arc<Mutex<Vec<TrackRequest>>>,
+    received: Arc<Mutex<Vec<AppendOutcomeRequest>>>,
     arrived: mpsc::UnboundedSender<()>,
     stalled: watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
 impl Ingest for FakeIngest {
-    async fn track(&self, req: Request<TrackRequest>) -> Result<Response<Ack>, Status> {
+    async fn track(&self, _: Request<TrackRequest>) -> Result<Response<Ack>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn append_outcome(
+        &self,
+        req: Request<AppendOutcomeRequest>,
+    ) -> Result<Response<Ack>, Status> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.refuse_first {
             return Err(Status::unavailable("warming up"));

@@ -6,8 +6,8 @@ use beckon_core::{Clock, Duration, Event, Props, SystemClock, Ts};
 use beckon_proto::convert::{struct_into_json, struct_to_json};
 use beckon_proto::v1::ingest_server::Ingest;
 use beckon_proto::v1::{
-    Ack, AliasRequest, BatchRequest, BatchResponse, BatchResult, FieldViolation, IdentifyRequest,
-    TrackRequest, batch_result,
+    Ack, AliasRequest, AppendOutcomeRequest, BatchRequest, BatchResponse, BatchResult,
+    FieldViolation, IdentifyRequest, TrackRequest, batch_result,
 };
 use beckon_telemetry::Metrics;
 use serde_json::{Map, Value};
@@ -28,6 +28,15 @@ pub const MAX_BATCH: usize = 1000;
 /// days ahead is a wrong clock or a wrong unit, and would hold its user's windows, first and
 /// last times hostage until then.
 pub const MAX_FUTURE_SKEW: Duration = Duration(24 * 3_600_000);
+
+/// The way an event came in, which decides what it may be and how old.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// `Track`, `Identify`, `Alias` and `Batch`: product backends, SDKs and CDPs.
+    Public,
+    /// `AppendOutcome`: a gateway reporting what became of a message it was given.
+    Gateway,
+}
 
 pub struct IngestService {
     /// Where accepted events go; the answer comes only after the append is durable.
@@ -81,7 +90,7 @@ impl IngestService {
 
     /// Refuses an event from further ahead than the allowed skew, or further behind than the
     /// allowed lateness, by field `timestamp`.
-    fn check_time(&self, event: &Event) -> Result<(), Rejection> {
+    fn check_time(&self, event: &Event, path: Path) -> Result<(), Rejection> {
         let now = self.clock.now();
 
         // Every delay and timeout of a journey the event starts counts from its time, so an
@@ -89,9 +98,10 @@ impl IngestService {
         // A gateway's report of what became of a message is dated when that happened, which
         // may be long before the report reaches ingest (retries, a provider's callback, a
         // queue that waited out an ingest outage): the limit keeps old histories out, not the
-        // outcomes of messages Beckon sent, so those are taken at any age.
+        // outcomes of messages Beckon sent, so those are taken at any age. Which events are
+        // such reports is told by the call they came in on, not by what they say they are.
         if let Some(late) = self.max_late
-            && !beckon_core::delivery::is_outcome(event)
+            && path == Path::Public
             && event.timestamp < now.saturating_sub(late)
         {
             return Err(Rejection::new(
@@ -118,6 +128,44 @@ impl IngestService {
                 event.timestamp, self.max_future, self.max_future
             ),
         ))
+    }
+
+    /// Refuses what the path may not carry: a public call, the names of the gateway's reports
+    /// (anyone could otherwise say a message failed, or was opened, for any user); the
+    /// gateway's call, anything but such a report.
+    fn check_path(event: &Event, path: Path) -> Result<(), Rejection> {
+        use beckon_core::delivery;
+
+        match path {
+            Path::Public if delivery::reserved_for_gateway(&event.name) => Err(Rejection::new(
+                RejectReason::BadField,
+                "event",
+                format!(
+                    "{:?} is reserved for the gateway's reports of what became of a message; \
+                     an app or a provider reports an outcome through the Gateway's \
+                     ReportOutcome call",
+                    event.name
+                ),
+            )),
+            Path::Gateway if !delivery::OUTCOME_NAMES.contains(&event.name.as_str()) => {
+                Err(Rejection::new(
+                    RejectReason::BadField,
+                    "event",
+                    format!(
+                        "{:?} is not a report of what became of a message; AppendOutcome takes \
+                         only those ({})",
+                        event.name,
+                        delivery::OUTCOME_NAMES.join(", ")
+                    ),
+                ))
+            }
+            Path::Gateway if !delivery::is_outcome(event) => Err(Rejection::new(
+                RejectReason::BadField,
+                "properties.idempotency_key",
+                "missing; a report names the message it is about by its idempotency key",
+            )),
+            Path::Public | Path::Gateway => Ok(()),
+        }
     }
 
     /// Refuses events for workspaces other than these.
@@ -152,10 +200,11 @@ impl IngestService {
         workspace: &str,
         event: Option<beckon_proto::v1::Event>,
         kind: Option<&str>,
+        path: Path,
         traceparent: Option<&str>,
     ) -> Result<Ack, IngestError> {
         let result = self
-            .accept_unmetered(workspace, event, kind, traceparent)
+            .accept_unmetered(workspace, event, kind, path, traceparent)
             .await;
         match &result {
             Ok(ack) if !ack.appended => self.metrics.event_duplicate(),
@@ -174,6 +223,7 @@ impl IngestService {
         workspace: &str,
         event: Option<beckon_proto::v1::Event>,
         kind: Option<&str>,
+        path: Path,
         traceparent: Option<&str>,
     ) -> Result<Ack, IngestError> {
         self.check_workspace(workspace)?;
@@ -181,7 +231,8 @@ impl IngestService {
             IngestError::Invalid(Rejection::new(RejectReason::BadField, "event", "missing"))
         })?;
         let event = from_proto(event, kind)?;
-        self.check_time(&event)
+        Self::check_path(&event, path)
+            .and_then(|()| self.check_time(&event, path))
             .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
 
         let _permit = self
@@ -389,7 +440,13 @@ impl Ingest for IngestService {
         let tp = traceparent(&req);
         let r = req.into_inner();
         let ack = self
-            .accept(&r.workspace, r.event, Some("track"), tp.as_deref())
+            .accept(
+                &r.workspace,
+                r.event,
+                Some("track"),
+                Path::Public,
+                tp.as_deref(),
+            )
             .await?;
         Ok(Response::new(ack))
     }
@@ -398,7 +455,13 @@ impl Ingest for IngestService {
         let tp = traceparent(&req);
         let r = req.into_inner();
         let ack = self
-            .accept(&r.workspace, r.event, Some("identify"), tp.as_deref())
+            .accept(
+                &r.workspace,
+                r.event,
+                Some("identify"),
+                Path::Public,
+                tp.as_deref(),
+            )
             .await?;
         Ok(Response::new(ack))
     }
@@ -407,7 +470,31 @@ impl Ingest for IngestService {
         let tp = traceparent(&req);
         let r = req.into_inner();
         let ack = self
-            .accept(&r.workspace, r.event, Some("alias"), tp.as_deref())
+            .accept(
+                &r.workspace,
+                r.event,
+                Some("alias"),
+                Path::Public,
+                tp.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(ack))
+    }
+
+    async fn append_outcome(
+        &self,
+        req: Request<AppendOutcomeRequest>,
+    ) -> Result<Response<Ack>, Status> {
+        let tp = traceparent(&req);
+        let r = req.into_inner();
+        let ack = self
+            .accept(
+                &r.workspace,
+                r.event,
+                Some("track"),
+                Path::Gateway,
+                tp.as_deref(),
+            )
             .await?;
         Ok(Response::new(ack))
     }
@@ -428,7 +515,8 @@ impl Ingest for IngestService {
         let mut valid = Vec::with_capacity(r.events.len());
         for (i, event) in r.events.into_iter().enumerate() {
             let checked = from_proto(event, None).and_then(|event| {
-                self.check_time(&event)
+                Self::check_path(&event, Path::Public)
+                    .and_then(|()| self.check_time(&event, Path::Public))
                     .map_err(|r| IngestError::Invalid(prefix_field(r)))?;
                 Ok(event)
             });
