@@ -1,27 +1,23 @@
 //! Replay throughput on an event file, beside parsing the same file alone.
 
-use std::io::BufRead as _;
 use std::time::Instant;
 
-use anyhow::Context as _;
-
 use super::{BenchArgs, Scale, TARGET_REPLAY_EVENTS_PER_SEC, figure, section};
+use crate::input::EventLines;
 use crate::replay::{self, ReplayConfig};
 
 pub fn replay(args: &BenchArgs, scale: &Scale) -> anyhow::Result<()> {
     section(&format!("replay {}", args.events.display()));
 
     // Reference: reading and validating every line, with no state, journeys or timers.
+    // The file is read as the replay reads it, compressed or not.
     let start = Instant::now();
-    let file = std::fs::File::open(&args.events)
-        .with_context(|| format!("opening {}", args.events.display()))?;
     let mut parsed = 0u64;
-    for line in std::io::BufReader::with_capacity(1 << 20, file).lines() {
-        let line = line.with_context(|| format!("reading {}", args.events.display()))?;
-        if beckon_ingest::parse_line(&line).is_ok() {
+    EventLines::open(&args.events)?.for_each_text(|line| {
+        if beckon_ingest::parse_line(line).is_ok() {
             parsed += 1;
         }
-    }
+    })?;
     let parse_rate = parsed as f64 / start.elapsed().as_secs_f64();
     figure("reference: parse only", parse_rate, "events/s", None);
 
