@@ -4,18 +4,18 @@
 //! unsubscribe, which is the user's word whoever carries it. The gateway's own call
 //! (`AppendOutcome`) takes those reports and nothing else.
 
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Duration, Ts, VirtualClock};
-use beckon_ingest::endpoint::IngestEndpoint;
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{Consumer, EventLog, MemoryLog};
 use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
 use beckon_proto::v1::ingest_client::IngestClient;
 use beckon_proto::v1::{AppendOutcomeRequest, BatchRequest, Event, TrackRequest, batch_result};
 use serde_json::json;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 /// 2026-05-28T20:26:40.000Z.
 const NOW: i64 = 1_780_000_000_000;
@@ -54,18 +54,7 @@ async fn serve() -> (IngestClient<Channel>, Arc<dyn EventLog>) {
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(NOW)));
     let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new(clock.clone(), 4, 1_000));
     let service = IngestService::new(log.clone(), 64).with_clock(clock);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .add_service(IngestEndpoint::new(service))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    let client = IngestClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
-    (client, log)
+    (support::serve_ingest(service).await, log)
 }
 
 async fn track(client: &mut IngestClient<Channel>, event: Event) -> Result<bool, tonic::Status> {

@@ -2,10 +2,12 @@
 //! just under the 32 KiB event limit is taken whole, and a request past the limit is refused
 //! as an invalid argument naming `events` (or `event` for a single event) and the limit.
 
+mod support;
+
 use std::sync::Arc;
 
 use beckon_core::{Clock, Ts, VirtualClock};
-use beckon_ingest::endpoint::{IngestEndpoint, MAX_REQUEST_BYTES};
+use beckon_ingest::endpoint::MAX_REQUEST_BYTES;
 use beckon_ingest::grpc::{IngestService, MAX_BATCH};
 use beckon_ingest::log::{EventLog, MemoryLog};
 use beckon_ingest::segment::MAX_EVENT_BYTES;
@@ -13,8 +15,7 @@ use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
 use beckon_proto::v1::ingest_client::IngestClient;
 use beckon_proto::v1::{BatchRequest, Event, TrackRequest, batch_result};
 use serde_json::json;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 const NOW: i64 = 1_780_000_000_000;
 
@@ -37,18 +38,7 @@ async fn serve() -> (IngestClient<Channel>, Arc<dyn EventLog>) {
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(Ts(NOW)));
     let log: Arc<dyn EventLog> = Arc::new(MemoryLog::new(clock.clone(), 4, 1_000_000));
     let service = IngestService::new(log.clone(), 4096).with_clock(clock);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .add_service(IngestEndpoint::new(service))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    let client = IngestClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
-    (client, log)
+    (support::serve_ingest(service).await, log)
 }
 
 #[tokio::test]

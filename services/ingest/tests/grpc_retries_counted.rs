@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beckon_core::{Clock, Ts, VirtualClock};
-use beckon_ingest::endpoint::IngestEndpoint;
 use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::EventLog;
 use beckon_proto::convert::millis_to_timestamp;
@@ -19,8 +18,7 @@ use beckon_telemetry::TelemetryConfig;
 use beckon_telemetry::testing::Collector;
 use beckon_testkit::RedisServer;
 use prometheus_parse::{Sample, Scrape, Value};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 /// 2026-05-28T20:26:40.000Z.
 const NOW: i64 = 1_780_000_000_000;
@@ -34,20 +32,6 @@ fn track(user: &str, id: &str) -> Event {
         timestamp: Some(millis_to_timestamp(NOW - 1_000)),
         ..Event::default()
     }
-}
-
-async fn serve(service: IngestService) -> IngestClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let server = Server::builder()
-        .add_service(IngestEndpoint::new(service))
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(server);
-    IngestClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
 }
 
 async fn send(client: &mut IngestClient<Channel>, event: Event) -> Result<Ack, tonic::Status> {
@@ -96,7 +80,7 @@ fn a_retried_event_counts_as_a_duplicate_and_not_as_a_rejection() {
         let service = IngestService::new(log, 64)
             .with_clock(Arc::new(clock.clone()))
             .with_metrics(telemetry.metrics());
-        let mut client = serve(service).await;
+        let mut client = support::serve_ingest(service).await;
 
         // The first call's answer is lost on the way back; the client sends the event again.
         let first = send(&mut client, track("u1", "m-1")).await.expect("taken");

@@ -5,9 +5,14 @@
 use std::sync::Arc;
 
 use beckon_core::{Event, EventKind, Props, Ts, VirtualClock};
+use beckon_ingest::endpoint::IngestEndpoint;
+use beckon_ingest::grpc::IngestService;
 use beckon_ingest::log::{LogConfig, MemoryLog, RedisLog};
+use beckon_proto::v1::ingest_client::IngestClient;
 use beckon_testkit::RedisServer;
 use redis::aio::ConnectionManager;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
 
 pub const PARTITIONS: u32 = 4;
 
@@ -47,4 +52,20 @@ pub fn event(user: &str, message_id: &str, at: i64) -> Event {
         timestamp: Ts(at),
         previous_id: None,
     }
+}
+
+/// Serves `service` over gRPC on a loopback port of its own, as `serve ingest` does (behind
+/// its endpoint's size checks), and answers a client connected to it.
+pub async fn serve_ingest(service: IngestService) -> IngestClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::builder()
+        .add_service(IngestEndpoint::new(service))
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(server);
+    IngestClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
 }
