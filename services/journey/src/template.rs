@@ -11,6 +11,14 @@
 //! (`{{ user.bio | size | default: 0 }}`); one that cannot take nil (`join`, `plus`) makes the
 //! message unsendable too, and the reason names the value and the filter.
 //!
+//! Names the template sets are its own, not the data's, and the rule above does not apply to
+//! them: `forloop` and `tablerow` inside their loops, and the names `assign`, `capture`,
+//! `increment` and `decrement` set (nil until set). A loop's variable stands for each element
+//! of its list in turn, and what the body reads under it follows the rule on each element,
+//! the reason naming the element as the data holds it (`missing value user.items[2].name
+//! with no default`). The lint refuses a template that sets one of the data's roots
+//! ([`DATA_ROOTS`]): `{% assign user = ... %}` would hide the user's traits from the rest of it.
+//!
 //! Work: the text a template renders is bounded ([`MAX_RENDERED_BYTES`]), and so are the loop
 //! iterations one render runs ([`MAX_LOOP_ITERATIONS`], every loop and nested loop counted);
 //! either bound skips the message with its reason. A loop whose written ranges alone go past
@@ -20,21 +28,33 @@
 //! cannot inject markup; push, in-app and SMS are plain text and are not escaped. `url_encode`
 //! is available for links.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use liquid_core::runtime::RuntimeBuilder;
+use liquid_core::{Language, ParseBlock, ParseFilter, ParseTag, Renderable, Runtime};
 use serde_json::Value;
 
+mod elements;
 mod loop_lint;
 mod loops;
+mod reads;
+mod tags;
 
 pub use loops::MAX_LOOP_ITERATIONS;
 
-/// A compiled template and the variable paths it reads.
+use reads::{PathUse, Reads, display};
+
+/// The roots of the data a message template renders with, as the evaluator builds it: `user`
+/// (traits), `event` (the triggering event's properties), `entry` (the entry event's
+/// properties), `journey` (its fields) and `last` (earlier events, by name).
+pub const DATA_ROOTS: &[&str] = &["user", "event", "entry", "journey", "last"];
+
+/// A compiled template and what it reads.
 #[derive(Clone)]
 pub struct Template {
     source: String,
-    compiled: Arc<liquid::Template>,
-    paths: Vec<PathUse>,
+    compiled: Arc<liquid_core::Template>,
+    reads: Arc<Reads>,
 }
 
 impl std::fmt::Debug for Template {
@@ -43,17 +63,6 @@ impl std::fmt::Debug for Template {
             .field("source", &self.source)
             .finish()
     }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct PathUse {
-    path: Vec<String>,
-    /// A missing value is acceptable here (a default filter, or a condition).
-    guarded: bool,
-    /// The tag prints the value as it is, with no filter to turn it into text.
-    bare: bool,
-    /// The filters the value goes through before its `default`, by name.
-    before_default: Vec<String>,
 }
 
 /// Escaping applied to values before rendering.
@@ -181,6 +190,19 @@ fn filter_place(source: &str, name: &str) -> Option<(u32, u32)> {
     None
 }
 
+/// Why a render stopped, when one of the template's own blocks or filters stopped it.
+#[derive(Default)]
+struct Stopped(Option<RenderError>);
+
+/// Ends the render for `reason`: it is kept in the render's registers, where the render
+/// finds it, and Liquid's error carries it on the way out.
+fn stop(runtime: &dyn Runtime, reason: RenderError) -> liquid_core::Error {
+    let message = reason.to_string();
+    let mut stopped = runtime.registers().get_mut::<Stopped>();
+    stopped.0.get_or_insert(reason);
+    liquid_core::Error::with_msg(message)
+}
+
 /// The longest text a template may render to. Far above any channel's real size (an APNs
 /// payload is 4 KiB, an email body rarely 100 KiB) and below the 4 MiB a gRPC call to the
 /// gateway carries, so a template that loops out of bounds fails as a skipped message with its
@@ -210,30 +232,128 @@ impl std::io::Write for Bounded {
     }
 }
 
-fn parser() -> &'static liquid::Parser {
-    static PARSER: std::sync::OnceLock<liquid::Parser> = std::sync::OnceLock::new();
-    PARSER.get_or_init(|| {
-        // The standard library cannot fail to build; fall back to an empty parser regardless.
-        // Loops of our own in place of Liquid's: they count iterations against the budget.
-        liquid::ParserBuilder::with_stdlib()
-            .block(loops::ForBlock)
-            .block(loops::TableRowBlock)
-            .build()
-            .unwrap_or_else(|_| liquid::Parser::default())
+/// The Liquid every template is parsed with: Liquid's standard tags, blocks and filters, with
+/// our loops in place of Liquid's.
+fn language() -> &'static Language {
+    static LANGUAGE: OnceLock<Language> = OnceLock::new();
+    LANGUAGE.get_or_init(|| {
+        use liquid_lib::stdlib;
+
+        let mut language = Language::default();
+        let tags: [Box<dyn ParseTag>; 8] = [
+            Box::new(stdlib::AssignTag),
+            Box::new(stdlib::BreakTag),
+            Box::new(stdlib::ContinueTag),
+            Box::new(stdlib::CycleTag),
+            Box::new(stdlib::IncludeTag),
+            Box::new(stdlib::IncrementTag),
+            Box::new(stdlib::DecrementTag),
+            Box::new(stdlib::RenderTag),
+        ];
+        for tag in tags {
+            language
+                .tags
+                .register(tag.reflection().tag().to_string(), tag);
+        }
+        let blocks: [Box<dyn ParseBlock>; 9] = [
+            Box::new(stdlib::RawBlock),
+            Box::new(stdlib::IfBlock),
+            Box::new(stdlib::UnlessBlock),
+            Box::new(stdlib::IfChangedBlock),
+            Box::new(loops::ForBlock::default()),
+            Box::new(loops::TableRowBlock::default()),
+            Box::new(stdlib::CommentBlock),
+            Box::new(stdlib::CaptureBlock),
+            Box::new(stdlib::CaseBlock),
+        ];
+        for block in blocks {
+            let name = block.reflection().start_tag().to_string();
+            language.blocks.register(name, block);
+        }
+        let filters: [Box<dyn ParseFilter>; 48] = [
+            Box::new(stdlib::Abs),
+            Box::new(stdlib::Append),
+            Box::new(stdlib::AtLeast),
+            Box::new(stdlib::AtMost),
+            Box::new(stdlib::Capitalize),
+            Box::new(stdlib::Ceil),
+            Box::new(stdlib::Compact),
+            Box::new(stdlib::Concat),
+            Box::new(stdlib::Date),
+            Box::new(stdlib::Default),
+            Box::new(stdlib::DividedBy),
+            Box::new(stdlib::Downcase),
+            Box::new(stdlib::Escape),
+            Box::new(stdlib::EscapeOnce),
+            Box::new(stdlib::First),
+            Box::new(stdlib::Floor),
+            Box::new(stdlib::Join),
+            Box::new(stdlib::Last),
+            Box::new(stdlib::Lstrip),
+            Box::new(stdlib::Map),
+            Box::new(stdlib::Minus),
+            Box::new(stdlib::Modulo),
+            Box::new(stdlib::NewlineToBr),
+            Box::new(stdlib::Plus),
+            Box::new(stdlib::Prepend),
+            Box::new(stdlib::Remove),
+            Box::new(stdlib::RemoveFirst),
+            Box::new(stdlib::Replace),
+            Box::new(stdlib::ReplaceFirst),
+            Box::new(stdlib::Reverse),
+            Box::new(stdlib::Round),
+            Box::new(stdlib::Rstrip),
+            Box::new(stdlib::Size),
+            Box::new(stdlib::Slice),
+            Box::new(stdlib::Sort),
+            Box::new(stdlib::SortNatural),
+            Box::new(stdlib::Split),
+            Box::new(stdlib::Strip),
+            Box::new(stdlib::StripHtml),
+            Box::new(stdlib::StripNewlines),
+            Box::new(stdlib::Times),
+            Box::new(stdlib::Truncate),
+            Box::new(stdlib::TruncateWords),
+            Box::new(stdlib::Uniq),
+            Box::new(stdlib::Upcase),
+            Box::new(stdlib::UrlDecode),
+            Box::new(stdlib::UrlEncode),
+            Box::new(stdlib::Where),
+        ];
+        for filter in filters {
+            let name = filter.reflection().name().to_string();
+            language.filters.register(name, filter);
+        }
+        language
     })
+}
+
+/// Parses `source` with [`language`], its loops checking their elements as `reads` says.
+fn parse(source: &str, reads: &Reads) -> liquid_core::Result<liquid_core::Template> {
+    let plans = elements::Plans::new(reads.loops.clone());
+    let mut language = language().clone();
+    let blocks: [Box<dyn ParseBlock>; 2] = [
+        Box::new(loops::ForBlock(Some(plans.clone()))),
+        Box::new(loops::TableRowBlock(Some(plans))),
+    ];
+    for block in blocks {
+        let name = block.reflection().start_tag().to_string();
+        language.blocks.register(name, block);
+    }
+    liquid_core::parser::parse(source, &language).map(liquid_core::Template::new)
 }
 
 impl Template {
     /// Compiles `source`; the error is Liquid's own description of the problem on one line,
     /// with where in the template it is.
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
-        let compiled = parser()
-            .parse(source)
+        let reads = reads::scan(source);
+        let compiled = parse(source, &reads)
             .map_err(|e| TemplateError::from_liquid(&e.to_string(), source))?;
         Ok(Template {
             source: source.to_string(),
             compiled: Arc::new(compiled),
-            paths: scan_paths(source),
+            reads: Arc::new(reads),
         })
     }
 
@@ -241,20 +361,60 @@ impl Template {
         &self.source
     }
 
-    /// What the lint refuses in a template that compiles: a loop whose written ranges (and
-    /// those of the loops inside it) run more than [`MAX_LOOP_ITERATIONS`] iterations, so
-    /// that rendering it could only fail. The error is at the loop's range.
+    /// What the lint refuses in a template that compiles: a tag that sets one of the data's
+    /// roots ([`DATA_ROOTS`]), which would hide that data from the rest of the template; and a
+    /// loop whose written ranges (and those of the loops inside it) run more than
+    /// [`MAX_LOOP_ITERATIONS`] iterations, so that rendering it could only fail. The error is
+    /// at the name set, or at the loop's range; the first in the text is given.
     pub fn lint(&self) -> Result<(), TemplateError> {
-        let Some(over) = loop_lint::over_budget(&self.source) else {
-            return Ok(());
+        let hiding = self.hiding_a_root();
+        let over = self.over_budget();
+        match (hiding, over) {
+            (Some(h), Some(o)) if o.at < h.at => Err(o),
+            (Some(h), _) => Err(h),
+            (None, Some(o)) => Err(o),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The first tag that sets a data root, as the lint's error.
+    fn hiding_a_root(&self) -> Option<TemplateError> {
+        let binding = self
+            .reads
+            .bindings
+            .iter()
+            .find(|b| DATA_ROOTS.contains(&b.name.as_str()))?;
+        let what = match binding.name.as_str() {
+            "user" => "the user's traits",
+            "event" => "the triggering event's properties",
+            "entry" => "the entry event's properties",
+            "journey" => "the journey's fields",
+            _ => "the earlier events",
         };
+        let hides = if matches!(binding.keyword.as_str(), "for" | "tablerow") {
+            "a loop variable of that name would hide them inside the loop"
+        } else {
+            "a variable of that name would hide them from there on"
+        };
+        Some(TemplateError {
+            reason: format!(
+                "`{}` names {what}; {hides}, so choose another name",
+                binding.name
+            ),
+            at: Some(binding.at),
+        })
+    }
+
+    /// The first loop bound to run past the iteration budget, as the lint's error.
+    fn over_budget(&self) -> Option<TemplateError> {
+        let over = loop_lint::over_budget(&self.source)?;
         let what = if over.nested {
             "this loop and the loops inside it run"
         } else {
             "this loop runs"
         };
         let least = if over.at_least { "at least " } else { "" };
-        Err(TemplateError {
+        Some(TemplateError {
             reason: format!(
                 "{what} {least}{} iterations, more than the {MAX_LOOP_ITERATIONS} one message \
                  may run; bound it with `limit:`",
@@ -280,7 +440,7 @@ impl Template {
     /// `product_viewed` for `last`.
     pub fn children_of(&self, root: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for usage in &self.paths {
+        for usage in &self.reads.data {
             if usage.path.first().is_some_and(|r| r == root)
                 && let Some(child) = usage.path.get(1)
                 && !out.contains(child)
@@ -296,17 +456,17 @@ impl Template {
     pub fn render(&self, mut data: Value, escape: Escape) -> Result<String, RenderError> {
         // The missing values given nil for their default, should a filter refuse the nil.
         let mut nil_for_default: Vec<&PathUse> = Vec::new();
-        for usage in &self.paths {
+        for usage in &self.reads.data {
             let usable = match lookup(&data, &usage.path) {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(_) | Value::Object(_) | Value::Array(_)) => !usage.bare,
-                Some(_) => true,
+                None | Some(Found::Nil) => false,
+                Some(Found::PrintedAsIs) => !usage.bare,
+                Some(Found::Text) => true,
             };
             if usable {
                 continue;
             }
             if !usage.guarded {
-                return Err(RenderError::Missing(usage.path.join(".")));
+                return Err(RenderError::Missing(display(&usage.path)));
             }
 
             // Liquid-rust rejects unknown variables even under `default`; an explicit nil
@@ -317,17 +477,35 @@ impl Template {
             }
         }
 
+        // A name the template sets is nil until it does, as in Liquid elsewhere (liquid-rust
+        // would refuse it as unknown).
+        if let Some(roots) = data.as_object_mut() {
+            for name in &self.reads.names {
+                roots.entry(name.as_str()).or_insert(Value::Null);
+            }
+        }
+
         if escape == Escape::Html {
             escape_strings(&mut data);
         }
 
-        let globals = liquid::to_object(&data).map_err(|e| RenderError::Liquid(e.to_string()))?;
+        let globals =
+            liquid_core::to_object(&data).map_err(|e| RenderError::Liquid(e.to_string()))?;
+        let runtime = RuntimeBuilder::new().set_globals(&globals).build();
         let mut out = Bounded::default();
-        match self.compiled.render_to(&mut out, &globals) {
-            Ok(()) => String::from_utf8(out.text).map_err(|e| RenderError::Liquid(e.to_string())),
-            Err(_) if out.overflowed => Err(RenderError::TooLarge),
-            Err(e) if loops::over_budget(&e) => Err(RenderError::TooManyIterations),
-            Err(e) => {
+        let rendered = self.compiled.render_to(&mut out, &runtime);
+        // Why our own blocks or filters stopped the render, if they did.
+        let stopped = match &rendered {
+            Ok(()) => None,
+            Err(_) => runtime.registers().get_mut::<Stopped>().0.take(),
+        };
+        match (rendered, stopped) {
+            (Ok(()), _) => {
+                String::from_utf8(out.text).map_err(|e| RenderError::Liquid(e.to_string()))
+            }
+            (Err(_), Some(reason)) => Err(reason),
+            (Err(_), None) if out.overflowed => Err(RenderError::TooLarge),
+            (Err(e), None) => {
                 let text = e.to_string();
                 let refused = nil_refused_by(&text).and_then(|filter| {
                     nil_for_default
@@ -386,12 +564,55 @@ fn one_line(text: &str) -> String {
     out
 }
 
-fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut cur = data;
-    for key in path {
-        cur = cur.as_object()?.get(key)?;
+/// What a path finds in the data, as the rule for missing values sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Nil,
+    /// A boolean, an object or a list: printed as it is, it would read `true` or JSON.
+    PrintedAsIs,
+    /// Text or a number.
+    Text,
+}
+
+/// Looks `path` up in `data` as Liquid does: by key in an object, by position in a list
+/// (from the end when negative), and `size`, `first` and `last` where Liquid has them.
+fn lookup(data: &Value, path: &[String]) -> Option<Found> {
+    let mut at = data;
+    for (i, key) in path.iter().enumerate() {
+        let next = match at {
+            Value::Object(object) => match object.get(key) {
+                Some(value) => Some(value),
+                None if key == "size" => return size_found(&path[i + 1..]),
+                None => None,
+            },
+            Value::Array(list) => match key.parse::<i64>() {
+                Ok(n) => {
+                    let n = if n < 0 { list.len() as i64 + n } else { n };
+                    usize::try_from(n).ok().and_then(|n| list.get(n))
+                }
+                Err(_) => match key.as_str() {
+                    "first" => list.first(),
+                    "last" => list.last(),
+                    "size" => return size_found(&path[i + 1..]),
+                    _ => None,
+                },
+            },
+            Value::Null => None,
+            _ if key == "size" => return size_found(&path[i + 1..]),
+            _ => None,
+        };
+        at = next?;
     }
-    Some(cur)
+    Some(match at {
+        Value::Null => Found::Nil,
+        Value::Bool(_) | Value::Object(_) | Value::Array(_) => Found::PrintedAsIs,
+        Value::Number(_) | Value::String(_) => Found::Text,
+    })
+}
+
+/// What `size` finds: a number, under which nothing more is found.
+fn size_found(rest: &[String]) -> Option<Found> {
+    rest.is_empty().then_some(Found::Text)
 }
 
 fn insert_null(data: &mut Value, path: &[String]) {
@@ -445,149 +666,6 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// Finds the variable paths a template reads, and how each is used.
-///
-/// Inside `{% if x %}` ... `{% endif %}`, printing `x` is guarded: when `x` is missing the block
-/// does not render at all.
-fn scan_paths(source: &str) -> Vec<PathUse> {
-    let mut uses = Vec::new();
-    let mut rest = source;
-    let mut guards: Vec<Vec<Vec<String>>> = Vec::new();
-
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open..];
-        let (close, is_output) = if after.starts_with("{{") {
-            ("}}", true)
-        } else if after.starts_with("{%") {
-            ("%}", false)
-        } else {
-            rest = &rest[open + 1..];
-            continue;
-        };
-        let Some(end) = after[2..].find(close) else {
-            break;
-        };
-        let body = after[2..2 + end].trim_matches(|c: char| c == '-' || c.is_whitespace());
-        rest = &after[2 + end + 2..];
-
-        if is_output {
-            let start = uses.len();
-            scan_output(body, &mut uses);
-            for usage in &mut uses[start..] {
-                usage.guarded |= guards.iter().flatten().any(|g| *g == usage.path);
-            }
-        } else {
-            let start = uses.len();
-            scan_tag(body, &mut uses);
-            let tested = || {
-                uses[start..]
-                    .iter()
-                    .map(|u| u.path.clone())
-                    .collect::<Vec<_>>()
-            };
-            match body.split_whitespace().next().unwrap_or("") {
-                "if" => guards.push(tested()),
-                "unless" | "case" | "for" => guards.push(Vec::new()),
-                "elsif" => {
-                    if let Some(top) = guards.last_mut() {
-                        *top = tested();
-                    }
-                }
-                "else" => {
-                    if let Some(top) = guards.last_mut() {
-                        top.clear();
-                    }
-                }
-                "endif" | "endunless" | "endcase" | "endfor" => {
-                    guards.pop();
-                }
-                _ => {}
-            }
-        }
-    }
-    uses
-}
-
-fn scan_output(body: &str, uses: &mut Vec<PathUse>) {
-    let mut parts = body.split('|');
-    let head = parts.next().unwrap_or("").trim();
-    let filters: Vec<&str> = parts.map(str::trim).collect();
-    if let Some(path) = as_path(head) {
-        let name = |f: &&str| f.split(':').next().unwrap_or_default().trim().to_string();
-        let default_at = filters.iter().position(|f| name(f) == "default");
-        uses.push(PathUse {
-            path,
-            guarded: default_at.is_some(),
-            bare: filters.is_empty(),
-            before_default: filters[..default_at.unwrap_or(0)]
-                .iter()
-                .map(name)
-                .collect(),
-        });
-    }
-
-    // Filter arguments (`default: entry.sku`) may be missing too: they then act as nil.
-    for filter in &filters {
-        let Some((_, args)) = filter.split_once(':') else {
-            continue;
-        };
-        for arg in args.split(',') {
-            if let Some(path) = as_path(arg.trim()).filter(|p| p.len() > 1) {
-                uses.push(PathUse {
-                    path,
-                    guarded: true,
-                    bare: false,
-                    before_default: Vec::new(),
-                });
-            }
-        }
-    }
-}
-
-fn scan_tag(body: &str, uses: &mut Vec<PathUse>) {
-    let mut words = body.split_whitespace();
-    let keyword = words.next().unwrap_or("");
-    if !matches!(
-        keyword,
-        "if" | "elsif" | "unless" | "case" | "when" | "for" | "assign"
-    ) {
-        return;
-    }
-    for word in words {
-        if let Some(path) = as_path(word.trim_matches(|c| c == '(' || c == ')' || c == ','))
-            && path.len() > 1
-        {
-            uses.push(PathUse {
-                path,
-                guarded: true,
-                bare: false,
-                before_default: Vec::new(),
-            });
-        }
-    }
-}
-
-/// `user.first_name` becomes `["user", "first_name"]`; literals and keywords give `None`.
-fn as_path(token: &str) -> Option<Vec<String>> {
-    let first = token.chars().next()?;
-    if !(first.is_ascii_alphabetic() || first == '_') {
-        return None;
-    }
-    if matches!(
-        token,
-        "true" | "false" | "nil" | "null" | "empty" | "blank" | "and" | "or" | "in"
-    ) {
-        return None;
-    }
-    if !token
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
-    {
-        return None;
-    }
-    Some(token.split('.').map(str::to_string).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +696,31 @@ mod tests {
         Template::compile(src)
             .map_err(|e| RenderError::Liquid(e.to_string()))?
             .render(data, Escape::None)
+    }
+
+    #[test]
+    fn the_language_has_liquids_standard_tags_blocks_and_filters() {
+        use liquid::reflection::ParserReflection;
+
+        let liquids = liquid::ParserBuilder::with_stdlib();
+        let sorted = |names: Vec<&str>| {
+            let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
+            names.sort();
+            names
+        };
+        let ours = language();
+        assert_eq!(
+            sorted(ours.tags.plugin_names().collect()),
+            sorted(liquids.tags().map(|t| t.tag()).collect())
+        );
+        assert_eq!(
+            sorted(ours.blocks.plugin_names().collect()),
+            sorted(liquids.blocks().map(|b| b.start_tag()).collect())
+        );
+        assert_eq!(
+            sorted(ours.filters.plugin_names().collect()),
+            sorted(liquids.filters().map(|f| f.name()).collect())
+        );
     }
 
     #[test]
@@ -901,6 +1004,16 @@ mod loop_tests {
         liquid::to_object(&data).unwrap_or_default()
     }
 
+    /// `src` parsed with our language, without the checks of a compiled template, and
+    /// rendered as Liquid renders.
+    fn ours(src: &str, globals: &liquid::Object) -> liquid_core::Result<String> {
+        let template = liquid_core::parser::parse(src, language())?;
+        let runtime = RuntimeBuilder::new().set_globals(globals).build();
+        let mut out = Vec::new();
+        liquid_core::Template::new(template).render_to(&mut out, &runtime)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     #[test]
     fn loops_render_as_liquids_own_blocks_do() {
         let liquids = liquid::ParserBuilder::with_stdlib().build();
@@ -909,7 +1022,7 @@ mod loop_tests {
         };
         let globals = globals();
         for src in SAME_AS_LIQUID {
-            let ours = parser().parse(src).and_then(|t| t.render(&globals));
+            let ours = ours(src, &globals);
             let theirs = liquids.parse(src).and_then(|t| t.render(&globals));
             match (ours, theirs) {
                 (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "{src}"),
@@ -919,7 +1032,10 @@ mod loop_tests {
         }
         for src in REFUSED_AS_BY_LIQUID {
             assert!(liquids.parse(src).is_err(), "Liquid takes {src}");
-            assert!(parser().parse(src).is_err(), "we take {src}");
+            assert!(
+                liquid_core::parser::parse(src, language()).is_err(),
+                "we take {src}"
+            );
         }
     }
 

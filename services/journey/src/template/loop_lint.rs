@@ -10,6 +10,7 @@
 //! budget at render time.
 
 use super::loops::MAX_LOOP_ITERATIONS;
+use super::tags::{Pieces, place};
 
 /// A loop bound to spend more than the budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +79,13 @@ pub(super) fn over_budget(source: &str) -> Option<OverBudget> {
 fn scan(source: &str) -> Vec<Loop> {
     let mut loops: Vec<Loop> = Vec::new();
     let mut open: Vec<Open> = Vec::new();
-    let mut tags = Tags { source, from: 0 };
+    let mut pieces = Pieces::new(source);
 
-    while let Some(tag) = tags.next() {
-        let mut words = tag.text.split_whitespace();
-        match words.next().unwrap_or_default() {
-            // Their content is never run; `raw`'s is not even Liquid.
-            "raw" => tags.skip_to("endraw", None),
-            "comment" => tags.skip_to("endcomment", Some("comment")),
+    while let Some(tag) = pieces.next_read() {
+        if tag.output {
+            continue;
+        }
+        match tag.name() {
             keyword @ ("for" | "tablerow") => {
                 let index = loops.len();
                 let (count, offset) = head(&tag.text[keyword.len()..]);
@@ -193,94 +193,6 @@ fn after_space(text: &str, at: usize) -> usize {
 /// A whole number written as Liquid writes one.
 fn number(text: &str) -> Option<i64> {
     text.trim().parse().ok()
-}
-
-/// Line and column (in characters) of byte `offset` of `source`, both from 1.
-fn place(source: &str, offset: usize) -> (u32, u32) {
-    let before = &source[..offset.min(source.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(column).unwrap_or(u32::MAX),
-    )
-}
-
-/// One `{% ... %}` tag: its text without the delimiters and whitespace control, and the byte
-/// where that text starts in the source.
-struct Tag<'s> {
-    text: &'s str,
-    start: usize,
-}
-
-/// The tags of a template in order, passing over output tags and quoted text.
-struct Tags<'s> {
-    source: &'s str,
-    from: usize,
-}
-
-impl<'s> Tags<'s> {
-    fn next(&mut self) -> Option<Tag<'s>> {
-        loop {
-            let rest = &self.source[self.from..];
-            let open = rest.find('{')?;
-            let at = self.from + open;
-            let (close, is_tag) = match rest[open..].get(..2) {
-                Some("{%") => ("%}", true),
-                Some("{{") => ("}}", false),
-                _ => {
-                    self.from = at + 1;
-                    continue;
-                }
-            };
-            let inner_from = at + 2;
-            let Some(end) = closing(&self.source[inner_from..], close) else {
-                self.from = self.source.len();
-                return None;
-            };
-            self.from = inner_from + end + 2;
-            if !is_tag {
-                continue;
-            }
-
-            let raw = &self.source[inner_from..inner_from + end];
-            let text = raw.trim_start_matches(|c: char| c == '-' || c.is_whitespace());
-            let start = inner_from + (raw.len() - text.len());
-            let text = text.trim_end_matches(|c: char| c == '-' || c.is_whitespace());
-            return Some(Tag { text, start });
-        }
-    }
-
-    /// Moves past the tag named `end`, counting `nests` tags as opening another level.
-    fn skip_to(&mut self, end: &str, nests: Option<&str>) {
-        let mut depth = 1;
-        while let Some(tag) = self.next() {
-            let name = tag.text.split_whitespace().next().unwrap_or_default();
-            if Some(name) == nests {
-                depth += 1;
-            } else if name == end {
-                depth -= 1;
-                if depth == 0 {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Where `close` ends the text of a tag, passing over quoted strings.
-fn closing(text: &str, close: &str) -> Option<usize> {
-    let mut quote = None;
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if text[i..].starts_with(close) => return Some(i),
-            None => {}
-        }
-    }
-    None
 }
 
 #[cfg(test)]

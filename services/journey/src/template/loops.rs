@@ -6,7 +6,10 @@
 //! writes nothing. These blocks walk a range without building it, and each iteration, at any
 //! depth of nesting, takes one of the [`MAX_LOOP_ITERATIONS`] a render has (kept in the
 //! render's registers, so nested loops share them). The first iteration past the budget ends
-//! the render with an error that [`over_budget`] recognises.
+//! the render, with its reason.
+//!
+//! The loops of a template that is compiled for rendering also check each element of a list
+//! they walk, as [`super::elements`] says.
 //!
 //! Everything else reads as it did with Liquid's blocks: `limit:`, `offset:` and `reversed`
 //! (with Liquid's rule that a `limit:` past the end pads with nil), `else`, `break`,
@@ -17,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use liquid_core::error::ResultLiquidExt;
 use liquid_core::model::{KString, KStringRef, ObjectView, Scalar, Value, ValueCow, ValueView};
@@ -27,26 +31,15 @@ use liquid_core::{
     TagBlock, TagTokenIter, Template,
 };
 
+use super::elements::{Checks, Plans};
+use super::{RenderError, stop};
+
 /// Loop iterations one render may run, counting every iteration of every loop, nested or
 /// not. A message that lists a cart, a feed or a grid of products runs a few hundred; a loop
 /// over a range taken from a trait (`(1..user.n)`) or nested ranges that multiply reach the
 /// budget in well under a second, and the message is skipped with its reason rather than
 /// holding its partition for minutes.
 pub const MAX_LOOP_ITERATIONS: u64 = 100_000;
-
-/// The message of the error that ends a render over budget; nothing else in Liquid says it.
-const OVER_BUDGET: &str = "the loop iteration budget of this render is spent";
-
-/// Whether a render failed because its loops spent the budget.
-pub(super) fn over_budget(error: &Error) -> bool {
-    // Liquid's error prints its message first, after `liquid: `, and keeps it whatever blocks
-    // the error went through on its way out.
-    let text = error.to_string();
-    text.lines()
-        .next()
-        .and_then(|l| l.strip_prefix("liquid: "))
-        .is_some_and(|m| m == OVER_BUDGET)
-}
 
 /// The iterations a render has run so far, in its registers.
 #[derive(Default)]
@@ -57,18 +50,35 @@ fn spend(runtime: &dyn Runtime) -> Result<()> {
     let mut spent = runtime.registers().get_mut::<Spent>();
     spent.0 += 1;
     if spent.0 > MAX_LOOP_ITERATIONS {
-        return Err(Error::with_msg(OVER_BUDGET));
+        drop(spent);
+        return Err(stop(runtime, RenderError::TooManyIterations));
     }
     Ok(())
 }
 
-/// The `for` block.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct ForBlock;
+/// The `for` block, with the checks of the template it parses, if any.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ForBlock(pub Option<Arc<Plans>>);
 
-/// The `tablerow` block.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct TableRowBlock;
+/// The `tablerow` block, with the checks of the template it parses, if any.
+#[derive(Clone, Debug, Default)]
+pub(super) struct TableRowBlock(pub Option<Arc<Plans>>);
+
+/// Reads a loop's tag, with the checks `plans` has for it, if any.
+fn head_and_checks(
+    plans: &Option<Arc<Plans>>,
+    keyword: &str,
+    arguments: &mut TagTokenIter<'_>,
+    parameters: &[&str],
+) -> Result<(Head, Option<Checks>)> {
+    let ordinal = plans.as_ref().map(|p| p.next());
+    let head = Head::parse(arguments, parameters)?;
+    let checks = plans
+        .as_ref()
+        .zip(ordinal)
+        .and_then(|(p, ordinal)| p.checks(ordinal, keyword, head.name.as_str()));
+    Ok((head, checks))
+}
 
 impl BlockReflection for ForBlock {
     fn start_tag(&self) -> &str {
@@ -105,7 +115,8 @@ impl ParseBlock for ForBlock {
         mut block: TagBlock<'_, '_>,
         options: &Language,
     ) -> Result<Box<dyn Renderable>> {
-        let head = Head::parse(&mut arguments, &["limit", "offset", "reversed"])?;
+        let parameters = ["limit", "offset", "reversed"];
+        let (head, checks) = head_and_checks(&self.0, "for", &mut arguments, &parameters)?;
 
         // The body runs up to an `else` of this block's own; what follows it runs when
         // there is nothing to walk.
@@ -126,6 +137,7 @@ impl ParseBlock for ForBlock {
             head,
             body: Template::new(body),
             otherwise,
+            checks,
         }))
     }
 
@@ -141,9 +153,10 @@ impl ParseBlock for TableRowBlock {
         mut block: TagBlock<'_, '_>,
         options: &Language,
     ) -> Result<Box<dyn Renderable>> {
-        let head = Head::parse(&mut arguments, &["cols", "limit", "offset"])?;
+        let parameters = ["cols", "limit", "offset"];
+        let (head, checks) = head_and_checks(&self.0, "tablerow", &mut arguments, &parameters)?;
         let body = Template::new(block.parse_all(options)?);
-        Ok(Box::new(TableRow { head, body }))
+        Ok(Box::new(TableRow { head, body, checks }))
     }
 
     fn reflection(&self) -> &dyn BlockReflection {
@@ -373,11 +386,64 @@ struct Walk<'r> {
 }
 
 impl Walk<'_> {
+    /// Where in the list the item of the `k`-th iteration is.
+    fn position(&self, k: u64) -> u64 {
+        let k = if self.reversed { self.count - 1 - k } else { k };
+        self.offset.saturating_add(k)
+    }
+
     /// The item of the `k`-th iteration.
     fn item(&self, k: u64) -> ValueCow<'_> {
-        let k = if self.reversed { self.count - 1 - k } else { k };
-        self.items.at(self.offset.saturating_add(k))
+        self.items.at(self.position(k))
     }
+
+    /// Whether the items are a list, whose elements are checked (not numbers of a range, nor
+    /// pairs of an object, which the loop makes).
+    fn is_list(&self) -> bool {
+        matches!(self.items, Items::List(_))
+    }
+}
+
+/// Runs `each` on every iteration of `walk`, with the iteration's number and its element,
+/// checked by `checks` when `walk` is over a list; `each` says whether to go on.
+fn walk_checked(
+    walk: &Walk<'_>,
+    checks: Option<&Checks>,
+    runtime: &dyn Runtime,
+    mut each: impl FnMut(u64, &dyn ValueView) -> Result<bool>,
+) -> Result<()> {
+    let checks = checks.filter(|_| walk.is_list());
+    let Some(checks) = checks else {
+        for k in 0..walk.count {
+            spend(runtime)?;
+            if !each(k, walk.item(k).as_view())? {
+                break;
+            }
+        }
+        return Ok(());
+    };
+
+    checks.begin(runtime);
+    let mut walked = || {
+        for k in 0..walk.count {
+            spend(runtime)?;
+            let item = walk.item(k);
+            let checked = checks.check(runtime, walk.position(k), item.as_view())?;
+            let element = checked
+                .patched
+                .as_ref()
+                .map_or(item.as_view(), |p| p.as_view());
+            match each(k, element) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(checks.refused(runtime, e, &checked)),
+            }
+        }
+        Ok(())
+    };
+    let walked = walked();
+    checks.end(runtime);
+    walked
 }
 
 /// The variables a loop sets for one iteration: the item, under the loop's name, and the
@@ -432,6 +498,7 @@ struct For {
     head: Head,
     body: Template,
     otherwise: Option<Template>,
+    checks: Option<Checks>,
 }
 
 impl Renderable for For {
@@ -452,11 +519,9 @@ impl Renderable for For {
         // A loop inside another sees the outer one's `forloop` as `parentloop`.
         let parent = runtime.try_get(&[Scalar::new("forloop")]);
         let parent = parent.as_ref().map(|p| p.as_view());
-        for k in 0..walk.count {
-            spend(runtime)?;
-            let item = walk.item(k);
+        walk_checked(&walk, self.checks.as_ref(), runtime, |k, item| {
             let forloop = Forloop::new(k, walk.count, parent);
-            let scope = scope(&self.head.name, item.as_view(), "forloop", &forloop);
+            let scope = scope(&self.head.name, item, "forloop", &forloop);
             let frame = StackFrame::new(runtime, &scope);
             self.body
                 .render_to(writer, &frame)
@@ -466,11 +531,8 @@ impl Renderable for For {
 
             // `continue` has already skipped the rest of the body; `break` ends the loop.
             let interrupt = frame.registers().get_mut::<InterruptRegister>().reset();
-            if interrupt == Some(Interrupt::Break) {
-                break;
-            }
-        }
-        Ok(())
+            Ok(interrupt != Some(Interrupt::Break))
+        })
     }
 }
 
@@ -494,6 +556,7 @@ struct TableRowObject {
 struct TableRow {
     head: Head,
     body: Template,
+    checks: Option<Checks>,
 }
 
 impl TableRow {
@@ -508,8 +571,7 @@ impl TableRow {
             return Err(Error::with_msg("`cols` must be at least 1"));
         }
 
-        for k in 0..walk.count {
-            spend(runtime)?;
+        walk_checked(&walk, self.checks.as_ref(), runtime, |k, item| {
             let (row, col) = (k / cols, k % cols);
             let last = k + 1 == walk.count;
             let cell = TableRowObject {
@@ -530,8 +592,7 @@ impl TableRow {
                 write_markup(writer, format_args!("<tr class=\"row{}\">", row + 1))?;
             }
             write_markup(writer, format_args!("<td class=\"col{}\">", col + 1))?;
-            let item = walk.item(k);
-            let scope = scope(&self.head.name, item.as_view(), "tablerow", &cell);
+            let scope = scope(&self.head.name, item, "tablerow", &cell);
             let frame = StackFrame::new(runtime, &scope);
             self.body
                 .render_to(writer, &frame)
@@ -543,11 +604,8 @@ impl TableRow {
             if interrupt == Some(Interrupt::Break) || cell.col_last {
                 write_markup(writer, format_args!("</tr>"))?;
             }
-            if interrupt == Some(Interrupt::Break) {
-                break;
-            }
-        }
-        Ok(())
+            Ok(interrupt != Some(Interrupt::Break))
+        })
     }
 }
 
