@@ -20,9 +20,11 @@
 //! ([`DATA_ROOTS`]): `{% assign user = ... %}` would hide the user's traits from the rest of it.
 //!
 //! Work: the text a template renders is bounded ([`MAX_RENDERED_BYTES`]), and so are the loop
-//! iterations one render runs ([`MAX_LOOP_ITERATIONS`], every loop and nested loop counted);
-//! either bound skips the message with its reason. A loop whose written ranges alone go past
-//! the iteration bound is refused by the lint ([`Template::lint`]).
+//! iterations one render runs ([`MAX_LOOP_ITERATIONS`], every loop and nested loop counted)
+//! and the values it makes on the way (each at most [`MAX_VALUE_BYTES`], all together at most
+//! [`MAX_MADE_BYTES`]: filters' results, what `assign` copies and `capture` holds); any bound
+//! skips the message with its reason. A loop whose written ranges alone go past the iteration
+//! bound is refused by the lint ([`Template::lint`]).
 //!
 //! Escaping: for email every string value is HTML-escaped before rendering, so a product name
 //! cannot inject markup; push, in-app and SMS are plain text and are not escaped. `url_encode`
@@ -34,12 +36,14 @@ use liquid_core::runtime::RuntimeBuilder;
 use liquid_core::{Language, ParseBlock, ParseFilter, ParseTag, Renderable, Runtime};
 use serde_json::Value;
 
+mod bounds;
 mod elements;
 mod loop_lint;
 mod loops;
 mod reads;
 mod tags;
 
+pub use bounds::{MAX_MADE_BYTES, MAX_VALUE_BYTES};
 pub use loops::MAX_LOOP_ITERATIONS;
 
 use reads::{PathUse, Reads, display};
@@ -81,6 +85,11 @@ pub enum RenderError {
     FilterOnMissing { path: String, filter: String },
     /// The text came out longer than [`MAX_RENDERED_BYTES`] (a loop over a large range, say).
     TooLarge,
+    /// A value the template made is longer than [`MAX_VALUE_BYTES`]; what made it
+    /// (`filter append`, `capture s`, `assign s`, `ifchanged`).
+    ValueTooLarge(String),
+    /// The values the template made add up to more than [`MAX_MADE_BYTES`].
+    TooMuchMade,
     /// The loops ran more than [`MAX_LOOP_ITERATIONS`] iterations in all.
     TooManyIterations,
     /// Liquid itself failed (an unknown filter argument, a bad comparison), on one line.
@@ -99,6 +108,14 @@ impl std::fmt::Display for RenderError {
             RenderError::TooLarge => write!(
                 f,
                 "the rendered text is longer than {MAX_RENDERED_BYTES} bytes"
+            ),
+            RenderError::ValueTooLarge(by) => {
+                write!(f, "{by} makes a value longer than {MAX_VALUE_BYTES} bytes")
+            }
+            RenderError::TooMuchMade => write!(
+                f,
+                "the template's filters, assigns and captures made more than {MAX_MADE_BYTES} \
+                 bytes in all"
             ),
             RenderError::TooManyIterations => write!(
                 f,
@@ -209,17 +226,27 @@ fn stop(runtime: &dyn Runtime, reason: RenderError) -> liquid_core::Error {
 /// reason, at a bounded cost in memory, instead of growing without end.
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
-/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`]: Liquid stops rendering at the
-/// first refused write.
-#[derive(Default)]
+/// A buffer that refuses to grow past its limit: Liquid stops rendering at the first refused
+/// write.
 struct Bounded {
     text: Vec<u8>,
+    limit: usize,
     overflowed: bool,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Bounded {
+        Bounded {
+            text: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
 }
 
 impl std::io::Write for Bounded {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.text.len() + bytes.len() > MAX_RENDERED_BYTES {
+        if self.text.len() + bytes.len() > self.limit {
             self.overflowed = true;
             return Err(std::io::Error::other("rendered text too long"));
         }
@@ -233,7 +260,7 @@ impl std::io::Write for Bounded {
 }
 
 /// The Liquid every template is parsed with: Liquid's standard tags, blocks and filters, with
-/// our loops in place of Liquid's.
+/// ours in place of those that loop or hold values, and every filter measured.
 fn language() -> &'static Language {
     static LANGUAGE: OnceLock<Language> = OnceLock::new();
     LANGUAGE.get_or_init(|| {
@@ -241,7 +268,7 @@ fn language() -> &'static Language {
 
         let mut language = Language::default();
         let tags: [Box<dyn ParseTag>; 8] = [
-            Box::new(stdlib::AssignTag),
+            Box::new(bounds::AssignTag),
             Box::new(stdlib::BreakTag),
             Box::new(stdlib::ContinueTag),
             Box::new(stdlib::CycleTag),
@@ -259,11 +286,11 @@ fn language() -> &'static Language {
             Box::new(stdlib::RawBlock),
             Box::new(stdlib::IfBlock),
             Box::new(stdlib::UnlessBlock),
-            Box::new(stdlib::IfChangedBlock),
+            Box::new(bounds::IfChangedBlock),
             Box::new(loops::ForBlock::default()),
             Box::new(loops::TableRowBlock::default()),
             Box::new(stdlib::CommentBlock),
-            Box::new(stdlib::CaptureBlock),
+            Box::new(bounds::CaptureBlock),
             Box::new(stdlib::CaseBlock),
         ];
         for block in blocks {
@@ -322,7 +349,9 @@ fn language() -> &'static Language {
         ];
         for filter in filters {
             let name = filter.reflection().name().to_string();
-            language.filters.register(name, filter);
+            language
+                .filters
+                .register(name, Box::new(bounds::Measured(filter)));
         }
         language
     })
@@ -492,7 +521,7 @@ impl Template {
         let globals =
             liquid_core::to_object(&data).map_err(|e| RenderError::Liquid(e.to_string()))?;
         let runtime = RuntimeBuilder::new().set_globals(&globals).build();
-        let mut out = Bounded::default();
+        let mut out = Bounded::new(MAX_RENDERED_BYTES);
         let rendered = self.compiled.render_to(&mut out, &runtime);
         // Why our own blocks or filters stopped the render, if they did.
         let stopped = match &rendered {
@@ -843,11 +872,21 @@ mod loop_tests {
             render(src, user.clone()),
             Err(RenderError::TooManyIterations)
         );
-        // Captured, the table's cells are not the rendered text, which would reach its own
-        // bound first.
+        // Each cell runs a loop of its own, so the budget is spent before the cells' markup
+        // reaches the bound of the text.
+        let src = "{% tablerow i in (1..user.n) cols: 3 %}{% for j in (1..1000) %}{% endfor %}\
+                   {% endtablerow %}";
+        assert_eq!(
+            render(src, user.clone()),
+            Err(RenderError::TooManyIterations)
+        );
+        // Captured, the cells are held to the bound of one value, which they reach first.
         let src = "{% capture t %}{% tablerow i in (1..user.n) cols: 3 %}{% endtablerow %}\
                    {% endcapture %}";
-        assert_eq!(render(src, user), Err(RenderError::TooManyIterations));
+        assert_eq!(
+            render(src, user),
+            Err(RenderError::ValueTooLarge("capture t".into()))
+        );
 
         let small = json!({"user": {"n": 3}});
         let src = "{% for i in (1..user.n) %}{{ i | default: 0 }}{% endfor %}";
