@@ -120,17 +120,38 @@ impl HeldClaims {
     }
 
     /// Forgets the key once no send of it is waiting and it holds no claim.
-    fn done_with(&self, name: &str, slot: KeySlot) {
+    fn done_with(&self, name: &str, slot: &KeySlot) {
         let mut slots = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The map's reference and this one: nobody else waits on the slot.
-        let alone = Arc::strong_count(&slot) <= 2;
+        let alone = Arc::strong_count(slot) <= 2;
         let empty = slot.try_lock().is_ok_and(|held| held.is_none());
         if alone && empty {
             slots.remove(name);
         }
+    }
+}
+
+/// A send's use of its key's slot, given back however the send ends: one dropped half-way
+/// (its caller stopped waiting) leaves no empty slot behind in the map.
+struct SlotInUse<'a> {
+    held: &'a HeldClaims,
+    name: String,
+    slot: KeySlot,
+}
+
+impl<'a> SlotInUse<'a> {
+    fn take(held: &'a HeldClaims, name: String) -> SlotInUse<'a> {
+        let slot = held.slot(&name);
+        SlotInUse { held, name, slot }
+    }
+}
+
+impl Drop for SlotInUse<'_> {
+    fn drop(&mut self) {
+        self.held.done_with(&self.name, &self.slot);
     }
 }
 
@@ -527,30 +548,33 @@ impl Gateway {
         if !self.adapters.contains_key(&message.channel) {
             return (Err(GatewayError::NoAdapter(message.channel.clone())), None);
         }
-        let name = HeldClaims::name(SendKey::of(message));
-        let slot = self.held.slot(&name);
+        let using = SlotInUse::take(&self.held, HeldClaims::name(SendKey::of(message)));
         let routed = {
-            let mut kept = slot.lock().await;
+            let mut kept = using.slot.lock().await;
             // The queue's entry holds its own claim's token; a caller's send takes over what
-            // an earlier send of this process left.
+            // an earlier send of this process left. The token stays in the slot until the
+            // claim is answered: a caller that stops waiting (a gRPC deadline drops the
+            // handler) must not take with it the only token that can take the claim over.
             let token = match held {
                 Some(token) => token.to_string(),
-                None => kept.take().unwrap_or_else(crate::keys::attempt_token),
+                None => kept.get_or_insert_with(crate::keys::attempt_token).clone(),
             };
-            let routed = self.route_claimed(message, tries, token).await;
+            let routed = self.route_claimed(message, tries, token, &mut kept).await;
             kept.clone_from(&routed.1);
             routed
         };
-        self.held.done_with(&name, slot);
+        drop(using);
         routed
     }
 
     /// [`Gateway::route`] under `token`, with the key's sends in this process held off.
+    /// `kept` is the key's slot, emptied once the claim is answered.
     async fn route_claimed(
         &self,
         message: &OutboundMessage,
         tries: Tries,
         token: String,
+        kept: &mut Option<String>,
     ) -> (Result<Delivery, GatewayError>, Option<String>) {
         let Some(adapter) = self.adapters.get(&message.channel) else {
             return (Err(GatewayError::NoAdapter(message.channel.clone())), None);
@@ -564,6 +588,9 @@ impl Gateway {
             Ok(claim) => claim,
             Err(e) => return (Err(e), Some(token)),
         };
+        // From here an attempt dropped half-way may have reached the provider: a later send
+        // must find it in doubt rather than take its claim over and send twice.
+        *kept = None;
         match claim {
             Claim::Done(provider_id) => {
                 tracing::debug!(beckon.idempotency_key = key, "repeated key; not sent again");

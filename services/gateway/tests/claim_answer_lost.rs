@@ -1,7 +1,9 @@
 //! A send's claim is written but its answer is lost, and the deferral fails too, so the
 //! caller gets an error and sends again. The claim in Redis is under the first attempt's
 //! token: the resend takes it over and the message goes out once, instead of finding its own
-//! first attempt in doubt and never going out at all.
+//! first attempt in doubt and never going out at all. The same holds when the caller stops
+//! waiting while the claim is on its way (a gRPC deadline drops the `Send` handler); once a
+//! provider may have the message, a resend finds it in doubt instead.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -168,4 +170,148 @@ async fn sends_of_one_key_in_one_process_go_one_at_a_time() {
     let answers: Vec<Delivery> = answers.into_iter().map(Result::unwrap).collect();
     assert_eq!(answers.iter().filter(|d| !d.duplicate).count(), 1);
     assert_eq!(*provider.delivered.lock().unwrap(), ["k-once"]);
+}
+
+/// The Redis key store, except that after writing its first claim it never answers: the
+/// caller stops waiting first, as a gRPC deadline drops a `Send` handler.
+struct FirstAnswerNeverComes<K> {
+    store: Arc<K>,
+    written: tokio::sync::Notify,
+    answered_once: AtomicBool,
+}
+
+impl<K: KeyStore> KeyStore for FirstAnswerNeverComes<K> {
+    fn claim<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
+        Box::pin(async move {
+            let claim = self.store.claim(key, token).await;
+            if self.answered_once.swap(true, Ordering::SeqCst) {
+                return claim;
+            }
+            assert!(matches!(claim, Ok(Claim::New)), "{claim:?}");
+            self.written.notify_one();
+            std::future::pending().await
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        provider_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.complete(key, provider_id)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: SendKey<'a>,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.release(key, token)
+    }
+
+    fn forget_user<'a>(
+        &'a self,
+        workspace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.store.forget_user(workspace, user)
+    }
+}
+
+#[tokio::test]
+async fn a_send_dropped_while_its_claim_is_answered_leaves_the_claim_to_the_resend() {
+    let server = RedisServer::start().unwrap();
+    let keys = Arc::new(FirstAnswerNeverComes {
+        store: redis_server::key_store(&server).await,
+        written: tokio::sync::Notify::new(),
+        answered_once: AtomicBool::new(false),
+    });
+    let provider = Arc::new(Recorded::default());
+    let gateway = Gateway::new()
+        .with_key_store(keys.clone())
+        .with("webhook", provider.clone());
+
+    // The claim is written and the send dropped before it hears so.
+    let welcome = message("webhook", "k-dropped", "ada");
+    let first = tokio::spawn({
+        let (gateway, welcome) = (gateway.clone(), welcome.clone());
+        async move { gateway.send(&welcome).await }
+    });
+    keys.written.notified().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert!(provider.delivered.lock().unwrap().is_empty());
+
+    // Anyone else finds the message in doubt; the same process's resend takes it over.
+    let other = Gateway::new()
+        .with_key_store(keys.store.clone())
+        .with("webhook", provider.clone());
+    let doubt = other.send(&welcome).await.unwrap_err();
+    assert!(matches!(doubt, GatewayError::InDoubt { .. }), "{doubt:?}");
+    let resent = gateway.send(&welcome).await.unwrap();
+    assert!(!resent.deferred && !resent.duplicate, "{resent:?}");
+    assert_eq!(*provider.delivered.lock().unwrap(), ["k-dropped"]);
+}
+
+/// A provider that never answers its first send: the caller stops waiting with the message
+/// possibly on its way.
+struct FirstSendHangs {
+    recorded: Recorded,
+    started: tokio::sync::Notify,
+    hung_once: AtomicBool,
+}
+
+impl Channel for FirstSendHangs {
+    fn provider(&self) -> &str {
+        "hangs"
+    }
+
+    fn send<'a>(
+        &'a self,
+        message: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<Delivery, GatewayError>> {
+        Box::pin(async move {
+            let delivered = self.recorded.send(message).await;
+            if !self.hung_once.swap(true, Ordering::SeqCst) {
+                self.started.notify_one();
+                std::future::pending::<()>().await;
+            }
+            delivered
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_send_dropped_at_its_provider_leaves_the_message_in_doubt() {
+    let server = RedisServer::start().unwrap();
+    let keys = redis_server::key_store(&server).await;
+    let provider = Arc::new(FirstSendHangs {
+        recorded: Recorded::default(),
+        started: tokio::sync::Notify::new(),
+        hung_once: AtomicBool::new(false),
+    });
+    let gateway = Gateway::new()
+        .with_key_store(keys)
+        .with("webhook", provider.clone());
+
+    let welcome = message("webhook", "k-maybe-sent", "ada");
+    let first = tokio::spawn({
+        let (gateway, welcome) = (gateway.clone(), welcome.clone());
+        async move { gateway.send(&welcome).await }
+    });
+    provider.started.notified().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    // The provider may have the message: the resend must not send it a second time.
+    let resent = gateway.send(&welcome).await.unwrap_err();
+    assert!(matches!(resent, GatewayError::InDoubt { .. }), "{resent:?}");
+    assert_eq!(
+        *provider.recorded.delivered.lock().unwrap(),
+        ["k-maybe-sent"]
+    );
 }
