@@ -50,6 +50,25 @@ pub trait AsyncTimerStore: Send + Sync + 'static {
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, SchedulerError>>;
 
+    /// Removes each (user, timer id) of `workspace`, as [`AsyncTimerStore::cancel`] does one
+    /// after another; answers how many existed. Stores that talk to a server send them in few
+    /// requests.
+    fn cancel_many<'a>(
+        &'a self,
+        workspace: &'a str,
+        timers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<u32, SchedulerError>> {
+        Box::pin(async move {
+            let mut cancelled = 0;
+            for (user, id) in timers {
+                if self.cancel(workspace, user, id).await? {
+                    cancelled += 1;
+                }
+            }
+            Ok(cancelled)
+        })
+    }
+
     /// Claims up to `limit` timers of the partition due at or before `now`, earliest first,
     /// including claims whose deadline passed without an acknowledgement.
     fn claim_due<'a>(

@@ -109,12 +109,9 @@ impl Scheduler for SchedulerService {
         req: Request<CancelTimersRequest>,
     ) -> Result<Response<CancelTimersResponse>, Status> {
         let r = req.into_inner();
-        let mut cancelled = 0;
-        for t in &r.timers {
-            if self.store.cancel(&r.workspace, &t.user_id, &t.id).await? {
-                cancelled += 1;
-            }
-        }
+        let timers: Vec<(String, String)> =
+            r.timers.into_iter().map(|t| (t.user_id, t.id)).collect();
+        let cancelled = self.store.cancel_many(&r.workspace, &timers).await?;
         Ok(Response::new(CancelTimersResponse { cancelled }))
     }
 

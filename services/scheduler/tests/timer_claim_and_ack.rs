@@ -160,3 +160,49 @@ async fn batched_calls_do_what_single_calls_do() {
     left.sort();
     assert_eq!(left, [Ts(700), Ts(900)]);
 }
+
+#[tokio::test]
+async fn batched_cancels_do_what_single_cancels_do() {
+    let server = RedisServer::start().expect("redis");
+    let store = timers(&server, 4).await;
+    let batch = vec![
+        timer("a", "t", 10),
+        timer("a", "u", 40),
+        timer("b", "t", 20),
+        timer("c", "t", 30),
+        timer("d", "t", 900),
+    ];
+    store.schedule_many(&batch).await.expect("schedule many");
+
+    // "b" is claimed (its firing on its way) when it is cancelled: it must not come back.
+    let mut claimed = Vec::new();
+    for p in 0..4 {
+        claimed.extend(store.claim_due("w", p, Ts(25), 10).await.expect("claim"));
+    }
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+
+    // Pending, claimed, unknown and repeated timers, over several partitions.
+    let cancel = [("a", "u"), ("b", "t"), ("zz", "t"), ("c", "t"), ("c", "t")]
+        .map(|(u, id)| (u.to_string(), id.to_string()));
+    let cancelled = store.cancel_many("w", &cancel).await.expect("cancel many");
+    assert_eq!(cancelled, 3);
+
+    // Long after every claim's deadline: only "a"/"t" (claimed, not cancelled) comes back,
+    // and "d" is due.
+    let mut left = Vec::new();
+    for p in 0..4 {
+        left.extend(
+            store
+                .claim_due("w", p, Ts(1_000_000), 10)
+                .await
+                .expect("claim"),
+        );
+    }
+    let mut left: Vec<_> = left
+        .iter()
+        .map(|t| (t.user.clone(), t.id.clone()))
+        .collect();
+    left.sort();
+    assert_eq!(left, [("a".into(), "t".into()), ("d".into(), "t".into())]);
+    assert_eq!(store.cancel_many("w", &[]).await.expect("nothing"), 0);
+}

@@ -161,4 +161,17 @@ impl TimerSink for Arc<dyn AsyncTimerStore> {
                 .map_err(|e| StateError::Unavailable(e.to_string()))
         })
     }
+
+    fn cancel_many<'a>(
+        &'a self,
+        workspace: &'a str,
+        timers: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            AsyncTimerStore::cancel_many(self.as_ref(), workspace, timers)
+                .await
+                .map(|_| ())
+                .map_err(|e| StateError::Unavailable(e.to_string()))
+        })
+    }
 }

@@ -1,6 +1,6 @@
 //! One partition's users, their actors and timers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -833,8 +833,12 @@ fn record_decision(metrics: &Metrics, d: &Decision) {
     }
 }
 
-/// Sends the held timer changes in order: each run of sets as one request, each run of
-/// cancels as another, so a set, cancel and set of one timer id keep their order.
+/// Applies a batch's timer changes. Only the last change the batch asked for of each timer
+/// (workspace, user, id) is sent: a set replaces the timer and a cancel removes it, so what
+/// came before it changes nothing, and changes to different timers do not depend on each
+/// other's order. The sets then go in one request and the cancels in one per workspace, side
+/// by side. Sent in order instead, a wait that restarts on every event (a cancel, then a set)
+/// cost two round trips per event, one after the other, and a busy user held its partition.
 ///
 /// A request serves the entries of many traces: it continues the first one's. Every timer
 /// still carries the traceparent of the entry that set it, which its firing links back to.
@@ -842,35 +846,66 @@ async fn settle_timers(sink: Option<&dyn TimerSink>, ops: Vec<TimerOp>) -> Resul
     let Some(sink) = sink else {
         return Ok(());
     };
-    let mut ops = ops.into_iter().peekable();
-    while let Some(op) = ops.next() {
+    let last = last_change_of_each_timer(&ops);
+
+    let mut sets: Vec<Timer> = Vec::new();
+    let mut set_span: Option<Span> = None;
+    let mut cancels: Vec<CancelRun> = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        if !last[i] {
+            continue;
+        }
         match op {
             TimerOp::Set(timer, span) => {
-                let mut run = vec![timer];
-                while let Some(TimerOp::Set(t, _)) =
-                    ops.next_if(|op| matches!(op, TimerOp::Set(..)))
-                {
-                    run.push(t);
-                }
-                sink.schedule_many(&run).instrument(span).await?;
+                set_span.get_or_insert(span);
+                sets.push(timer);
             }
             TimerOp::Cancel {
                 workspace,
                 user,
                 id,
                 span,
-            } => {
-                let mut run = vec![(user, id)];
-                while let Some(TimerOp::Cancel { user, id, .. }) = ops.next_if(
-                    |op| matches!(op, TimerOp::Cancel { workspace: w, .. } if *w == workspace),
-                ) {
-                    run.push((user, id));
-                }
-                sink.cancel_many(&workspace, &run).instrument(span).await?;
-            }
+            } => match cancels.iter_mut().find(|(w, ..)| *w == workspace) {
+                Some((_, run, _)) => run.push((user, id)),
+                None => cancels.push((workspace, vec![(user, id)], span)),
+            },
         }
     }
-    Ok(())
+
+    let set = async {
+        match set_span {
+            Some(span) => sink.schedule_many(&sets).instrument(span).await,
+            None => Ok(()),
+        }
+    };
+    let cancel =
+        futures::future::try_join_all(cancels.iter().map(|(workspace, run, span)| {
+            sink.cancel_many(workspace, run).instrument(span.clone())
+        }));
+    let (set, cancel) = futures::join!(set, cancel);
+    set.and(cancel.map(drop))
+}
+
+/// A workspace's timers to cancel, as (user, id), with the span of the first.
+type CancelRun = (String, Vec<(String, String)>, Span);
+
+/// For each change of `ops`, whether it is the last the list holds of its timer.
+fn last_change_of_each_timer(ops: &[TimerOp]) -> Vec<bool> {
+    let mut seen: HashSet<(&str, &str, &str), RandomState> = HashSet::default();
+    let mut last = vec![false; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        let key = match op {
+            TimerOp::Set(t, _) => (t.workspace.as_str(), t.user.as_str(), t.id.as_str()),
+            TimerOp::Cancel {
+                workspace,
+                user,
+                id,
+                ..
+            } => (workspace.as_str(), user.as_str(), id.as_str()),
+        };
+        last[i] = seen.insert(key);
+    }
+    last
 }
 
 /// Sends `messages` as one chain per user, each in the order produced, with up to
@@ -907,4 +942,127 @@ async fn send_chains(
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+
+    /// A timer sink that records each request it is given.
+    #[derive(Default)]
+    struct Requests(Mutex<Vec<String>>);
+
+    impl TimerSink for Requests {
+        fn schedule<'a>(&'a self, timer: &'a Timer) -> BoxFuture<'a, Result<(), StateError>> {
+            self.schedule_many(std::slice::from_ref(timer))
+        }
+
+        fn cancel<'a>(
+            &'a self,
+            workspace: &'a str,
+            user: &'a str,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<(), StateError>> {
+            Box::pin(async move {
+                let one = [(user.to_string(), id.to_string())];
+                self.cancel_many(workspace, &one).await
+            })
+        }
+
+        fn schedule_many<'a>(
+            &'a self,
+            timers: &'a [Timer],
+        ) -> BoxFuture<'a, Result<(), StateError>> {
+            let set: Vec<String> = timers
+                .iter()
+                .map(|t| format!("{}/{}@{}", t.user, t.id, t.due.0))
+                .collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("set {}", set.join(" ")));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn cancel_many<'a>(
+            &'a self,
+            workspace: &'a str,
+            timers: &'a [(String, String)],
+        ) -> BoxFuture<'a, Result<(), StateError>> {
+            let gone: Vec<String> = timers.iter().map(|(u, id)| format!("{u}/{id}")).collect();
+            let request = format!("cancel {workspace}: {}", gone.join(" "));
+            self.0.lock().unwrap().push(request);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn set(workspace: &str, user: &str, id: &str, due: i64) -> TimerOp {
+        let timer = Timer {
+            id: id.into(),
+            workspace: workspace.into(),
+            user: user.into(),
+            due: Ts(due),
+            journey: "j".into(),
+            instance: 1,
+            trace: None,
+        };
+        TimerOp::Set(timer, Span::none())
+    }
+
+    fn cancel(workspace: &str, user: &str, id: &str) -> TimerOp {
+        TimerOp::Cancel {
+            workspace: workspace.into(),
+            user: user.into(),
+            id: id.into(),
+            span: Span::none(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_sends_the_last_change_of_each_timer_in_one_request_of_each_kind() {
+        let sink = Requests::default();
+        // A wait restarted by three events (cancel the old timer, set the new one), a timer
+        // set then cancelled, one cancelled then set again, and another workspace's cancel.
+        let ops = vec![
+            cancel("w", "ada", "wait#0"),
+            set("w", "ada", "wait#1", 10),
+            cancel("w", "ada", "wait#1"),
+            set("w", "ada", "wait#2", 20),
+            cancel("w", "ada", "wait#2"),
+            set("w", "ada", "wait#3", 30),
+            set("w", "bob", "gone", 5),
+            cancel("w", "bob", "gone"),
+            cancel("w", "cy", "back"),
+            set("w", "cy", "back", 40),
+            cancel("v", "ada", "wait#0"),
+        ];
+        settle_timers(Some(&sink), ops).await.unwrap();
+
+        let mut requests = sink.0.into_inner().unwrap();
+        requests.sort();
+        assert_eq!(
+            requests,
+            [
+                "cancel v: ada/wait#0",
+                "cancel w: ada/wait#0 ada/wait#1 ada/wait#2 bob/gone",
+                "set ada/wait#3@30 cy/back@40",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_changes_no_requests() {
+        let sink = Requests::default();
+        settle_timers(Some(&sink), Vec::new()).await.unwrap();
+        assert!(sink.0.into_inner().unwrap().is_empty());
+        settle_timers(None, vec![set("w", "ada", "t", 1)])
+            .await
+            .unwrap();
+    }
 }
