@@ -13,3 +13,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("beck
 
 pub mod codec;
 pub mod convert;
+pub mod internal;

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use beckon_proto::internal::InternalToken;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tonic::body::Body;
@@ -41,12 +42,15 @@ pub fn record_rpcs_with(metrics: beckon_telemetry::Metrics) {
 /// `names` are the fully qualified service names whose health is reported, e.g.
 /// `beckon.v1.Ingest`; the overall health (empty name) follows them. `store`, when the
 /// services need one, says whether it answers: while it says no, they report NOT_SERVING.
+/// With `internal`, the calls only Beckon's services may make answer only requests that
+/// carry that token (see [`InternalCalls`]).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     names: &[&str],
     tls: Option<ServerTlsConfig>,
     store: Option<watch::Receiver<bool>>,
+    internal: Option<InternalToken>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     // A certificate that does not load stops the process before it says it is listening.
@@ -106,6 +110,7 @@ pub async fn serve(
     let server = builder
         .layer(layer)
         .layer(tower::util::MapResponseLayer::new(cut_short_is_invalid))
+        .layer(InternalCallsLayer { token: internal })
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, draining);
 
@@ -129,6 +134,70 @@ pub async fn serve(
     served?;
     tracing::info!(addr = %local, "gRPC server stopped");
     Ok(())
+}
+
+/// Makes the calls of [`beckon_proto::internal::INTERNAL_PATHS`] ask for the token.
+#[derive(Clone)]
+struct InternalCallsLayer {
+    token: Option<InternalToken>,
+}
+
+impl<S> tower::Layer<S> for InternalCallsLayer {
+    type Service = InternalCalls<S>;
+
+    fn layer(&self, inner: S) -> InternalCalls<S> {
+        InternalCalls {
+            inner,
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Answers an internal call that lacks the token (UNAUTHENTICATED) or carries another one
+/// (PERMISSION_DENIED) itself, before any service reads the request; every other call goes
+/// through untouched. The check sits in front of the routes rather than in each service, so
+/// the same services run in `serve all` with no token between them, where their callers are
+/// in the process and nothing crosses the network.
+#[derive(Clone)]
+pub struct InternalCalls<S> {
+    inner: S,
+    token: Option<InternalToken>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for InternalCalls<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<http::Response<Body>, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Some(token) = &self.token
+            && beckon_proto::internal::is_internal(request.uri().path())
+        {
+            let given = request
+                .headers()
+                .get(beckon_proto::internal::HEADER)
+                .map(|v| v.as_bytes());
+            if let Err(status) = token.check(given) {
+                tracing::debug!(path = request.uri().path(), code = ?status.code(),
+                    "internal call refused");
+                return futures::future::Either::Left(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        futures::future::Either::Right(self.inner.call(request))
+    }
 }
 
 /// What the health service says for the services' names and the empty name.

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use beckon_core::Event;
 use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::internal::InternalToken;
 use beckon_proto::v1 as pb;
 use beckon_proto::v1::ingest_client::IngestClient;
 use futures::StreamExt;
@@ -53,6 +54,8 @@ pub struct IngestSinkConfig {
     pub timeout: Duration,
     /// How long a direct delivery (an event its caller waits for) may take, retries included.
     pub deliver_within: Duration,
+    /// The deployment's internal token, which ingest asks of `AppendOutcome` when it has one.
+    pub internal_token: Option<InternalToken>,
 }
 
 impl Default for IngestSinkConfig {
@@ -65,6 +68,7 @@ impl Default for IngestSinkConfig {
             max_backoff: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
             deliver_within: Duration::from_secs(5),
+            internal_token: None,
         }
     }
 }
@@ -348,6 +352,9 @@ async fn forward(
             &beckon_telemetry::propagation::current_context(),
             request.metadata_mut(),
         );
+        if let Some(token) = &config.internal_token {
+            token.attach(request.metadata_mut());
+        }
 
         let status = match client.append_outcome(request).await {
             Ok(_) => {

@@ -7,11 +7,13 @@ use std::time::Duration as StdDuration;
 
 use beckon_core::{OutboundMessage, Timer};
 use beckon_proto::convert::millis_to_timestamp;
+use beckon_proto::internal::InternalToken;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::scheduler_client::SchedulerClient;
 use beckon_proto::v1::{CancelTimersRequest, SendRequest, SetTimersRequest, TimerRef};
 use beckon_telemetry::TraceInterceptor;
 use futures::future::BoxFuture;
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -72,8 +74,31 @@ fn request<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
-/// A channel whose calls carry the caller's W3C trace context.
-type Traced = InterceptedService<Channel, TraceInterceptor>;
+/// What every call to a peer carries: the caller's W3C trace context and, when the deployment
+/// has one, its internal token (timers and sends are calls only Beckon's services may make).
+#[derive(Clone, Debug, Default)]
+pub struct PeerMetadata {
+    token: Option<InternalToken>,
+}
+
+impl PeerMetadata {
+    pub fn new(token: Option<InternalToken>) -> PeerMetadata {
+        PeerMetadata { token }
+    }
+}
+
+impl Interceptor for PeerMetadata {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let mut request = TraceInterceptor.call(request)?;
+        if let Some(token) = &self.token {
+            token.attach(request.metadata_mut());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry [`PeerMetadata`].
+type Traced = InterceptedService<Channel, PeerMetadata>;
 
 /// Timers kept by the scheduler service.
 #[derive(Clone)]
@@ -83,8 +108,13 @@ pub struct RemoteScheduler {
 
 impl RemoteScheduler {
     pub fn new(channel: Channel) -> RemoteScheduler {
+        RemoteScheduler::with_token(channel, None)
+    }
+
+    /// A scheduler whose calls carry `token`, which a scheduler that has one asks of them.
+    pub fn with_token(channel: Channel, token: Option<InternalToken>) -> RemoteScheduler {
         RemoteScheduler {
-            client: SchedulerClient::with_interceptor(channel, TraceInterceptor),
+            client: SchedulerClient::with_interceptor(channel, PeerMetadata::new(token)),
         }
     }
 }
@@ -195,8 +225,13 @@ pub struct RemoteGateway {
 
 impl RemoteGateway {
     pub fn new(channel: Channel) -> RemoteGateway {
+        RemoteGateway::with_token(channel, None)
+    }
+
+    /// A gateway whose sends carry `token`, which a gateway that has one asks of them.
+    pub fn with_token(channel: Channel, token: Option<InternalToken>) -> RemoteGateway {
         RemoteGateway {
-            client: GatewayClient::with_interceptor(channel, TraceInterceptor),
+            client: GatewayClient::with_interceptor(channel, PeerMetadata::new(token)),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use beckon_proto::internal::InternalToken;
 use serde::{Deserialize, Serialize};
 
 pub use beckon_telemetry::redact::hide_password;
@@ -126,6 +127,13 @@ pub struct ServeArgs {
     /// web roots: a deployment's private CA.
     #[arg(long, env = "BECKON_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// File holding the deployment's internal token (at least 16 visible ASCII characters; a
+    /// final line break is ignored). With it, `Ingest.AppendOutcome`, `Gateway.Send` and the
+    /// Scheduler service answer only calls that carry the token in the
+    /// `x-beckon-internal-token` metadata entry, and this process's own calls to them carry
+    /// it. Every process of a deployment needs the same file.
+    #[arg(long, env = "BECKON_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
     /// The settings above whose value came from their environment variable, not their flag
     /// (see [`ServeArgs::note_environment`]).
     #[arg(skip)]
@@ -179,6 +187,7 @@ impl ServeArgs {
             ("tls_cert", self.tls_cert.is_some()),
             ("tls_key", self.tls_key.is_some()),
             ("tls_ca", self.tls_ca.is_some()),
+            ("internal_token_file", self.internal_token_file.is_some()),
         ];
         given
             .into_iter()
@@ -664,6 +673,9 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// The file of the internal token; the token itself is never part of the settings, so
+    /// printing them cannot show it.
+    pub internal_token_file: Option<PathBuf>,
     /// Which provider each channel uses, and their settings; credentials are named by file
     /// or environment variable, never written here.
     pub providers: beckon_gateway::ProvidersConfig,
@@ -704,6 +716,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            internal_token_file: None,
             providers: beckon_gateway::ProvidersConfig::default(),
             origins: Origins::default(),
         }
@@ -780,6 +793,7 @@ impl Settings {
         layer!(opt tls_cert);
         layer!(opt tls_key);
         layer!(opt tls_ca);
+        layer!(opt internal_token_file);
         if let Some(path) = &args.providers {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
@@ -870,6 +884,9 @@ impl Settings {
             }
         }
 
+        // Read now, so a missing or unusable file is named before the port is taken.
+        self.internal_token()?;
+
         // Eviction drops a user from memory, hibernation included: evicting first would
         // leave hibernation nothing to do, and every idle user would come back from Redis.
         if self.evict_after_ms < self.hibernate_after_ms {
@@ -887,6 +904,19 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The internal token, read from its file, when one is set.
+    pub fn internal_token(&self) -> anyhow::Result<Option<InternalToken>> {
+        let Some(path) = &self.internal_token_file else {
+            return Ok(None);
+        };
+        let error = |reason: String| self.origins.error("internal_token_file", &reason);
+        let text =
+            std::fs::read(path).map_err(|e| error(format!("reading {}: {e}", path.display())))?;
+        InternalToken::parse(&text)
+            .map(Some)
+            .map_err(|e| error(format!("{}: {e}", path.display())))
     }
 
     /// YAML of the effective configuration with secrets (passwords in URLs) hidden.

@@ -81,6 +81,7 @@ pub async fn run(
     // Refuse a configuration that cannot work before taking the port: whoever waits for the
     // `listening` line must be able to trust it.
     preflight(service, &settings)?;
+    warn_open_internal_calls(service, &settings);
 
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -95,6 +96,24 @@ pub async fn run(
         Service::UserState => run_user_state(settings, listener, shutdown).await,
         Service::Journey => run_journey(settings, listener, shutdown).await,
         Service::Gateway => run_gateway(settings, listener, shutdown).await,
+    }
+}
+
+/// Says once, at start, that a process serving an internal call over the network takes it
+/// from anyone who reaches its port, when no internal token is set. `serve all` makes those
+/// calls within the process, so it says nothing.
+fn warn_open_internal_calls(service: Service, settings: &Settings) {
+    let calls = match service {
+        Service::Ingest => "Ingest.AppendOutcome",
+        Service::Gateway => "Gateway.Send",
+        Service::Scheduler => "the Scheduler service",
+        Service::All | Service::UserState | Service::Journey => return,
+    };
+    if settings.internal_token_file.is_none() {
+        tracing::warn!(
+            "no --internal-token-file (BECKON_INTERNAL_TOKEN_FILE): {calls}, meant only for \
+             Beckon's own services, is open to any client that reaches this port"
+        );
     }
 }
 
@@ -492,6 +511,7 @@ async fn run_all(
         &names,
         served_tls(&settings)?,
         RedisTarget::from_settings(&settings).map(|t| t.watch_reachable()),
+        settings.internal_token()?,
         server_stop,
     )
     .await?;
@@ -540,6 +560,7 @@ async fn run_journey(
         &["beckon.v1.Journeys"],
         served_tls(&settings)?,
         Some(target.watch_reachable()),
+        settings.internal_token()?,
         server_stop,
     )
     .await?;
@@ -564,6 +585,7 @@ async fn run_ingest(
         &["beckon.v1.Ingest"],
         served_tls(&settings)?,
         Some(target.watch_reachable()),
+        settings.internal_token()?,
         shutdown,
     )
     .await
@@ -607,6 +629,7 @@ async fn run_scheduler(
         &["beckon.v1.Scheduler"],
         served_tls(&settings)?,
         Some(target.watch_reachable()),
+        settings.internal_token()?,
         server_stop,
     )
     .await?;
@@ -652,12 +675,16 @@ async fn run_user_state(
         .clone()
         .context("user-state needs --scheduler-url (BECKON_SCHEDULER_URL)")?;
     let scheduler = peer(&settings, "scheduler_url", &scheduler_url)?.connect_lazy();
-    let timers: Arc<dyn TimerSink> =
-        Arc::new(beckon_user_state::remote::RemoteScheduler::new(scheduler));
+    let token = settings.internal_token()?;
+    let timers: Arc<dyn TimerSink> = Arc::new(
+        beckon_user_state::remote::RemoteScheduler::with_token(scheduler, token.clone()),
+    );
     let outlet: Arc<dyn Outlet> = match &settings.gateway_url {
         Some(u) => {
             let channel = peer(&settings, "gateway_url", u)?.connect_lazy();
-            Arc::new(beckon_user_state::remote::RemoteGateway::new(channel))
+            Arc::new(beckon_user_state::remote::RemoteGateway::with_token(
+                channel, token,
+            ))
         }
         None => {
             let gateway = gateway::recording_gateway(settings.messages_out.clone())?;
@@ -711,6 +738,7 @@ async fn run_user_state(
         &["beckon.v1.UserState"],
         served_tls(&settings)?,
         Some(target.watch_reachable()),
+        settings.internal_token()?,
         server_stop,
     )
     .await?;
@@ -747,7 +775,10 @@ async fn run_gateway(
     // Delivery outcomes go to the Ingest service, through a queue that never holds up a send.
     let (sink, forwarder): (Arc<dyn EventSink>, _) = match &settings.ingest_url {
         Some(url) => {
-            let config = beckon_gateway::IngestSinkConfig::default();
+            let config = beckon_gateway::IngestSinkConfig {
+                internal_token: settings.internal_token()?,
+                ..beckon_gateway::IngestSinkConfig::default()
+            };
             let endpoint = peer(&settings, "ingest_url", url)?;
             let client = beckon_gateway::ingest_sink::lazy_client(endpoint, config.timeout);
             let sleeper = Arc::new(beckon_gateway::TokioSleeper);
@@ -771,6 +802,7 @@ async fn run_gateway(
         &["beckon.v1.Gateway"],
         served_tls(&settings)?,
         RedisTarget::from_settings(&settings).map(|t| t.watch_reachable()),
+        settings.internal_token()?,
         shutdown,
     )
     .await?;
