@@ -2,6 +2,9 @@
 //! settings it accepts: every Deployment's command line and environment resolve with
 //! `--print-config`, probes and listen addresses agree, Services, autoscalers and disruption
 //! budgets point at Deployments that exist, and the URLs between services name real Services.
+//! Every process that serves or makes one of the calls internal to Beckon reads the internal
+//! token from the `beckon-internal-token` secret, and the network policies keep the
+//! scheduler's gRPC port to Beckon's pods while every other port stays open as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -59,6 +62,168 @@ fn numeric_image_user() -> u64 {
     }
     assert_eq!(users.len(), 1, "one image user across docker/: {users:?}");
     users.into_iter().next().unwrap_or_default()
+}
+
+/// The secret holding the internal token, under the key `token`.
+const TOKEN_SECRET: &str = "beckon-internal-token";
+
+/// The services that serve an internal call (ingest, gateway, scheduler) or make one
+/// (gateway, user-state).
+const TOKEN_USERS: [&str; 4] = ["ingest", "gateway", "scheduler", "user-state"];
+
+const FAKE_TOKEN: &str = "test-only-internal-token-0123456789";
+
+/// The file a Deployment's `BECKON_INTERNAL_TOKEN_FILE` names, when it is the `token` key of
+/// the token secret, mounted read-only, and the secret is required: a pod without it would
+/// otherwise start with its internal calls refused.
+fn internal_token_file(d: &Value) -> Option<String> {
+    let pod = &d["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let path = container["env"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == "BECKON_INTERNAL_TOKEN_FILE")
+        .and_then(|v| v["value"].as_str())?;
+    let volume = pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["secret"]["secretName"] == TOKEN_SECRET && v["secret"]["optional"] != true)?;
+    let mount = container["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == volume["name"] && m["readOnly"] == true)?;
+    let dir = mount["mountPath"].as_str()?;
+    (path == format!("{dir}/token")).then(|| path.to_string())
+}
+
+/// Whether a label selector (`matchLabels` and `In` expressions) selects pods with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let by_expressions = selector["matchExpressions"].as_array().is_none_or(|es| {
+        es.iter().all(|e| {
+            assert_eq!(e["operator"], "In", "only In is read here: {e}");
+            let values = e["values"].as_array().expect("values");
+            labels
+                .get(e["key"].as_str().unwrap_or_default())
+                .is_some_and(|v| values.contains(v))
+        })
+    });
+    by_labels && by_expressions
+}
+
+/// The `app.kubernetes.io/name` values a peer selector admits, when it admits only those
+/// (by `matchLabels` or an `In` expression); `None` when it admits any name.
+fn names_admitted(selector: &Value) -> Option<BTreeSet<String>> {
+    const KEY: &str = "app.kubernetes.io/name";
+    if let Some(name) = selector["matchLabels"][KEY].as_str() {
+        return Some(BTreeSet::from([name.to_string()]));
+    }
+    selector["matchExpressions"]
+        .as_array()?
+        .iter()
+        .find(|e| e["key"] == KEY && e["operator"] == "In")
+        .map(|e| {
+            e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+}
+
+/// Who reaches a pod with `labels` on the container port `port` (its name and number).
+#[derive(Debug, PartialEq)]
+enum Reach {
+    Anyone,
+    /// Only pods of these Deployments (by their `app.kubernetes.io/name`).
+    Only(BTreeSet<String>),
+    Nobody,
+}
+
+fn reach(policies: &[&Value], labels: &Value, port: (&str, u64)) -> Reach {
+    let isolating: Vec<&&Value> = policies
+        .iter()
+        .filter(|p| selects(&p["spec"]["podSelector"], labels))
+        .filter(|p| {
+            p["spec"]["policyTypes"]
+                .as_array()
+                .is_none_or(|t| t.iter().any(|t| t == "Ingress"))
+        })
+        .collect();
+    if isolating.is_empty() {
+        return Reach::Anyone;
+    }
+    let mut only = BTreeSet::new();
+    let rules = isolating
+        .iter()
+        .flat_map(|p| p["spec"]["ingress"].as_array().into_iter().flatten());
+    for rule in rules {
+        let covers = rule["ports"].as_array().is_none_or(|ports| {
+            ports
+                .iter()
+                .any(|p| p["port"].as_str() == Some(port.0) || p["port"].as_u64() == Some(port.1))
+        });
+        if !covers {
+            continue;
+        }
+        let Some(from) = rule["from"].as_array() else {
+            return Reach::Anyone;
+        };
+        for peer in from {
+            // A namespace or address range reaches past this deployment's pods.
+            let pods = &peer["podSelector"];
+            let names = (peer["namespaceSelector"].is_null() && peer["ipBlock"].is_null())
+                .then(|| names_admitted(pods))
+                .flatten();
+            match names {
+                Some(names) => only.extend(names),
+                None => return Reach::Anyone,
+            }
+        }
+    }
+    if only.is_empty() {
+        Reach::Nobody
+    } else {
+        Reach::Only(only)
+    }
+}
+
+/// The scheduler's gRPC port is reached only from Beckon's pods; every other service's gRPC
+/// port, and every pod's metrics port, from anyone, as without the policies.
+fn network_policies(deployments: &[&Value], policies: &[&Value]) {
+    assert!(
+        !policies.is_empty(),
+        "networkpolicy.yaml holds the policies"
+    );
+    let beckon: BTreeSet<String> = deployments
+        .iter()
+        .map(|d| str_at(d, "/spec/template/metadata/labels/app.kubernetes.io~1name").to_string())
+        .collect();
+    for d in deployments {
+        let name = str_at(d, "/metadata/name");
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        let container = &d["spec"]["template"]["spec"]["containers"][0];
+        let service = str_at(container, "/args/1");
+        for port in container["ports"].as_array().expect("ports") {
+            let port_name = str_at(port, "/name");
+            let number = port["containerPort"].as_u64().unwrap_or_default();
+            let got = reach(policies, labels, (port_name, number));
+            if service == "scheduler" && port_name == "grpc" {
+                match &got {
+                    Reach::Only(names) => assert!(
+                        names.is_subset(&beckon) && names.contains("beckon-user-state"),
+                        "{name}: grpc reached from {names:?}"
+                    ),
+                    other => panic!("{name}: grpc must be reached only from Beckon: {other:?}"),
+                }
+            } else {
+                assert_eq!(got, Reach::Anyone, "{name}: port {port_name}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -167,6 +332,15 @@ fn the_manifests_start_services_the_binary_accepts() {
             "{name}: liveness asks the liveness name"
         );
 
+        // Those that serve or make an internal call read the token from the secret.
+        let token_file = internal_token_file(d);
+        if TOKEN_USERS.contains(&args[1]) {
+            assert!(
+                token_file.is_some(),
+                "{name}: BECKON_INTERNAL_TOKEN_FILE names a file of the {TOKEN_SECRET} secret"
+            );
+        }
+
         // The binary accepts the command line and environment the pod gets.
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_beckon"));
         cmd.args(&args).arg("--print-config").env_clear();
@@ -178,6 +352,11 @@ fn the_manifests_start_services_the_binary_accepts() {
                 "redis://:s3cret@127.0.0.1:1/".to_string()
             } else if var.pointer("/valueFrom/fieldRef").is_some() {
                 format!("{name}-0")
+            } else if key == "BECKON_INTERNAL_TOKEN_FILE" {
+                // The secret's file as the pod would see it, with a token of the test's.
+                let file = dir.path().join(format!("{name}-token"));
+                std::fs::write(&file, format!("{FAKE_TOKEN}\n")).expect("write token");
+                file.to_string_lossy().to_string()
             } else {
                 str_at(var, "/value").to_string()
             };
@@ -211,6 +390,10 @@ fn the_manifests_start_services_the_binary_accepts() {
             !printed.contains("s3cret"),
             "{name}: the Redis password is hidden"
         );
+        assert!(
+            !printed.contains(FAKE_TOKEN),
+            "{name}: the internal token is not printed"
+        );
     }
     let expected: BTreeSet<String> = ["ingest", "journey", "user-state", "scheduler", "gateway"]
         .into_iter()
@@ -237,6 +420,8 @@ fn the_manifests_start_services_the_binary_accepts() {
             "HPA target {target}"
         );
     }
+    network_policies(&deployments, &of_kind("NetworkPolicy"));
+
     for p in of_kind("PodDisruptionBudget") {
         assert!(
             deployments.iter().any(|d| labels_match(
