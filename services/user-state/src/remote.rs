@@ -40,6 +40,15 @@ fn retryable(s: &Status) -> bool {
     )
 }
 
+/// Answers in which the gateway itself settled the message: it refused it as invalid, or
+/// found it cannot be sent and reported so. Any other answer is not the gateway's word on
+/// the message: a connection that broke mid-call (`UNKNOWN`), a token the gateway does not
+/// take (`UNAUTHENTICATED`, `PERMISSION_DENIED`), a port serving something else
+/// (`UNIMPLEMENTED`). The message was not sent, so the batch goes again, and it with it.
+fn gateway_decided(s: &Status) -> bool {
+    matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition)
+}
+
 async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
@@ -267,9 +276,10 @@ impl Outlet for RemoteGateway {
             .await;
             match result {
                 Ok(_) => Ok(()),
-                // A final refusal (bad token, invalid address) is an outcome the gateway has
-                // already reported; redoing the trigger would not change it.
-                Err(s) if !retryable(&s) => {
+                // A final refusal (an invalid message, no address, a provider's rejection, a
+                // send in doubt) is an outcome the gateway has already reported; redoing the
+                // trigger would not change it.
+                Err(s) if gateway_decided(&s) => {
                     tracing::warn!(
                         journey = %message.journey,
                         channel = %message.channel,
