@@ -196,6 +196,7 @@ async fn a_provider_that_never_answers_is_deferred_within_the_partitions_deadlin
         title: None,
         subject: None,
         body: BODY.into(),
+        to: None,
     };
     outlet
         .send(&message)

@@ -16,6 +16,7 @@
 
 use serde_json::Value;
 
+use crate::effect::Contacts;
 use crate::event::Event;
 use crate::state::UserState;
 
@@ -53,6 +54,40 @@ pub fn address(state: &UserState, name: &str) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// What a message on `channel` needs of the user's addresses: the email address for email,
+/// the phone number for SMS, the device tokens for push and Live Activities; `None` for
+/// channels that need none (in-app, webhook).
+pub fn contacts_for(state: &UserState, channel: &str) -> Option<Contacts> {
+    match channel {
+        "email" => Some(Contacts {
+            email: address(state, EMAIL_TRAIT),
+            ..Contacts::default()
+        }),
+        "sms" => Some(Contacts {
+            phone: address(state, PHONE_TRAIT),
+            ..Contacts::default()
+        }),
+        "push" | "live_activity" => {
+            let devices = state
+                .trait_value(DEVICES_TRAIT)
+                .and_then(Value::as_object)
+                .map(|platforms| {
+                    platforms
+                        .keys()
+                        .map(|platform| (platform.clone(), tokens(state, platform)))
+                        .filter(|(_, tokens)| !tokens.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Contacts {
+                devices,
+                ..Contacts::default()
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Applies a `Device Token Invalid` event: removes the token from the platform's list.
@@ -116,5 +151,36 @@ mod tests {
         let failed = event("Message Failed", json!({"platform": "ios", "token": "bb"}));
         assert!(!apply_invalid_token(&mut state, &failed));
         assert_eq!(tokens(&state, "ios"), vec!["bb".to_string()]);
+    }
+
+    #[test]
+    fn a_message_carries_what_its_channel_needs() {
+        let mut state = UserState::new("w", "u1");
+        state.set_trait(EMAIL_TRAIT, json!("ada@example.com"), Ts(1));
+        state.set_trait(PHONE_TRAIT, json!("+15555550100"), Ts(1));
+        let devices = json!({"ios": ["aa"], "fcm": [], "ios-liveactivity": ["la"]});
+        state.set_trait(DEVICES_TRAIT, devices, Ts(1));
+
+        let email = contacts_for(&state, "email").expect("email");
+        assert_eq!(email.email.as_deref(), Some("ada@example.com"));
+        assert_eq!((email.phone, email.devices.len()), (None, 0));
+        let sms = contacts_for(&state, "sms").expect("sms");
+        assert_eq!(sms.phone.as_deref(), Some("+15555550100"));
+        assert_eq!(sms.email, None);
+
+        let push = contacts_for(&state, "push").expect("push");
+        assert_eq!(push.tokens("ios"), Some(&["aa".to_string()][..]));
+        assert_eq!(push.tokens("fcm"), None, "no tokens is not an answer");
+        assert_eq!(
+            push.tokens("ios-liveactivity"),
+            Some(&["la".to_string()][..])
+        );
+        assert_eq!(push.email, None);
+        assert_eq!(contacts_for(&state, "live_activity"), Some(push));
+
+        assert_eq!(contacts_for(&state, "in_app"), None);
+        assert_eq!(contacts_for(&state, "webhook"), None);
+        let nobody = contacts_for(&UserState::new("w", "u2"), "email").expect("email");
+        assert_eq!(nobody, Contacts::default());
     }
 }

@@ -181,6 +181,32 @@ pub struct OutboundMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     pub body: String,
+    /// Where it goes, as the user's state held it when the message was made; `None` leaves
+    /// the gateway to look the user up. Never written out with the message (files, retry
+    /// queue): a later attempt looks up the address as it stands then.
+    #[serde(skip)]
+    pub to: Option<Contacts>,
+}
+
+/// The addresses a message's channel needs, taken from the user's state when the message was
+/// made. The stored state may not hold them yet: a batch's messages are sent before its users
+/// are written, so an identify and the event it enables can share a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contacts {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// Device tokens by platform, in registration order.
+    pub devices: Vec<(String, Vec<String>)>,
+}
+
+impl Contacts {
+    /// The tokens of `platform`, if any are known here.
+    pub fn tokens(&self, platform: &str) -> Option<&[String]> {
+        self.devices
+            .iter()
+            .find(|(p, tokens)| p == platform && !tokens.is_empty())
+            .map(|(_, tokens)| tokens.as_slice())
+    }
 }
 
 /// Why something did or did not happen to a user, kept for explanations and counted in stats.

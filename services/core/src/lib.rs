@@ -17,7 +17,7 @@ pub mod time;
 
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use effect::{
-    ApiEntry, Decision, DecisionKind, Effect, Forget, HOLDOUT_ARM, MergeIn, MergeOut,
+    ApiEntry, Contacts, Decision, DecisionKind, Effect, Forget, HOLDOUT_ARM, MergeIn, MergeOut,
     OutboundMessage, SEGMENT_TIMER_PREFIX, Timer, TimerKind, Trigger,
 };
 pub use error::CoreError;

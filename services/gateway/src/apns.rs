@@ -441,10 +441,16 @@ impl Provider for ApnsProvider {
         Box::pin(async move {
             let push = ApnsPush::from_message(message)?;
             let platform = push.platform();
-            let tokens = self
-                .devices
-                .tokens(&message.workspace, &message.user_id, platform)
-                .await;
+            // The tokens the message was made with, else the ones stored.
+            let given = message.to.as_ref().and_then(|to| to.tokens(platform));
+            let tokens = match given {
+                Some(tokens) => tokens.to_vec(),
+                None => {
+                    self.devices
+                        .tokens(&message.workspace, &message.user_id, platform)
+                        .await
+                }
+            };
             Ok(tokens
                 .into_iter()
                 .map(|t| Target::device(platform, t))
@@ -512,6 +518,7 @@ mod tests {
             title: None,
             subject: None,
             body: "hello".into(),
+            to: None,
         };
         let id = collapse_id(&message);
         assert!(id.len() <= 64);

@@ -407,10 +407,16 @@ impl Provider for SmtpProvider {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Vec<Target>, GatewayError>> {
         Box::pin(async move {
-            let email = self
-                .recipients
-                .email(&message.workspace, &message.user_id)
-                .await;
+            // The address the message was made with, else the one stored.
+            let given = message.to.as_ref().and_then(|to| to.email.clone());
+            let email = match given {
+                Some(email) => Some(email),
+                None => {
+                    self.recipients
+                        .email(&message.workspace, &message.user_id)
+                        .await
+                }
+            };
             Ok(email.map(Target::address).into_iter().collect())
         })
     }

@@ -366,10 +366,16 @@ impl Provider for FcmProvider {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Vec<Target>, GatewayError>> {
         Box::pin(async move {
-            let tokens = self
-                .devices
-                .tokens(&message.workspace, &message.user_id, platform::FCM)
-                .await;
+            // The tokens the message was made with, else the ones stored.
+            let given = message.to.as_ref().and_then(|to| to.tokens(platform::FCM));
+            let tokens = match given {
+                Some(tokens) => tokens.to_vec(),
+                None => {
+                    self.devices
+                        .tokens(&message.workspace, &message.user_id, platform::FCM)
+                        .await
+                }
+            };
             Ok(tokens
                 .into_iter()
                 .map(|t| Target::device(platform::FCM, t))

@@ -250,6 +250,55 @@ fn send_budget(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Dur
     Some(deadline - deadline / 4)
 }
 
+/// Longest address or token taken in `message.to`, and most tokens in all: far above any
+/// real one, low enough that a message cannot carry megabytes of them.
+const MAX_CONTACT_BYTES: usize = 4_096;
+const MAX_CONTACT_TOKENS: usize = 100;
+
+/// The addresses a `Send` carries, each within bounds.
+fn contacts(to: pb::Contacts) -> Result<beckon_core::Contacts, Status> {
+    let bounded = |field: &str, text: &str| {
+        if text.len() > MAX_CONTACT_BYTES {
+            Err(invalid(
+                field,
+                format!("{} bytes; at most {MAX_CONTACT_BYTES}", text.len()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for (field, value) in [
+        ("message.to.email", &to.email),
+        ("message.to.phone", &to.phone),
+    ] {
+        if let Some(value) = value {
+            bounded(field, value)?;
+        }
+    }
+    let count: usize = to.devices.iter().map(|d| d.tokens.len()).sum();
+    if count > MAX_CONTACT_TOKENS {
+        return Err(invalid(
+            "message.to.devices",
+            format!("{count} tokens; at most {MAX_CONTACT_TOKENS}"),
+        ));
+    }
+    for (i, d) in to.devices.iter().enumerate() {
+        bounded(&format!("message.to.devices[{i}].platform"), &d.platform)?;
+        for (j, token) in d.tokens.iter().enumerate() {
+            bounded(&format!("message.to.devices[{i}].tokens[{j}]"), token)?;
+        }
+    }
+    Ok(beckon_core::Contacts {
+        email: to.email.and_then(non_empty),
+        phone: to.phone.and_then(non_empty),
+        devices: to
+            .devices
+            .into_iter()
+            .map(|d| (d.platform, d.tokens))
+            .collect(),
+    })
+}
+
 fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
@@ -297,6 +346,7 @@ fn outbound(request: pb::SendRequest, now: Ts) -> Result<OutboundMessage, Status
         title: non_empty(m.title),
         subject: non_empty(m.subject),
         body: m.body,
+        to: m.to.map(contacts).transpose()?,
     })
 }
 
@@ -382,6 +432,7 @@ fn reported(r: pb::OutcomeRequest, now: Ts) -> Result<(Outcome, OutboundMessage,
         title: None,
         subject: None,
         body: String::new(),
+        to: None,
     };
     Ok((outcome, message, extra))
 }
@@ -417,6 +468,7 @@ fn as_outbound(m: &InboxMessage) -> pb::OutboundMessage {
         title: m.title.clone().unwrap_or_default(),
         version: 0,
         instance: None,
+        to: None,
     }
 }
 
@@ -545,6 +597,7 @@ impl GatewayRpc for GatewayService {
                 title: None,
                 subject: None,
                 body: String::new(),
+                to: None,
             };
             // The item is read either way; its event goes the way of the other delivery
             // events, through the sink's queue.

@@ -126,6 +126,7 @@ mod tests {
             title: None,
             subject: None,
             body: "b".repeat(8 * 1024),
+            to: None,
         }
     }
 

@@ -165,10 +165,16 @@ impl Provider for TwilioProvider {
         message: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<Vec<Target>, GatewayError>> {
         Box::pin(async move {
-            let phone = self
-                .recipients
-                .phone(&message.workspace, &message.user_id)
-                .await;
+            // The number the message was made with, else the one stored.
+            let given = message.to.as_ref().and_then(|to| to.phone.clone());
+            let phone = match given {
+                Some(phone) => Some(phone),
+                None => {
+                    self.recipients
+                        .phone(&message.workspace, &message.user_id)
+                        .await
+                }
+            };
             Ok(phone.map(Target::address).into_iter().collect())
         })
     }

@@ -159,3 +159,56 @@ async fn a_time_outside_the_calendar_is_refused_not_replaced() {
     client.send(dated).await.unwrap();
     assert_eq!(recorder.messages()[0].at.0, support::START.0 - 5_000);
 }
+
+#[tokio::test]
+async fn a_message_brings_its_addresses_within_bounds() {
+    let (mut client, recorder) = start().await;
+
+    let mut with_tokens = request("push", "k-to-1");
+    with_tokens.message.as_mut().unwrap().to = Some(beckon_proto::v1::Contacts {
+        email: None,
+        phone: Some(String::new()),
+        devices: vec![beckon_proto::v1::DeviceTokens {
+            platform: "ios".into(),
+            tokens: vec!["aa".into(), "bb".into()],
+        }],
+    });
+    client.send(with_tokens).await.unwrap();
+    let sent = recorder.messages();
+    let to = sent[0].to.as_ref().expect("carried");
+    assert_eq!(
+        to.tokens("ios"),
+        Some(&["aa".to_string(), "bb".to_string()][..])
+    );
+    assert_eq!(to.phone, None, "an empty number is no number");
+
+    let mut long = request("push", "k-to-2");
+    long.message.as_mut().unwrap().to = Some(beckon_proto::v1::Contacts {
+        email: Some("a".repeat(5_000)),
+        ..Default::default()
+    });
+    let status = client.send(long).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "invalid message.to.email: 5000 bytes; at most 4096"
+    );
+
+    let mut many = request("push", "k-to-3");
+    many.message.as_mut().unwrap().to = Some(beckon_proto::v1::Contacts {
+        devices: vec![beckon_proto::v1::DeviceTokens {
+            platform: "fcm".into(),
+            tokens: (0..101).map(|n| format!("t{n}")).collect(),
+        }],
+        ..Default::default()
+    });
+    let status = client.send(many).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("invalid message.to.devices: 101 tokens"),
+        "{status:?}"
+    );
+    assert_eq!(recorder.messages().len(), 1);
+}

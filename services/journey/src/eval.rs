@@ -1397,6 +1397,7 @@ impl<'e> Run<'e> {
                     title,
                     subject,
                     body,
+                    to: beckon_core::devices::contacts_for(state, channel),
                 }));
                 let window = self.engine.tracking.sends_window();
                 if !m.transactional && window.0 > 0 {
@@ -1503,6 +1504,7 @@ impl<'e> Run<'e> {
             title: None,
             subject: None,
             body: Value::Object(body).to_string(),
+            to: beckon_core::devices::contacts_for(state, LIVE_ACTIVITY),
         }));
         let reason = format!("live activity {event} sent");
         let d = decision(now, &j.id, step, DecisionKind::Sent, reason);

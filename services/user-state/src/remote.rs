@@ -258,6 +258,18 @@ pub fn message_to_proto(m: &OutboundMessage) -> beckon_proto::v1::OutboundMessag
         instance: m.instance,
         body: m.body.clone(),
         at: Some(millis_to_timestamp(m.at.as_millis())),
+        to: m.to.as_ref().map(|c| beckon_proto::v1::Contacts {
+            email: c.email.clone(),
+            phone: c.phone.clone(),
+            devices: c
+                .devices
+                .iter()
+                .map(|(platform, tokens)| beckon_proto::v1::DeviceTokens {
+                    platform: platform.clone(),
+                    tokens: tokens.clone(),
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -32,6 +32,7 @@ async fn an_unreachable_gateway_is_named_as_the_gateway() {
         title: None,
         subject: None,
         body: "Still there?".into(),
+        to: None,
     };
 
     let err = outlet.send(&message).await.expect_err("nothing listens");

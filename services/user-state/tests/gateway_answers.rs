@@ -109,6 +109,7 @@ fn welcome() -> OutboundMessage {
         title: None,
         subject: Some("Hello".into()),
         body: "Welcome aboard".into(),
+        to: None,
     }
 }
 

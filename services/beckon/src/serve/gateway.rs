@@ -453,6 +453,7 @@ mod tests {
             title: None,
             subject: Some("x".repeat(n % 97)),
             body: "b".repeat(n),
+            to: None,
         }
     }
 

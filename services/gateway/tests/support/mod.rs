@@ -57,6 +57,7 @@ pub fn message(channel: &str, key: &str, user: &str) -> OutboundMessage {
         title: Some("Still thinking it over?".to_string()),
         subject: None,
         body: "Your cart is waiting.".to_string(),
+        to: None,
     }
 }
 
