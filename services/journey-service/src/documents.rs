@@ -31,10 +31,11 @@ impl Document {
 /// Checks each file on its own and splits them into documents. Every document must belong to
 /// `workspace`. References between documents are checked by [`check_with`].
 ///
-/// A journey version already in `published` with the same content is not refused for what
-/// the loop checks refuse: those checks are newer than some published versions, and
-/// publishing a folder again (as `serve --journeys` does at every start) must not fail on a
-/// version that is published already. Any other journey they refuse is refused.
+/// The checks are the loader's, the ones `beckon lint` makes. A journey version already in
+/// `published` with the same content is not refused for what the checks newer than some
+/// published versions refuse (its loops, its templates' loop ranges and names): publishing a
+/// folder again (as `serve --journeys` does at every start) must not fail on a version that
+/// is published already. Any other journey they refuse is refused.
 pub fn split(
     workspace: &str,
     files: &[(String, String)],
@@ -43,13 +44,18 @@ pub fn split(
     let mut errors = Vec::new();
     for (name, text) in files {
         let Ok(defs) = beckon_journey::load_published_str(name, text) else {
-            // Refused for more than its loops: every error, the loops' too, as lint gives them.
+            // Refused for more than the newer checks: every error, theirs too, as lint gives
+            // them.
             if let Err(mut e) = beckon_journey::load_definitions_str(name, text) {
                 errors.append(&mut e);
             }
             continue;
         };
-        for j in defs.journeys.iter().filter(|j| !j.refused_loops.is_empty()) {
+        for j in &defs.journeys {
+            let refused = j.refused_by_newer_checks();
+            if refused.is_empty() {
+                continue;
+            }
             let key = format!("journey/{}@{}", j.id, j.version);
             let same = canonical_of(workspace, text, &key)
                 .is_some_and(|c| published.iter().any(|(k, p)| *k == key && *p == c));
@@ -58,12 +64,12 @@ pub fn split(
                     beckon.workspace = workspace,
                     journey = %j.id,
                     version = j.version,
-                    reason = %reasons(&j.refused_loops),
-                    "published again unchanged with a loop the checks now refuse; it stays as \
+                    reason = %reasons(&refused),
+                    "published again unchanged with what the checks now refuse; it stays as \
                      it was published"
                 );
             } else {
-                errors.extend(j.refused_loops.iter().cloned());
+                errors.extend(refused);
             }
         }
     }

@@ -150,6 +150,10 @@ pub struct Journey {
     /// empty for every other journey. Loading such a journey is not refused (running
     /// services must start with what they have published), and its loops are paced instead.
     pub refused_loops: Vec<SpecError>,
+    /// What the template lint refuses in a journey loaded as published before that lint
+    /// existed; empty for every other journey. Its templates render as they are: the budget
+    /// the lint enforces holds at render time anyway.
+    pub refused_templates: Vec<SpecError>,
     /// Where an instance of a journey with `refused_loops` is held for
     /// [`crate::cycle::MIN_LOOP_WAIT`] before going on, as (from, to) step indexes: every loop
     /// of the journey passes through one, so none goes round faster than that.
@@ -157,6 +161,20 @@ pub struct Journey {
 }
 
 impl Journey {
+    /// Everything the checks added since a version may have been published refuse in this
+    /// journey (its loops, its templates), in the order of the file. Empty unless it was
+    /// loaded as published before: a spec being linted or published is refused for these.
+    pub fn refused_by_newer_checks(&self) -> Vec<SpecError> {
+        let mut all: Vec<SpecError> = self
+            .refused_loops
+            .iter()
+            .chain(&self.refused_templates)
+            .cloned()
+            .collect();
+        all.sort_by_key(|e| (e.line, e.column));
+        all
+    }
+
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
     }

@@ -572,10 +572,12 @@ struct Checker<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<SpecError>,
-    /// Whether templates get the lint's checks as well as compiling ([`Template::lint`]).
-    /// A version published before those checks is loaded without them: at render time the
-    /// budget they enforce holds anyway.
-    lint_templates: bool,
+    /// Which checks refuse. Under [`Checks::PublishedBefore`] what the template lint
+    /// ([`Template::lint`]) refuses goes to `set_aside` instead of `errors`: a version
+    /// published before that lint still loads (at render time the budget it enforces holds
+    /// anyway), and whoever publishes the text again learns what the lint says of it.
+    checks: Checks,
+    set_aside: Vec<SpecError>,
 }
 
 impl Checker<'_> {
@@ -652,31 +654,39 @@ impl Checker<'_> {
         source: &str,
         field: String,
     ) -> Option<Template> {
-        let checked = Template::compile(source).and_then(|t| {
-            if self.lint_templates {
-                t.lint()?;
-            }
-            Ok(t)
-        });
-        match checked {
-            Ok(t) => Some(t),
+        let template = match Template::compile(source) {
+            Ok(t) => t,
             Err(e) => {
-                self.template_error(from_line, key, source, field, &e);
-                None
+                let error = self.template_error(from_line, key, source, field, &e);
+                self.errors.push(error);
+                return None;
+            }
+        };
+        match template.lint() {
+            Ok(()) => Some(template),
+            Err(e) => {
+                let error = self.template_error(from_line, key, source, field, &e);
+                if self.checks == Checks::All {
+                    self.errors.push(error);
+                    None
+                } else {
+                    self.set_aside.push(error);
+                    Some(template)
+                }
             }
         }
     }
 
-    /// A template that does not compile, placed where in the file the problem is written
-    /// when the template's text can be matched to the file's, else at its key.
+    /// A template's problem, placed where in the file it is written when the template's text
+    /// can be matched to the file's, else at its key.
     fn template_error(
-        &mut self,
+        &self,
         from_line: u32,
         key: &str,
         source: &str,
         field: String,
         e: &TemplateError,
-    ) {
+    ) -> SpecError {
         // The key may stand in a flow mapping (`message: { body: "..." }`): its line is found
         // as a value's is, and the value's start is where a problem that cannot be placed
         // more exactly is reported. That is the case of a quoted value with escapes, whose
@@ -686,13 +696,13 @@ impl Checker<'_> {
         let inside =
             e.at.and_then(|at| crate::value_place::place(self.text, value_at.0, key, source, at));
         let (line, column) = inside.unwrap_or(value_at);
-        self.errors.push(SpecError {
+        SpecError {
             file: self.file.to_string(),
             line,
             column,
             field,
             message: e.to_string(),
-        });
+        }
     }
 }
 
@@ -706,7 +716,8 @@ fn compile(
         file,
         text,
         errors: Vec::new(),
-        lint_templates: checks == Checks::All,
+        checks,
+        set_aside: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
 
@@ -850,9 +861,11 @@ fn compile(
         }
     }
 
+    let mut refused_templates = std::mem::take(&mut ck.set_aside);
     if !ck.errors.is_empty() {
         // A journey refused for something else is refused with all of it.
         ck.errors.append(&mut refused_loops);
+        ck.errors.append(&mut refused_templates);
         // Checks run by kind, not by place: a step's `next` is checked before its body.
         ck.errors.sort_by_key(|e| (e.line, e.column));
         return Err(ck.errors);
@@ -897,6 +910,7 @@ fn compile(
         index,
         last_events,
         refused_loops,
+        refused_templates,
         paced,
     })
 }
@@ -1072,7 +1086,8 @@ fn compile_segment(file: &str, text: &str, spec: SegmentSpec) -> Result<Segment,
         file,
         text,
         errors: Vec::new(),
-        lint_templates: true,
+        checks: Checks::All,
+        set_aside: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
     if !id_is_valid(&spec.id) {
@@ -1119,7 +1134,8 @@ fn compile_policy(file: &str, text: &str, spec: PolicySpec) -> Result<Policy, Ve
         file,
         text,
         errors: Vec::new(),
-        lint_templates: true,
+        checks: Checks::All,
+        set_aside: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
     let default_timezone = spec.default_timezone.unwrap_or_else(|| "UTC".into());
