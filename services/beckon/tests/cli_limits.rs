@@ -714,6 +714,12 @@ fn print_config_refuses_what_the_start_refuses_with_the_same_words() {
             &[("BECKON_LOG_FORMAT", "xml")],
             "BECKON_LOG_FORMAT: \"xml\"",
         ),
+        (
+            None,
+            &["--messages-out", "/proc/nope/x.jsonl"],
+            &[],
+            "messages_out (--messages-out): cannot append to /proc/nope/x.jsonl",
+        ),
     ];
     for (log, args, env, said) in cases {
         let [started, printed] = start_and_print(*log, args, env);
@@ -724,6 +730,38 @@ fn print_config_refuses_what_the_start_refuses_with_the_same_words() {
         assert_eq!(started.1, printed.1, "{case}");
         assert!(!printed.1.contains("pw@"), "{case}: the password is hidden");
     }
+}
+
+/// Checking a messages file that is not there yet leaves none behind, and one that is there
+/// keeps what it holds.
+#[test]
+fn print_config_checks_the_messages_file_without_leaving_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("messages.jsonl");
+    let path_arg = path.to_str().expect("utf-8 path");
+    let print = || {
+        Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(["serve", "all", "--listen", "127.0.0.1:0", "--print-config"])
+            .args(["--messages-out", path_arg])
+            .output()
+            .expect("beckon runs")
+    };
+    let out = print();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!path.exists(), "no messages file is left");
+
+    std::fs::write(&path, "{}\n").expect("file");
+    let out = print();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "{}\n");
 }
 
 #[test]

@@ -170,16 +170,44 @@ impl Channel for FileChannel {
 pub fn recorder(out: Option<PathBuf>) -> anyhow::Result<Arc<dyn Channel>> {
     match out {
         Some(path) => {
-            let channel = FileChannel::new(path.clone()).with_context(|| {
-                format!(
-                    "messages_out (--messages-out): cannot append to {}",
-                    path.display()
-                )
-            })?;
+            let channel = FileChannel::new(path.clone()).with_context(|| cannot_append(&path))?;
             Ok(Arc::new(channel))
         }
         None => Ok(Arc::new(memory_recorder())),
     }
+}
+
+/// The refusal of a messages file, in the same words whether the start or a check before it
+/// finds it.
+fn cannot_append(path: &Path) -> String {
+    format!(
+        "messages_out (--messages-out): cannot append to {}",
+        path.display()
+    )
+}
+
+/// Refuses a messages file that [`recorder`] would refuse, with its words, before a port is
+/// taken. A file missing yet is created as the start creates it, and removed again, so a
+/// printed configuration leaves nothing behind.
+pub fn check_messages_out(path: &Path) -> anyhow::Result<()> {
+    let opened = std::fs::OpenOptions::new().append(true).open(path);
+    let checked = match opened {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => std::fs::remove_file(path),
+                // Made by someone else since: it exists, which is all the start needs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    checked.with_context(|| cannot_append(path))
 }
 
 /// The recorder of a served gateway with no messages file: the most recent messages only.

@@ -155,6 +155,18 @@ pub fn preflight(service: Service, settings: &Settings) -> anyhow::Result<()> {
         check_specs(settings, dir)?;
     }
 
+    // The messages file is opened as the recorder opens it, so a path it cannot append to is
+    // refused before the port is taken. It records for a served gateway, and for user-state
+    // when no gateway is named.
+    let records = match service {
+        Service::All | Service::Gateway => true,
+        Service::UserState => settings.gateway_url.is_none(),
+        Service::Ingest | Service::Scheduler | Service::Journey => false,
+    };
+    if let (true, Some(path)) = (records, &settings.messages_out) {
+        gateway::check_messages_out(path)?;
+    }
+
     // The certificate files are read now, so a missing one is named before the port is taken.
     served_tls(settings)?;
     check_providers(service, settings)
