@@ -19,6 +19,9 @@ pub struct SchedulerService {
     partitions: u32,
     /// Woken when a timer is set, so the firing loop re-plans at once.
     wake: Arc<Notify>,
+    /// The workspaces whose timers fire here, when known: a timer set for any other would be
+    /// kept and never fire.
+    served: Option<Vec<String>>,
 }
 
 impl SchedulerService {
@@ -27,6 +30,43 @@ impl SchedulerService {
             store,
             partitions: partitions.max(1),
             wake,
+            served: None,
+        }
+    }
+
+    /// Refuses requests for workspaces other than these, the ones the firing loop serves.
+    pub fn with_workspaces(mut self, workspaces: Vec<String>) -> Self {
+        self.served = Some(workspaces);
+        self
+    }
+
+    /// A workspace name a store key can hold, and one this deployment serves.
+    fn check_workspace(&self, workspace: &str) -> Result<(), Status> {
+        if !beckon_core::ids::workspace_is_valid(workspace) {
+            return Err(Status::invalid_argument(format!(
+                "workspace: {}, found {workspace:?}",
+                beckon_core::ids::WORKSPACE_RULE
+            )));
+        }
+        match &self.served {
+            Some(served) if !served.iter().any(|w| w == workspace) => {
+                Err(Status::invalid_argument(format!(
+                    "workspace: {workspace:?} is not served here (this deployment serves \
+                     {served:?})"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Partitions a request names, each one this deployment has.
+    fn check_partitions(&self, partitions: &[u32]) -> Result<(), Status> {
+        match partitions.iter().find(|p| **p >= self.partitions) {
+            Some(p) => Err(Status::invalid_argument(format!(
+                "partitions: {p} is out of range (this deployment has partitions 0 to {})",
+                self.partitions - 1
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -85,6 +125,7 @@ impl Scheduler for SchedulerService {
         req: Request<SetTimersRequest>,
     ) -> Result<Response<SetTimersResponse>, Status> {
         let r = req.into_inner();
+        self.check_workspace(&r.workspace)?;
         let mut timers = r
             .timers
             .into_iter()
@@ -109,6 +150,7 @@ impl Scheduler for SchedulerService {
         req: Request<CancelTimersRequest>,
     ) -> Result<Response<CancelTimersResponse>, Status> {
         let r = req.into_inner();
+        self.check_workspace(&r.workspace)?;
         let timers: Vec<(String, String)> =
             r.timers.into_iter().map(|t| (t.user_id, t.id)).collect();
         let cancelled = self.store.cancel_many(&r.workspace, &timers).await?;
@@ -120,6 +162,8 @@ impl Scheduler for SchedulerService {
         req: Request<PendingRequest>,
     ) -> Result<Response<PendingResponse>, Status> {
         let r = req.into_inner();
+        self.check_workspace(&r.workspace)?;
+        self.check_partitions(&r.partitions)?;
         let partitions: Vec<u32> = if r.partitions.is_empty() {
             (0..self.partitions).collect()
         } else {

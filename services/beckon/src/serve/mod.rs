@@ -526,11 +526,10 @@ async fn run_all(
     let routes = Routes::new(IngestEndpoint::new(ingest))
         .add_service(users.into_server())
         .add_service(JourneysService::new(definitions).into_server())
-        .add_service(SchedulerServer::new(SchedulerService::new(
-            timers,
-            settings.partitions,
-            wake,
-        )))
+        .add_service(SchedulerServer::new(
+            SchedulerService::new(timers, settings.partitions, wake)
+                .with_workspaces(vec![settings.workspace.clone()]),
+        ))
         .add_service(gateway_service.into_server());
     let server_stop = ending_inbox_streams(server_stop, inbox_drain);
     let names = [
@@ -653,11 +652,10 @@ async fn run_scheduler(
         stop,
         |_| {},
     ));
-    let routes = Routes::new(SchedulerServer::new(SchedulerService::new(
-        timers,
-        settings.partitions,
-        wake,
-    )));
+    let routes = Routes::new(SchedulerServer::new(
+        SchedulerService::new(timers, settings.partitions, wake)
+            .with_workspaces(vec![settings.workspace.clone()]),
+    ));
     crate::grpc::serve(
         listener,
         routes,
