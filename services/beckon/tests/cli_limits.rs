@@ -764,35 +764,6 @@ fn print_config_checks_the_messages_file_without_leaving_one() {
     assert_eq!(std::fs::read_to_string(&path).expect("read"), "{}\n");
 }
 
-#[test]
-fn print_config_refuses_a_journeys_folder_the_start_refuses() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broken = dir.path().join("broken");
-    std::fs::create_dir(&broken).expect("folder");
-    std::fs::write(broken.join("a.yaml"), "id: a\nversion: 1\nsteps: [\n").expect("spec");
-    let empty = dir.path().join("empty");
-    std::fs::create_dir(&empty).expect("folder");
-    let missing = dir.path().join("missing");
-    let cases = [
-        (&broken, "a.yaml:4:1: "),
-        (&empty, "a folder with no .yaml or .yml files"),
-        (&missing, "cannot read"),
-    ];
-    for (folder, said) in cases {
-        let folder = folder.to_str().expect("utf-8 path");
-        let [started, printed] = start_and_print(None, &["--journeys", folder], &[]);
-        assert_eq!(started.0, Some(2), "{folder}: start: {}", started.1);
-        assert_eq!(
-            printed.0,
-            Some(2),
-            "{folder}: --print-config: {}",
-            printed.1
-        );
-        assert!(printed.1.contains("--journeys: "), "{}", printed.1);
-        assert!(printed.1.contains(said), "{said}: {}", printed.1);
-    }
-}
-
 /// Provider settings errors say what to write, in the file's own terms, at the value's line
 /// and column.
 #[test]

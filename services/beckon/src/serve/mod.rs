@@ -146,15 +146,6 @@ pub fn preflight(service: Service, settings: &Settings) -> anyhow::Result<()> {
         );
     }
 
-    // The specs a service would load at start are read and checked now too, so a printed
-    // configuration does not name a folder the start then refuses.
-    if let (Some(dir), Service::All | Service::Journey | Service::UserState) =
-        (&settings.journeys, service)
-    {
-        check_spec_folder(settings, dir)?;
-        check_specs(settings, dir)?;
-    }
-
     // The messages file is opened as the recorder opens it, so a path it cannot append to is
     // refused before the port is taken. It records for a served gateway, and for user-state
     // when no gateway is named.
@@ -170,20 +161,6 @@ pub fn preflight(service: Service, settings: &Settings) -> anyhow::Result<()> {
     // The certificate files are read now, so a missing one is named before the port is taken.
     served_tls(settings)?;
     check_providers(service, settings)
-}
-
-/// The specs of `dir` load: every error with its file, line and column, as `beckon lint`
-/// gives them.
-fn check_specs(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<()> {
-    match beckon_journey::load_definitions(dir) {
-        Ok(_) => Ok(()),
-        Err(beckon_journey::JourneyError::Invalid(errors)) => anyhow::bail!(
-            "{}: {}",
-            settings.origins.name("journeys"),
-            beckon_journey::error::list(&errors)
-        ),
-        Err(e) => anyhow::bail!("{}: {e}", settings.origins.name("journeys")),
-    }
 }
 
 /// A listen address binding could use: an IP address or a host name, and a port number.
