@@ -52,14 +52,35 @@ impl Channel for Recorded {
     }
 }
 
-/// The Redis key store, except that the answer to its first claim is lost on the way back:
-/// Redis has written the claim, and the gateway hears a timeout.
-struct FirstAnswerLost<K> {
-    store: Arc<K>,
-    lost: AtomicBool,
+/// What becomes of the answer to the first claim, which Redis has written.
+#[derive(Clone, Copy)]
+enum FirstAnswer {
+    /// Lost on the way back: the gateway hears a timeout.
+    Lost,
+    /// Never comes: the caller stops waiting first, as a gRPC deadline drops a `Send`.
+    NeverComes,
 }
 
-impl<K: KeyStore> KeyStore for FirstAnswerLost<K> {
+/// The Redis key store, except for the answer to its first claim.
+struct FirstClaim<K> {
+    store: Arc<K>,
+    first: FirstAnswer,
+    answered_once: AtomicBool,
+    written: tokio::sync::Notify,
+}
+
+impl<K> FirstClaim<K> {
+    fn new(store: Arc<K>, first: FirstAnswer) -> FirstClaim<K> {
+        FirstClaim {
+            store,
+            first,
+            answered_once: AtomicBool::new(false),
+            written: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl<K: KeyStore> KeyStore for FirstClaim<K> {
     fn claim<'a>(
         &'a self,
         key: SendKey<'a>,
@@ -67,11 +88,15 @@ impl<K: KeyStore> KeyStore for FirstAnswerLost<K> {
     ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
         Box::pin(async move {
             let claim = self.store.claim(key, token).await;
-            if self.lost.swap(true, Ordering::SeqCst) {
+            if self.answered_once.swap(true, Ordering::SeqCst) {
                 return claim;
             }
             assert!(matches!(claim, Ok(Claim::New)), "{claim:?}");
-            Err(GatewayError::KeyStore("timed out".into()))
+            self.written.notify_one();
+            match self.first {
+                FirstAnswer::Lost => Err(GatewayError::KeyStore("timed out".into())),
+                FirstAnswer::NeverComes => std::future::pending().await,
+            }
         })
     }
 
@@ -103,10 +128,8 @@ impl<K: KeyStore> KeyStore for FirstAnswerLost<K> {
 #[tokio::test]
 async fn a_resend_takes_over_the_claim_whose_answer_was_lost() {
     let server = RedisServer::start().unwrap();
-    let keys = Arc::new(FirstAnswerLost {
-        store: redis_server::key_store(&server).await,
-        lost: AtomicBool::new(false),
-    });
+    let store = redis_server::key_store(&server).await;
+    let keys = Arc::new(FirstClaim::new(store, FirstAnswer::Lost));
 
     // The retry queue's Redis is gone, so the failed attempt cannot be deferred.
     let mut gone = RedisServer::start().unwrap();
@@ -172,64 +195,11 @@ async fn sends_of_one_key_in_one_process_go_one_at_a_time() {
     assert_eq!(*provider.delivered.lock().unwrap(), ["k-once"]);
 }
 
-/// The Redis key store, except that after writing its first claim it never answers: the
-/// caller stops waiting first, as a gRPC deadline drops a `Send` handler.
-struct FirstAnswerNeverComes<K> {
-    store: Arc<K>,
-    written: tokio::sync::Notify,
-    answered_once: AtomicBool,
-}
-
-impl<K: KeyStore> KeyStore for FirstAnswerNeverComes<K> {
-    fn claim<'a>(
-        &'a self,
-        key: SendKey<'a>,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<Claim, GatewayError>> {
-        Box::pin(async move {
-            let claim = self.store.claim(key, token).await;
-            if self.answered_once.swap(true, Ordering::SeqCst) {
-                return claim;
-            }
-            assert!(matches!(claim, Ok(Claim::New)), "{claim:?}");
-            self.written.notify_one();
-            std::future::pending().await
-        })
-    }
-
-    fn complete<'a>(
-        &'a self,
-        key: SendKey<'a>,
-        provider_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.store.complete(key, provider_id)
-    }
-
-    fn release<'a>(
-        &'a self,
-        key: SendKey<'a>,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.store.release(key, token)
-    }
-
-    fn forget_user<'a>(
-        &'a self,
-        workspace: &'a str,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.store.forget_user(workspace, user)
-    }
-}
-
 #[tokio::test]
 async fn a_send_dropped_while_its_claim_is_answered_leaves_the_claim_to_the_resend() {
     let server = RedisServer::start().unwrap();
-    let keys = Arc::new(FirstAnswerNeverComes {
-        store: redis_server::key_store(&server).await,
-        written: tokio::sync::Notify::new(),
-        answered_once: AtomicBool::new(false),
-    });
+    let store = redis_server::key_store(&server).await;
+    let keys = Arc::new(FirstClaim::new(store, FirstAnswer::NeverComes));
     let provider = Arc::new(Recorded::default());
     let gateway = Gateway::new()
         .with_key_store(keys.clone())

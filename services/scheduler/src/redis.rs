@@ -251,14 +251,8 @@ where
     /// One SCHEDULE_MANY call per chunk of a partition's timers, all sent at once: the
     /// connection pipelines them.
     async fn schedule_timers(&self, timers: &[Timer]) -> Result<(), SchedulerError> {
-        let calls = by_partition(timers, |t| self.keys_of(&t.workspace, &t.user))
+        let calls = chunks_by_partition(timers, |t| self.keys_of(&t.workspace, &t.user))
             .into_iter()
-            .flat_map(|(keys, group)| {
-                group
-                    .chunks(SCHEDULE_CHUNK)
-                    .map(|chunk| (keys.clone(), chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
             .map(|(keys, chunk)| async move {
                 let mut call = SCHEDULE_MANY.prepare_invoke();
                 call.key(keys.timers())
@@ -309,14 +303,8 @@ where
         workspace: &str,
         timers: &[(String, String)],
     ) -> Result<u32, SchedulerError> {
-        let calls = by_partition(timers, |(user, _)| self.keys_of(workspace, user))
+        let calls = chunks_by_partition(timers, |(user, _)| self.keys_of(workspace, user))
             .into_iter()
-            .flat_map(|(keys, group)| {
-                group
-                    .chunks(SCHEDULE_CHUNK)
-                    .map(|chunk| (keys.clone(), chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
             .map(|(keys, chunk)| async move {
                 let mut call = CANCEL_MANY.prepare_invoke();
                 call.key(keys.timers())
@@ -475,6 +463,19 @@ where
 }
 
 /// Groups items by the keys of their partition, keeping their order within each group.
+/// [`by_partition`], each partition's items cut into chunks one script call can take.
+fn chunks_by_partition<T: Clone>(items: &[T], keys_of: impl Fn(&T) -> Keys) -> Vec<(Keys, Vec<T>)> {
+    by_partition(items, keys_of)
+        .into_iter()
+        .flat_map(|(keys, group)| {
+            group
+                .chunks(SCHEDULE_CHUNK)
+                .map(|chunk| (keys.clone(), chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn by_partition<T: Clone>(items: &[T], keys_of: impl Fn(&T) -> Keys) -> Vec<(Keys, Vec<T>)> {
     let mut groups: Vec<(Keys, Vec<T>)> = Vec::new();
     let mut index: HashMap<Keys, usize> = HashMap::new();
