@@ -83,6 +83,9 @@ fn load_documents<'t>(
     text: &'t str,
     checks: Checks,
 ) -> Result<(Definitions, Places<'t>), Vec<SpecError>> {
+    // A byte-order mark some editors put at the start of a file is not part of the YAML;
+    // nothing before it, so lines and columns stay those of the text as shown.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut defs = Definitions::default();
     let mut places = Places::default();
     let mut errors = Vec::new();
@@ -1552,6 +1555,29 @@ mod syntax_tests {
             .err()
             .unwrap_or_default();
         assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_spec() {
+        let spec = "id: x\nversion: 1\nworkspace: w\nentry:\n  event: A\nsteps:\n  - id: a\n    \
+                    exit: true\n";
+        let marked = format!("\u{feff}{spec}");
+        let defs = super::load_definitions_str("bom.yaml", &marked).unwrap_or_default();
+        assert_eq!(defs.journeys.len(), 1);
+
+        // Errors keep the lines and columns of the text as an editor shows it.
+        let bad = marked.replace("event: A", "event: [");
+        let plain = spec.replace("event: A", "event: [");
+        let at = |text: &str| {
+            super::load_definitions_str("bom.yaml", text)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| (e.line, e.column))
+                .collect::<Vec<_>>()
+        };
+        assert!(!at(&plain).is_empty());
+        assert_eq!(at(&bad), at(&plain));
     }
 }
 
