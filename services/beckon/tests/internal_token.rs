@@ -11,19 +11,21 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::internal::HEADER;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::ingest_client::IngestClient;
 use beckon_proto::v1::scheduler_client::SchedulerClient;
 use beckon_proto::v1::user_state_client::UserStateClient;
 use beckon_proto::v1::{
-    AppendOutcomeRequest, Event, GetUserRequest, IdentifyRequest, OutboundMessage, OutcomeRequest,
-    SendRequest, SetTimersRequest, Timer, TrackRequest,
+    AppendOutcomeRequest, GetUserRequest, OutboundMessage, OutcomeRequest, SendRequest,
+    SetTimersRequest, Timer, TrackRequest,
 };
 use beckon_testkit::RedisServer;
 use serde_json::{Value, json};
-use support::{Served, eventually, eventually_async, recorded, track, wall_clock_ms};
+use support::{
+    Served, eventually, eventually_async, identify_with_email, recorded, track, wall_clock_ms,
+};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -67,26 +69,6 @@ fn request<T>(message: T, presents: Presents) -> tonic::Request<T> {
         .metadata_mut()
         .insert(HEADER, MetadataValue::try_from(token).expect("ascii"));
     request
-}
-
-async fn identify(ingest: &mut IngestClient<Channel>, user: &str) {
-    let event = Event {
-        r#type: "identify".into(),
-        message_id: format!("i-{user}"),
-        user_id: user.into(),
-        traits: json!({"email": "q@example.com"})
-            .as_object()
-            .map(json_to_struct),
-        timestamp: Some(millis_to_timestamp(wall_clock_ms() - 1_000)),
-        ..Event::default()
-    };
-    ingest
-        .identify(IdentifyRequest {
-            workspace: "default".into(),
-            event: Some(event),
-        })
-        .await
-        .expect("identify");
 }
 
 /// The refusal a call got, or `Ok` when it got past the token check. A call that passes may
@@ -276,7 +258,7 @@ async fn five_processes_with_a_token_work_together_and_refuse_everyone_else() {
         .await
         .expect("users");
     let user = "with-token";
-    identify(&mut ingest_client, user).await;
+    identify_with_email(&mut ingest_client, user).await;
     let ping = track(user, "Ping", "p-1", wall_clock_ms(), json!({}));
     ingest_client
         .track(TrackRequest {
@@ -350,7 +332,7 @@ async fn in_one_process_the_services_need_no_token_but_its_port_does() {
         ],
     );
     let mut ingest = IngestClient::connect(served.url()).await.expect("ingest");
-    identify(&mut ingest, "in-process").await;
+    identify_with_email(&mut ingest, "in-process").await;
     let ping = track("in-process", "Ping", "p-1", wall_clock_ms(), json!({}));
     ingest
         .track(TrackRequest {

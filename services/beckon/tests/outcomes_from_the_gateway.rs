@@ -8,16 +8,14 @@
 
 mod support;
 
-use beckon_proto::convert::{json_to_struct, millis_to_timestamp};
+use beckon_proto::convert::millis_to_timestamp;
 use beckon_proto::v1::gateway_client::GatewayClient;
 use beckon_proto::v1::ingest_client::IngestClient;
 use beckon_proto::v1::user_state_client::UserStateClient;
-use beckon_proto::v1::{
-    AppendOutcomeRequest, Event, GetUserRequest, IdentifyRequest, OutcomeRequest, TrackRequest,
-};
+use beckon_proto::v1::{AppendOutcomeRequest, GetUserRequest, OutcomeRequest, TrackRequest};
 use beckon_testkit::RedisServer;
 use serde_json::{Value, json};
-use support::{Served, eventually_async, track, wall_clock_ms};
+use support::{Served, eventually_async, identify_with_email, track, wall_clock_ms};
 use tonic::transport::Channel;
 
 const DEFS: &str = "
@@ -42,26 +40,6 @@ const LATENESS: &str = "60000";
 fn definitions(dir: &std::path::Path) -> String {
     std::fs::write(dir.join("news.yaml"), DEFS).expect("write definitions");
     dir.display().to_string()
-}
-
-async fn identify(ingest: &mut IngestClient<Channel>, user: &str) {
-    let event = Event {
-        r#type: "identify".into(),
-        message_id: format!("i-{user}"),
-        user_id: user.into(),
-        traits: json!({"email": "q@example.com"})
-            .as_object()
-            .map(json_to_struct),
-        timestamp: Some(millis_to_timestamp(wall_clock_ms() - 1_000)),
-        ..Event::default()
-    };
-    ingest
-        .identify(IdentifyRequest {
-            workspace: "default".into(),
-            event: Some(event),
-        })
-        .await
-        .expect("identify");
 }
 
 /// An unsubscribe from email that happened two days ago, reported now.
@@ -177,7 +155,7 @@ async fn in_one_process_the_gateways_late_report_is_taken_and_a_clients_refused(
     let mut gateway = GatewayClient::connect(served.url()).await.expect("gateway");
     let user = "late-outcome-in-process";
 
-    identify(&mut ingest, user).await;
+    identify_with_email(&mut ingest, user).await;
     gateway
         .report_outcome(late_unsubscribe(user))
         .await
@@ -226,7 +204,7 @@ async fn across_processes_the_gateway_reports_through_its_own_call() {
         .expect("gateway");
     let user = "late-outcome-processes";
 
-    identify(&mut ingest_client, user).await;
+    identify_with_email(&mut ingest_client, user).await;
     // Answered only once ingest took the event: two days late, it went in on the gateway's
     // call, which the lateness limit does not hold.
     gateway_client

@@ -199,3 +199,27 @@ pub async fn health(url: &str, service: &str) -> Result<String, tonic::Status> {
     let answer = client.check(request).await?.into_inner();
     Ok(answer.status().as_str_name().to_string())
 }
+
+/// Sends an `identify` for `user` with an email address, dated a second ago.
+pub async fn identify_with_email(
+    ingest: &mut beckon_proto::v1::ingest_client::IngestClient<tonic::transport::Channel>,
+    user: &str,
+) {
+    let event = Event {
+        r#type: "identify".into(),
+        message_id: format!("i-{user}"),
+        user_id: user.into(),
+        traits: serde_json::json!({"email": "q@example.com"})
+            .as_object()
+            .map(json_to_struct),
+        timestamp: Some(millis_to_timestamp(wall_clock_ms() - 1_000)),
+        ..Event::default()
+    };
+    ingest
+        .identify(beckon_proto::v1::IdentifyRequest {
+            workspace: "default".into(),
+            event: Some(event),
+        })
+        .await
+        .expect("identify");
+}
