@@ -36,6 +36,25 @@ use liquid_core::runtime::RuntimeBuilder;
 use liquid_core::{Language, ParseBlock, ParseFilter, ParseTag, Renderable, Runtime};
 use serde_json::Value;
 
+/// The `BlockReflection` of one of our blocks: its opening and closing tags, and what it does.
+macro_rules! block_reflection {
+    ($block:ty, $start:literal, $end:literal, $description:literal) => {
+        impl liquid_core::BlockReflection for $block {
+            fn start_tag(&self) -> &str {
+                $start
+            }
+
+            fn end_tag(&self) -> &str {
+                $end
+            }
+
+            fn description(&self) -> &str {
+                $description
+            }
+        }
+    };
+}
+
 mod bounds;
 mod elements;
 mod loop_lint;

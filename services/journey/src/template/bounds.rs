@@ -374,19 +374,12 @@ impl Renderable for Assign {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct CaptureBlock;
 
-impl BlockReflection for CaptureBlock {
-    fn start_tag(&self) -> &str {
-        "capture"
-    }
-
-    fn end_tag(&self) -> &str {
-        "endcapture"
-    }
-
-    fn description(&self) -> &str {
-        "Sets a variable to the text its body renders."
-    }
-}
+block_reflection!(
+    CaptureBlock,
+    "capture",
+    "endcapture",
+    "Sets a variable to the text its body renders."
+);
 
 impl ParseBlock for CaptureBlock {
     fn parse(
@@ -447,19 +440,12 @@ fn render_held(body: &Template, runtime: &dyn Runtime, by: impl Fn() -> String) 
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct IfChangedBlock;
 
-impl BlockReflection for IfChangedBlock {
-    fn start_tag(&self) -> &str {
-        "ifchanged"
-    }
-
-    fn end_tag(&self) -> &str {
-        "endifchanged"
-    }
-
-    fn description(&self) -> &str {
-        "Renders its body unless it renders as it did the last time."
-    }
-}
+block_reflection!(
+    IfChangedBlock,
+    "ifchanged",
+    "endifchanged",
+    "Renders its body unless it renders as it did the last time."
+);
 
 impl ParseBlock for IfChangedBlock {
     fn parse(

@@ -80,33 +80,19 @@ fn head_and_checks(
     Ok((head, checks))
 }
 
-impl BlockReflection for ForBlock {
-    fn start_tag(&self) -> &str {
-        "for"
-    }
+block_reflection!(
+    ForBlock,
+    "for",
+    "endfor",
+    "Renders its body once for each item of a list or number of a range."
+);
 
-    fn end_tag(&self) -> &str {
-        "endfor"
-    }
-
-    fn description(&self) -> &str {
-        "Renders its body once for each item of a list or number of a range."
-    }
-}
-
-impl BlockReflection for TableRowBlock {
-    fn start_tag(&self) -> &str {
-        "tablerow"
-    }
-
-    fn end_tag(&self) -> &str {
-        "endtablerow"
-    }
-
-    fn description(&self) -> &str {
-        "Renders its body once for each item, as the cells of HTML table rows."
-    }
-}
+block_reflection!(
+    TableRowBlock,
+    "tablerow",
+    "endtablerow",
+    "Renders its body once for each item, as the cells of HTML table rows."
+);
 
 impl ParseBlock for ForBlock {
     fn parse(
