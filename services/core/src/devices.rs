@@ -37,14 +37,18 @@ pub fn tokens(state: &UserState, platform: &str) -> Vec<String> {
     state
         .trait_value(DEVICES_TRAIT)
         .and_then(|d| d.get(platform))
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(list_of_strings)
         .unwrap_or_default()
+}
+
+/// The strings of a list of tokens; anything else in it is not a token.
+fn list_of_strings(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
 }
 
 /// A string trait (`email`, `phone`), when set.
@@ -70,17 +74,15 @@ pub fn contacts_for(state: &UserState, channel: &str) -> Option<Contacts> {
             ..Contacts::default()
         }),
         "push" | "live_activity" => {
-            let devices = state
-                .trait_value(DEVICES_TRAIT)
-                .and_then(Value::as_object)
-                .map(|platforms| {
-                    platforms
-                        .keys()
-                        .map(|platform| (platform.clone(), tokens(state, platform)))
-                        .filter(|(_, tokens)| !tokens.is_empty())
-                        .collect()
+            let platforms = state.trait_value(DEVICES_TRAIT).and_then(Value::as_object);
+            let devices = platforms
+                .into_iter()
+                .flatten()
+                .filter_map(|(platform, list)| {
+                    let tokens = list_of_strings(list);
+                    (!tokens.is_empty()).then(|| (platform.clone(), tokens))
                 })
-                .unwrap_or_default();
+                .collect();
             Some(Contacts {
                 devices,
                 ..Contacts::default()
