@@ -218,6 +218,21 @@ impl IngestService {
         result
     }
 
+    /// [`IngestService::accept`] for a call of one event, as its gRPC answer.
+    async fn answer(
+        &self,
+        workspace: &str,
+        event: Option<beckon_proto::v1::Event>,
+        kind: &str,
+        path: Path,
+        traceparent: Option<String>,
+    ) -> Result<Response<Ack>, Status> {
+        let ack = self
+            .accept(workspace, event, Some(kind), path, traceparent.as_deref())
+            .await?;
+        Ok(Response::new(ack))
+    }
+
     async fn accept_unmetered(
         &self,
         workspace: &str,
@@ -439,46 +454,22 @@ impl Ingest for IngestService {
     async fn track(&self, req: Request<TrackRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self
-            .accept(
-                &r.workspace,
-                r.event,
-                Some("track"),
-                Path::Public,
-                tp.as_deref(),
-            )
-            .await?;
-        Ok(Response::new(ack))
+        self.answer(&r.workspace, r.event, "track", Path::Public, tp)
+            .await
     }
 
     async fn identify(&self, req: Request<IdentifyRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self
-            .accept(
-                &r.workspace,
-                r.event,
-                Some("identify"),
-                Path::Public,
-                tp.as_deref(),
-            )
-            .await?;
-        Ok(Response::new(ack))
+        self.answer(&r.workspace, r.event, "identify", Path::Public, tp)
+            .await
     }
 
     async fn alias(&self, req: Request<AliasRequest>) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self
-            .accept(
-                &r.workspace,
-                r.event,
-                Some("alias"),
-                Path::Public,
-                tp.as_deref(),
-            )
-            .await?;
-        Ok(Response::new(ack))
+        self.answer(&r.workspace, r.event, "alias", Path::Public, tp)
+            .await
     }
 
     async fn append_outcome(
@@ -487,16 +478,8 @@ impl Ingest for IngestService {
     ) -> Result<Response<Ack>, Status> {
         let tp = traceparent(&req);
         let r = req.into_inner();
-        let ack = self
-            .accept(
-                &r.workspace,
-                r.event,
-                Some("track"),
-                Path::Gateway,
-                tp.as_deref(),
-            )
-            .await?;
-        Ok(Response::new(ack))
+        self.answer(&r.workspace, r.event, "track", Path::Gateway, tp)
+            .await
     }
 
     async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
