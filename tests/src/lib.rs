@@ -133,3 +133,23 @@ pub fn at_ms(ms: i64) -> Ts {
 pub fn utc(text: &str) -> Ts {
     Ts::parse_rfc3339(text).expect("valid timestamp")
 }
+
+/// The decisions that skipped a message for `user`, as `beckon explain` gives them for the
+/// events at `events` and the specs in `journeys`.
+pub fn skipped_decisions(user: &str, events: &Path, journeys: &Path) -> Vec<beckon_core::Decision> {
+    let config = beckon::explain::ExplainConfig {
+        user,
+        events,
+        journeys,
+        workspace: "default",
+        drain: Duration::hours(1),
+        limits: Default::default(),
+    };
+    beckon::explain::explain(&config)
+        .expect("explains")
+        .expect("the user is in the file")
+        .decisions
+        .into_iter()
+        .filter(|d| d.kind == beckon_core::DecisionKind::Skipped)
+        .collect()
+}

@@ -1,10 +1,9 @@
 //! A template whose loop runs on a user's trait spends the render's loop budget and no more:
 //! the message is skipped with its reason, and the partition goes on to the next user's event.
 
-use beckon::explain::{ExplainConfig, explain};
 use beckon::replay::{self, ReplayConfig};
-use beckon_core::{DecisionKind, Duration};
-use beckon_tests::{Events, at, sent};
+use beckon_core::Duration;
+use beckon_tests::{Events, at, sent, skipped_decisions};
 use serde_json::json;
 
 /// A welcome whose copy loops as many times as the user's `n` says.
@@ -54,23 +53,8 @@ fn a_loop_on_a_huge_trait_skips_its_message_and_the_partition_goes_on() {
     assert_eq!(journey.map(|j| j.skipped_messages), Some(1));
 
     // The skipped message's reason, as `beckon explain` shows it.
-    let config = ExplainConfig {
-        user: "heavy",
-        events: &path,
-        journeys: dir.path(),
-        workspace: "default",
-        drain: Duration::hours(1),
-        limits: Default::default(),
-    };
-    let decisions = explain(&config)
-        .expect("explains")
-        .expect("the user is in the file")
-        .decisions;
-    let skipped: Vec<&str> = decisions
-        .iter()
-        .filter(|d| d.kind == DecisionKind::Skipped)
-        .map(|d| d.reason.as_str())
-        .collect();
+    let decisions = skipped_decisions("heavy", &path, dir.path());
+    let skipped: Vec<&str> = decisions.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(
         skipped,
         ["not sent: the template's loops ran more than 100000 iterations in all"]

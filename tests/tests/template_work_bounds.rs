@@ -3,10 +3,9 @@
 //! one value: each message is skipped with its reason, the process holds a few megabytes for
 //! them rather than gigabytes, and the partition goes on to the next user's event.
 
-use beckon::explain::{ExplainConfig, explain};
 use beckon::replay::{self, ReplayConfig};
-use beckon_core::{DecisionKind, Duration};
-use beckon_tests::{Events, at, sent};
+use beckon_core::Duration;
+use beckon_tests::{Events, at, sent, skipped_decisions};
 use serde_json::json;
 
 /// A journey sending one push at sign-up, whose copy is `body`.
@@ -84,21 +83,9 @@ fn values_past_their_bound_skip_their_messages_and_the_partition_goes_on() {
     assert!(peak < 512 << 20, "the process reached {peak} bytes");
 
     // The skipped messages' reasons, as `beckon explain` shows them.
-    let config = ExplainConfig {
-        user: "heavy",
-        events: &path,
-        journeys: dir.path(),
-        workspace: "default",
-        drain: Duration::hours(1),
-        limits: Default::default(),
-    };
-    let decisions = explain(&config)
-        .expect("explains")
-        .expect("the user is in the file")
-        .decisions;
+    let decisions = skipped_decisions("heavy", &path, dir.path());
     let mut skipped: Vec<(&str, &str)> = decisions
         .iter()
-        .filter(|d| d.kind == DecisionKind::Skipped)
         .map(|d| (d.journey.as_str(), d.reason.as_str()))
         .collect();
     skipped.sort();
