@@ -3,8 +3,9 @@
 //! Synthetic users ([`traffic`]) send their events through `Track` and `Identify` calls over a
 //! few HTTP/2 connections, with a bounded number of calls in flight. Either at a target rate
 //! (open loop: each event has a planned send time, and its latency counts from that time, so a
-//! server that falls behind shows it instead of slowing the generator down), or as fast as the
-//! server answers (closed loop: latency counts from the call).
+//! server that falls behind shows it instead of slowing the generator down; only the timer's
+//! own lateness within its millisecond is left out), or as fast as the server answers (closed
+//! loop: latency counts from the call).
 //!
 //! With `batch` above one, each call is a `Batch` of that many events instead: a client that
 //! buffers, as SDKs do. Its figures are those of another way of sending, reported apart.
@@ -307,7 +308,9 @@ async fn worker(
             break;
         }
         // A buffering client sends when its last event is due.
+        let ahead = Instant::now() < last;
         tokio::time::sleep_until(last).await;
+        let late = timer_lateness(ahead, last, Instant::now());
 
         let now_ms = clock.now().as_millis();
         let Ok(events) = shared.traffic.lock().map(|mut t| {
@@ -321,7 +324,7 @@ async fn worker(
         if per_call == 1 {
             for event in events {
                 let result = send_one(&mut client, &config.workspace, event).await;
-                part.record(&shared, result, earliest);
+                part.record(&shared, result, earliest + late);
             }
         } else {
             let req = BatchRequest {
@@ -336,7 +339,7 @@ async fn worker(
                             Some(batch_result::Outcome::Ack(ack)) => Ok(ack.appended),
                             _ => Err("Rejected".to_string()),
                         };
-                        part.record(&shared, outcome, *at);
+                        part.record(&shared, outcome, *at + late);
                     }
                 }
                 Err(status) => {
@@ -349,6 +352,23 @@ async fn worker(
         }
     }
     part
+}
+
+/// Finest lateness of a tokio timer: it fires on whole milliseconds of its own clock, so a
+/// call due in the middle of one goes out up to this much after its planned time.
+const TIMER_RESOLUTION: StdDuration = StdDuration::from_millis(1);
+
+/// How much of a call's wait for its planned time to count as the generator's own, not the
+/// server's: when the generator was early and slept, the timer's lateness up to
+/// [`TIMER_RESOLUTION`]. A generator that was behind (its previous calls were slow to be
+/// answered) sends at once, and all of its wait since the planned time counts, as it must in
+/// an open loop; so does any lateness of the timer beyond its resolution, which a machine too
+/// busy to wake the generator causes.
+fn timer_lateness(ahead: bool, due: Instant, woke: Instant) -> StdDuration {
+    if !ahead {
+        return StdDuration::ZERO;
+    }
+    woke.saturating_duration_since(due).min(TIMER_RESOLUTION)
 }
 
 /// Sends one event by the call of its type; answers whether it was appended.
@@ -578,5 +598,30 @@ impl LoadArgs {
             batch: usize::from(self.batch),
             progress: !self.no_progress,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_timers_own_lateness_is_left_out() {
+        let due = Instant::now();
+        let ms = StdDuration::from_millis;
+        let us = StdDuration::from_micros;
+
+        // Early and woken within the timer's millisecond: that wait is the generator's.
+        assert_eq!(timer_lateness(true, due, due + us(700)), us(700));
+
+        // Woken later than the timer can explain: only its resolution is left out.
+        assert_eq!(timer_lateness(true, due, due + ms(5)), ms(1));
+
+        // Behind its plan: every moment since the planned time counts against the server.
+        assert_eq!(timer_lateness(false, due, due + us(700)), StdDuration::ZERO);
+        assert_eq!(timer_lateness(false, due, due + ms(5)), StdDuration::ZERO);
+
+        // A timer that fired early leaves nothing out.
+        assert_eq!(timer_lateness(true, due + ms(1), due), StdDuration::ZERO);
     }
 }
