@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum StateError {
     /// Another writer stored a newer version first (a partition moved mid-write).
     #[error("user {user} was written by someone else: expected version {expected}")]

@@ -23,5 +23,5 @@ pub use dormant::Dormitory;
 pub use error::StateError;
 pub use outlet::{Forwarder, LogForwarder, Outlet, TimerSink, Timers};
 pub use stats::{JourneyStats, Stats};
-pub use store::{MemoryStore, StateStore};
+pub use store::{MemoryStore, StateStore, Write, Written};
 pub use worker::PartitionWorker;

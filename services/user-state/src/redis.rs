@@ -13,6 +13,7 @@
 //! writes, told apart by the first byte (a JSON object starts with `{`, a MessagePack map
 //! never does), so the encoding can change without migrating stored users.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use beckon_core::partition::partition_of;
@@ -26,7 +27,9 @@ use tracing::{debug, info};
 
 use crate::error::StateError;
 pub use crate::store::LogAck;
-use crate::store::{MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, member_segments};
+use crate::store::{
+    MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, Write, Written, member_segments,
+};
 
 /// Entries of the outbox looked at when forgetting a user. The outbox is drained
 /// continuously, so its pending part is short; the bound keeps the script's run time bounded.
@@ -114,6 +117,60 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
         ",
     ))
 });
+
+// KEYS: lease token, log, then each user's record. ARGV: fencing token ('' for none), ack
+// group ('' for none), number of entry ids to acknowledge, partition key prefix, entry ids...,
+// then per user: expected version, new version, data, user, member segments (one per line).
+// Each user is its own compare-and-set, as in COMMIT: one conflict leaves the others written,
+// and the entries are acknowledged only when every user was. Answers {-1, current token} when
+// fenced off (nothing written), else {1, entries acknowledged, entries left in the log, per
+// user '' when written or the stored version it conflicted with}.
+static COMMIT_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{INDEX_LUA}
+        if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+            return {{-1, redis.call('GET', KEYS[1]) or '', 0, {{}}}}
+        end
+        local ids = tonumber(ARGV[3])
+        local out, all = {{}}, true
+        for i = 3, #KEYS do
+            local a = 4 + ids + (i - 3) * 5
+            local key, user, segs = KEYS[i], ARGV[a + 4], ARGV[a + 5]
+            local cur = redis.call('HMGET', key, 'v', 's')
+            local v, was = cur[1] or '0', cur[2] or ''
+            if v ~= ARGV[a + 1] then
+                out[#out + 1] = v
+                all = false
+            else
+                redis.call('HSET', key, 'v', ARGV[a + 2], 'd', ARGV[a + 3], 's', segs)
+                if was ~= segs then
+                    local before, now = set(was), set(segs)
+                    for seg in pairs(before) do
+                        if not now[seg] then unindex(ARGV[4], seg, user) end
+                    end
+                    for seg in pairs(now) do
+                        if not before[seg] and
+                            redis.call('ZADD', ARGV[4] .. ':seg:' .. esc(seg), 0, user) == 1 then
+                            redis.call('HINCRBY', ARGV[4] .. ':segsizes', seg, 1)
+                        end
+                    end
+                end
+                out[#out + 1] = ''
+            end
+        end
+        if not all or ARGV[2] == '' or ids == 0 then return {{1, '0', 0, out}} end
+        local acked = redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 5, 4 + ids))
+        redis.call('XDEL', KEYS[2], unpack(ARGV, 5, 4 + ids))
+        return {{1, tostring(acked), redis.call('XLEN', KEYS[2]), out}}
+        ",
+    ))
+});
+
+/// Users written by one script call at most, and their records' bytes at most: a script holds
+/// Redis for its whole run, so one call stays short, and a batch of many users or large
+/// records goes in several.
+const USERS_PER_CALL: usize = 64;
+const BYTES_PER_CALL: usize = 1 << 20;
 
 // KEYS: record, alias set, timer index, inbox, timers, timer bodies, claimed, outbox, the
 // gateway's set of the user's idempotency keys, lease token. ARGV: user, outbox entries to
@@ -285,6 +342,86 @@ where
                 current: detail,
             }),
         }
+    }
+
+    /// Writes users of one partition of one workspace in one script call (see [`COMMIT_MANY`]):
+    /// each its own compare-and-set, and `ack` done only when every one is written. Answers
+    /// each user's result in order, and the log's backlog when the entries were acknowledged.
+    /// Fails as a whole when Redis does or when fenced off: then nothing was written.
+    async fn commit_many(
+        &self,
+        keys: &Keys,
+        users: &[(Write<'_>, Vec<u8>)],
+        fence: Option<u64>,
+        ack: Option<&LogAck>,
+    ) -> Result<(Vec<Result<(), StateError>>, Option<u64>), StateError> {
+        let mut invocation = COMMIT_MANY.prepare_invoke();
+        invocation
+            .key(lease_token_key(keys))
+            .key(keys.log())
+            .arg(fence.map(|f| f.to_string()).unwrap_or_default())
+            .arg(ack.map_or("", |a| a.group.as_str()))
+            .arg(ack.map_or(0, |a| a.entry_ids.len()))
+            .arg(keys.prefix());
+        for id in ack.map_or(&[][..], |a| &a.entry_ids) {
+            invocation.arg(id);
+        }
+        for (w, data) in users {
+            invocation
+                .key(keys.state(&w.state.user))
+                .arg(w.expected.to_string())
+                .arg(w.state.version.to_string())
+                .arg(data.as_slice())
+                .arg(&w.state.user)
+                .arg(member_segments(w.state).join("\n"));
+        }
+
+        let mut con = self.con.clone();
+        let (status, detail, left, per_user): (i64, String, u64, Vec<String>) = invocation
+            .invoke_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        if status != 1 {
+            return Err(StateError::Fenced {
+                held: fence.unwrap_or_default(),
+                current: detail,
+            });
+        }
+        if per_user.len() != users.len() {
+            return Err(StateError::Unavailable(format!(
+                "the state write answered for {} of {} users",
+                per_user.len(),
+                users.len()
+            )));
+        }
+
+        let results: Vec<Result<(), StateError>> = users
+            .iter()
+            .zip(&per_user)
+            .map(|((w, _), stored)| {
+                if stored.is_empty() {
+                    return Ok(());
+                }
+                debug!(
+                    beckon.workspace = %w.state.workspace,
+                    expected = w.expected,
+                    stored = %stored,
+                    "user state write lost a compare-and-set"
+                );
+                Err(StateError::Conflict {
+                    user: w.state.user.clone(),
+                    expected: w.expected,
+                })
+            })
+            .collect();
+        let all = results.iter().all(Result::is_ok);
+        debug!(
+            beckon.workspace = users.first().map_or("", |(w, _)| w.state.workspace.as_str()),
+            users = users.len(),
+            acked = %detail,
+            "user states committed"
+        );
+        Ok((results, ack.filter(|_| all).map(|_| left)))
     }
 
     /// Records that `alias` (e.g. an anonymous id) names `user`. The lookup key lives in the
@@ -656,6 +793,92 @@ where
     }
 }
 
+/// The users of one [`COMMIT_MANY`] call, with their places in the batch.
+struct Call<'a> {
+    keys: Keys,
+    users: Vec<(Write<'a>, Vec<u8>)>,
+    places: Vec<usize>,
+}
+
+impl Call<'_> {
+    /// Puts the call's answer at its users' places: each user's own, or the call's failure.
+    fn record(
+        &self,
+        result: Result<Vec<Result<(), StateError>>, StateError>,
+        results: &mut [Option<Result<(), StateError>>],
+    ) {
+        match result {
+            Ok(each) => {
+                for (&place, r) in self.places.iter().zip(each) {
+                    results[place] = Some(r);
+                }
+            }
+            Err(e) => {
+                for &place in &self.places {
+                    results[place] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl<C> RedisStateStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Splits a batch into script calls: by workspace and partition (one call's keys must
+    /// share a slot), then by [`USERS_PER_CALL`] and [`BYTES_PER_CALL`]. The last user's call
+    /// comes last. A record that cannot be encoded gets its error in `results` and no call.
+    fn calls<'a>(
+        &self,
+        writes: &[Write<'a>],
+        results: &mut [Option<Result<(), StateError>>],
+    ) -> Vec<Call<'a>> {
+        let mut calls: Vec<Call<'a>> = Vec::new();
+        // The open call of each key prefix, by index into `calls`.
+        let mut open: HashMap<String, usize> = HashMap::new();
+        for (place, w) in writes.iter().enumerate() {
+            let data = match encode(w.state, self.encoding) {
+                Ok(data) => data,
+                Err(e) => {
+                    results[place] = Some(Err(e));
+                    continue;
+                }
+            };
+            let keys = self.keys(&w.state.workspace, &w.state.user);
+            let bytes = |c: &Call<'_>| c.users.iter().map(|(_, d)| d.len()).sum::<usize>();
+            let fits = |c: &Call<'_>| {
+                c.users.len() < USERS_PER_CALL && bytes(c) + data.len() <= BYTES_PER_CALL
+            };
+            let at = match open.get(keys.prefix()) {
+                Some(&i) if fits(&calls[i]) => i,
+                _ => {
+                    open.insert(keys.prefix().to_string(), calls.len());
+                    calls.push(Call {
+                        keys,
+                        users: Vec::new(),
+                        places: Vec::new(),
+                    });
+                    calls.len() - 1
+                }
+            };
+            calls[at].users.push((*w, data));
+            calls[at].places.push(place);
+        }
+
+        // The call holding the last user goes last, to carry the acknowledgement.
+        let last_place = writes.len().checked_sub(1);
+        if let Some(i) = calls
+            .iter()
+            .position(|c| c.places.last().copied() == last_place)
+        {
+            let carrier = calls.remove(i);
+            calls.push(carrier);
+        }
+        calls
+    }
+}
+
 #[derive(Serialize)]
 struct Export<'a> {
     workspace: &'a str,
@@ -710,6 +933,66 @@ where
         ack: &'a LogAck,
     ) -> BoxFuture<'a, Result<Option<u64>, StateError>> {
         Box::pin(self.commit(state, expected, &[], Some(ack), fence))
+    }
+
+    /// Users of one workspace's partition go together, up to [`USERS_PER_CALL`] users and
+    /// [`BYTES_PER_CALL`] of records per script call; the call with the last user carries the
+    /// acknowledgement, after every other call has written all of its users.
+    fn save_all<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+        fence: Option<u64>,
+        ack: Option<&'a LogAck>,
+    ) -> BoxFuture<'a, Written> {
+        Box::pin(async move {
+            let mut results: Vec<Option<Result<(), StateError>>> = vec![None; writes.len()];
+            let calls = self.calls(writes, &mut results);
+
+            let Some((carrier, others)) = calls.split_last() else {
+                return Written {
+                    results: results.into_iter().flatten().collect(),
+                    backlog: None,
+                };
+            };
+            let (carrier, others) = if ack.is_some() {
+                (Some(carrier), others)
+            } else {
+                (None, &calls[..])
+            };
+            let done = futures::future::join_all(
+                others
+                    .iter()
+                    .map(|call| self.commit_many(&call.keys, &call.users, fence, None)),
+            )
+            .await;
+            for (call, result) in others.iter().zip(done) {
+                call.record(result.map(|(each, _)| each), &mut results);
+            }
+
+            let mut backlog = None;
+            if let Some(call) = carrier {
+                let result = if results.iter().flatten().all(Result::is_ok) {
+                    self.commit_many(&call.keys, &call.users, fence, ack)
+                        .await
+                        .map(|(each, left)| {
+                            backlog = left;
+                            each
+                        })
+                } else {
+                    Err(StateError::Unavailable(
+                        "not written: another write of the batch failed".into(),
+                    ))
+                };
+                call.record(result, &mut results);
+            }
+
+            // Every user was either in a call or refused before one.
+            let results = results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(StateError::Unavailable("not written".into()))))
+                .collect();
+            Written { results, backlog }
+        })
     }
 
     fn forget<'a>(

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use beckon_core::UserState;
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
 use crate::error::StateError;
@@ -65,6 +66,36 @@ pub struct LogAck {
     pub entry_ids: Vec<String>,
 }
 
+/// Writes in flight at once when a store writes a batch's users one call each.
+const WRITES_IN_FLIGHT: usize = 64;
+
+/// One changed user to write: its state, and the version the store must still hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    pub state: &'a UserState,
+    pub expected: u64,
+}
+
+/// What [`StateStore::save_all`] did: one result per user, in the order given, and the log's
+/// backlog when the acknowledgement went with the writes (as [`StateStore::save_acking`]).
+#[derive(Debug, Default)]
+pub struct Written {
+    pub results: Vec<Result<(), StateError>>,
+    pub backlog: Option<u64>,
+}
+
+/// One user's write of [`StateStore::save_all`]'s default, fenced when a token is given.
+fn save_one<'a, S: StateStore + ?Sized>(
+    store: &'a S,
+    w: &'a Write<'a>,
+    fence: Option<u64>,
+) -> BoxFuture<'a, Result<(), StateError>> {
+    match fence {
+        Some(token) => store.save_fenced(w.state, w.expected, token),
+        None => store.save(w.state, w.expected),
+    }
+}
+
 /// One versioned record per user, written with compare-and-set on the version.
 pub trait StateStore: Send + Sync + 'static {
     fn load<'a>(
@@ -114,6 +145,50 @@ pub trait StateStore: Send + Sync + 'static {
                 None => self.save(state, expected).await?,
             }
             Ok(None)
+        })
+    }
+
+    /// Writes a batch's changed users, each its own compare-and-set as in
+    /// [`StateStore::save_fenced`] (or [`StateStore::save`] without `fence`), so one user's
+    /// conflict leaves the others written; with `ack`, acknowledges those log entries as
+    /// [`StateStore::save_acking`] does, and only once every write has succeeded. This
+    /// default writes up to [`WRITES_IN_FLIGHT`] users at once, one call each, and the last
+    /// user's write carries the acknowledgement after the others; a store that can write
+    /// many users in one call does.
+    fn save_all<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+        fence: Option<u64>,
+        ack: Option<&'a LogAck>,
+    ) -> BoxFuture<'a, Written> {
+        Box::pin(async move {
+            let Some((last, others)) = writes.split_last() else {
+                return Written::default();
+            };
+            let carrier = if ack.is_some() { Some(last) } else { None };
+            let others = if carrier.is_some() { others } else { writes };
+            // Made before the first wait: a closure held across it would not be `Send`.
+            let saves: Vec<BoxFuture<'a, Result<(), StateError>>> =
+                others.iter().map(|w| save_one(self, w, fence)).collect();
+            let mut results: Vec<Result<(), StateError>> = futures::stream::iter(saves)
+                .buffered(WRITES_IN_FLIGHT)
+                .collect()
+                .await;
+
+            let mut backlog = None;
+            if let (Some(w), Some(ack)) = (carrier, ack) {
+                let result = if results.iter().all(Result::is_ok) {
+                    self.save_acking(w.state, w.expected, fence, ack)
+                        .await
+                        .map(|left| backlog = left)
+                } else {
+                    Err(StateError::Unavailable(
+                        "not written: another write of the batch failed".into(),
+                    ))
+                };
+                results.push(result);
+            }
+            Written { results, backlog }
         })
     }
 

@@ -19,13 +19,10 @@ use crate::dormant::{self, Dormitory, Woken};
 use crate::error::StateError;
 use crate::outlet::{Forwarder, Outlet, TimerSink, Timers};
 use crate::stats::Stats;
-use crate::store::{LogAck, StateStore};
+use crate::store::{LogAck, StateStore, Write, Written};
 
 /// Timers fired per batch while catching up; bounds the work between two checks.
 const TIMER_BATCH: usize = 256;
-
-/// State writes in flight at once when a batch's changed users are written.
-const WRITES_IN_FLIGHT: usize = 64;
 
 /// A change to the scheduler's timers, held until the batch's users are written, with the
 /// span of the entry that asked for it.
@@ -340,38 +337,15 @@ impl PartitionWorker {
         let states =
             futures::future::try_join_all(dirty.iter().map(|a| a.addr.send(Snapshot))).await?;
 
-        // With an acknowledgement to carry, the last user waits for every other write.
-        let (store, fence) = (&self.store, self.fence);
-        let carrier = ack.map(|_| states.len() - 1);
-        let others = carrier.map_or(&states[..], |last| &states[..last]);
-        let mut results: Vec<Result<(), StateError>> =
-            futures::stream::iter(others.iter().zip(dirty.iter()).map(|(state, active)| {
-                let expected = active.stored;
-                async move {
-                    match fence {
-                        Some(token) => store.save_fenced(state, expected, token).await,
-                        None => store.save(state, expected).await,
-                    }
-                }
-            }))
-            .buffered(WRITES_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut backlog = None;
-        if let (Some(last), Some(ack)) = (carrier, ack) {
-            let result = if results.iter().all(Result::is_ok) {
-                let expected = dirty[last].stored;
-                store
-                    .save_acking(&states[last], expected, fence, ack)
-                    .await
-                    .map(|left| backlog = left)
-            } else {
-                Err(StateError::Unavailable(
-                    "not written: another write of the batch failed".into(),
-                ))
-            };
-            results.push(result);
-        }
+        let writes: Vec<Write<'_>> = states
+            .iter()
+            .zip(dirty.iter())
+            .map(|(state, active)| Write {
+                state,
+                expected: active.stored,
+            })
+            .collect();
+        let Written { results, backlog } = self.store.save_all(&writes, self.fence, ack).await;
 
         // The users written keep their new version even when others failed: a retried batch
         // finds them up to date and skips the entries they applied.
