@@ -36,6 +36,7 @@ use ::redis::{RedisError, RedisResult, Script};
 use ahash::AHashMap;
 use beckon_core::partition::partition_of;
 use beckon_core::{Duration, Event, Forget, Timer, Trigger};
+use beckon_redis::resend_if_lost;
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex, oneshot};
 use tracing::{debug, warn};
@@ -117,13 +118,6 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
-
-/// Whether a command failed because its connection went away, not because of the command.
-/// A command that timed out is not counted: it waited as long as its connection allows a
-/// command to, and sending it again would make its caller wait that long twice.
-fn connection_lost(e: &RedisError) -> bool {
-    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
-}
 
 // KEYS: log. ARGV: group, offsets... Acknowledges, then deletes; answers XACK's count and
 // the entries left, which are the partition's backlog since acknowledged entries go.
@@ -383,17 +377,12 @@ where
                     .arg(&w.body)
                     .arg(&w.traceparent);
             }
-            let mut con = self.con.clone();
-            let mut answers: RedisResult<Vec<(i64, String)>> = call.invoke_async(&mut con).await;
-            if answers.as_ref().is_err_and(connection_lost) {
-                // A connection that died under us (Redis restarted, a failover) is found by
-                // the first command sent on it; the connection reconnects, and this call goes
-                // once more rather than failing every caller of the group. Sending twice is
-                // safe: an entry the first call appended is found by its marker and answered
-                // as a duplicate with its offset.
-                debug!(lane = %lane, "connection lost during an append; sending again");
-                answers = call.invoke_async(&mut con).await;
-            }
+            // A connection that died under us (Redis restarted, a failover) is found by the
+            // first command sent on it; the connection reconnects, and this call goes once
+            // more rather than failing every caller of the group. Sending twice is safe: an
+            // entry the first call appended is found by its marker and answered as a
+            // duplicate with its offset.
+            let answers: RedisResult<Vec<(i64, String)>> = resend_if_lost(&self.con, &call).await;
 
             match answers {
                 Ok(answers) if answers.len() == group.len() => {
