@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use beckon_redis::resend_if_lost;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
@@ -288,11 +289,9 @@ where
     }
 
     async fn release_number(&self, workspace: &str) -> Result<u64, redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let n: Option<u64> = redis::cmd("GET")
-            .arg(self.release_key(workspace))
-            .query_async(&mut conn)
-            .await?;
+        let mut get = redis::cmd("GET");
+        get.arg(self.release_key(workspace));
+        let n: Option<u64> = resend_if_lost(&self.conn, &get).await?;
         Ok(n.unwrap_or(0))
     }
 }
@@ -307,7 +306,6 @@ where
         docs: &'a [Document],
     ) -> BoxFuture<'a, Result<Published, DefinitionError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let mut invocation = self.script.prepare_invoke();
             invocation
                 .key(self.documents_key(workspace))
@@ -317,7 +315,11 @@ where
             for d in docs {
                 invocation.arg(d.key()).arg(&d.canonical);
             }
-            let answer: Vec<String> = invocation.invoke_async(&mut conn).await?;
+            // Sent once more when its connection was lost. The script adds only documents not
+            // there yet and counts a release only for those: after a first run that went
+            // through with its answer lost, the second adds nothing and answers the release
+            // as it stands, listing nothing as added.
+            let answer: Vec<String> = resend_if_lost(&self.conn, &invocation).await?;
             match answer.as_slice() {
                 [status, key] if status == "changed" => Err(docs
                     .iter()
@@ -357,13 +359,12 @@ where
         workspace: &'a str,
     ) -> BoxFuture<'a, Result<Release, DefinitionError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let (documents, number): (BTreeMap<String, String>, Option<u64>) = redis::pipe()
-                .atomic()
+            let mut read = redis::pipe();
+            read.atomic()
                 .hgetall(self.documents_key(workspace))
-                .get(self.release_key(workspace))
-                .query_async(&mut conn)
-                .await?;
+                .get(self.release_key(workspace));
+            let (documents, number): (BTreeMap<String, String>, Option<u64>) =
+                resend_if_lost(&self.conn, &read).await?;
             Ok(Release {
                 workspace: workspace.to_string(),
                 number: number.unwrap_or(0),
