@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 
 use beckon_core::partition::partition_of;
 use beckon_core::{Effect, Timer, UserState};
+use beckon_redis::resend_if_lost;
 use beckon_scheduler::keys::Keys;
 use futures::future::BoxFuture;
 use redis::Script;
@@ -261,11 +262,9 @@ where
         user: &str,
     ) -> Result<Option<UserState>, StateError> {
         let key = self.keys(workspace, user).state(user);
-        let mut con = self.con.clone();
-        let data: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("d")
-            .query_async(&mut con)
+        let mut hget = redis::cmd("HGET");
+        hget.arg(&key).arg("d");
+        let data: Option<Vec<u8>> = resend_if_lost(&self.con, &hget)
             .await
             .map_err(unavailable)?;
         data.map(|bytes| decode(&bytes, user)).transpose()
@@ -308,6 +307,8 @@ where
             invocation.arg(serde_json::to_vec(effect).map_err(|e| corrupt(&state.user, e))?);
         }
 
+        // Sent once, even when its connection was lost: a compare-and-set that went through
+        // with only its answer lost would, sent again, answer a conflict with itself.
         let mut con = self.con.clone();
         let (status, detail, left): (i64, String, u64) = invocation
             .invoke_async(&mut con)
@@ -458,12 +459,9 @@ where
         alias: &str,
     ) -> Result<Option<String>, StateError> {
         let lookup = self.keys(workspace, alias).alias(alias);
-        let mut con = self.con.clone();
-        redis::cmd("GET")
-            .arg(&lookup)
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)
+        let mut get = redis::cmd("GET");
+        get.arg(&lookup);
+        resend_if_lost(&self.con, &get).await.map_err(unavailable)
     }
 
     /// Erases everything kept for the user: record, member index entries, aliases, timers,
@@ -518,12 +516,9 @@ where
     /// `fence`.
     async fn check_fence(&self, workspace: &str, user: &str, fence: u64) -> Result<(), StateError> {
         let key = lease_token_key(&self.keys(workspace, user));
-        let mut con = self.con.clone();
-        let current: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)?;
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let current: Option<String> = resend_if_lost(&self.con, &get).await.map_err(unavailable)?;
         match current {
             Some(c) if c == fence.to_string() => Ok(()),
             current => Err(StateError::Fenced {
@@ -540,26 +535,26 @@ where
         fence: Option<u64>,
     ) -> Result<u64, StateError> {
         let keys = self.keys(workspace, user);
-        let mut con = self.con.clone();
 
-        let aliases: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys.user_aliases(user))
-            .query_async(&mut con)
+        // Every command of a forget erases, so one sent again after its connection was lost
+        // finds the same or less to erase; only the count of what was removed can then be
+        // short of what the first attempt removed.
+        let mut smembers = redis::cmd("SMEMBERS");
+        smembers.arg(keys.user_aliases(user));
+        let aliases: Vec<String> = resend_if_lost(&self.con, &smembers)
             .await
             .map_err(unavailable)?;
         let mut removed = 0u64;
         for alias in &aliases {
             let lookup = self.keys(workspace, alias).alias(alias);
-            let n: u64 = DEL_ALIAS
-                .key(lookup)
-                .arg(user)
-                .invoke_async(&mut con)
-                .await
-                .map_err(unavailable)?;
+            let mut del = DEL_ALIAS.prepare_invoke();
+            del.key(lookup).arg(user);
+            let n: u64 = resend_if_lost(&self.con, &del).await.map_err(unavailable)?;
             removed += n;
         }
 
-        let (status, detail): (i64, String) = FORGET
+        let mut forget = FORGET.prepare_invoke();
+        forget
             .key(keys.state(user))
             .key(keys.user_aliases(user))
             .key(keys.user_timers(user))
@@ -574,8 +569,8 @@ where
             .arg(FORGET_OUTBOX_SCAN)
             .arg(keys.prefix())
             .arg(keys.sent(""))
-            .arg(fence.map(|f| f.to_string()).unwrap_or_default())
-            .invoke_async(&mut con)
+            .arg(fence.map(|f| f.to_string()).unwrap_or_default());
+        let (status, detail): (i64, String) = resend_if_lost(&self.con, &forget)
             .await
             .map_err(unavailable)?;
         if status != 1 {
@@ -590,6 +585,7 @@ where
 
         // Sends of the user's that a provider could not take wait in the gateway's retry
         // queue, in a slot of their own.
+        let mut con = self.con.clone();
         removed +=
             beckon_gateway::redis_retry::forget_user(&mut con, &self.namespace, workspace, user)
                 .await
@@ -612,21 +608,19 @@ where
     ) -> Result<Option<serde_json::Value>, StateError> {
         let keys = self.keys(workspace, user);
         let state = self.load_state(workspace, user).await?;
-        let mut con = self.con.clone();
-        let (aliases, members): (Vec<String>, Vec<String>) = redis::pipe()
-            .cmd("SMEMBERS")
+        let mut read = redis::pipe();
+        read.cmd("SMEMBERS")
             .arg(keys.user_aliases(user))
             .cmd("SMEMBERS")
-            .arg(keys.user_timers(user))
-            .query_async(&mut con)
+            .arg(keys.user_timers(user));
+        let (aliases, members): (Vec<String>, Vec<String>) = resend_if_lost(&self.con, &read)
             .await
             .map_err(unavailable)?;
         let mut timers: Vec<Timer> = Vec::new();
         if !members.is_empty() {
-            let bodies: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(keys.timer_bodies())
-                .arg(&members)
-                .query_async(&mut con)
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(keys.timer_bodies()).arg(&members);
+            let bodies: Vec<Option<Vec<u8>>> = resend_if_lost(&self.con, &hmget)
                 .await
                 .map_err(unavailable)?;
             for body in bodies.into_iter().flatten() {
@@ -658,7 +652,6 @@ where
     ) -> Result<MemberPage, StateError> {
         let limit = limit.clamp(1, MAX_MEMBERS_PAGE);
         let mut users = Vec::with_capacity(limit);
-        let mut con = self.con.clone();
         let mut cursor = from;
         while cursor.partition < self.partitions {
             let key = members_key(&self.namespace, workspace, cursor.partition, segment);
@@ -668,14 +661,15 @@ where
             };
             // One more than wanted tells whether this partition has more after the page.
             let want = limit - users.len();
-            let found: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            let mut range = redis::cmd("ZRANGEBYLEX");
+            range
                 .arg(&key)
                 .arg(start)
                 .arg("+")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(want + 1)
-                .query_async(&mut con)
+                .arg(want + 1);
+            let found: Vec<String> = resend_if_lost(&self.con, &range)
                 .await
                 .map_err(unavailable)?;
             let more_here = found.len() > want;
@@ -714,13 +708,9 @@ where
                 "{}:segsizes",
                 Keys::new(&self.namespace, workspace, p).prefix()
             );
-            let mut con = self.con.clone();
-            async move {
-                redis::cmd("HGETALL")
-                    .arg(key)
-                    .query_async::<Vec<(String, i64)>>(&mut con)
-                    .await
-            }
+            let mut hgetall = redis::cmd("HGETALL");
+            hgetall.arg(key);
+            async move { resend_if_lost::<_, Vec<(String, i64)>>(&self.con, &hgetall).await }
         });
         let counters = futures::future::try_join_all(reads)
             .await
