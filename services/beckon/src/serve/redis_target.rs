@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 
 use anyhow::Context as _;
 use beckon_ingest::log::Connect;
+use beckon_redis::connection_lost;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -346,12 +347,7 @@ impl RedisTarget {
                 _ = tx.closed() => return,
             }
 
-            // A connection that failed once is opened afresh: it may be half dead.
             let answered = self.ping(&mut conn).await;
-            if answered.is_err() {
-                conn = None;
-            }
-
             let reachable = answered.is_ok();
             if reachable == *tx.borrow() {
                 continue;
@@ -368,14 +364,29 @@ impl RedisTarget {
         }
     }
 
-    /// One PING, opening the connection first when there is none; each within the timeout.
+    /// One PING, each step within the timeout, on the connection kept from the last one that
+    /// was answered, or on a new one. The connection is kept only while it answers: one that
+    /// failed may be half dead.
+    ///
+    /// A kept connection that turns out lost says nothing of Redis now: it died with the Redis
+    /// that was there when it was opened (a restart, a failover). Redis answers when a new
+    /// connection's PING is answered, so a restart that is over is not reported as an outage.
     async fn ping(&self, conn: &mut Option<RedisConn>) -> RedisResult<()> {
-        let mut c = match conn {
-            Some(c) => c.clone(),
-            None => within(self.timeout, self.ping_connection()).await?,
-        };
-        *conn = Some(c.clone());
-        redis::cmd("PING").query_async::<()>(&mut c).await
+        if let Some(mut kept) = conn.take() {
+            match redis::cmd("PING").query_async::<()>(&mut kept).await {
+                Ok(()) => {
+                    *conn = Some(kept);
+                    return Ok(());
+                }
+                Err(e) if connection_lost(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+
+        let mut fresh = within(self.timeout, self.ping_connection()).await?;
+        redis::cmd("PING").query_async::<()>(&mut fresh).await?;
+        *conn = Some(fresh);
+        Ok(())
     }
 
     async fn ping_connection(&self) -> RedisResult<RedisConn> {
@@ -392,4 +403,32 @@ impl RedisTarget {
 /// Anything else it answered is final.
 fn worth_retrying(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || matches!(e.retry_method(), RetryMethod::WaitAndRetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use beckon_testkit::RedisServer;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_that_is_over_is_not_reported_as_an_outage() {
+        let mut redis = RedisServer::start_own(Default::default()).expect("redis-server");
+        let target = RedisTarget::new(vec![redis.url()], false);
+        let mut conn = None;
+        target.ping(&mut conn).await.expect("first ping");
+        assert!(conn.is_some(), "the answered connection is kept");
+
+        // The kept connection died with the old server; the new one answers.
+        redis.restart().expect("restart redis");
+        target
+            .ping(&mut conn)
+            .await
+            .expect("the first ping after the restart");
+
+        // Down is still down.
+        redis.kill();
+        assert!(target.ping(&mut conn).await.is_err());
+        assert!(conn.is_none(), "a connection that failed is not kept");
+    }
 }
