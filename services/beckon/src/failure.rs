@@ -1,12 +1,25 @@
 //! Failed calls of the client commands (`beckon user`, `beckon journeys`) said plainly: what
 //! went wrong in words, then what the server said, each cause once.
 
+use std::error::Error as _;
+
 /// `<plain reason>: <server message>: <causes>`, with no gRPC code names and no cause
-/// repeated (a transport error's text often holds its source's text already).
-pub fn plain(e: &anyhow::Error) -> String {
+/// repeated (a transport error's text often holds its source's text already). `url` is the
+/// address the command called, named when what answered there was no Beckon service.
+pub fn plain(e: &anyhow::Error, url: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
+    let mut not_ours = false;
     for cause in e.chain() {
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            if spoke_no_grpc(status) {
+                not_ours = true;
+                parts.push(format!(
+                    "{url} did not answer as a Beckon gRPC service (is it the right address \
+                     and scheme?)"
+                ));
+                parts.push(status.message().to_string());
+                continue;
+            }
             match too_large(status) {
                 Some(said) => parts.push(said),
                 None => {
@@ -15,8 +28,11 @@ pub fn plain(e: &anyhow::Error) -> String {
                 }
             }
         } else if cause.is::<tonic::transport::Error>() {
-            // Its own text ("transport error") says nothing its causes do not say better.
-            parts.push(UNAVAILABLE.to_string());
+            // Its own text ("transport error") says nothing its causes do not say better. A
+            // server that answered in another protocol is there, not unavailable.
+            if !not_ours {
+                parts.push(UNAVAILABLE.to_string());
+            }
         } else {
             parts.push(cause.to_string());
         }
@@ -34,6 +50,25 @@ pub fn plain(e: &anyhow::Error) -> String {
 }
 
 const UNAVAILABLE: &str = "the server is unavailable";
+
+/// Whether a call failed because what answered at the address broke the connection instead of
+/// answering in gRPC: a plain TCP or HTTP/1 server, a TLS port called without TLS. Tonic makes
+/// such a status from its transport's error, which it keeps as the source; a status a server
+/// sent has none. A connection that could not be made (nothing listening, a refused stream)
+/// is UNAVAILABLE, and is said so.
+fn spoke_no_grpc(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::Unavailable {
+        return false;
+    }
+    let mut cause = status.source();
+    while let Some(c) = cause {
+        if c.is::<tonic::transport::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
 
 /// An answer over a size limit, said in words: tonic's own status ("Error, decoded message
 /// length too large: found N bytes, the limit is: M bytes") comes from this side of the call
@@ -92,6 +127,8 @@ mod tests {
 
     use super::*;
 
+    const URL: &str = "http://127.0.0.1:4770";
+
     /// A cause chain in the shape tonic builds for a failed connection.
     #[derive(Debug)]
     struct Cause(&'static str, Option<Box<Cause>>);
@@ -112,7 +149,7 @@ mod tests {
     fn codes_become_words_and_the_message_follows() {
         let e = anyhow::Error::from(tonic::Status::unavailable("redis: connection refused"));
         assert_eq!(
-            plain(&e),
+            plain(&e, URL),
             "the server is unavailable: redis: connection refused"
         );
 
@@ -120,13 +157,20 @@ mod tests {
             "journey onboarding version 1 is published with other content",
         ));
         assert_eq!(
-            plain(&e),
+            plain(&e, URL),
             "journey onboarding version 1 is published with other content"
+        );
+
+        // A failure the server answered names no address: the server was the right one.
+        let e = anyhow::Error::from(tonic::Status::internal("the store answered garbage"));
+        assert_eq!(
+            plain(&e, URL),
+            "the server failed: the store answered garbage"
         );
 
         let e = anyhow::Error::from(tonic::Status::unimplemented(""));
         assert_eq!(
-            plain(&e),
+            plain(&e, URL),
             "that address does not serve this API (is it the right service's port?)"
         );
     }
@@ -138,7 +182,7 @@ mod tests {
              4194304 bytes",
         ));
         assert_eq!(
-            plain(&e),
+            plain(&e, URL),
             "the answer is too large: 30317058 bytes, more than the 4194304 bytes this \
              command accepts"
         );
@@ -148,14 +192,14 @@ mod tests {
              67108864 bytes",
         ));
         assert_eq!(
-            plain(&e),
+            plain(&e, URL),
             "the answer is too large: 70000000 bytes, more than the 67108864 bytes the server \
              sends"
         );
 
         // Any other out-of-range answer is the server's own words.
         let e = anyhow::Error::from(tonic::Status::out_of_range("page_size: at most 1000"));
-        assert_eq!(plain(&e), "page_size: at most 1000");
+        assert_eq!(plain(&e, URL), "page_size: at most 1000");
     }
 
     #[test]
@@ -165,7 +209,7 @@ mod tests {
         // What tonic makes of a failed connection: the cause's text is the message too.
         let mut status = tonic::Status::unavailable("tcp connect error");
         status.set_source(std::sync::Arc::new(connect));
-        let said = plain(&anyhow::Error::from(status));
+        let said = plain(&anyhow::Error::from(status), URL);
         assert_eq!(
             said,
             "the server is unavailable: tcp connect error: Connection refused (os error 111)"
@@ -173,6 +217,6 @@ mod tests {
 
         // A context that repeats its cause, as a connection error's text often does.
         let e = anyhow::Error::new(Cause("tcp connect error", None)).context("tcp connect error");
-        assert_eq!(plain(&e), "tcp connect error");
+        assert_eq!(plain(&e, URL), "tcp connect error");
     }
 }

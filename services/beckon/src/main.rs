@@ -196,10 +196,13 @@ fn main() -> ExitCode {
         init_logging(cli.log.as_deref().unwrap_or("warn"));
     }
 
-    // Client commands say their failures plainly, under the command's name.
+    // Client commands say their failures plainly, under the command's name, naming the
+    // address they called when what answered there was no Beckon service.
     let client = match &cli.command {
-        Command::User { action, .. } => Some(format!("user {}", action.name())),
-        Command::Journeys { action, .. } => Some(format!("journeys {}", value_name(action))),
+        Command::User { action, url, .. } => Some((format!("user {}", action.name()), url.clone())),
+        Command::Journeys { action, url, .. } => {
+            Some((format!("journeys {}", value_name(action)), url.clone()))
+        }
         _ => None,
     };
 
@@ -261,7 +264,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let said = match &client {
-                Some(command) => format!("beckon {command}: {}", beckon::failure::plain(&e)),
+                Some((command, url)) => {
+                    format!("beckon {command}: {}", beckon::failure::plain(&e, url))
+                }
                 None => format!("error: {e:#}"),
             };
             let _ = writeln!(std::io::stderr(), "{said}");

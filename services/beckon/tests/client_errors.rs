@@ -1,6 +1,6 @@
 //! What the client commands (`beckon user`, `beckon journeys`) say when a call fails: a plain
 //! reason and the server's message, under the command's name, with no gRPC code names and no
-//! cause said twice.
+//! cause said twice; an address where something other than a Beckon service answered is named.
 
 mod support;
 
@@ -69,6 +69,63 @@ fn a_server_that_is_not_there_is_said_to_be_unavailable_once() {
     );
     assert_plain(said);
     assert_eq!(said.matches("tcp connect error").count(), 1, "{said}");
+}
+
+/// A plain HTTP/1.1 server on a port of the test's own, answering whatever arrives with
+/// `400 Bad Request`, as a web server or a proxy's plain port would. Its URL.
+fn http1_listener() -> String {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn an_address_that_is_no_grpc_service_is_named_with_the_cause() {
+    let url = http1_listener();
+    let examples = support::examples();
+    let examples = examples.to_str().unwrap_or_default();
+    let said_of = |command: &str| {
+        format!(
+            "beckon {command}: {url} did not answer as a Beckon gRPC service (is it the right \
+             address and scheme?): "
+        )
+    };
+
+    // Every client command that calls a service goes through the same words.
+    let commands: [(&str, Vec<&str>); 6] = [
+        ("journeys list", vec!["journeys", "list"]),
+        ("journeys apply", vec!["journeys", "apply", examples]),
+        ("journeys lint", vec!["journeys", "lint", examples]),
+        ("user get", vec!["user", "get", "ada"]),
+        ("user members", vec!["user", "members", "buyers"]),
+        ("user sizes", vec!["user", "sizes"]),
+    ];
+    for (command, mut args) in commands {
+        args.extend(["--url", &url]);
+        let (code, said) = beckon(&args);
+        assert_eq!(code, Some(2), "{said}");
+        let said = said.trim_end();
+        let cause = said
+            .strip_prefix(&said_of(command))
+            .unwrap_or_else(|| panic!("{command}: {said}"));
+        // The cause the connection broke with follows, in the transport's words.
+        assert!(!cause.trim().is_empty(), "{said}");
+        assert!(!said.contains("the server is unavailable"), "{said}");
+        assert!(!said.contains("the server failed"), "{said}");
+        assert_plain(said);
+    }
 }
 
 #[test]
