@@ -19,6 +19,7 @@
 //! fails is retried. The `Message-ID` is derived from the idempotency key, so a receiving
 //! system that deduplicates by it sees one message.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -245,6 +246,23 @@ const FROM_SHAPE: &str = "is not an email address; expected an address such as \
                           `shop@example.com`, or a name and address such as \
                           `Shop <shop@example.com>`";
 
+/// `text` with every control character replaced by a space, for a header value made from a
+/// user's data: a subject rendered from their traits, their address.
+///
+/// lettre puts CR and LF inside RFC 2047 encoded words, so they cannot start a header line of
+/// their own; but the subject a mail client decodes still breaks where they were, and a relay
+/// or filter that decodes the header and writes it out again may split it there. The other
+/// control characters (BEL, ESC, DEL, ...) lettre writes as they are, which RFC 5322 does not
+/// allow in a header: some servers refuse such a message, and a terminal showing it acts on
+/// them. A space, rather than nothing, keeps apart the words the character stood between.
+fn header_text(text: &str) -> Cow<'_, str> {
+    if text.contains(char::is_control) {
+        Cow::Owned(text.replace(char::is_control, " "))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// The email for `message` to `to`, dated `now`.
 pub fn build_email(
     config: &SmtpConfig,
@@ -253,12 +271,18 @@ pub fn build_email(
     now: Ts,
 ) -> Result<lettre::Message, GatewayError> {
     let from: Mailbox = config.from.parse().map_err(|e| invalid("smtp.from", e))?;
-    let to: Mailbox = to.parse().map_err(|e| invalid("recipient email", e))?;
+
+    // An address whose control characters stand inside it does not parse, and is refused as
+    // before; a name holding some, or a line break stored after the address, goes out clean.
+    let to: Mailbox = header_text(to)
+        .parse()
+        .map_err(|e| invalid("recipient email", e))?;
     let subject = message
         .subject
         .as_deref()
         .or(message.title.as_deref())
         .unwrap_or_default();
+    let subject = header_text(subject).into_owned();
     let link = unsubscribe_link(config, &message.workspace, &message.user_id);
 
     let domain = from.email.domain().to_string();
@@ -484,5 +508,89 @@ mod tests {
             None
         );
         assert_eq!(verify_unsubscribe_token(&secret, "garbage"), None);
+    }
+
+    fn config() -> SmtpConfig {
+        let link = Url::parse("https://unsubscribe.example/u").expect("url");
+        SmtpConfig::new(
+            "127.0.0.1",
+            2525,
+            "Shop <shop@example.com>",
+            link,
+            Secret::new("unsub-key"),
+        )
+    }
+
+    fn message(subject: &str) -> OutboundMessage {
+        OutboundMessage {
+            idempotency_key: "k".into(),
+            workspace: "acme".into(),
+            user_id: "ann".into(),
+            journey: "welcome".into(),
+            version: 1,
+            instance: None,
+            step: "hello".into(),
+            channel: "email".into(),
+            at: Ts(0),
+            title: None,
+            subject: Some(subject.into()),
+            body: "Hello".into(),
+            to: None,
+        }
+    }
+
+    /// The header lines of an email as sent, each folded line joined to the one it continues.
+    fn header_lines(email: &lettre::Message) -> Vec<String> {
+        let bytes = email.formatted();
+        let text = String::from_utf8(bytes).expect("headers are text");
+        let (head, _) = text
+            .split_once("\r\n\r\n")
+            .expect("a blank line ends the headers");
+        let mut lines: Vec<String> = Vec::new();
+        for line in head.split("\r\n") {
+            match lines.last_mut() {
+                Some(last) if line.starts_with([' ', '\t']) => last.push_str(line),
+                _ => lines.push(line.to_string()),
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn control_characters_of_a_subject_become_spaces_and_inject_no_header() {
+        let subject = "Hi Ann\r\nBcc: evil@attacker.example\u{7}\u{1b}[31m\u{7f}!";
+        let email = build_email(&config(), &message(subject), "ann@example.com", Ts(0))
+            .expect("email builds");
+        let lines = header_lines(&email);
+
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc")),
+            "{lines:#?}"
+        );
+        let subject: Vec<&String> = lines.iter().filter(|l| l.starts_with("Subject:")).collect();
+        assert_eq!(
+            subject,
+            ["Subject: Hi Ann  Bcc: evil@attacker.example  [31m !"],
+            "{lines:#?}"
+        );
+        for line in &lines {
+            assert!(!line.contains(char::is_control), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_recipient_name_or_a_line_break_after_the_address_is_cleaned() {
+        let to = "Ann\u{7}Lee <ann@example.com>\r\n";
+        let email = build_email(&config(), &message("Hi"), to, Ts(0)).expect("the address is kept");
+        let lines = header_lines(&email);
+        let to_line = "To: \"Ann Lee\" <ann@example.com>".to_string();
+        assert!(lines.contains(&to_line), "{lines:#?}");
+
+        // A control character inside the address leaves no address to send to.
+        let broken = "ann@example.com\r\nBcc: evil@attacker.example";
+        let refused = build_email(&config(), &message("Hi"), broken, Ts(0));
+        assert!(refused.is_err());
     }
 }
