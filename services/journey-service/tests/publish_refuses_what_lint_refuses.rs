@@ -1,8 +1,8 @@
 //! Over real gRPC on real Redis, Lint and Apply refuse what `beckon lint` refuses in a
 //! message template (a loop whose written range runs past the budget, a tag that sets a name
-//! of the data) with the lint's own errors, at the same line and column; Apply publishes
-//! nothing of the request. A version stored before the template lint existed may still be
-//! published again unchanged, but not as a new version.
+//! of the data, an `include`, a division by a written zero) with the lint's own errors, at the
+//! same line and column; Apply publishes nothing of the request. A version stored before the
+//! template lint existed may still be published again unchanged, but not as a new version.
 
 mod support;
 
@@ -26,6 +26,11 @@ fn big_loop(version: u32) -> String {
 const HIDES_USER: &str = "id: hide\nversion: 1\nworkspace: w\nentry: {event: X}\nsteps:\n  \
     - id: m\n    message:\n      channel: push\n      title: hi\n      \
     body: \"{% assign user = 1 %}{{ user }}\"\n";
+
+/// A message that takes in another template and divides by zero: every render would fail.
+const FAILS_TO_RENDER: &str = "id: fails\nversion: 1\nworkspace: w\nentry: {event: X}\nsteps:\n  \
+    - id: m\n    message:\n      channel: push\n      title: \"{{ 1 | divided_by: 0 }}\"\n      \
+    body: \"{% include 'card' %}\"\n";
 
 /// [`big_loop`] version 1 as a version before the template lint stored it: canonical JSON.
 const STORED: &str = concat!(
@@ -128,6 +133,21 @@ async fn lint_and_apply_refuse_what_the_template_lint_refuses_at_its_place() {
         lint_errors("hide.yaml", HIDES_USER)[0]
             .message
             .contains("`user` names the user's traits"),
+    );
+
+    refused_as_lint_refuses(&mut c, "fails.yaml", FAILS_TO_RENDER).await;
+    let errors: Vec<String> = lint_errors("fails.yaml", FAILS_TO_RENDER)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("fails.yaml:9:22: steps[0].message.title: `divided_by: 0`"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("fails.yaml:10:17: steps[0].message.body: `include` takes in"),
+        "{errors:?}"
     );
 
     assert_eq!(release_number(&mut c).await, 0, "nothing was published");

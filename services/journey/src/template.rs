@@ -26,6 +26,11 @@
 //! skips the message with its reason. A loop whose written ranges alone go past the iteration
 //! bound is refused by the lint ([`Template::lint`]).
 //!
+//! What fails at every render is refused by the lint too: `include` and `render`, since a
+//! message's template has no other templates beside it, and `divided_by` or `modulo` by a
+//! zero written in the text. A zero that comes from the data can only be found as the
+//! message renders, and skips it with its reason.
+//!
 //! Escaping: for email every string value is HTML-escaped before rendering, so a product name
 //! cannot inject markup; push, in-app and SMS are plain text and are not escaped. `url_encode`
 //! is available for links.
@@ -55,6 +60,7 @@ macro_rules! block_reflection {
     };
 }
 
+mod always_fails;
 mod bounds;
 mod elements;
 mod loop_lint;
@@ -410,18 +416,27 @@ impl Template {
     }
 
     /// What the lint refuses in a template that compiles: a tag that sets one of the data's
-    /// roots ([`DATA_ROOTS`]), which would hide that data from the rest of the template; and a
+    /// roots ([`DATA_ROOTS`]), which would hide that data from the rest of the template; a
     /// loop whose written ranges (and those of the loops inside it) run more than
-    /// [`MAX_LOOP_ITERATIONS`] iterations, so that rendering it could only fail. The error is
-    /// at the name set, or at the loop's range; the first in the text is given.
+    /// [`MAX_LOOP_ITERATIONS`] iterations, so that rendering it could only fail; and what
+    /// fails wherever it runs: an `include` or `render` tag (a message has no other template
+    /// to take in) and a `divided_by` or `modulo` by a zero written as a literal. The error
+    /// is at the name set, the loop's range, the tag or the filter; the first in the text is
+    /// given.
+    ///
+    /// Only what the text itself says can be refused here. A divisor, or a range's bound,
+    /// read from the data is known only when the template renders: a zero or a huge bound
+    /// there skips that message, with its reason, and nothing else.
     pub fn lint(&self) -> Result<(), TemplateError> {
-        let hiding = self.hiding_a_root();
-        let over = self.over_budget();
-        match (hiding, over) {
-            (Some(h), Some(o)) if o.at < h.at => Err(o),
-            (Some(h), _) => Err(h),
-            (None, Some(o)) => Err(o),
-            (None, None) => Ok(()),
+        // On a tie the order below decides, though two problems never share a place.
+        let found = [
+            self.hiding_a_root(),
+            self.over_budget(),
+            always_fails::first(&self.source),
+        ];
+        match found.into_iter().flatten().min_by_key(|e| e.at) {
+            Some(first) => Err(first),
+            None => Ok(()),
         }
     }
 
@@ -1144,6 +1159,57 @@ mod loop_tests {
             lint("{% for i in (1..1000) %}{{ i | default: 0 }}{% endfor %}"),
             None
         );
+    }
+
+    #[test]
+    fn what_fails_at_every_render_is_refused_by_the_lint_at_its_place() {
+        let data = json!({"user": {"seats": 0}});
+        for (src, at, reason) in [
+            (
+                "Hi {% include 'footer' %}",
+                (1, 7),
+                "`include` takes in another template",
+            ),
+            (
+                "Hi\n{% render 'card' %}",
+                (2, 4),
+                "`render` takes in another template",
+            ),
+            (
+                "{{ 12 | divided_by: 0 }}",
+                (1, 9),
+                "`divided_by: 0` divides by zero",
+            ),
+            (
+                "{{ 12 | modulo: \"0\" }}",
+                (1, 9),
+                "`modulo: \"0\"` divides by zero",
+            ),
+        ] {
+            // Rendering it fails whatever the data, so its message would always be skipped.
+            assert!(
+                matches!(render(src, data.clone()), Err(RenderError::Liquid(_))),
+                "{src}"
+            );
+
+            let template = Template::compile(src).expect("compiles");
+            let error = template.lint().expect_err(src);
+            assert_eq!(error.at, Some(at), "{src}");
+            assert!(error.reason.starts_with(reason), "{src}: {error}");
+        }
+
+        // A zero read from the data is only known as the message renders.
+        let src = "{{ 12 | divided_by: user.seats }}";
+        assert!(render(src, data).is_err());
+        assert_eq!(Template::compile(src).map(|t| t.lint()), Ok(Ok(())));
+
+        // The first problem in the text is the one given.
+        let src = "{% assign user = 1 %}{{ 1 | divided_by: 0 }}";
+        let first = Template::compile(src).and_then(|t| t.lint()).err();
+        assert_eq!(first.and_then(|e| e.at), Some((1, 11)));
+        let src = "{% include 'x' %}{% assign user = 1 %}";
+        let first = Template::compile(src).and_then(|t| t.lint()).err();
+        assert_eq!(first.and_then(|e| e.at), Some((1, 4)));
     }
 }
 

@@ -107,11 +107,11 @@ pub(super) fn scan(source: &str) -> Reads {
 /// A word of a tag: a variable, a literal, or a mark, with the byte where it starts in the
 /// source.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Token<'s> {
+pub(super) enum Token<'s> {
     /// A variable with its indexes as written (`user.items[0].name`), or a keyword.
     Word(&'s str, usize),
-    /// A quoted text or a number.
-    Literal,
+    /// A quoted text, quotes included, or a number, as written.
+    Literal(&'s str),
     /// Punctuation or an operator: `|`, `:`, `,`, `(`, `)`, `..`, `=`, `==`, `<`, ...
     Mark(&'s str),
 }
@@ -124,13 +124,13 @@ impl<'s> Token<'s> {
         }
     }
 
-    fn is(&self, mark: &str) -> bool {
+    pub(super) fn is(&self, mark: &str) -> bool {
         matches!(self, Token::Mark(m) if *m == mark)
     }
 }
 
 /// The tokens of a tag's text, which starts at byte `start` of the source.
-fn tokens(text: &str, start: usize) -> Vec<Token<'_>> {
+pub(super) fn tokens(text: &str, start: usize) -> Vec<Token<'_>> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -143,7 +143,7 @@ fn tokens(text: &str, start: usize) -> Vec<Token<'_>> {
         }
         if c == b'"' || c == b'\'' {
             i = after_quote(bytes, i);
-            out.push(Token::Literal);
+            out.push(Token::Literal(&text[from..i]));
         } else if c.is_ascii_digit()
             || (c == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
         {
@@ -155,7 +155,7 @@ fn tokens(text: &str, start: usize) -> Vec<Token<'_>> {
                 }
                 i += if fraction { 2 } else { 1 };
             }
-            out.push(Token::Literal);
+            out.push(Token::Literal(&text[from..i]));
         } else if c.is_ascii_alphabetic() || c == b'_' {
             i = after_word(bytes, i);
             out.push(Token::Word(&text[from..i], start + from));
