@@ -85,12 +85,29 @@ pub fn is_outcome(event: &Event) -> bool {
 }
 
 /// Whether only a gateway may report events of this name: every outcome name but
-/// `Message Unsubscribed`. Journeys wait for these names, explanations tell sends by them and
-/// a `Device Token Invalid` removes a device, so one sent by anyone else would forge what
-/// became of a message; ingest's public calls refuse them. An unsubscribe is the user's word
-/// whoever carries it, so it is taken from anyone.
+/// `Message Unsubscribed`, however it is written ([`reserved_name`]). Journeys wait for these
+/// names, explanations tell sends by them and a `Device Token Invalid` removes a device, so
+/// one sent by anyone else would forge what became of a message; ingest's public calls refuse
+/// them. An unsubscribe is the user's word whoever carries it, so it is taken from anyone.
 pub fn reserved_for_gateway(name: &str) -> bool {
-    name != MESSAGE_UNSUBSCRIBED && OUTCOME_NAMES.contains(&name)
+    reserved_name(name).is_some()
+}
+
+/// The name reserved for the gateway's reports that `name` reads as, if any: the same
+/// letters in any case, with any white space around them (`message opened`, `Message Opened `
+/// read as `Message Opened`). That is how opt-out answers are read ([`says_opted_out`]), and
+/// templates name earlier events without regard to case (`last.message_opened`).
+///
+/// Events still match journeys by their exact name, and the gateway writes its reports
+/// exactly so. The looser reading is for the reservation alone: a name a person takes for a
+/// report is refused from clients as the report itself would be, rather than passing as an
+/// ordinary event that looks like one in a log or an explanation.
+pub fn reserved_name(name: &str) -> Option<&'static str> {
+    let name = name.trim();
+    OUTCOME_NAMES
+        .into_iter()
+        .filter(|reserved| *reserved != MESSAGE_UNSUBSCRIBED)
+        .find(|reserved| reserved.eq_ignore_ascii_case(name))
 }
 
 /// Whether an opt-out trait's value (`unsubscribed`, `<channel>_opt_out`) says the user opted
@@ -270,6 +287,36 @@ mod tests {
             timestamp: Ts(1_000),
             previous_id: None,
         }
+    }
+
+    #[test]
+    fn a_reserved_name_is_reserved_in_any_case_with_any_space_around_it() {
+        for name in [
+            "Message Opened",
+            "message opened",
+            "MESSAGE OPENED",
+            "Message Opened ",
+            "\tmessage opened\n",
+        ] {
+            assert_eq!(reserved_name(name), Some(MESSAGE_OPENED), "{name:?}");
+            assert!(reserved_for_gateway(name), "{name:?}");
+        }
+        assert_eq!(
+            reserved_name(" device token INVALID"),
+            Some("Device Token Invalid")
+        );
+
+        // Other words are other names, and an unsubscribe is anyone's to send.
+        for name in [
+            "Message  Opened",
+            "MessageOpened",
+            "Message Opened!",
+            "Opened",
+        ] {
+            assert_eq!(reserved_name(name), None, "{name:?}");
+        }
+        assert_eq!(reserved_name("message unsubscribed"), None);
+        assert!(!reserved_for_gateway(MESSAGE_UNSUBSCRIBED));
     }
 
     fn about(extra: Value) -> Value {

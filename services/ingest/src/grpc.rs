@@ -136,17 +136,30 @@ impl IngestService {
     fn check_path(event: &Event, path: Path) -> Result<(), Rejection> {
         use beckon_core::delivery;
 
-        match path {
-            Path::Public if delivery::reserved_for_gateway(&event.name) => Err(Rejection::new(
+        // A name written otherwise than the report it reads as (`message opened`) is refused
+        // as that report, and the refusal says which one it was taken for.
+        let reserved = match path {
+            Path::Public => delivery::reserved_name(&event.name),
+            Path::Gateway => None,
+        };
+        if let Some(reserved) = reserved {
+            let what = if reserved == event.name {
+                format!("{reserved:?}")
+            } else {
+                format!("{:?} reads as {reserved:?}, which", event.name)
+            };
+            return Err(Rejection::new(
                 RejectReason::BadField,
                 "event",
                 format!(
-                    "{:?} is reserved for the gateway's reports of what became of a message; \
+                    "{what} is reserved for the gateway's reports of what became of a message; \
                      an app or a provider reports an outcome through the Gateway's \
-                     ReportOutcome call",
-                    event.name
+                     ReportOutcome call"
                 ),
-            )),
+            ));
+        }
+
+        match path {
             Path::Gateway if !delivery::OUTCOME_NAMES.contains(&event.name.as_str()) => {
                 Err(Rejection::new(
                     RejectReason::BadField,

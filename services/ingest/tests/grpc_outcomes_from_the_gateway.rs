@@ -1,8 +1,8 @@
 //! What became of a message is for the gateway to say. Through a real Ingest server on
 //! loopback: the public calls (`Track`, `Batch`) refuse the names of the gateway's reports,
-//! with or without a message's key, naming the field and the reason, and still take an
-//! unsubscribe, which is the user's word whoever carries it. The gateway's own call
-//! (`AppendOutcome`) takes those reports and nothing else.
+//! with or without a message's key, in any case and with white space around them, naming the
+//! field and the reason, and still take an unsubscribe, which is the user's word whoever
+//! carries it. The gateway's own call (`AppendOutcome`) takes those reports and nothing else.
 
 mod support;
 
@@ -157,6 +157,43 @@ async fn a_client_cannot_report_what_became_of_a_message() {
             "Message Unsubscribed"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_name_that_reads_as_a_report_is_refused_as_that_report() {
+    let (mut client, _log) = serve().await;
+
+    for (n, (name, reads_as)) in [
+        ("message opened", "Message Opened"),
+        ("Message Opened ", "Message Opened"),
+        (" MESSAGE FAILED", "Message Failed"),
+        ("device token invalid\u{a0}", "Device Token Invalid"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let status = track(&mut client, named(&format!("r{n}"), name, false))
+            .await
+            .expect_err("a report's name in other letters");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(
+            status.message(),
+            format!(
+                "invalid event: bad_field: event.event: {name:?} reads as {reads_as:?}, which is \
+                 reserved for the gateway's reports of what became of a message; an app or a \
+                 provider reports an outcome through the Gateway's ReportOutcome call"
+            )
+        );
+    }
+
+    // Other words are an ordinary event's, and an unsubscribe is anyone's in any case.
+    for (n, name) in ["Message Opened Twice", "message unsubscribed"]
+        .into_iter()
+        .enumerate()
+    {
+        let taken = track(&mut client, named(&format!("o{n}"), name, false)).await;
+        assert!(taken.is_ok_and(|appended| appended), "{name}");
+    }
 }
 
 #[tokio::test]

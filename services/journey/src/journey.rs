@@ -154,6 +154,11 @@ pub struct Journey {
     /// existed; empty for every other journey. Its templates render as they are: the budget
     /// the lint enforces holds at render time anyway.
     pub refused_templates: Vec<SpecError>,
+    /// The entry, goal and `wait_for` event names refused, in a journey loaded as published
+    /// before that check existed, for reading as a name reserved for the gateway's reports
+    /// without being written as it (`message opened`); empty for every other journey. Ingest
+    /// refuses such names from clients, so no event reaches the steps waiting on them.
+    pub refused_names: Vec<SpecError>,
     /// Where an instance of a journey with `refused_loops` is held for
     /// [`crate::cycle::MIN_LOOP_WAIT`] before going on, as (from, to) step indexes: every loop
     /// of the journey passes through one, so none goes round faster than that.
@@ -162,13 +167,15 @@ pub struct Journey {
 
 impl Journey {
     /// Everything the checks added since a version may have been published refuse in this
-    /// journey (its loops, its templates), in the order of the file. Empty unless it was
-    /// loaded as published before: a spec being linted or published is refused for these.
+    /// journey (its loops, its templates, its event names), in the order of the file. Empty
+    /// unless it was loaded as published before: a spec being linted or published is refused
+    /// for these.
     pub fn refused_by_newer_checks(&self) -> Vec<SpecError> {
         let mut all: Vec<SpecError> = self
             .refused_loops
             .iter()
             .chain(&self.refused_templates)
+            .chain(&self.refused_names)
             .cloned()
             .collect();
         all.sort_by_key(|e| (e.line, e.column));

@@ -581,6 +581,10 @@ struct Checker<'a> {
     /// anyway), and whoever publishes the text again learns what the lint says of it.
     checks: Checks,
     set_aside: Vec<SpecError>,
+    /// Under [`Checks::PublishedBefore`], the event names refused for reading as a name
+    /// reserved for the gateway's reports ([`Journey::refused_names`]), which that check,
+    /// newer than some published versions, refuses in a spec being linted or published.
+    refused_names: Vec<SpecError>,
 }
 
 impl Checker<'_> {
@@ -616,13 +620,26 @@ impl Checker<'_> {
         });
     }
 
-    /// Refuses an event name that ingest would refuse (too long, control characters): no
-    /// event could ever match it. Placed at the name, written after `key:` or as the `event:`
-    /// of the mapping there; the name is not searched for, as an escape (`"\u0007"`) is
-    /// written otherwise than it reads.
+    /// Refuses an event name that ingest would refuse (too long, control characters, or
+    /// read as a name reserved for the gateway's reports without being written as it, such
+    /// as `message opened`): no event could ever match it. The gateway writes its reports
+    /// exactly as they are named, and ingest refuses such a name written otherwise from
+    /// anyone else ([`beckon_core::delivery::reserved_name`]).
+    ///
+    /// Placed at the name, written after `key:` or as the `event:` of the mapping there; the
+    /// name is not searched for, as an escape (`"\u0007"`) is written otherwise than it
+    /// reads.
     fn event_name(&mut self, from_line: u32, key: &str, field: String, name: &str) {
-        let Some(problem) = beckon_core::ids::name_problem(name) else {
-            return;
+        let invalid = beckon_core::ids::name_problem(name);
+        let newer = invalid.is_none();
+        let reads_as = beckon_core::delivery::reserved_name(name).filter(|r| *r != name);
+        let problem = match (invalid, reads_as) {
+            (Some(problem), _) => problem,
+            (None, Some(reserved)) => format!(
+                "`{name}` reads as `{reserved}`, which is reserved for the gateway's reports; \
+                 the gateway writes it only as `{reserved}`, so write that"
+            ),
+            (None, None) => return,
         };
         let (line, column) = locate_value(self.text, from_line, key);
         let value: String = self
@@ -639,13 +656,21 @@ impl Checker<'_> {
         } else {
             (line, column)
         };
-        self.errors.push(SpecError {
+        let error = SpecError {
             file: self.file.to_string(),
             line,
             column,
             field,
             message: format!("not an event name ingest accepts: {problem}"),
-        });
+        };
+
+        // Reading reserved names in any case is newer than some published versions: one
+        // with such a name loads as it is, as a service must start with what it has.
+        if newer && self.checks == Checks::PublishedBefore {
+            self.refused_names.push(error);
+        } else {
+            self.errors.push(error);
+        }
     }
 
     /// Compiles a template, with the lint's checks when they apply; a problem is reported
@@ -721,6 +746,7 @@ fn compile(
         errors: Vec::new(),
         checks,
         set_aside: Vec::new(),
+        refused_names: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
 
@@ -865,10 +891,12 @@ fn compile(
     }
 
     let mut refused_templates = std::mem::take(&mut ck.set_aside);
+    let mut refused_names = std::mem::take(&mut ck.refused_names);
     if !ck.errors.is_empty() {
         // A journey refused for something else is refused with all of it.
         ck.errors.append(&mut refused_loops);
         ck.errors.append(&mut refused_templates);
+        ck.errors.append(&mut refused_names);
         // Checks run by kind, not by place: a step's `next` is checked before its body.
         ck.errors.sort_by_key(|e| (e.line, e.column));
         return Err(ck.errors);
@@ -914,6 +942,7 @@ fn compile(
         last_events,
         refused_loops,
         refused_templates,
+        refused_names,
         paced,
     })
 }
@@ -1091,6 +1120,7 @@ fn compile_segment(file: &str, text: &str, spec: SegmentSpec) -> Result<Segment,
         errors: Vec::new(),
         checks: Checks::All,
         set_aside: Vec::new(),
+        refused_names: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
     if !id_is_valid(&spec.id) {
@@ -1139,6 +1169,7 @@ fn compile_policy(file: &str, text: &str, spec: PolicySpec) -> Result<Policy, Ve
         errors: Vec::new(),
         checks: Checks::All,
         set_aside: Vec::new(),
+        refused_names: Vec::new(),
     };
     let top = locate(text, 1, "id", &spec.id).0;
     let default_timezone = spec.default_timezone.unwrap_or_else(|| "UTC".into());
