@@ -14,7 +14,10 @@ fn wait_for_log(log: &std::path::Path, needle: &str) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("never logged {needle:?}");
+    panic!(
+        "never logged {needle:?}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 #[test]
