@@ -29,7 +29,8 @@ use tracing::{debug, info};
 use crate::error::StateError;
 pub use crate::store::LogAck;
 use crate::store::{
-    MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, Write, Written, member_segments,
+    MAX_MEMBERS_PAGE, MemberCursor, MemberPage, StateStore, Write, Written, held_back,
+    member_segments,
 };
 
 /// Entries of the outbox looked at when forgetting a user. The outbox is drained
@@ -969,9 +970,7 @@ where
                             each
                         })
                 } else {
-                    Err(StateError::Unavailable(
-                        "not written: another write of the batch failed".into(),
-                    ))
+                    Err(held_back())
                 };
                 call.record(result, &mut results);
             }

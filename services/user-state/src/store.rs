@@ -84,6 +84,12 @@ pub struct Written {
     pub backlog: Option<u64>,
 }
 
+/// The error of a write not tried because another write of its batch failed: the batch's
+/// acknowledgement rides with it, and must wait for every other write.
+pub(crate) fn held_back() -> StateError {
+    StateError::Unavailable("not written: another write of the batch failed".into())
+}
+
 /// One user's write of [`StateStore::save_all`]'s default, fenced when a token is given.
 fn save_one<'a, S: StateStore + ?Sized>(
     store: &'a S,
@@ -182,9 +188,7 @@ pub trait StateStore: Send + Sync + 'static {
                         .await
                         .map(|left| backlog = left)
                 } else {
-                    Err(StateError::Unavailable(
-                        "not written: another write of the batch failed".into(),
-                    ))
+                    Err(held_back())
                 };
                 results.push(result);
             }

@@ -16,24 +16,10 @@ use beckon_user_state::live;
 use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::{Outlet, PartitionWorker, StateStore, Timers, Write};
 use redis::aio::ConnectionManager;
-use support::{app_opened, loop_config};
+use support::{app_opened, calls, loop_config};
 use tokio::sync::watch;
 
 const BLOCK_MS: u64 = 10;
-
-/// Calls of `command` the server has counted since its statistics were reset.
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let mut con = server.connection().expect("con");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut con)
-        .expect("info");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("count"))
-}
 
 #[actix_rt::test]
 async fn a_batch_is_written_and_acknowledged_in_one_call() {

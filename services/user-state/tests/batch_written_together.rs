@@ -15,7 +15,7 @@ use beckon_user_state::redis::RedisStateStore;
 use beckon_user_state::store::LogAck;
 use beckon_user_state::{StateError, StateStore, Write};
 use redis::aio::ConnectionManager;
-use support::app_opened;
+use support::{app_opened, calls};
 
 /// A store and a log of one partition, with two entries read by a consumer and not yet
 /// acknowledged.
@@ -70,20 +70,6 @@ fn writes(states: &[(UserState, u64)]) -> Vec<Write<'_>> {
             expected: *expected,
         })
         .collect()
-}
-
-/// Calls of `command` the server has counted since its statistics were reset.
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    let mut con = server.connection().expect("con");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut con)
-        .expect("info");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("count"))
 }
 
 #[tokio::test]

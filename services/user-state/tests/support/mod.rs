@@ -152,3 +152,17 @@ pub fn scraped(
             _ => None,
         })
 }
+
+/// Calls of `command` the server has counted since its statistics were reset.
+pub fn calls(server: &RedisServer, command: &str) -> u64 {
+    let mut con = server.connection().expect("con");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("count"))
+}
