@@ -11,6 +11,15 @@ pub fn plain(e: &anyhow::Error, url: &str) -> String {
     let mut not_ours = false;
     for cause in e.chain() {
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            // Checked first: the timeout's status also carries a transport error as its cause.
+            if timed_out(status) {
+                not_ours = true;
+                parts.push(format!(
+                    "{url} did not answer within {} s",
+                    crate::grpc::CLIENT_CALL_TIMEOUT.as_secs()
+                ));
+                continue;
+            }
             if spoke_no_grpc(status) {
                 not_ours = true;
                 parts.push(format!(
@@ -68,6 +77,12 @@ fn spoke_no_grpc(status: &tonic::Status) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether the command's own call timeout ended the call: tonic reports it as CANCELLED with
+/// the words of its timeout error, which no server sends.
+fn timed_out(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired"
 }
 
 /// An answer over a size limit, said in words: tonic's own status ("Error, decoded message
@@ -173,6 +188,22 @@ mod tests {
             plain(&e, URL),
             "that address does not serve this API (is it the right service's port?)"
         );
+    }
+
+    #[test]
+    fn the_commands_own_timeout_names_the_address_and_the_wait() {
+        // What tonic makes of its client timeout, a transport error kept as its cause.
+        let e = anyhow::Error::from(tonic::Status::from_error(Box::new(tonic::TimeoutExpired(
+            (),
+        ))));
+        assert_eq!(
+            plain(&e, URL),
+            "http://127.0.0.1:4770 did not answer within 60 s: Timeout expired"
+        );
+
+        // A server that cancelled the call itself is not a timeout of ours.
+        let e = anyhow::Error::from(tonic::Status::cancelled("shutting down"));
+        assert_eq!(plain(&e, URL), "the call was cancelled: shutting down");
     }
 
     #[test]

@@ -344,6 +344,20 @@ pub fn peer_endpoint(setting: &str, url: &str, ca: Option<&Path>) -> anyhow::Res
         .with_context(|| format!("{setting}: TLS for `{url}`"))
 }
 
+/// How long a client command waits for its connection, and for the answer of each call (the
+/// first message of a stream): a peer that accepts and never answers, or an address whose
+/// packets are dropped, must end the command with an error rather than hang it.
+pub const CLIENT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CLIENT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The endpoint of a client command (`beckon user`, `beckon journeys`): a peer's, with the
+/// command's timeouts. Services keep their own deadlines per call instead.
+pub fn client_endpoint(setting: &str, url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+    Ok(peer_endpoint(setting, url, ca)?
+        .connect_timeout(CLIENT_CONNECT_TIMEOUT)
+        .timeout(CLIENT_CALL_TIMEOUT))
+}
+
 /// How long calls in flight may take to finish once shutdown began.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

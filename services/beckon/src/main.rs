@@ -443,7 +443,7 @@ fn run_user(
         .enable_all()
         .build()?;
     let answer = runtime.block_on(async {
-        let channel = beckon::grpc::peer_endpoint("--url", url, tls_ca)?
+        let channel = beckon::grpc::client_endpoint("--url", url, tls_ca)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
@@ -539,7 +539,7 @@ fn run_segments(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let channel = beckon::grpc::peer_endpoint("--url", url, tls_ca)?
+        let channel = beckon::grpc::client_endpoint("--url", url, tls_ca)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;

@@ -40,7 +40,7 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let channel = crate::grpc::peer_endpoint("--url", url, tls_ca)?
+        let channel = crate::grpc::client_endpoint("--url", url, tls_ca)?
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;
