@@ -35,6 +35,8 @@ pub const MAX_RELEASE_BYTES: usize = 64 * 1024 * 1024;
 pub struct JourneysService {
     store: Arc<dyn DefinitionStore>,
     max_release_bytes: usize,
+    /// The workspaces this deployment serves; `None` serves any.
+    served: Option<Vec<String>>,
 }
 
 impl JourneysService {
@@ -42,6 +44,31 @@ impl JourneysService {
         JourneysService {
             store,
             max_release_bytes: MAX_RELEASE_BYTES,
+            served: None,
+        }
+    }
+
+    /// Refuses calls for workspaces other than these, as the other services do: a mistyped
+    /// workspace is said to be one, instead of listing nothing or publishing where nothing
+    /// runs.
+    pub fn with_workspaces(mut self, workspaces: Vec<String>) -> JourneysService {
+        self.served = Some(workspaces);
+        self
+    }
+
+    /// `ws`, when it is a workspace this deployment serves.
+    fn workspace<'r>(&self, ws: &'r str) -> Result<&'r str, DefinitionError> {
+        let ws = workspace(ws)?;
+        match &self.served {
+            Some(served) if !served.iter().any(|w| w == ws) => {
+                Err(DefinitionError::InvalidArgument {
+                    field: "workspace",
+                    reason: format!(
+                        "{ws:?} is not served here (this deployment serves {served:?})"
+                    ),
+                })
+            }
+            _ => Ok(ws),
         }
     }
 
@@ -194,7 +221,7 @@ impl Journeys for JourneysService {
         request: Request<pb::LintRequest>,
     ) -> Result<Response<pb::LintResponse>, Status> {
         let r = request.into_inner();
-        let ws = workspace(&r.workspace)?.to_string();
+        let ws = self.workspace(&r.workspace)?.to_string();
         let files = files(r.files)?;
         let current = self.store.release(&ws).await?;
         match documents::check_with(&ws, &files, &current.documents) {
@@ -217,7 +244,7 @@ impl Journeys for JourneysService {
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let r = request.into_inner();
-        let ws = workspace(&r.workspace)?.to_string();
+        let ws = self.workspace(&r.workspace)?.to_string();
         let files = files(r.files)?;
         let published = publish_within(self.store.as_ref(), &ws, &files, self.max_release_bytes)
             .await
@@ -258,7 +285,7 @@ impl Journeys for JourneysService {
         request: Request<pb::ListJourneysRequest>,
     ) -> Result<Response<pb::ListJourneysResponse>, Status> {
         let r = request.into_inner();
-        let release = self.store.release(workspace(&r.workspace)?).await?;
+        let release = self.store.release(self.workspace(&r.workspace)?).await?;
         Ok(Response::new(pb::ListJourneysResponse {
             journeys: summaries(&release)?,
         }))
@@ -269,7 +296,7 @@ impl Journeys for JourneysService {
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::Release>, Status> {
         let r = request.into_inner();
-        let release = self.store.release(workspace(&r.workspace)?).await?;
+        let release = self.store.release(self.workspace(&r.workspace)?).await?;
         Ok(Response::new(sendable(release, self.max_release_bytes)?))
     }
 
@@ -279,7 +306,7 @@ impl Journeys for JourneysService {
         &self,
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<Self::WatchReleasesStream>, Status> {
-        let ws = workspace(&request.get_ref().workspace)?.to_string();
+        let ws = self.workspace(&request.get_ref().workspace)?.to_string();
 
         // Subscribe before reading, so a release published in between is not missed.
         let announcements = self.store.announcements();

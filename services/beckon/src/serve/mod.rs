@@ -502,7 +502,11 @@ async fn run_all(
         .with_definitions(definitions_in_force);
     let routes = Routes::new(IngestEndpoint::new(ingest))
         .add_service(users.into_server())
-        .add_service(JourneysService::new(definitions).into_server())
+        .add_service(
+            JourneysService::new(definitions)
+                .with_workspaces(vec![settings.workspace.clone()])
+                .into_server(),
+        )
         .add_service(SchedulerServer::new(
             SchedulerService::new(timers, settings.partitions, wake)
                 .with_workspaces(vec![settings.workspace.clone()]),
@@ -564,7 +568,8 @@ async fn run_journey(
         let workspaces = vec![settings.workspace.clone()];
         tokio::spawn(async move { store.listen(client, workspaces, stopped(stop)).await })
     };
-    let routes = Routes::new(JourneysService::new(store).into_server());
+    let service = JourneysService::new(store).with_workspaces(vec![settings.workspace.clone()]);
+    let routes = Routes::new(service.into_server());
     crate::grpc::serve(
         listener,
         routes,
