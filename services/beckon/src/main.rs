@@ -316,11 +316,14 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         );
-        for m in &outcome.messages {
-            serde_json::to_writer(&mut out, &replay::message_json(m))?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
+        let written: std::io::Result<()> = (|| {
+            for m in &outcome.messages {
+                serde_json::to_writer(&mut out, &replay::message_json(m))?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()
+        })();
+        written.with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&outcome.report)?;

@@ -263,3 +263,29 @@ fn a_gzip_file_cut_short_fails_naming_the_file_and_writes_no_report() {
         )
     );
 }
+
+#[test]
+fn a_messages_file_that_cannot_be_written_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repo("examples/events/shop.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(["replay", "--events"])
+        .arg(&events)
+        .arg("--journeys")
+        .arg(repo("examples/journeys"))
+        .arg("--report")
+        .arg(dir.path().join("report.json"))
+        // Opens, and refuses every write: the failure is the write's, not the open's.
+        .args(["--messages", "/dev/full", "--no-progress"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("beckon runs");
+    let stderr = text(&run.stderr);
+
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("error: writing /dev/full: No space left on device"),
+        "{stderr}"
+    );
+}
