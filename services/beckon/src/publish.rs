@@ -36,6 +36,22 @@ pub fn run(
         (_, None) => anyhow::bail!("a spec file or folder is needed"),
     };
 
+    // A request past what the service reads would fail in the transport, in words that blame
+    // the address; said here by its size instead, before connecting.
+    let request = pb::LintRequest {
+        workspace: workspace.to_string(),
+        files,
+    };
+    let size = prost::Message::encoded_len(&request);
+    let limit = beckon_journey_service::service::MAX_REQUEST_BYTES;
+    if size > limit {
+        anyhow::bail!(
+            "the specs are {size} bytes encoded, more than the {limit} bytes the journey \
+             service reads in one call"
+        );
+    }
+    let files = request.files;
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

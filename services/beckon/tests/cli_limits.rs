@@ -875,3 +875,34 @@ fn serve_takes_a_lateness_limit_in_range_and_leaves_it_off_by_default() {
     assert!(stderr.contains("60000..=31536000000"), "{stderr}");
     assert!(stderr.contains("line 1 column 24"), "{stderr}");
 }
+
+#[test]
+fn journeys_refuses_specs_past_what_the_service_reads_by_their_size() {
+    // A port of the test's own: the refusal must come before any connection.
+    let own = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", own.local_addr().expect("address"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = "x".repeat(17 * 1024 * 1024);
+    let spec = format!(
+        "id: big\nversion: 1\nworkspace: default\nentry:\n  event: Signed Up\nsteps:\n  - id: \
+         hello\n    message:\n      channel: push\n      body: {body}\n"
+    );
+    std::fs::write(dir.path().join("big.yaml"), spec).expect("spec written");
+
+    for action in ["lint", "apply"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+            .args(["journeys", action])
+            .arg(dir.path())
+            .args(["--url", &url])
+            .output()
+            .expect("beckon runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+
+        assert_eq!(out.status.code(), Some(2), "{action}: {stderr}");
+        assert!(
+            stderr.contains("bytes the journey service reads in one call"),
+            "{action}: {stderr}"
+        );
+        assert!(!stderr.contains("gRPC service"), "{action}: {stderr}");
+    }
+}
