@@ -8,8 +8,15 @@ use std::error::Error as _;
 /// address the command called, named when what answered there was no Beckon service.
 pub fn plain(e: &anyhow::Error, url: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut not_ours = false;
+    // A plain-text port called with https:// is said before the TLS library's own words.
+    let mut not_ours = tls_to_plain_text(e, url);
     for cause in e.chain() {
+        if not_ours && is_plain_text_answer(cause) {
+            parts.push(format!(
+                "{url} did not answer in TLS (is it a plain-text port? then its address \
+                 starts with http://)"
+            ));
+        }
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
             // Checked first: the timeout's status also carries a transport error as its cause.
             if timed_out(status) {
@@ -59,6 +66,18 @@ pub fn plain(e: &anyhow::Error, url: &str) -> String {
 }
 
 const UNAVAILABLE: &str = "the server is unavailable";
+
+/// Whether an `https://` address answered in something other than TLS: the TLS library's
+/// words for a first record that is no TLS record (a plain-text gRPC or HTTP port answering
+/// the handshake). The connection failed, but nothing is unavailable: the scheme is wrong.
+fn tls_to_plain_text(e: &anyhow::Error, url: &str) -> bool {
+    url.starts_with("https://") && e.chain().any(is_plain_text_answer)
+}
+
+fn is_plain_text_answer(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let text = cause.to_string();
+    text.contains("received corrupt message") && text.contains("InvalidContentType")
+}
 
 /// Whether a call failed because what answered at the address broke the connection instead of
 /// answering in gRPC: a plain TCP or HTTP/1 server, a TLS port called without TLS. Tonic makes
@@ -231,6 +250,26 @@ mod tests {
         // Any other out-of-range answer is the server's own words.
         let e = anyhow::Error::from(tonic::Status::out_of_range("page_size: at most 1000"));
         assert_eq!(plain(&e, URL), "page_size: at most 1000");
+    }
+
+    #[test]
+    fn an_https_address_that_answers_in_plain_text_is_said_to_be_one() {
+        let tls = Cause("received corrupt message of type InvalidContentType", None);
+        let e = anyhow::Error::new(Cause("transport error", Some(Box::new(tls))))
+            .context("connecting to https://127.0.0.1:4770");
+        let said = plain(&e, "https://127.0.0.1:4770");
+        assert_eq!(
+            said,
+            "connecting to https://127.0.0.1:4770: transport error: https://127.0.0.1:4770 did \
+             not answer in TLS (is it a plain-text port? then its address starts with \
+             http://): received corrupt message of type InvalidContentType"
+        );
+        assert!(!said.contains(UNAVAILABLE), "{said}");
+
+        // The same words from an http:// address are someone else's trouble, said as they are.
+        let tls = Cause("received corrupt message of type InvalidContentType", None);
+        let e = anyhow::Error::new(tls);
+        assert!(!plain(&e, URL).contains("did not answer in TLS"));
     }
 
     #[test]

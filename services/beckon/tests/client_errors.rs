@@ -129,6 +129,26 @@ fn an_address_that_is_no_grpc_service_is_named_with_the_cause() {
 }
 
 #[test]
+fn an_https_address_of_a_plain_text_port_is_said_to_be_one() {
+    let url = http1_listener().replace("http://", "https://");
+    for args in [vec!["journeys", "list"], vec!["user", "get", "ada"]] {
+        let mut args = args.clone();
+        args.extend(["--url", &url]);
+        let (code, said) = beckon(&args);
+        assert_eq!(code, Some(2), "{said}");
+        assert!(
+            said.contains(&format!(
+                "{url} did not answer in TLS (is it a plain-text port? then its address starts \
+                 with http://)"
+            )),
+            "{said}"
+        );
+        assert!(!said.contains("the server is unavailable"), "{said}");
+        assert_plain(said.trim_end());
+    }
+}
+
+#[test]
 fn a_changed_published_version_is_refused_with_the_servers_reason_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let served = Served::start("all", &[]);
