@@ -233,9 +233,13 @@ async fn connect(config: &LoadConfig) -> Result<Vec<Channel>, LoadError> {
         url: config.url.clone(),
         source,
     };
+    // Bounded like the client commands': a peer that takes the connection and never answers
+    // ends the run with errors instead of holding it past its duration for ever.
     let mut endpoint = Endpoint::from_shared(config.url.clone())
         .map_err(address)?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .connect_timeout(crate::grpc::CLIENT_CONNECT_TIMEOUT)
+        .timeout(crate::grpc::CLIENT_CALL_TIMEOUT);
     // An ingest behind a public certificate: TLS checked against the bundled web roots.
     if endpoint.uri().scheme_str() == Some("https") {
         let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
