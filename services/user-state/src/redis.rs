@@ -59,7 +59,8 @@ pub struct OutboxEntry {
 
 /// Lua helpers shared by the scripts that keep the segment member index: `esc` escapes a
 /// segment id for a key exactly as [`beckon_scheduler::keys::escape`] does, `set` reads a
-/// newline-separated list of segment ids, `unindex` takes a user out of one segment.
+/// newline-separated list of segment ids, `unindex` takes a user out of one segment, and
+/// `reindex` moves a user's entries from the segments a record listed to those it lists now.
 const INDEX_LUA: &str = r"
 local function esc(s)
     return (s:gsub('[%%{}:]', function(c) return string.format('%%%02X', string.byte(c)) end))
@@ -77,6 +78,19 @@ local function unindex(prefix, seg, user)
         return 1
     end
     return 0
+end
+local function reindex(prefix, user, was, now_text)
+    if was == now_text then return end
+    local before, now = set(was), set(now_text)
+    for seg in pairs(before) do
+        if not now[seg] then unindex(prefix, seg, user) end
+    end
+    for seg in pairs(now) do
+        if not before[seg] and
+            redis.call('ZADD', prefix .. ':seg:' .. esc(seg), 0, user) == 1 then
+            redis.call('HINCRBY', prefix .. ':segsizes', seg, 1)
+        end
+    end
 end
 ";
 
@@ -96,18 +110,7 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
         if cur ~= ARGV[1] then return {{0, cur, 0}} end
         local was = redis.call('HGET', KEYS[1], 's') or ''
         redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[8])
-        if was ~= ARGV[8] then
-            local before, now = set(was), set(ARGV[8])
-            for seg in pairs(before) do
-                if not now[seg] then unindex(ARGV[9], seg, ARGV[4]) end
-            end
-            for seg in pairs(now) do
-                if not before[seg] and
-                    redis.call('ZADD', ARGV[9] .. ':seg:' .. esc(seg), 0, ARGV[4]) == 1 then
-                    redis.call('HINCRBY', ARGV[9] .. ':segsizes', seg, 1)
-                end
-            end
-        end
+        reindex(ARGV[9], ARGV[4], was, ARGV[8])
         local ids = tonumber(ARGV[6])
         for i = 10 + ids, #ARGV do
             redis.call('XADD', KEYS[2], '*', 'u', ARGV[4], 'e', ARGV[i])
@@ -145,18 +148,7 @@ static COMMIT_MANY: LazyLock<Script> = LazyLock::new(|| {
                 all = false
             else
                 redis.call('HSET', key, 'v', ARGV[a + 2], 'd', ARGV[a + 3], 's', segs)
-                if was ~= segs then
-                    local before, now = set(was), set(segs)
-                    for seg in pairs(before) do
-                        if not now[seg] then unindex(ARGV[4], seg, user) end
-                    end
-                    for seg in pairs(now) do
-                        if not before[seg] and
-                            redis.call('ZADD', ARGV[4] .. ':seg:' .. esc(seg), 0, user) == 1 then
-                            redis.call('HINCRBY', ARGV[4] .. ':segsizes', seg, 1)
-                        end
-                    end
-                end
+                reindex(ARGV[4], user, was, segs)
                 out[#out + 1] = ''
             end
         end
